@@ -1,0 +1,239 @@
+//! The site configuration as written by the operator (TOML), separate from
+//! the runtime types. Every struct denies unknown fields; [`crate::plan`]
+//! validates a `Config` into a `Plan` before any thread starts.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// The embedded simulated site (no NIC, no DPDK).
+    Sim,
+    /// Read a capture per input port, write a capture per output port.
+    Pcap,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub backend: BackendKind,
+    pub lan: LanConfig,
+    pub ports: Vec<PortConfig>,
+    pub uplinks: Vec<UplinkConfig>,
+    #[serde(default)]
+    pub nat: NatSection,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// Required when `backend = "sim"`.
+    pub sim: Option<SimConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanConfig {
+    /// Name of the port facing the LAN.
+    pub port: String,
+    /// Inside prefixes (e.g. "10.0.0.0/16"): the clients' addresses.
+    pub prefixes: Vec<String>,
+    /// The appliance's own addresses on the LAN (the clients' gateway).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    pub name: String,
+    /// The port's MAC address, "aa:bb:cc:dd:ee:ff".
+    pub mac: String,
+    /// 802.1Q VLAN id (1..=4094) if the port's frames are tagged.
+    pub vlan: Option<u16>,
+    /// pcap backend: capture replayed as this port's received traffic.
+    pub pcap_in: Option<PathBuf>,
+    /// pcap backend: capture written with this port's transmitted traffic.
+    pub pcap_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    pub name: String,
+    /// Name of the port this uplink leaves through.
+    pub port: String,
+    /// Source-NAT addresses: single addresses or prefixes, IPv4 and/or IPv6.
+    pub nat_addresses: Vec<String>,
+    /// MAC of the next hop (the ISP's router).
+    pub next_hop_mac: String,
+    /// Relative capacity, for weighted algorithms (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatSection {
+    /// Inclusive NAT port range [first, last], split evenly between shards.
+    pub port_range: [u16; 2],
+    pub max_sessions_per_shard: usize,
+    pub udp_idle_timeout_s: u64,
+    pub tcp_established_timeout_s: u64,
+    pub tcp_transitory_timeout_s: u64,
+    pub tcp_closed_timeout_s: u64,
+    pub icmp_timeout_s: u64,
+}
+
+impl Default for NatSection {
+    fn default() -> Self {
+        NatSection {
+            port_range: [1024, 65535],
+            max_sessions_per_shard: 65_536,
+            udp_idle_timeout_s: 180,
+            tcp_established_timeout_s: 7_440,
+            tcp_transitory_timeout_s: 240,
+            tcp_closed_timeout_s: 10,
+            icmp_timeout_s: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Stages on separate lcores joined by rings.
+    Pipeline,
+    /// Every worker runs all stages; hand-off rings carry packets to the
+    /// worker owning their NAT shard.
+    RunToCompletion,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    pub mode: Mode,
+    /// Packets per burst, 1..=32.
+    pub burst_size: usize,
+    /// Slots (bursts) per ring; a power of two.
+    pub ring_size: usize,
+    /// Packet buffers in the pool (software backends).
+    pub pool_size: usize,
+    /// Allow more lcores than the machine has CPUs (labs only: threads share
+    /// CPUs and back off when idle; pinning is then refused).
+    pub oversubscribe: bool,
+    pub lcores: Vec<LcoreConfig>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            mode: Mode::RunToCompletion,
+            burst_size: 32,
+            ring_size: 1024,
+            pool_size: 32_768,
+            oversubscribe: false,
+            lcores: vec![LcoreConfig::default()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LcoreConfig {
+    /// CPU to pin this lcore's thread to; unpinned when absent.
+    pub core: Option<usize>,
+    /// Pipeline mode: the contiguous stages this lcore runs. Omitted (or all
+    /// four) in run-to-completion mode.
+    #[serde(default)]
+    pub stages: Vec<String>,
+}
+
+/// The embedded simulated site: LAN clients and internet servers speaking
+/// real TCP and UDP (smoltcp), joined to the appliance through virtual
+/// ports, with per-uplink delay, jitter and loss.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Seed of every random choice in the site (reproducible runs).
+    pub seed: u64,
+    pub clients: usize,
+    pub servers: usize,
+    /// Clients get consecutive addresses from here (inside the LAN prefixes).
+    pub client_base: String,
+    /// Servers get consecutive addresses from here (outside every local prefix).
+    pub server_base: String,
+    /// TCP port the servers listen on.
+    pub tcp_port: u16,
+    /// UDP port the servers answer on.
+    pub udp_port: u16,
+    /// Mean interval between a client's TCP connections (exponential).
+    pub tcp_interval_ms: u64,
+    /// Mean interval between a client's UDP requests (exponential); 0 = no UDP.
+    pub udp_interval_ms: u64,
+    pub tcp_request_bytes: usize,
+    pub tcp_response_bytes: usize,
+    pub udp_request_bytes: usize,
+    pub udp_response_bytes: usize,
+    /// A TCP exchange not complete after this long counts as failed.
+    pub tcp_timeout_ms: u64,
+    /// A UDP request without a reply after this long counts as lost.
+    pub udp_timeout_ms: u64,
+    /// Conditions of each uplink's path; every uplink must appear once.
+    pub uplinks: Vec<SimUplinkConfig>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            clients: 200,
+            servers: 20,
+            client_base: "10.0.1.1".into(),
+            server_base: "203.0.113.1".into(),
+            tcp_port: 80,
+            udp_port: 53,
+            tcp_interval_ms: 1000,
+            udp_interval_ms: 1000,
+            tcp_request_bytes: 200,
+            tcp_response_bytes: 4000,
+            udp_request_bytes: 64,
+            udp_response_bytes: 256,
+            tcp_timeout_ms: 5000,
+            udp_timeout_ms: 2000,
+            uplinks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimUplinkConfig {
+    /// Name of the uplink (as in `[[uplinks]]`).
+    pub name: String,
+    /// One-way delay in each direction between the appliance and the servers.
+    pub delay_ms: f64,
+    /// Extra random delay, uniform in [0, jitter_ms]; per-direction order is kept.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Probability that a frame is lost, in each direction, 0.0..1.0.
+    #[serde(default)]
+    pub loss: f64,
+}
+
+/// Parses TOML into a [`Config`]; errors name the field's path.
+pub fn parse(text: &str) -> Result<Config, String> {
+    let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.message().to_string();
+        if path == "." || path.is_empty() {
+            msg
+        } else {
+            format!("{path}: {msg}")
+        }
+    })
+}

@@ -1,0 +1,8 @@
+//! The appliance runtime: configuration and its validation into a plan,
+//! lcore threads joined by rings, port backends, the management core and
+//! the command line. Packet logic lives in the `pipelines` crate.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod plan;
+pub mod ports;

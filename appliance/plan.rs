@@ -1,0 +1,559 @@
+//! Validation: a [`Config`] becomes a [`Plan`] — resolved names, expanded
+//! addresses, stage placement, rings and queues — or a [`ConfigError`] that
+//! names the offending field and what is allowed. Nothing starts before this
+//! has succeeded.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pipelines::nat::NatConfig;
+use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo, MAX_UPLINKS};
+use pipelines::wire::parse_mac;
+use pipelines::{Nanos, BURST_MAX};
+
+use crate::config::{BackendKind, Config, Mode, SimConfig};
+
+/// A configuration error: `path` is the field (e.g. `uplinks[1].port`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct ConfigError {
+    pub path: String,
+    pub msg: String,
+}
+
+fn err<T>(path: impl Into<String>, msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError { path: path.into(), msg: msg.into() })
+}
+
+/// The four stages, in packet-path order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    Classify,
+    Replicate,
+    Translate,
+    Transmit,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Classify, Stage::Replicate, Stage::Translate, Stage::Transmit];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Classify => "classify",
+            Stage::Replicate => "replicate",
+            Stage::Translate => "translate",
+            Stage::Transmit => "transmit",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|st| st.name() == s)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PortPlan {
+    pub name: String,
+    pub mac: [u8; 6],
+    pub vlan: Option<u16>,
+    pub pcap_in: Option<PathBuf>,
+    pub pcap_out: Option<PathBuf>,
+}
+
+/// Lcores that run the same contiguous stages. Each lcore of the group that
+/// holds `translate` owns one NAT shard.
+#[derive(Debug, Clone)]
+pub struct GroupPlan {
+    pub stages: Vec<Stage>,
+    /// Global lcore ids.
+    pub lcores: Vec<usize>,
+    /// True when packets of other lcores' shards are handed off over rings
+    /// within the group (classify and translate in one group of several).
+    pub handoff: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LcorePlan {
+    pub id: usize,
+    pub core: Option<usize>,
+    pub group: usize,
+    /// Index within its group.
+    pub index: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingKind {
+    /// Carries bursts from one group's last stage to the next group.
+    Stage,
+    /// Carries packets to the lcore owning their NAT shard.
+    Handoff,
+}
+
+#[derive(Debug, Clone)]
+pub struct RingPlan {
+    pub from: usize,
+    pub to: usize,
+    pub kind: RingKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimUplinkPlan {
+    pub delay_ms: f64,
+    pub jitter_ms: f64,
+    pub loss: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimPlan {
+    pub cfg: SimConfig,
+    pub client_base: Ipv4Addr,
+    pub server_base: Ipv4Addr,
+    /// Indexed like `Plan::topology.uplinks`.
+    pub uplinks: Vec<SimUplinkPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub backend: BackendKind,
+    pub topology: Arc<Topology>,
+    pub ports: Vec<PortPlan>,
+    pub nat: NatConfig,
+    pub mode: Mode,
+    pub burst_size: usize,
+    pub ring_size: usize,
+    pub pool_size: usize,
+    pub lcores: Vec<LcorePlan>,
+    pub groups: Vec<GroupPlan>,
+    pub rings: Vec<RingPlan>,
+    /// RX queues per port (one per lcore of the first group).
+    pub rx_queues: usize,
+    /// TX queues per port (one per lcore of the group holding transmit).
+    pub tx_queues: usize,
+    pub sim: Option<SimPlan>,
+}
+
+impl Plan {
+    pub fn shards(&self) -> u16 {
+        self.topology.shards
+    }
+
+    pub fn group_of(&self, stage: Stage) -> usize {
+        self.groups.iter().position(|g| g.stages.contains(&stage)).unwrap_or(0)
+    }
+}
+
+/// Most NAT addresses a site may expand to (each has a port pool per shard).
+const MAX_NAT_ADDRESSES: usize = 1024;
+
+pub fn validate(cfg: &Config) -> Result<Plan, ConfigError> {
+    validate_with_cpus(cfg, available_cpus())
+}
+
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// [`validate`] against a machine with `cpus` CPUs (tests use this).
+pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError> {
+    // Ports.
+    if cfg.ports.is_empty() {
+        return err("ports", "at least one [[ports]] entry is required");
+    }
+    let mut ports = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let path = format!("ports[{i}]");
+        if p.name.is_empty() {
+            return err(format!("{path}.name"), "must not be empty");
+        }
+        if cfg.ports[..i].iter().any(|q| q.name == p.name) {
+            return err(format!("{path}.name"), format!("duplicate port name `{}`", p.name));
+        }
+        let mac = parse_mac(&p.mac)
+            .ok_or_else(|| ConfigError { path: format!("{path}.mac"), msg: format!("`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)", p.mac) })?;
+        if let Some(v) = p.vlan {
+            if !(1..=4094).contains(&v) {
+                return err(format!("{path}.vlan"), format!("{v} is not a VLAN id; allowed: 1..=4094"));
+            }
+        }
+        if cfg.backend != BackendKind::Pcap && (p.pcap_in.is_some() || p.pcap_out.is_some()) {
+            return err(format!("{path}.pcap_in"), "pcap_in / pcap_out are only allowed with backend = \"pcap\"");
+        }
+        ports.push(PortPlan { name: p.name.clone(), mac, vlan: p.vlan, pcap_in: p.pcap_in.clone(), pcap_out: p.pcap_out.clone() });
+    }
+    if cfg.backend == BackendKind::Pcap && !ports.iter().any(|p| p.pcap_in.is_some()) {
+        return err("ports", "backend = \"pcap\" needs pcap_in on at least one port");
+    }
+    let port_index = |name: &str, path: String| -> Result<u16, ConfigError> {
+        cfg.ports.iter().position(|p| p.name == name).map(|i| i as u16).ok_or_else(|| ConfigError {
+            path,
+            msg: format!(
+                "no port named `{name}`; ports are: {}",
+                cfg.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        })
+    };
+
+    // LAN.
+    let lan_port = port_index(&cfg.lan.port, "lan.port".into())?;
+    if cfg.lan.prefixes.is_empty() {
+        return err("lan.prefixes", "at least one inside prefix is required (e.g. \"10.0.0.0/16\")");
+    }
+    let lan_prefixes = parse_prefixes(&cfg.lan.prefixes, "lan.prefixes")?;
+    let mut lan_addrs = Vec::new();
+    for (i, a) in cfg.lan.addresses.iter().enumerate() {
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| ConfigError { path: format!("lan.addresses[{i}]"), msg: format!("`{a}` is not an IP address") })?;
+        lan_addrs.push(addr);
+    }
+
+    // Uplinks.
+    if cfg.uplinks.is_empty() {
+        return err("uplinks", "at least one [[uplinks]] entry is required");
+    }
+    if cfg.uplinks.len() > MAX_UPLINKS {
+        return err("uplinks", format!("{} uplinks; at most {MAX_UPLINKS} are allowed", cfg.uplinks.len()));
+    }
+    let mut uplinks = Vec::new();
+    let mut all_nat: Vec<(IpPrefix, String)> = Vec::new();
+    let mut expanded = 0usize;
+    for (i, u) in cfg.uplinks.iter().enumerate() {
+        let path = format!("uplinks[{i}]");
+        if u.name.is_empty() {
+            return err(format!("{path}.name"), "must not be empty");
+        }
+        if cfg.uplinks[..i].iter().any(|v| v.name == u.name) {
+            return err(format!("{path}.name"), format!("duplicate uplink name `{}`", u.name));
+        }
+        let port = port_index(&u.port, format!("{path}.port"))?;
+        if port == lan_port {
+            return err(format!("{path}.port"), format!("`{}` is the LAN port; an uplink needs a port of its own", u.port));
+        }
+        if u.nat_addresses.is_empty() {
+            return err(format!("{path}.nat_addresses"), "at least one source-NAT address is required");
+        }
+        let prefixes = parse_prefixes(&u.nat_addresses, &format!("{path}.nat_addresses"))?;
+        let mut nat_addrs = Vec::new();
+        for (j, p) in prefixes.iter().enumerate() {
+            let fpath = format!("{path}.nat_addresses[{j}]");
+            if let Some((_, owner)) = all_nat.iter().find(|(q, _)| q.overlaps(p)) {
+                return err(fpath, format!("{p} overlaps NAT addresses {owner}; NAT address ranges must be disjoint"));
+            }
+            if let Some(l) = lan_prefixes.iter().find(|l| l.overlaps(p)) {
+                return err(fpath, format!("{p} overlaps LAN prefix {l}"));
+            }
+            let (first, last, _) = p.range();
+            let n = last - first + 1;
+            if n > (MAX_NAT_ADDRESSES - expanded) as u128 {
+                return err(fpath, format!("{p} expands past {MAX_NAT_ADDRESSES} NAT addresses in all; use a longer prefix"));
+            }
+            expanded += n as usize;
+            for x in first..=last {
+                nat_addrs.push(match p.addr {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(x as u32)),
+                    IpAddr::V6(_) => IpAddr::V6(x.into()),
+                });
+            }
+            all_nat.push((*p, format!("{}.nat_addresses[{j}] ({})", path, u.name)));
+        }
+        let next_hop_mac = parse_mac(&u.next_hop_mac).ok_or_else(|| ConfigError {
+            path: format!("{path}.next_hop_mac"),
+            msg: format!("`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)", u.next_hop_mac),
+        })?;
+        if u.weight == 0 {
+            return err(format!("{path}.weight"), "must be at least 1");
+        }
+        uplinks.push(UplinkInfo { name: u.name.clone(), port, nat_addrs, next_hop_mac, weight: u.weight });
+    }
+
+    // Runtime: burst, rings, pool.
+    let rt = &cfg.runtime;
+    if rt.burst_size == 0 || rt.burst_size > BURST_MAX {
+        return err("runtime.burst_size", format!("{}; allowed: 1..={BURST_MAX}", rt.burst_size));
+    }
+    if !rt.ring_size.is_power_of_two() || !(2..=65_536).contains(&rt.ring_size) {
+        return err("runtime.ring_size", format!("{} is not a power of two in 2..=65536", rt.ring_size));
+    }
+    if rt.pool_size < 1024 || rt.pool_size > 16 * 1024 * 1024 {
+        return err("runtime.pool_size", format!("{}; allowed: 1024..=16777216 buffers", rt.pool_size));
+    }
+
+    // Lcores.
+    let (lcores, groups) = plan_lcores(cfg, cpus)?;
+    let shard_group = groups.iter().find(|g| g.stages.contains(&Stage::Translate)).map(|g| g.lcores.len()).unwrap_or(1);
+    let shards = shard_group as u16;
+
+    // NAT.
+    let n = &cfg.nat;
+    let [first, last] = n.port_range;
+    if first == 0 || first > last {
+        return err("nat.port_range", format!("[{first}, {last}]; need 1 <= first <= last <= 65535"));
+    }
+    if usize::from(last - first) + 1 < usize::from(shards) * 64 {
+        return err("nat.port_range", format!("[{first}, {last}] is too small for {shards} shards (at least 64 ports each)"));
+    }
+    if n.max_sessions_per_shard == 0 || n.max_sessions_per_shard > 16 * 1024 * 1024 {
+        return err("nat.max_sessions_per_shard", format!("{}; allowed: 1..=16777216", n.max_sessions_per_shard));
+    }
+    for (name, v) in [
+        ("udp_idle_timeout_s", n.udp_idle_timeout_s),
+        ("tcp_established_timeout_s", n.tcp_established_timeout_s),
+        ("tcp_transitory_timeout_s", n.tcp_transitory_timeout_s),
+        ("tcp_closed_timeout_s", n.tcp_closed_timeout_s),
+        ("icmp_timeout_s", n.icmp_timeout_s),
+    ] {
+        if v == 0 || v > 7 * 24 * 3600 {
+            return err(format!("nat.{name}"), format!("{v}; allowed: 1..=604800 seconds"));
+        }
+    }
+    let nat = NatConfig {
+        max_sessions: n.max_sessions_per_shard,
+        udp_idle_timeout: Nanos::from_secs(n.udp_idle_timeout_s),
+        tcp_established_timeout: Nanos::from_secs(n.tcp_established_timeout_s),
+        tcp_transitory_timeout: Nanos::from_secs(n.tcp_transitory_timeout_s),
+        tcp_closed_timeout: Nanos::from_secs(n.tcp_closed_timeout_s),
+        icmp_timeout: Nanos::from_secs(n.icmp_timeout_s),
+    };
+
+    let port_infos = ports
+        .iter()
+        .map(|p| PortInfo { name: p.name.clone(), mac: p.mac, vlan: p.vlan, role: PortRole::Unused })
+        .collect();
+    let topology = Arc::new(Topology::new(
+        port_infos,
+        lan_port,
+        lan_prefixes,
+        lan_addrs,
+        uplinks,
+        NatPortRange { first, last },
+        shards,
+    ));
+
+    // Sim.
+    let sim = match (cfg.backend, &cfg.sim) {
+        (BackendKind::Sim, None) => return err("sim", "backend = \"sim\" needs a [sim] section"),
+        (BackendKind::Sim, Some(s)) => Some(plan_sim(s, &topology)?),
+        (_, Some(_)) => return err("sim", "a [sim] section is only allowed with backend = \"sim\""),
+        (_, None) => None,
+    };
+
+    let rings = plan_rings(&groups);
+    let rx_queues = groups.first().map(|g| g.lcores.len()).unwrap_or(1);
+    let tx_queues = groups.iter().find(|g| g.stages.contains(&Stage::Transmit)).map(|g| g.lcores.len()).unwrap_or(1);
+    Ok(Plan {
+        backend: cfg.backend,
+        topology,
+        ports,
+        nat,
+        mode: rt.mode,
+        burst_size: rt.burst_size,
+        ring_size: rt.ring_size,
+        pool_size: rt.pool_size,
+        lcores,
+        groups,
+        rings,
+        rx_queues,
+        tx_queues,
+        sim,
+    })
+}
+
+fn parse_prefixes(list: &[String], path: &str) -> Result<Vec<IpPrefix>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| s.parse::<IpPrefix>().map_err(|m| ConfigError { path: format!("{path}[{i}]"), msg: m }))
+        .collect()
+}
+
+fn plan_lcores(cfg: &Config, cpus: usize) -> Result<(Vec<LcorePlan>, Vec<GroupPlan>), ConfigError> {
+    let rt = &cfg.runtime;
+    if rt.lcores.is_empty() {
+        return err("runtime.lcores", "at least one [[runtime.lcores]] entry is required");
+    }
+    if rt.lcores.len() > cpus && !rt.oversubscribe {
+        return err(
+            "runtime.lcores",
+            format!(
+                "{} lcores but this machine has {cpus} CPUs; use at most {cpus}, or set runtime.oversubscribe = true for a lab",
+                rt.lcores.len()
+            ),
+        );
+    }
+    for (i, l) in rt.lcores.iter().enumerate() {
+        if let Some(c) = l.core {
+            if c >= cpus {
+                return err(format!("runtime.lcores[{i}].core"), format!("CPU {c} does not exist; this machine has CPUs 0..={}", cpus - 1));
+            }
+            if !rt.oversubscribe && rt.lcores[..i].iter().any(|o| o.core == Some(c)) {
+                return err(format!("runtime.lcores[{i}].core"), format!("CPU {c} is already used by another lcore"));
+            }
+        }
+    }
+    let mut stage_lists = Vec::new();
+    for (i, l) in rt.lcores.iter().enumerate() {
+        let mut stages = Vec::new();
+        for (j, s) in l.stages.iter().enumerate() {
+            let st = Stage::parse(s).ok_or_else(|| ConfigError {
+                path: format!("runtime.lcores[{i}].stages[{j}]"),
+                msg: format!("unknown stage `{s}`; stages are: classify, replicate, translate, transmit"),
+            })?;
+            stages.push(st);
+        }
+        match rt.mode {
+            Mode::RunToCompletion => {
+                if !stages.is_empty() && stages != Stage::ALL {
+                    return err(
+                        format!("runtime.lcores[{i}].stages"),
+                        "in run-to-completion mode every lcore runs all four stages; omit `stages`",
+                    );
+                }
+                stages = Stage::ALL.to_vec();
+            }
+            Mode::Pipeline => {
+                if stages.is_empty() {
+                    return err(format!("runtime.lcores[{i}].stages"), "pipeline mode needs the stages each lcore runs");
+                }
+                if stages.windows(2).any(|w| w[0] >= w[1]) {
+                    return err(
+                        format!("runtime.lcores[{i}].stages"),
+                        "stages must be distinct and in packet-path order: classify, replicate, translate, transmit",
+                    );
+                }
+            }
+        }
+        stage_lists.push(stages);
+    }
+    // Consecutive lcores with the same stages form a group.
+    let mut groups: Vec<GroupPlan> = Vec::new();
+    let mut lcores = Vec::new();
+    for (i, stages) in stage_lists.iter().enumerate() {
+        if groups.last().is_none_or(|g| &g.stages != stages) {
+            if groups.iter().any(|g| &g.stages == stages) {
+                return err(format!("runtime.lcores[{i}].stages"), "lcores running the same stages must be listed together");
+            }
+            groups.push(GroupPlan { stages: stages.clone(), lcores: Vec::new(), handoff: false });
+        }
+        let g = groups.len() - 1;
+        let index = groups[g].lcores.len();
+        groups[g].lcores.push(i);
+        lcores.push(LcorePlan { id: i, core: rt.lcores[i].core, group: g, index });
+    }
+    let flat: Vec<Stage> = groups.iter().flat_map(|g| g.stages.iter().copied()).collect();
+    if flat != Stage::ALL {
+        return err(
+            "runtime.lcores",
+            format!(
+                "the lcores' stages, in order, are [{}]; together they must be each of classify, replicate, translate, transmit exactly once, in that order",
+                flat.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    for g in groups.iter_mut() {
+        g.handoff = g.lcores.len() > 1 && g.stages.contains(&Stage::Classify) && g.stages.contains(&Stage::Translate);
+    }
+    // Stage groups other than translate's must hand packets to the right
+    // shard: a group after translate but before transmit would lose the
+    // shard's ordering guarantees only if it had several lcores fed by one;
+    // that is allowed (any lcore can transmit).
+    Ok((lcores, groups))
+}
+
+fn plan_rings(groups: &[GroupPlan]) -> Vec<RingPlan> {
+    let mut rings = Vec::new();
+    for g in groups {
+        if g.handoff {
+            for &a in &g.lcores {
+                for &b in &g.lcores {
+                    if a != b {
+                        rings.push(RingPlan { from: a, to: b, kind: RingKind::Handoff });
+                    }
+                }
+            }
+        }
+    }
+    for w in groups.windows(2) {
+        let (prod, cons) = (&w[0], &w[1]);
+        let full_mesh = cons.stages.contains(&Stage::Translate);
+        for (pi, &p) in prod.lcores.iter().enumerate() {
+            for (ci, &c) in cons.lcores.iter().enumerate() {
+                if full_mesh || ci == pi % cons.lcores.len() {
+                    rings.push(RingPlan { from: p, to: c, kind: RingKind::Stage });
+                }
+            }
+        }
+    }
+    rings
+}
+
+fn plan_sim(s: &SimConfig, topo: &Topology) -> Result<SimPlan, ConfigError> {
+    if s.clients == 0 || s.clients > 60_000 {
+        return err("sim.clients", format!("{}; allowed: 1..=60000", s.clients));
+    }
+    if s.servers == 0 || s.servers > 10_000 {
+        return err("sim.servers", format!("{}; allowed: 1..=10000", s.servers));
+    }
+    let client_base: Ipv4Addr =
+        s.client_base.parse().map_err(|_| ConfigError { path: "sim.client_base".into(), msg: format!("`{}` is not an IPv4 address", s.client_base) })?;
+    let server_base: Ipv4Addr =
+        s.server_base.parse().map_err(|_| ConfigError { path: "sim.server_base".into(), msg: format!("`{}` is not an IPv4 address", s.server_base) })?;
+    let last_client = u32::from(client_base).checked_add(s.clients as u32 - 1).map(Ipv4Addr::from);
+    let inside = |a: Ipv4Addr| topo.is_lan_source(IpAddr::V4(a));
+    if !inside(client_base) || !last_client.is_some_and(inside) {
+        return err("sim.client_base", format!("{} clients from {client_base} do not all fit in the LAN prefixes", s.clients));
+    }
+    let last_server = u32::from(server_base).checked_add(s.servers as u32 - 1).map(Ipv4Addr::from);
+    let Some(last_server) = last_server else {
+        return err("sim.server_base", "the server addresses run past 255.255.255.255");
+    };
+    for a in [server_base, last_server] {
+        if inside(a) || topo.nat_addr_uplink.contains_key(&IpAddr::V4(a)) {
+            return err("sim.server_base", format!("server address {a} is inside the LAN or a NAT address; servers must be outside"));
+        }
+    }
+    let server_range = u32::from(server_base)..=u32::from(last_server);
+    if let Some(a) = topo.nat_addr_uplink.keys().find(|a| matches!(a, IpAddr::V4(v) if server_range.contains(&u32::from(*v)))) {
+        return err("sim.server_base", format!("server addresses overlap NAT address {a}"));
+    }
+    if s.tcp_port == 0 || s.udp_port == 0 {
+        return err("sim.tcp_port", "server ports must be non-zero");
+    }
+    if s.tcp_interval_ms == 0 {
+        return err("sim.tcp_interval_ms", "must be at least 1 (mean milliseconds between a client's connections)");
+    }
+    if s.tcp_timeout_ms == 0 || s.udp_timeout_ms == 0 {
+        return err("sim.tcp_timeout_ms", "timeouts must be at least 1 ms");
+    }
+    if s.udp_request_bytes == 0 || s.udp_request_bytes > 1400 || s.udp_response_bytes > 1400 {
+        return err("sim.udp_request_bytes", "UDP payloads must be 1..=1400 bytes (no fragmentation)");
+    }
+    let mut uplinks: Vec<Option<SimUplinkPlan>> = vec![None; topo.uplinks.len()];
+    for (i, u) in s.uplinks.iter().enumerate() {
+        let path = format!("sim.uplinks[{i}]");
+        let Some(id) = topo.uplinks.iter().position(|t| t.name == u.name) else {
+            return err(
+                format!("{path}.name"),
+                format!("no uplink named `{}`; uplinks are: {}", u.name, topo.uplinks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")),
+            );
+        };
+        if uplinks[id].is_some() {
+            return err(format!("{path}.name"), format!("uplink `{}` is listed twice", u.name));
+        }
+        if !(0.0..=10_000.0).contains(&u.delay_ms) {
+            return err(format!("{path}.delay_ms"), format!("{}; allowed: 0..=10000", u.delay_ms));
+        }
+        if !(0.0..=10_000.0).contains(&u.jitter_ms) {
+            return err(format!("{path}.jitter_ms"), format!("{}; allowed: 0..=10000", u.jitter_ms));
+        }
+        if !(0.0..1.0).contains(&u.loss) {
+            return err(format!("{path}.loss"), format!("{}; allowed: 0.0 <= loss < 1.0", u.loss));
+        }
+        uplinks[id] = Some(SimUplinkPlan { delay_ms: u.delay_ms, jitter_ms: u.jitter_ms, loss: u.loss });
+    }
+    let uplinks = uplinks
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| u.ok_or_else(|| ConfigError { path: "sim.uplinks".into(), msg: format!("uplink `{}` has no [[sim.uplinks]] entry", topo.uplinks[i].name) }))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SimPlan { cfg: s.clone(), client_base, server_base, uplinks })
+}

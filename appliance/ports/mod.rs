@@ -1,0 +1,38 @@
+//! Port backends behind one interface: a port is a set of RX queues and TX
+//! queues, each owned by exactly one lcore. The runtime counts packets and
+//! bytes per queue; backends count only what they alone can see.
+//!
+//! Ownership on failure: `tx_burst` leaves what the queue did not take in the
+//! burst, so the caller counts and frees it (nothing is dropped silently).
+
+use pipelines::{Burst, PacketBuf};
+
+pub mod pcap;
+pub mod sim;
+
+/// One receive queue of a port.
+pub trait RxQueue<B: PacketBuf>: Send {
+    /// Appends up to `max` received packets to `out` (never more than its
+    /// remaining capacity); returns how many. `in_port` of each packet's
+    /// metadata must be set to the port's index.
+    fn rx_burst(&mut self, out: &mut Burst<B>, max: usize) -> usize;
+}
+
+/// One transmit queue of a port.
+pub trait TxQueue<B: PacketBuf>: Send {
+    /// Sends packets from the front of `pkts`, removing those it took;
+    /// returns how many it took. Packets left in `pkts` were not sent.
+    fn tx_burst(&mut self, pkts: &mut Burst<B>) -> usize;
+}
+
+/// The queues of one port, to be handed out to lcores by the runtime.
+pub struct PortQueues<B: PacketBuf> {
+    pub rx: Vec<Box<dyn RxQueue<B>>>,
+    pub tx: Vec<Box<dyn TxQueue<B>>>,
+}
+
+/// True once a backend's input is exhausted (pcap: every capture read), so
+/// a run can end when the pipeline has drained. Live backends never finish.
+pub trait InputDone: Send + Sync {
+    fn input_done(&self) -> bool;
+}

@@ -1,0 +1,1 @@
+//! pcap backend (placeholder until written).

@@ -1,0 +1,83 @@
+//! Why a packet was dropped. The enum indexes per-stage counter arrays
+//! ([`crate::StageCounters`]); its `as_str` names are the keys of
+//! `stages.NAME.drops` in the stats JSON and are never renamed.
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        /// Reason a stage dropped a packet. `Copy`, allocation-free, and an
+        /// index into [`crate::StageCounters`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Stable snake_case name used in stats.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Empty => "empty", "zero-length frame";
+    TruncatedEthernet => "truncated_ethernet", "shorter than an Ethernet header";
+    TruncatedVlan => "truncated_vlan", "802.1Q tag cut short";
+    UnknownEthertype => "unknown_ethertype", "EtherType that is neither IPv4, IPv6, ARP nor 802.1Q";
+    UnexpectedVlan => "unexpected_vlan", "VLAN tag that does not match the ingress port's VLAN";
+    ArpUnhandled => "arp_unhandled", "ARP frame: no ARP responder on this backend yet";
+    TruncatedIpv4 => "truncated_ipv4", "shorter than a minimal IPv4 header";
+    BadIpVersion => "bad_ip_version", "IP version field disagrees with the EtherType";
+    BadIhl => "bad_ihl", "IPv4 IHL below 5 or past the end of the frame";
+    BadTotalLength => "bad_total_length", "IPv4 total length smaller than the header or larger than the frame";
+    BadIpv4Checksum => "bad_ipv4_checksum", "IPv4 header checksum does not verify";
+    TruncatedIpv6 => "truncated_ipv6", "shorter than an IPv6 header";
+    BadPayloadLength => "bad_payload_length", "IPv6 payload length past the end of the frame";
+    Ipv6ExtensionHeader => "ipv6_extension_header", "IPv6 extension header chains are not translated";
+    Fragment => "fragment", "IP fragment: not translated (no reassembly)";
+    TruncatedTcp => "truncated_tcp", "TCP header cut short or data offset invalid";
+    TruncatedUdp => "truncated_udp", "UDP header cut short or length field invalid";
+    TruncatedIcmp => "truncated_icmp", "ICMP header cut short";
+    UnsupportedIcmp => "unsupported_icmp", "ICMP type that is not translated";
+    NeighborDiscovery => "neighbor_discovery", "IPv6 neighbour discovery: no ND responder on this backend yet";
+    UnsupportedProtocol => "unsupported_protocol", "IP protocol other than TCP, UDP, ICMP";
+    SpoofedSource => "spoofed_source", "LAN packet whose source is outside the LAN prefixes";
+    LocalDestination => "local_destination", "addressed to the appliance itself";
+    NotNatAddress => "not_nat_address", "uplink packet not addressed to one of the uplink's NAT addresses";
+    PortOutOfRange => "port_out_of_range", "uplink packet to a port outside the NAT port range";
+    UnknownPort => "unknown_port", "packet on a port with no role in the topology";
+    TtlExpired => "ttl_expired", "TTL or hop limit would reach zero";
+    NoUplink => "no_uplink", "no healthy uplink for an outbound flow";
+    NoNatAddress => "no_nat_address", "the chosen uplink has no NAT address of the packet's IP version";
+    NoSession => "no_session", "inbound packet matching no NAT session";
+    PortExhausted => "port_exhausted", "no free NAT port on the uplink address";
+    TableFull => "table_full", "NAT shard at its session capacity";
+    RingFull => "ring_full", "next stage's ring was full";
+    TxFull => "tx_full", "port TX queue did not take the packet";
+    NoTxPort => "no_tx_port", "no egress port decided for the packet";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_snake_case() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())));
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+        assert_eq!(DropReason::ALL[DropReason::RingFull as usize], DropReason::RingFull);
+    }
+}

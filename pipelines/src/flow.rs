@@ -1,0 +1,101 @@
+//! Flow keys: the 5-tuple of a packet as it was received, for IPv4 and IPv6.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+/// IP protocol numbers the appliance translates.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// A packet's 5-tuple. For ICMP echo the identifier takes the place of the
+/// port on the side that chose it: `src_port` for a request, `dst_port` for
+/// a reply, the other port being 0. This lets one NAT table serve all three
+/// protocols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+}
+
+impl Default for FlowKey {
+    fn default() -> Self {
+        FlowKey {
+            src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            src_port: 0,
+            dst_port: 0,
+            proto: 0,
+        }
+    }
+}
+
+impl FlowKey {
+    /// The key of the reverse direction.
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            proto: self.proto,
+        }
+    }
+
+    /// A stable (unseeded) hash of the key, used to pick the owning shard of
+    /// an outbound flow. It must be the same in every process and run so that
+    /// captures replay identically; it is not a defence against hash flooding
+    /// (the session tables use seeded hashes for that).
+    #[inline]
+    pub fn stable_hash(&self) -> u32 {
+        let mut h: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mix = |h: u64, v: u64| (h ^ v).wrapping_mul(0xFF51_AFD7_ED55_8CCD).rotate_left(29);
+        h = mix(h, addr_bits(self.src));
+        h = mix(h, addr_bits(self.dst));
+        h = mix(
+            h,
+            (u64::from(self.src_port) << 32) | (u64::from(self.dst_port) << 16) | u64::from(self.proto),
+        );
+        (h ^ (h >> 32)) as u32
+    }
+}
+
+#[inline]
+fn addr_bits(a: IpAddr) -> u64 {
+    match a {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let x = u128::from(v6);
+            (x as u64) ^ ((x >> 64) as u64).rotate_left(17)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_stable_and_spreads() {
+        let k = FlowKey {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            src_port: 40000,
+            dst_port: 80,
+            proto: proto::TCP,
+        };
+        assert_eq!(k.stable_hash(), k.stable_hash());
+        assert_eq!(k.reversed().reversed(), k);
+        let mut buckets = [0u32; 4];
+        for p in 0..4000u16 {
+            let k2 = FlowKey { src_port: 1024 + p, ..k };
+            buckets[(k2.stable_hash() % 4) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");
+    }
+}

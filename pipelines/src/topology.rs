@@ -1,0 +1,243 @@
+//! The site as the stages see it: ports and their roles, the LAN, the
+//! uplinks with their NAT addresses, and how NAT ports are split between
+//! shards. Built once by the runtime from the validated plan; read-only
+//! afterwards and shared by every stage instance.
+
+use hashbrown::HashMap;
+use std::net::IpAddr;
+
+/// Index of an uplink in [`Topology::uplinks`].
+pub type UplinkId = u8;
+
+/// Most uplinks a site may have (uplink health and races use 64-bit sets).
+pub const MAX_UPLINKS: usize = 64;
+
+/// An IP prefix (address and length), IPv4 or IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpPrefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl IpPrefix {
+    fn bits(a: IpAddr) -> (u128, u8) {
+        match a {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+            IpAddr::V6(v6) => (u128::from(v6), 128),
+        }
+    }
+
+    /// The prefix as a `[first, last]` range of integers and the family width.
+    pub fn range(&self) -> (u128, u128, u8) {
+        let (a, w) = Self::bits(self.addr);
+        let host_bits = u32::from(w - self.len.min(w));
+        let mask: u128 = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+        (a & !mask, a | mask, w)
+    }
+
+    pub fn contains(&self, a: IpAddr) -> bool {
+        let (x, w) = Self::bits(a);
+        let (first, last, pw) = self.range();
+        w == pw && x >= first && x <= last
+    }
+
+    pub fn overlaps(&self, other: &IpPrefix) -> bool {
+        let (a0, a1, aw) = self.range();
+        let (b0, b1, bw) = other.range();
+        aw == bw && a0 <= b1 && b0 <= a1
+    }
+}
+
+impl std::fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl std::str::FromStr for IpPrefix {
+    type Err = String;
+
+    /// Parses `ADDR/LEN` or a bare address (a host prefix).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or prefix (e.g. 192.0.2.0/24, 2001:db8::/64)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            None => max,
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= max)
+                .ok_or_else(|| format!("`{s}`: prefix length must be 0..={max}"))?,
+        };
+        Ok(IpPrefix { addr, len })
+    }
+}
+
+/// What a port is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortRole {
+    /// The LAN side: clients behind the appliance.
+    Lan,
+    /// Carries these uplinks.
+    Uplink(Vec<UplinkId>),
+    /// Declared but unused.
+    Unused,
+}
+
+#[derive(Clone, Debug)]
+pub struct PortInfo {
+    pub name: String,
+    pub mac: [u8; 6],
+    /// 802.1Q VLAN id frames carry on this port, if tagged.
+    pub vlan: Option<u16>,
+    pub role: PortRole,
+}
+
+#[derive(Clone, Debug)]
+pub struct UplinkInfo {
+    pub name: String,
+    pub port: u16,
+    /// Source-NAT addresses of this uplink, IPv4 and IPv6.
+    pub nat_addrs: Vec<IpAddr>,
+    /// MAC of the uplink's next hop (the ISP router).
+    pub next_hop_mac: [u8; 6],
+    pub weight: u32,
+}
+
+/// The inclusive range of NAT ports, split into equal contiguous slices, one
+/// per shard: a returning packet's destination port names its shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatPortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub ports: Vec<PortInfo>,
+    pub lan_port: u16,
+    /// Inside prefixes: a LAN packet whose source is elsewhere is spoofed.
+    pub lan_prefixes: Vec<IpPrefix>,
+    /// The appliance's own addresses on the LAN (gateway).
+    pub lan_addrs: Vec<IpAddr>,
+    pub uplinks: Vec<UplinkInfo>,
+    /// Every NAT address → its uplink.
+    pub nat_addr_uplink: HashMap<IpAddr, UplinkId>,
+    pub nat_ports: NatPortRange,
+    pub shards: u16,
+}
+
+impl Topology {
+    /// Builds the derived indexes. `uplinks[i].port` and `lan_port` must be
+    /// valid indexes into `ports` (the config validation guarantees it).
+    pub fn new(
+        mut ports: Vec<PortInfo>,
+        lan_port: u16,
+        lan_prefixes: Vec<IpPrefix>,
+        lan_addrs: Vec<IpAddr>,
+        uplinks: Vec<UplinkInfo>,
+        nat_ports: NatPortRange,
+        shards: u16,
+    ) -> Topology {
+        let mut nat_addr_uplink = HashMap::new();
+        for p in ports.iter_mut() {
+            p.role = PortRole::Unused;
+        }
+        if let Some(p) = ports.get_mut(lan_port as usize) {
+            p.role = PortRole::Lan;
+        }
+        for (i, u) in uplinks.iter().enumerate() {
+            let id = i as UplinkId;
+            for a in &u.nat_addrs {
+                nat_addr_uplink.insert(*a, id);
+            }
+            if let Some(p) = ports.get_mut(u.port as usize) {
+                match &mut p.role {
+                    PortRole::Uplink(ids) => ids.push(id),
+                    r => *r = PortRole::Uplink(vec![id]),
+                }
+            }
+        }
+        Topology {
+            ports,
+            lan_port,
+            lan_prefixes,
+            lan_addrs,
+            uplinks,
+            nat_addr_uplink,
+            nat_ports,
+            shards: shards.max(1),
+        }
+    }
+
+    fn slice_len(&self) -> u32 {
+        let n = u32::from(self.nat_ports.last) - u32::from(self.nat_ports.first) + 1;
+        n.div_ceil(u32::from(self.shards))
+    }
+
+    /// The shard owning NAT port `port`, or `None` outside the range.
+    #[inline]
+    pub fn shard_of_nat_port(&self, port: u16) -> Option<u16> {
+        if port < self.nat_ports.first || port > self.nat_ports.last {
+            return None;
+        }
+        Some(((u32::from(port) - u32::from(self.nat_ports.first)) / self.slice_len()) as u16)
+    }
+
+    /// The inclusive NAT port slice owned by `shard`.
+    pub fn shard_ports(&self, shard: u16) -> NatPortRange {
+        let len = self.slice_len();
+        let first = u32::from(self.nat_ports.first) + u32::from(shard) * len;
+        let last = (first + len - 1).min(u32::from(self.nat_ports.last));
+        NatPortRange { first: first as u16, last: last as u16 }
+    }
+
+    pub fn is_lan_source(&self, a: IpAddr) -> bool {
+        self.lan_prefixes.iter().any(|p| p.contains(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_contain_overlap() {
+        let p: IpPrefix = "10.0.0.0/16".parse().unwrap();
+        assert!(p.contains("10.0.255.1".parse().unwrap()));
+        assert!(!p.contains("10.1.0.1".parse().unwrap()));
+        assert!(!p.contains("::1".parse().unwrap()));
+        let q: IpPrefix = "10.0.3.4".parse().unwrap();
+        assert_eq!(q.len, 32);
+        assert!(p.overlaps(&q) && q.overlaps(&p));
+        assert!(!p.overlaps(&"10.1.0.0/16".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpPrefix>().is_err());
+        assert!("2001:db8::/129".parse::<IpPrefix>().is_err());
+        let all: IpPrefix = "::/0".parse().unwrap();
+        assert!(all.contains("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn shard_slices_partition_the_range() {
+        let t = Topology::new(vec![], 0, vec![], vec![], vec![], NatPortRange { first: 1024, last: 65535 }, 3);
+        let mut next = 1024u32;
+        for s in 0..3 {
+            let r = t.shard_ports(s);
+            assert_eq!(u32::from(r.first), next);
+            for p in [r.first, r.last] {
+                assert_eq!(t.shard_of_nat_port(p), Some(s));
+            }
+            next = u32::from(r.last) + 1;
+        }
+        assert_eq!(next, 65536);
+        assert_eq!(t.shard_of_nat_port(1023), None);
+    }
+}
