@@ -6,3 +6,6 @@
 pub mod config;
 pub mod plan;
 pub mod ports;
+pub mod runtime;
+pub mod stats;
+pub mod worker;

@@ -557,3 +557,104 @@ fn plan_sim(s: &SimConfig, topo: &Topology) -> Result<SimPlan, ConfigError> {
         .collect::<Result<Vec<_>, _>>()?;
     Ok(SimPlan { cfg: s.clone(), client_base, server_base, uplinks })
 }
+
+impl Plan {
+    /// The plan as `appliance check` prints it.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let t = &self.topology;
+        let mut s = String::new();
+        let mode = match self.mode {
+            Mode::Pipeline => "pipeline",
+            Mode::RunToCompletion => "run-to-completion",
+        };
+        let backend = match self.backend {
+            BackendKind::Sim => "sim",
+            BackendKind::Pcap => "pcap",
+        };
+        let _ = writeln!(s, "backend   {backend}");
+        let _ = writeln!(
+            s,
+            "mode      {mode}: {} lcores, {} NAT shards, burst {}, ring {} bursts, pool {} buffers",
+            self.lcores.len(),
+            t.shards,
+            self.burst_size,
+            self.ring_size,
+            self.pool_size
+        );
+        let _ = writeln!(s, "lcores");
+        for l in &self.lcores {
+            let g = &self.groups[l.group];
+            let stages: Vec<_> = g.stages.iter().map(|s| s.name()).collect();
+            let core = l.core.map_or("unpinned".to_string(), |c| format!("cpu {c}"));
+            let shard = if g.stages.contains(&Stage::Translate) { format!("  shard {}", l.index) } else { String::new() };
+            let rx = if l.group == 0 { format!("  rx queue {} of every port", l.index) } else { String::new() };
+            let _ = writeln!(s, "  lcore {:<2} {:<9} [{}]{shard}{rx}", l.id, core, stages.join(" -> "));
+        }
+        let _ = writeln!(s, "rings ({} slots of up to {} packets each)", self.ring_size, self.burst_size);
+        if self.rings.is_empty() {
+            let _ = writeln!(s, "  none (one lcore runs every stage)");
+        }
+        for r in &self.rings {
+            let kind = match r.kind {
+                RingKind::Stage => "stage",
+                RingKind::Handoff => "hand-off",
+            };
+            let _ = writeln!(s, "  lcore {} -> lcore {} ({kind})", r.from, r.to);
+        }
+        let _ = writeln!(s, "ports ({} RX / {} TX queues each)", self.rx_queues, self.tx_queues);
+        for (i, p) in self.ports.iter().enumerate() {
+            let role = match &t.ports[i].role {
+                PortRole::Lan => "lan".to_string(),
+                PortRole::Uplink(ids) => {
+                    format!("uplink {}", ids.iter().map(|&u| t.uplinks[u as usize].name.as_str()).collect::<Vec<_>>().join(", "))
+                }
+                PortRole::Unused => "unused".to_string(),
+            };
+            let vlan = p.vlan.map_or(String::new(), |v| format!(" vlan {v}"));
+            let _ = writeln!(s, "  {:<10} {} {role}{vlan}", p.name, pipelines::wire::fmt_mac(&p.mac));
+        }
+        let lan: Vec<_> = t.lan_prefixes.iter().map(|p| p.to_string()).collect();
+        let _ = writeln!(s, "lan       {} via port {}", lan.join(", "), self.ports[t.lan_port as usize].name);
+        let _ = writeln!(s, "uplinks");
+        for u in &t.uplinks {
+            let addrs = if u.nat_addrs.len() <= 4 {
+                u.nat_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            } else {
+                format!("{} .. {} ({} addresses)", u.nat_addrs[0], u.nat_addrs[u.nat_addrs.len() - 1], u.nat_addrs.len())
+            };
+            let _ = writeln!(
+                s,
+                "  {:<10} port {:<8} snat {addrs}  next hop {}  weight {}",
+                u.name,
+                self.ports[u.port as usize].name,
+                pipelines::wire::fmt_mac(&u.next_hop_mac),
+                u.weight
+            );
+        }
+        let _ = writeln!(
+            s,
+            "nat       ports {}-{} ({} per shard), up to {} sessions per shard, udp idle {} s",
+            t.nat_ports.first,
+            t.nat_ports.last,
+            u32::from(t.shard_ports(0).last) - u32::from(t.shard_ports(0).first) + 1,
+            self.nat.max_sessions,
+            self.nat.udp_idle_timeout.as_nanos() / 1_000_000_000
+        );
+        if let Some(sim) = &self.sim {
+            let _ = writeln!(
+                s,
+                "sim       {} clients from {}, {} servers from {}",
+                sim.cfg.clients, sim.client_base, sim.cfg.servers, sim.server_base
+            );
+            for (i, u) in sim.uplinks.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  {:<10} delay {} ms  jitter {} ms  loss {}",
+                    t.uplinks[i].name, u.delay_ms, u.jitter_ms, u.loss
+                );
+            }
+        }
+        s
+    }
+}

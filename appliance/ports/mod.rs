@@ -31,8 +31,14 @@ pub struct PortQueues<B: PacketBuf> {
     pub tx: Vec<Box<dyn TxQueue<B>>>,
 }
 
-/// True once a backend's input is exhausted (pcap: every capture read), so
-/// a run can end when the pipeline has drained. Live backends never finish.
-pub trait InputDone: Send + Sync {
-    fn input_done(&self) -> bool;
+/// What the runtime asks of a backend beyond its queues.
+pub trait BackendControl: Send + Sync {
+    /// True once the backend's input is exhausted (pcap: every capture read),
+    /// so a run can end when the pipeline has drained. Live backends: false.
+    fn input_done(&self) -> bool {
+        false
+    }
+    /// The backend's own counters, placed in the stats JSON under the
+    /// backend's name (`sim`, `pcap`).
+    fn stats(&self) -> serde_json::Value;
 }

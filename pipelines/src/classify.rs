@@ -28,7 +28,8 @@ const IPV6_FRAGMENT: u8 = 44;
 
 pub struct Classify {
     topo: Arc<Topology>,
-    pub counters: StageCounters,
+    /// Shared with the management core, which only reads.
+    pub counters: Arc<StageCounters>,
 }
 
 /// What the L3/L4 parse found, before direction is decided.
@@ -43,7 +44,7 @@ struct Parsed {
 
 impl Classify {
     pub fn new(topo: Arc<Topology>) -> Self {
-        Classify { topo, counters: StageCounters::default() }
+        Classify { topo, counters: Arc::default() }
     }
 
     /// Moves classified packets from `input` to `output` (until `input` is
@@ -54,7 +55,7 @@ impl Classify {
             self.counters.packets.inc();
             match self.classify(&mut pkt) {
                 Ok(()) => output.push(pkt),
-                Err(reason) => self.counters.drop(reason),
+                Err(reason) => self.counters.count_drop(reason),
             }
         }
     }

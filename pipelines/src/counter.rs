@@ -62,12 +62,12 @@ impl Default for StageCounters {
 
 impl StageCounters {
     #[inline]
-    pub fn drop(&self, reason: DropReason) {
+    pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].inc();
     }
 
     #[inline]
-    pub fn drop_n(&self, reason: DropReason, n: u64) {
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
         self.drops[reason as usize].add(n);
     }
 

@@ -17,6 +17,7 @@
 
 use hashbrown::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::counter::Counter;
 use crate::drop::DropReason;
@@ -157,6 +158,7 @@ impl PortPool {
 #[derive(Debug)]
 pub struct NatCounters {
     pub created: Counter,
+    pub table_full: Counter,
     pub expired: Counter,
     pub tcp_sessions: Counter,
     pub udp_sessions: Counter,
@@ -182,8 +184,8 @@ pub struct NatShard {
     by_in: HashMap<FlowKey, u32>,
     ports: HashMap<IpAddr, PortPool>,
     sweep_cursor: usize,
-    pub table_full: Counter,
-    pub counters: NatCounters,
+    /// Shared with the management core, which only reads.
+    pub counters: Arc<NatCounters>,
 }
 
 impl NatShard {
@@ -206,15 +208,15 @@ impl NatShard {
             by_in: HashMap::with_capacity(cap),
             ports,
             sweep_cursor: 0,
-            table_full: Counter::new(),
-            counters: NatCounters {
+            counters: Arc::new(NatCounters {
+                table_full: Counter::new(),
                 created: Counter::new(),
                 expired: Counter::new(),
                 tcp_sessions: Counter::new(),
                 udp_sessions: Counter::new(),
                 icmp_sessions: Counter::new(),
                 uplinks: (0..topo.uplinks.len()).map(|_| UplinkCounters::default()).collect(),
-            },
+            }),
             cfg,
         }
     }
@@ -268,7 +270,7 @@ impl NatShard {
         now: Nanos,
     ) -> Result<u32, DropReason> {
         if self.by_out.len() >= self.cfg.max_sessions {
-            self.table_full.inc();
+            self.counters.table_full.inc();
             return Err(DropReason::TableFull);
         }
         let pool = self.ports.get_mut(&nat_addr).ok_or(DropReason::NoNatAddress)?;

@@ -19,14 +19,15 @@ pub struct Replicate {
     topo: Arc<Topology>,
     /// Bit i set: uplink i is healthy.
     healthy: u64,
-    pub counters: StageCounters,
+    /// Shared with the management core, which only reads.
+    pub counters: Arc<StageCounters>,
 }
 
 impl Replicate {
     pub fn new(topo: Arc<Topology>) -> Self {
         let n = topo.uplinks.len().min(64);
         let healthy = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-        Replicate { topo, healthy, counters: StageCounters::default() }
+        Replicate { topo, healthy, counters: Arc::default() }
     }
 
     /// Marks uplink `id` healthy or not (from the management core's snapshot).
@@ -62,7 +63,7 @@ impl Replicate {
                 match self.select_uplink(&pkt.meta().flow) {
                     Some(u) => pkt.meta_mut().uplink = u,
                     None => {
-                        self.counters.drop(DropReason::NoUplink);
+                        self.counters.count_drop(DropReason::NoUplink);
                         continue;
                     }
                 }

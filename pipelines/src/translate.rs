@@ -29,7 +29,8 @@ pub struct Translate {
     topo: Arc<Topology>,
     pub shard: u16,
     pub nat: NatShard,
-    pub counters: StageCounters,
+    /// Shared with the management core, which only reads.
+    pub counters: Arc<StageCounters>,
 }
 
 /// Which endpoint of the packet is rewritten.
@@ -42,7 +43,7 @@ enum Side {
 impl Translate {
     pub fn new(topo: Arc<Topology>, shard: u16, cfg: NatConfig) -> Self {
         let nat = NatShard::new(cfg, &topo, shard);
-        Translate { topo, shard, nat, counters: StageCounters::default() }
+        Translate { topo, shard, nat, counters: Arc::default() }
     }
 
     /// Moves translated packets from `input` to `output` (until `input` is
@@ -53,7 +54,7 @@ impl Translate {
             self.counters.packets.inc();
             match self.translate(now, &mut pkt) {
                 Ok(()) => output.push(pkt),
-                Err(reason) => self.counters.drop(reason),
+                Err(reason) => self.counters.count_drop(reason),
             }
         }
     }

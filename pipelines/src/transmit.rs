@@ -15,12 +15,13 @@ use crate::wire::{l2_len, write_l2, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
 pub struct Transmit {
     topo: Arc<Topology>,
-    pub counters: StageCounters,
+    /// Shared with the management core, which only reads.
+    pub counters: Arc<StageCounters>,
 }
 
 impl Transmit {
     pub fn new(topo: Arc<Topology>) -> Self {
-        Transmit { topo, counters: StageCounters::default() }
+        Transmit { topo, counters: Arc::default() }
     }
 
     /// Moves packets from `input` into `per_port[out_port]`. Packets whose
@@ -32,7 +33,7 @@ impl Transmit {
             let port = pkt.meta().out_port as usize;
             let Some(out) = per_port.get_mut(port) else {
                 self.counters.packets.inc();
-                self.counters.drop(DropReason::NoTxPort);
+                self.counters.count_drop(DropReason::NoTxPort);
                 continue;
             };
             if out.is_full() {
@@ -42,7 +43,7 @@ impl Transmit {
             self.counters.packets.inc();
             match self.prepare(&mut pkt) {
                 Ok(()) => out.push(pkt),
-                Err(r) => self.counters.drop(r),
+                Err(r) => self.counters.count_drop(r),
             }
         }
         input.extend(deferred);
@@ -75,6 +76,6 @@ impl Transmit {
 
     /// Counts `n` packets a port's TX queue did not take (the caller frees them).
     pub fn tx_rejected(&self, n: usize) {
-        self.counters.drop_n(DropReason::TxFull, n as u64);
+        self.counters.count_drops(DropReason::TxFull, n as u64);
     }
 }
