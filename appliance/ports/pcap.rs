@@ -62,7 +62,10 @@ struct PortStats {
 
 impl PortStats {
     fn note_error(&self, msg: String) {
-        let mut slot = self.first_error.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
             *slot = Some(msg);
         }
@@ -94,12 +97,19 @@ pub struct PcapControl {
 
 impl BackendControl for PcapControl {
     fn input_done(&self) -> bool {
-        self.ports.iter().filter(|p| p.has_input).all(|p| p.input_done.load(Ordering::Acquire))
+        self.ports
+            .iter()
+            .filter(|p| p.has_input)
+            .all(|p| p.input_done.load(Ordering::Acquire))
     }
 
     fn stats(&self) -> Value {
         let total = |f: fn(&PortStats) -> u64| -> u64 { self.ports.iter().map(|p| f(p)).sum() };
-        let ports: Map<String, Value> = self.ports.iter().map(|p| (p.name.clone(), p.json())).collect();
+        let ports: Map<String, Value> = self
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.json()))
+            .collect();
         json!({
             "frames_read": total(|p| p.frames_read.get()),
             "frames_written": total(|p| p.frames_written.get()),
@@ -127,7 +137,8 @@ pub fn open(
     let mut all_queues = Vec::with_capacity(plan.ports.len());
     let mut all_stats = Vec::with_capacity(plan.ports.len());
     for (index, port) in plan.ports.iter().enumerate() {
-        let port_id = u16::try_from(index).map_err(|_| format!("port `{}`: too many ports", port.name))?;
+        let port_id =
+            u16::try_from(index).map_err(|_| format!("port `{}`: too many ports", port.name))?;
         let stats = Arc::new(PortStats {
             name: port.name.clone(),
             has_input: port.pcap_in.is_some(),
@@ -161,14 +172,23 @@ pub fn open(
         }
 
         let output = match &port.pcap_out {
-            Some(path) => Some(Arc::new(Mutex::new(open_output(&port.name, path, Arc::clone(&stats))?))),
+            Some(path) => Some(Arc::new(Mutex::new(open_output(
+                &port.name,
+                path,
+                Arc::clone(&stats),
+            )?))),
             None => None,
         };
         let tx: Vec<Box<dyn TxQueue<HeapBuf>>> = (0..tx_queues)
             .map(|queue| -> Box<dyn TxQueue<HeapBuf>> {
                 match &output {
-                    Some(out) => Box::new(CaptureTx { output: Arc::clone(out) }),
-                    None => Box::new(DiscardTx { queue, stats: Arc::clone(&stats) }),
+                    Some(out) => Box::new(CaptureTx {
+                        output: Arc::clone(out),
+                    }),
+                    None => Box::new(DiscardTx {
+                        queue,
+                        stats: Arc::clone(&stats),
+                    }),
                 }
             })
             .collect();
@@ -189,7 +209,9 @@ fn check_paths(plan: &Plan) -> Result<(), String> {
         .collect();
     let mut outputs: Vec<(&str, PathBuf)> = Vec::new();
     for port in &plan.ports {
-        let Some(out) = port.pcap_out.as_deref() else { continue };
+        let Some(out) = port.pcap_out.as_deref() else {
+            continue;
+        };
         let out_id = identity(out);
         if let Some((owner, _)) = inputs.iter().find(|(_, i)| *i == out_id) {
             return Err(format!(
@@ -242,7 +264,11 @@ fn open_output(port: &str, path: &Path, stats: Arc<PortStats>) -> Result<Capture
     };
     let writer = PcapWriter::with_header(BufWriter::new(file), header)
         .map_err(|e| format!("{}: cannot write the capture header: {e}", what()))?;
-    Ok(CaptureOutput { writer: Some(writer), path: path.to_path_buf(), stats })
+    Ok(CaptureOutput {
+        writer: Some(writer),
+        path: path.to_path_buf(),
+        stats,
+    })
 }
 
 /// RX queue 0 of a port with `pcap_in`.
@@ -293,7 +319,9 @@ impl RxQueue<HeapBuf> for CaptureRx {
         let want = max.min(out.remaining_capacity());
         let mut n = 0;
         while n < want {
-            let Some(reader) = self.reader.as_mut() else { break };
+            let Some(reader) = self.reader.as_mut() else {
+                break;
+            };
             // The buffer comes first: if the pool is empty the record stays
             // unread and is delivered by a later call.
             let Some(mut buf) = self.pool.alloc() else {
@@ -342,7 +370,9 @@ struct CaptureOutput {
 
 impl CaptureOutput {
     fn write(&mut self, timestamp: Duration, frame: &[u8]) {
-        let Some(writer) = self.writer.as_mut() else { return };
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
         // A frame never exceeds the headroom plus data room of a buffer, far
         // below the u32 range and the snap length.
         let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
@@ -350,7 +380,8 @@ impl CaptureOutput {
             Ok(_) => self.stats.frames_written.inc(),
             Err(e) => {
                 self.stats.write_errors.inc();
-                self.stats.note_error(format!("pcap_out `{}`: {e}", self.path.display()));
+                self.stats
+                    .note_error(format!("pcap_out `{}`: {e}", self.path.display()));
             }
         }
     }
@@ -361,7 +392,8 @@ impl Drop for CaptureOutput {
         if let Some(writer) = self.writer.take() {
             if let Err(e) = writer.into_writer().flush() {
                 self.stats.write_errors.inc();
-                self.stats.note_error(format!("pcap_out `{}`: flush: {e}", self.path.display()));
+                self.stats
+                    .note_error(format!("pcap_out `{}`: flush: {e}", self.path.display()));
             }
         }
     }
@@ -379,7 +411,9 @@ impl TxQueue<HeapBuf> for CaptureTx {
             return 0;
         }
         // Wall-clock time, read once per burst, as a capture on a wire would have.
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let mut out = self.output.lock().unwrap_or_else(PoisonError::into_inner);
         for pkt in pkts.drain(..) {
             out.write(now, pkt.data());
@@ -413,11 +447,15 @@ mod tests {
 
     /// Writes a classic pcap with `link` and `frames` to `path`.
     fn write_capture(path: &Path, link: DataLink, frames: &[Vec<u8>]) {
-        let header = PcapHeader { datalink: link, ..PcapHeader::default() };
+        let header = PcapHeader {
+            datalink: link,
+            ..PcapHeader::default()
+        };
         let mut w = PcapWriter::with_header(File::create(path).unwrap(), header).unwrap();
         for (i, f) in frames.iter().enumerate() {
             let ts = Duration::from_millis(i as u64);
-            w.write_packet(&PcapPacket::new(ts, f.len() as u32, f)).unwrap();
+            w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+                .unwrap();
         }
     }
 
@@ -499,7 +537,9 @@ next_hop_mac = "02:00:00:00:00:fe"
         let pool = HeapPool::new_static(64);
         let (mut ports, control) = open(&p, pool).unwrap();
         assert_eq!(ports.len(), 2);
-        assert!(ports.iter().all(|q| q.rx.len() == 2 && q.tx.len() == p.tx_queues));
+        assert!(ports
+            .iter()
+            .all(|q| q.rx.len() == 2 && q.tx.len() == p.tx_queues));
         assert!(!control.input_done());
 
         // `max` and the burst's remaining capacity both bound a call.
@@ -514,7 +554,10 @@ next_hop_mac = "02:00:00:00:00:fe"
         drop(burst);
 
         let rest = drain(ports[0].rx[0].as_mut(), 32);
-        let got: Vec<(u8, usize)> = rest.iter().map(|b| (b.data().first().copied().unwrap_or(3), b.data().len())).collect();
+        let got: Vec<(u8, usize)> = rest
+            .iter()
+            .map(|b| (b.data().first().copied().unwrap_or(3), b.data().len()))
+            .collect();
         assert_eq!(got, vec![(3, 0), (4, DATA_ROOM), (6, 14)]);
         assert!(rest.iter().chain(&first).all(|b| b.meta().in_port == 0));
         assert!(control.input_done());
@@ -585,7 +628,11 @@ next_hop_mac = "02:00:00:00:00:fe"
         burst.push(pool.alloc_with(&frame(2, 60)).unwrap());
         assert_eq!(ports[0].tx[1].tx_burst(&mut burst), 2);
         assert!(burst.is_empty());
-        assert_eq!(pool.in_use(), 0, "every transmitted buffer went back to the pool");
+        assert_eq!(
+            pool.in_use(),
+            0,
+            "every transmitted buffer went back to the pool"
+        );
 
         let s = control.stats();
         assert_eq!(s["frames_written"], 3);
@@ -619,7 +666,13 @@ next_hop_mac = "02:00:00:00:00:fe"
         assert!(control.input_done());
         let s = control.stats();
         assert_eq!(s["read_errors"], 1);
-        assert!(s["ports"]["lan"]["error"].as_str().unwrap().contains("in.pcap"), "{s}");
+        assert!(
+            s["ports"]["lan"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("in.pcap"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -633,30 +686,52 @@ next_hop_mac = "02:00:00:00:00:fe"
 
         let missing = dir.path().join("missing.pcap");
         let e = err(&plan(&missing, None, None));
-        assert!(e.contains("port `lan`") && e.contains("pcap_in") && e.contains("missing.pcap"), "{e}");
+        assert!(
+            e.contains("port `lan`") && e.contains("pcap_in") && e.contains("missing.pcap"),
+            "{e}"
+        );
 
         let raw_ip = dir.path().join("raw.pcap");
         write_capture(&raw_ip, DataLink::IPV4, &[frame(0x45, 20)]);
         let e = err(&plan(&raw_ip, None, None));
-        assert!(e.contains("port `lan`") && e.contains("raw.pcap") && e.contains("link type"), "{e}");
+        assert!(
+            e.contains("port `lan`") && e.contains("raw.pcap") && e.contains("link type"),
+            "{e}"
+        );
 
         let garbage = dir.path().join("garbage.pcap");
         std::fs::write(&garbage, b"this is not a capture at all, not even close").unwrap();
         let e = err(&plan(&garbage, None, None));
-        assert!(e.contains("port `lan`") && e.contains("garbage.pcap") && e.contains("pcap"), "{e}");
+        assert!(
+            e.contains("port `lan`") && e.contains("garbage.pcap") && e.contains("pcap"),
+            "{e}"
+        );
 
         let good = dir.path().join("good.pcap");
         write_capture(&good, DataLink::ETHERNET, &[frame(1, 60)]);
         let e = err(&plan(&good, None, Some(&good)));
-        assert!(e.contains("port `wan`") && e.contains("would destroy the input"), "{e}");
-        assert_eq!(read_capture(&good).1, vec![frame(1, 60)], "the input was not touched");
+        assert!(
+            e.contains("port `wan`") && e.contains("would destroy the input"),
+            "{e}"
+        );
+        assert_eq!(
+            read_capture(&good).1,
+            vec![frame(1, 60)],
+            "the input was not touched"
+        );
 
         let out = dir.path().join("out.pcap");
         let e = err(&plan(&good, Some(&out), Some(&out)));
-        assert!(e.contains("port `wan`") && e.contains("also the pcap_out of port `lan`"), "{e}");
+        assert!(
+            e.contains("port `wan`") && e.contains("also the pcap_out of port `lan`"),
+            "{e}"
+        );
 
         let no_dir = dir.path().join("no/such/dir/out.pcap");
         let e = err(&plan(&good, None, Some(&no_dir)));
-        assert!(e.contains("port `wan`") && e.contains("pcap_out") && e.contains("out.pcap"), "{e}");
+        assert!(
+            e.contains("port `wan`") && e.contains("pcap_out") && e.contains("out.pcap"),
+            "{e}"
+        );
     }
 }

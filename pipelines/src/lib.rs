@@ -24,6 +24,8 @@ pub mod drop;
 pub mod flow;
 pub mod nat;
 pub mod replicate;
+#[cfg(test)]
+mod test_frames;
 pub mod time;
 pub mod topology;
 pub mod translate;

@@ -386,3 +386,445 @@ impl NatShard {
         expired
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_frames::{ip, site, site_with, NAT4, NAT6};
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    const T0: Nanos = Nanos(5_000_000_000);
+
+    /// A time source that only moves when the test moves it, in the style of
+    /// quinn's test harness: it jumps straight to the next deadline.
+    struct VirtualClock {
+        now: Nanos,
+    }
+
+    impl VirtualClock {
+        fn jump_to(&mut self, t: Nanos) {
+            assert!(t >= self.now, "time runs forward");
+            self.now = t;
+        }
+
+        fn advance(&mut self, d: Nanos) {
+            self.now = self.now.saturating_add(d);
+        }
+    }
+
+    /// Calls `sweep` with `budget` until it expired `want` sessions in all,
+    /// failing (instead of hanging) after `max_turns` calls.
+    fn drive_sweep(
+        nat: &mut NatShard,
+        now: Nanos,
+        budget: usize,
+        want: usize,
+        max_turns: usize,
+    ) -> usize {
+        let mut expired = 0;
+        for _ in 0..max_turns {
+            expired += nat.sweep(now, budget);
+            if expired >= want {
+                return expired;
+            }
+        }
+        panic!("sweep expired {expired} of {want} sessions in {max_turns} turns");
+    }
+
+    fn udp_key(client_port: u16) -> FlowKey {
+        FlowKey {
+            src: ip("10.0.0.2"),
+            dst: ip("203.0.113.5"),
+            src_port: client_port,
+            dst_port: 53,
+            proto: proto::UDP,
+        }
+    }
+
+    fn tcp_key(client_port: u16) -> FlowKey {
+        FlowKey {
+            proto: proto::TCP,
+            dst_port: 443,
+            ..udp_key(client_port)
+        }
+    }
+
+    /// A shard of a site whose NAT range is 64 ports per shard.
+    fn small_shard(cfg: NatConfig, shard: u16, shards: u16) -> NatShard {
+        let range = NatPortRange {
+            first: 2000,
+            last: 2000 + 64 * shards - 1,
+        };
+        NatShard::new(cfg, &site_with(range, shards), shard)
+    }
+
+    fn nat_port(nat: &NatShard, idx: u32) -> u16 {
+        nat.session(idx).unwrap().nat_port
+    }
+
+    #[test]
+    fn create_indexes_both_ways_and_remove_frees_everything() {
+        let mut nat = NatShard::new(NatConfig::default(), &site(1), 0);
+        let key = tcp_key(40000);
+        let idx = nat.create(key, 0, ip(NAT4), [2; 6], T0).unwrap();
+        let s = nat.session(idx).unwrap().clone();
+        assert_eq!(
+            (s.nat_addr, s.uplink, s.tcp, s.last_seen),
+            (ip(NAT4), 0, TcpState::SynSent, T0)
+        );
+        assert_eq!(nat.lookup_out(&key, T0), Some(idx));
+        assert_eq!(nat.lookup_in(&s.inbound_key(), T0), Some(idx));
+        assert_eq!(s.inbound_key().reversed().src, ip(NAT4));
+        assert_eq!(
+            (
+                nat.counters.tcp_sessions.get(),
+                nat.counters.uplinks[0].tcp_sessions.get()
+            ),
+            (1, 1)
+        );
+
+        assert!(nat.remove(idx).is_some());
+        assert!(nat.remove(idx).is_none(), "removing twice is harmless");
+        assert!(nat.is_empty());
+        assert_eq!(nat.lookup_out(&key, T0), None);
+        assert_eq!(nat.lookup_in(&s.inbound_key(), T0), None);
+        assert_eq!(nat.counters.tcp_sessions.get(), 0);
+        assert_eq!(nat.ports[&ip(NAT4)].free.len(), 64512, "the port went back");
+        assert_eq!(
+            nat.create(key, 0, ip("192.0.2.77"), [2; 6], T0),
+            Err(DropReason::NoNatAddress)
+        );
+    }
+
+    #[test]
+    fn port_exhaustion_is_counted_and_recovers() {
+        let mut nat = small_shard(NatConfig::default(), 0, 1);
+        let mut used = HashSet::new();
+        for p in 0..64 {
+            let idx = nat
+                .create(udp_key(10_000 + p), 0, ip(NAT4), [2; 6], T0)
+                .unwrap();
+            let port = nat_port(&nat, idx);
+            assert!((2000..2064).contains(&port), "{port}");
+            assert!(used.insert(port), "port {port} handed out twice");
+        }
+        for p in 0..100 {
+            assert_eq!(
+                nat.create(udp_key(20_000 + p), 0, ip(NAT4), [2; 6], T0),
+                Err(DropReason::PortExhausted)
+            );
+        }
+        assert_eq!(nat.counters.uplinks[0].port_exhausted.get(), 100);
+        assert_eq!(nat.len(), 64);
+        // The IPv6 address has its own pool.
+        assert!(nat.create(udp_key(1), 0, ip(NAT6), [2; 6], T0).is_ok());
+        // Freeing one port makes room for exactly one more.
+        let idx = nat.lookup_out(&udp_key(10_005), T0).unwrap();
+        let freed = nat_port(&nat, idx);
+        nat.remove(idx);
+        let again = nat
+            .create(udp_key(30_000), 0, ip(NAT4), [2; 6], T0)
+            .unwrap();
+        assert_eq!(nat_port(&nat, again), freed);
+        assert_eq!(
+            nat.create(udp_key(30_001), 0, ip(NAT4), [2; 6], T0),
+            Err(DropReason::PortExhausted)
+        );
+    }
+
+    #[test]
+    fn shards_hand_out_disjoint_ports() {
+        let mut seen = HashSet::new();
+        for shard in 0..3 {
+            let mut nat = small_shard(NatConfig::default(), shard, 3);
+            let topo = site_with(
+                NatPortRange {
+                    first: 2000,
+                    last: 2191,
+                },
+                3,
+            );
+            for p in 0..64 {
+                let idx = nat.create(udp_key(p), 0, ip(NAT4), [2; 6], T0).unwrap();
+                let port = nat_port(&nat, idx);
+                assert_eq!(
+                    topo.shard_of_nat_port(port),
+                    Some(shard),
+                    "inbound finds the owning shard"
+                );
+                assert!(seen.insert(port));
+            }
+        }
+        assert_eq!(seen.len(), 192);
+    }
+
+    #[test]
+    fn table_full_at_max_sessions() {
+        let mut nat = NatShard::new(
+            NatConfig {
+                max_sessions: 3,
+                ..NatConfig::default()
+            },
+            &site(1),
+            0,
+        );
+        let idx: Vec<u32> = (0..3)
+            .map(|p| nat.create(udp_key(p), 0, ip(NAT4), [2; 6], T0).unwrap())
+            .collect();
+        let free_before = nat.ports[&ip(NAT4)].free.len();
+        assert_eq!(
+            nat.create(udp_key(3), 0, ip(NAT4), [2; 6], T0),
+            Err(DropReason::TableFull)
+        );
+        assert_eq!(
+            nat.create(tcp_key(3), 0, ip(NAT6), [2; 6], T0),
+            Err(DropReason::TableFull)
+        );
+        assert_eq!(nat.counters.table_full.get(), 2);
+        assert_eq!(
+            nat.ports[&ip(NAT4)].free.len(),
+            free_before,
+            "a refused flow takes no port"
+        );
+        assert_eq!(nat.len(), 3);
+        nat.remove(idx[1]);
+        let reused = nat.create(udp_key(3), 0, ip(NAT4), [2; 6], T0).unwrap();
+        assert_eq!(reused, idx[1], "the freed slot is reused");
+        assert_eq!(nat.slots.len(), 3, "slots never grow past max_sessions");
+    }
+
+    #[test]
+    fn sweep_expires_idle_udp_after_the_timeout_and_frees_the_port() {
+        let timeout = Nanos::from_secs(180);
+        let cfg = NatConfig {
+            udp_idle_timeout: timeout,
+            ..NatConfig::default()
+        };
+        let mut nat = small_shard(cfg, 0, 1);
+        let mut clock = VirtualClock { now: T0 };
+        // Fill the shard's 64 ports; session 0 then stays idle, the others
+        // are refreshed halfway through.
+        let idx: Vec<u32> = (0..64)
+            .map(|p| {
+                nat.create(udp_key(p), 0, ip(NAT4), [2; 6], clock.now)
+                    .unwrap()
+            })
+            .collect();
+        let idle_port = nat_port(&nat, idx[0]);
+        assert_eq!(nat.counters.udp_sessions.get(), 64);
+        assert_eq!(
+            nat.create(udp_key(99), 0, ip(NAT4), [2; 6], clock.now),
+            Err(DropReason::PortExhausted)
+        );
+
+        clock.advance(Nanos::from_secs(90));
+        for &i in &idx[1..] {
+            nat.touch(i, clock.now, 100, 0, true).unwrap();
+        }
+
+        // At the deadline itself nothing has expired yet.
+        let deadline = T0.saturating_add(timeout);
+        clock.jump_to(deadline);
+        for _ in 0..4 {
+            assert_eq!(nat.sweep(clock.now, 16), 0);
+        }
+        // One nanosecond later the idle session goes; a budget of 8 slots per
+        // call finds it within a lap of the table.
+        clock.jump_to(deadline.saturating_add(Nanos(1)));
+        assert_eq!(drive_sweep(&mut nat, clock.now, 8, 1, 64 / 8 + 1), 1);
+        assert!(nat.session(idx[0]).is_none());
+        assert_eq!(nat.len(), 63);
+        assert_eq!(
+            (nat.counters.expired.get(), nat.counters.udp_sessions.get()),
+            (1, 63)
+        );
+        assert_eq!(nat.counters.uplinks[0].udp_sessions.get(), 63);
+
+        // Its port is free again.
+        let new = nat
+            .create(udp_key(99), 0, ip(NAT4), [2; 6], clock.now)
+            .unwrap();
+        assert_eq!(nat_port(&nat, new), idle_port);
+
+        // The refreshed sessions expire one timeout after their refresh.
+        clock.jump_to(
+            T0.saturating_add(Nanos::from_secs(90))
+                .saturating_add(timeout)
+                .saturating_add(Nanos(1)),
+        );
+        assert_eq!(drive_sweep(&mut nat, clock.now, 8, 63, 2 * 64 / 8), 63);
+        assert_eq!(nat.len(), 1);
+    }
+
+    #[test]
+    fn lookup_does_not_return_an_expired_session() {
+        let cfg = NatConfig {
+            udp_idle_timeout: Nanos::from_secs(10),
+            ..NatConfig::default()
+        };
+        let mut nat = NatShard::new(cfg, &site(1), 0);
+        let idx = nat.create(udp_key(1), 0, ip(NAT4), [2; 6], T0).unwrap();
+        let in_key = nat.session(idx).unwrap().inbound_key();
+        let later = T0.saturating_add(Nanos::from_secs(11));
+        assert_eq!(nat.lookup_in(&in_key, later), None);
+        assert!(
+            nat.is_empty(),
+            "removed on the spot, not left for the sweep"
+        );
+        assert_eq!(nat.counters.expired.get(), 1);
+        assert_eq!(nat.lookup_out(&udp_key(1), later), None);
+    }
+
+    #[test]
+    fn tcp_state_picks_the_timeout() {
+        let cfg = NatConfig::default();
+        let mut nat = NatShard::new(cfg.clone(), &site(1), 0);
+        let idx = nat.create(tcp_key(1), 0, ip(NAT4), [2; 6], T0).unwrap();
+        let state = |nat: &NatShard| nat.session(idx).unwrap().tcp;
+        let expired_after = |nat: &NatShard, d: Nanos| {
+            nat.session(idx)
+                .unwrap()
+                .expired(T0.saturating_add(d), &cfg)
+        };
+
+        assert!(
+            expired_after(&nat, cfg.tcp_transitory_timeout.saturating_add(Nanos(1))),
+            "a SYN nobody answered"
+        );
+        nat.touch(idx, T0, 60, TCP_SYN | TCP_ACK, false);
+        assert_eq!(
+            state(&nat),
+            TcpState::SynSent,
+            "the inside alone does not open a connection"
+        );
+        nat.touch(idx, T0, 60, TCP_SYN | TCP_ACK, true);
+        assert_eq!(state(&nat), TcpState::Established);
+        assert!(!expired_after(
+            &nat,
+            cfg.tcp_transitory_timeout.saturating_add(Nanos(1))
+        ));
+        assert!(expired_after(
+            &nat,
+            cfg.tcp_established_timeout.saturating_add(Nanos(1))
+        ));
+        nat.touch(idx, T0, 60, TCP_FIN | TCP_ACK, false);
+        assert_eq!(state(&nat), TcpState::FinSeen);
+        assert!(expired_after(
+            &nat,
+            cfg.tcp_transitory_timeout.saturating_add(Nanos(1))
+        ));
+        nat.touch(idx, T0, 60, TCP_RST, true);
+        assert_eq!(state(&nat), TcpState::Closed);
+        assert!(expired_after(
+            &nat,
+            cfg.tcp_closed_timeout.saturating_add(Nanos(1))
+        ));
+        assert!(!expired_after(&nat, cfg.tcp_closed_timeout));
+
+        let s = nat.session(idx).unwrap();
+        assert_eq!(
+            (s.packets_in, s.packets_out, s.bytes_in, s.bytes_out),
+            (2, 2, 120, 120)
+        );
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create {
+            client_port: u16,
+            tcp: bool,
+            v6: bool,
+        },
+        Remove {
+            pick: usize,
+        },
+        Touch {
+            pick: usize,
+        },
+        Advance {
+            secs: u64,
+        },
+        Sweep {
+            budget: usize,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u16..200, any::<bool>(), any::<bool>()).prop_map(|(client_port, tcp, v6)| Op::Create { client_port, tcp, v6 }),
+            1 => any::<usize>().prop_map(|pick| Op::Remove { pick }),
+            1 => any::<usize>().prop_map(|pick| Op::Touch { pick }),
+            1 => (0u64..40).prop_map(|secs| Op::Advance { secs }),
+            1 => (0usize..80).prop_map(|budget| Op::Sweep { budget }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the sequence of operations, every live session has one
+        /// entry in each index and its own port, the gauges match the table,
+        /// the table never passes its capacity, and nothing panics.
+        #[test]
+        fn invariants_hold_under_any_operation_sequence(ops in proptest::collection::vec(op(), 1..200)) {
+            let cfg = NatConfig {
+                max_sessions: 48,
+                udp_idle_timeout: Nanos::from_secs(30),
+                tcp_transitory_timeout: Nanos::from_secs(60),
+                ..NatConfig::default()
+            };
+            let mut nat = small_shard(cfg, 0, 1);
+            let mut clock = VirtualClock { now: T0 };
+            for op in ops {
+                let live: Vec<u32> =
+                    (0..nat.slots.len() as u32).filter(|&i| nat.session(i).is_some()).collect();
+                match op {
+                    Op::Create { client_port, tcp, v6 } => {
+                        let base = if tcp { tcp_key(client_port) } else { udp_key(client_port) };
+                        let key = if v6 { FlowKey { src: ip("fd00::2"), dst: ip("2001:db8::5"), ..base } } else { base };
+                        let addr = ip(if v6 { NAT6 } else { NAT4 });
+                        if nat.lookup_out(&key, clock.now).is_none() {
+                            match nat.create(key, 0, addr, [2; 6], clock.now) {
+                                Ok(_) | Err(DropReason::TableFull) | Err(DropReason::PortExhausted) => {}
+                                Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                            }
+                        }
+                    }
+                    Op::Remove { pick } if !live.is_empty() => {
+                        prop_assert!(nat.remove(live[pick % live.len()]).is_some());
+                    }
+                    Op::Touch { pick } if !live.is_empty() => {
+                        prop_assert!(nat.touch(live[pick % live.len()], clock.now, 64, TCP_ACK, true).is_some());
+                    }
+                    Op::Advance { secs } => clock.advance(Nanos::from_secs(secs)),
+                    Op::Sweep { budget } => {
+                        nat.sweep(clock.now, budget);
+                    }
+                    _ => {}
+                }
+
+                prop_assert!(nat.len() <= 48);
+                prop_assert!(nat.slots.len() <= 48);
+                let sessions: Vec<(u32, Session)> = (0..nat.slots.len() as u32)
+                    .filter_map(|i| nat.session(i).map(|s| (i, s.clone())))
+                    .collect();
+                prop_assert_eq!(sessions.len(), nat.len());
+                prop_assert_eq!(nat.by_in.len(), nat.len());
+                let mut ports = HashSet::new();
+                for (i, s) in &sessions {
+                    prop_assert_eq!(nat.by_out.get(&s.inside), Some(i));
+                    prop_assert_eq!(nat.by_in.get(&s.inbound_key()), Some(i));
+                    prop_assert!(ports.insert((s.nat_addr, s.nat_port)), "port shared");
+                    prop_assert!((2000..2064).contains(&s.nat_port));
+                    prop_assert!(!nat.ports[&s.nat_addr].free.contains(&s.nat_port), "a used port is also free");
+                }
+                for a in [ip(NAT4), ip(NAT6)] {
+                    let used = sessions.iter().filter(|(_, s)| s.nat_addr == a).count();
+                    prop_assert_eq!(nat.ports[&a].free.len() + used, 64, "ports leaked or duplicated");
+                }
+                let tcp = sessions.iter().filter(|(_, s)| s.inside.proto == proto::TCP).count() as u64;
+                prop_assert_eq!(nat.counters.tcp_sessions.get(), tcp);
+                prop_assert_eq!(nat.counters.udp_sessions.get(), sessions.len() as u64 - tcp);
+            }
+        }
+    }
+}

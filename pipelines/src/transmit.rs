@@ -79,3 +79,173 @@ impl Transmit {
         self.counters.count_drops(DropReason::TxFull, n as u64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::HeapBuf;
+    use crate::classify::Classify;
+    use crate::test_frames::*;
+    use crate::wire::{be16, ETHERTYPE_VLAN};
+
+    /// `frame` classified on `in_port`, then routed as translate would:
+    /// to `out_port`, next hop `next_hop`.
+    fn routed(frame: &[u8], in_port: u16, out_port: u16, next_hop: [u8; 6]) -> HeapBuf {
+        let mut b = buf(frame, in_port);
+        Classify::new(site(1))
+            .classify(&mut b)
+            .unwrap_or_else(|r| panic!("classify: {r:?}"));
+        b.meta_mut().out_port = out_port;
+        b.meta_mut().next_hop_mac = next_hop;
+        b
+    }
+
+    fn client_udp4() -> Vec<u8> {
+        from_client("10.0.0.2", "203.0.113.5", udp(40000, 53, b"query"))
+    }
+
+    /// The frame from the tagged uplink: 203.0.113.5 → the tagged NAT address.
+    fn tagged_inbound(vlan: u16) -> Vec<u8> {
+        let dgram = ip_packet(
+            ip("203.0.113.5"),
+            ip(NAT4_TAGGED),
+            64,
+            &udp(53, 4000, b"answer"),
+        );
+        ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(vlan), 0x0800, &dgram)
+    }
+
+    #[test]
+    fn untagged_to_untagged_rewrites_macs_only() {
+        let t = Transmit::new(site(1));
+        let frame = client_udp4();
+        let mut b = routed(&frame, LAN_PORT, WAN_PORT, ISP0_MAC);
+        t.prepare(&mut b).unwrap();
+        let d = b.data();
+        assert_eq!(
+            (&d[0..6], &d[6..12], be16(d, 12)),
+            (&ISP0_MAC[..], &WAN_MAC[..], Some(ETHERTYPE_IPV4))
+        );
+        assert_eq!(&d[14..], &frame[14..]);
+        assert_eq!((b.meta().l3_offset, b.meta().l4_offset), (14, 34));
+    }
+
+    #[test]
+    fn untagged_to_tagged_inserts_the_port_vlan() {
+        let t = Transmit::new(site(1));
+        let frame = client_udp4();
+        let mut b = routed(&frame, LAN_PORT, WAN_TAGGED_PORT, ISP1_MAC);
+        t.prepare(&mut b).unwrap();
+        let d = b.data();
+        assert_eq!(d.len(), frame.len() + 4);
+        assert_eq!((&d[0..6], &d[6..12]), (&ISP1_MAC[..], &WAN_TAGGED_MAC[..]));
+        assert_eq!(be16(d, 12), Some(ETHERTYPE_VLAN));
+        assert_eq!(be16(d, 14), Some(TAGGED_VLAN), "priority 0, VLAN 100");
+        assert_eq!(be16(d, 16), Some(ETHERTYPE_IPV4));
+        assert_eq!(&d[18..], &frame[14..], "the datagram is untouched");
+        assert_eq!((b.meta().l3_offset, b.meta().l4_offset), (18, 38));
+        assert_checksums_valid(d, 18);
+    }
+
+    #[test]
+    fn tagged_to_untagged_removes_the_tag() {
+        let t = Transmit::new(site(1));
+        let frame = tagged_inbound(TAGGED_VLAN);
+        let mut b = routed(&frame, WAN_TAGGED_PORT, LAN_PORT, CLIENT_MAC);
+        assert_eq!(b.meta().l3_offset, 18);
+        t.prepare(&mut b).unwrap();
+        let d = b.data();
+        assert_eq!(d.len(), frame.len() - 4);
+        assert_eq!(
+            (&d[0..6], &d[6..12], be16(d, 12)),
+            (&CLIENT_MAC[..], &LAN_MAC[..], Some(ETHERTYPE_IPV4))
+        );
+        assert_eq!(&d[14..], &frame[18..]);
+        assert_eq!((b.meta().l3_offset, b.meta().l4_offset), (14, 34));
+    }
+
+    #[test]
+    fn tagged_to_tagged_rewrites_the_tag() {
+        let t = Transmit::new(site(1));
+        // Arrives tagged 100 on the tagged port and leaves through the same
+        // port (hairpin), e.g. an answer to another site behind that uplink.
+        let frame = tagged_inbound(TAGGED_VLAN);
+        let mut b = routed(&frame, WAN_TAGGED_PORT, WAN_TAGGED_PORT, ISP1_MAC);
+        // Pretend it came with priority bits and another id: both are replaced.
+        b.data_mut()[14..16].copy_from_slice(&0xE007u16.to_be_bytes());
+        t.prepare(&mut b).unwrap();
+        let d = b.data();
+        assert_eq!(d.len(), frame.len());
+        assert_eq!(be16(d, 12), Some(ETHERTYPE_VLAN));
+        assert_eq!(be16(d, 14), Some(TAGGED_VLAN));
+        assert_eq!(be16(d, 16), Some(ETHERTYPE_IPV4));
+        assert_eq!(&d[18..], &frame[18..]);
+    }
+
+    #[test]
+    fn ipv6_gets_its_ethertype() {
+        let t = Transmit::new(site(1));
+        let frame = from_client("fd00::2", "2001:db8:ffff::5", udp(1000, 53, b"q"));
+        let mut b = routed(&frame, LAN_PORT, WAN_TAGGED_PORT, ISP1_MAC);
+        t.prepare(&mut b).unwrap();
+        assert_eq!(be16(b.data(), 16), Some(ETHERTYPE_IPV6));
+        assert_eq!(&b.data()[18..], &frame[14..]);
+        assert_eq!(b.meta().l4_offset, 58);
+    }
+
+    #[test]
+    fn unknown_port_is_no_tx_port() {
+        let t = Transmit::new(site(1));
+        let mut b = routed(&client_udp4(), LAN_PORT, 17, ISP0_MAC);
+        assert_eq!(t.prepare(&mut b).unwrap_err(), DropReason::NoTxPort);
+    }
+
+    #[test]
+    fn process_sorts_by_port_defers_and_counts() {
+        let mut t = Transmit::new(site(1));
+        let mut per_port: Vec<Burst<HeapBuf>> = (0..3).map(|_| Burst::new()).collect();
+        // Port 2's burst is full already.
+        while !per_port[2].is_full() {
+            per_port[2].push(buf(&[0; 60], 0));
+        }
+        let mut input: Burst<HeapBuf> = Burst::new();
+        input.push(routed(&client_udp4(), LAN_PORT, WAN_PORT, ISP0_MAC));
+        input.push(routed(&client_udp4(), LAN_PORT, WAN_TAGGED_PORT, ISP1_MAC));
+        input.push(routed(&client_udp4(), LAN_PORT, SPARE_PORT, ISP1_MAC));
+        input.push(routed(
+            &tagged_inbound(TAGGED_VLAN),
+            WAN_TAGGED_PORT,
+            LAN_PORT,
+            CLIENT_MAC,
+        ));
+        input.push(routed(&client_udp4(), LAN_PORT, WAN_TAGGED_PORT, ISP1_MAC));
+        t.process(&mut input, &mut per_port);
+
+        assert_eq!(per_port[0].len(), 1);
+        assert_eq!(per_port[1].len(), 1);
+        assert_eq!(be16(per_port[0][0].data(), 12), Some(ETHERTYPE_IPV4));
+        assert_eq!(
+            t.counters.drops(DropReason::NoTxPort),
+            1,
+            "port 3 has no TX burst here"
+        );
+        assert_eq!(
+            input.len(),
+            2,
+            "the packets for the full port wait, in order"
+        );
+        assert!(input.iter().all(|b| b.meta().out_port == WAN_TAGGED_PORT));
+        assert_eq!(t.counters.packets.get(), 3);
+
+        // Once the caller flushed port 2, the deferred packets go out.
+        per_port[2].clear();
+        t.process(&mut input, &mut per_port);
+        assert!(input.is_empty());
+        assert_eq!(per_port[2].len(), 2);
+        assert_eq!(be16(per_port[2][0].data(), 14), Some(TAGGED_VLAN));
+        assert_eq!(t.counters.packets.get(), 5);
+
+        t.tx_rejected(2);
+        assert_eq!(t.counters.drops(DropReason::TxFull), 2);
+    }
+}
