@@ -30,7 +30,8 @@ mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
+use std::thread::{JoinHandle, Thread};
 
 use crossbeam::queue::ArrayQueue;
 use pipelines::{Burst, Counter, HeapBuf, HeapPool};
@@ -97,6 +98,9 @@ struct Shared {
     /// Indexed like `plan.topology.uplinks`.
     uplinks: Vec<UplinkPath>,
     stop: AtomicBool,
+    /// The site thread, once started: TX queues unpark it when they queue
+    /// frames, so it can sleep until its next deadline instead of polling.
+    site_thread: OnceLock<Thread>,
 }
 
 /// The site's counters at one moment.
@@ -193,7 +197,10 @@ impl RxQueue<HeapBuf> for SimRxQueue {
 }
 
 /// A TX queue of a sim port: frames the site thread takes and routes.
-struct SimTxQueue(Arc<ArrayQueue<HeapBuf>>);
+struct SimTxQueue {
+    queue: Arc<ArrayQueue<HeapBuf>>,
+    shared: Arc<Shared>,
+}
 
 impl TxQueue<HeapBuf> for SimTxQueue {
     fn tx_burst(&mut self, pkts: &mut Burst<HeapBuf>) -> usize {
@@ -204,12 +211,18 @@ impl TxQueue<HeapBuf> for SimTxQueue {
                 rest.push(p);
                 continue;
             }
-            match self.0.push(p) {
+            match self.queue.push(p) {
                 Ok(()) => taken += 1,
                 Err(p) => rest.push(p),
             }
         }
         *pkts = rest;
+        if taken > 0 {
+            // One atomic swap while the site is awake; a futex wake if it sleeps.
+            if let Some(t) = self.shared.site_thread.get() {
+                t.unpark();
+            }
+        }
         taken
     }
 }
@@ -242,19 +255,6 @@ impl SimSite {
         if topo.ports.len() != plan.ports.len() || usize::from(topo.lan_port) >= topo.ports.len() {
             return Err("the plan's ports and topology disagree".into());
         }
-        let rx_n = plan.rx_queues.max(1);
-        let tx_n = plan.tx_queues.max(1);
-        let mut queues = Vec::with_capacity(plan.ports.len());
-        let mut ports = Vec::with_capacity(plan.ports.len());
-        for _ in &plan.ports {
-            let rx: Vec<_> = (0..rx_n).map(|_| Arc::new(ArrayQueue::new(QUEUE_CAPACITY))).collect();
-            let tx: Vec<_> = (0..tx_n).map(|_| Arc::new(ArrayQueue::new(QUEUE_CAPACITY))).collect();
-            queues.push(PortQueues {
-                rx: rx.iter().map(|q| Box::new(SimRxQueue(q.clone())) as Box<dyn RxQueue<HeapBuf>>).collect(),
-                tx: tx.iter().map(|q| Box::new(SimTxQueue(q.clone())) as Box<dyn TxQueue<HeapBuf>>).collect(),
-            });
-            ports.push(site::PortIo { rx, tx });
-        }
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             uplinks: topo
@@ -272,7 +272,21 @@ impl SimSite {
                 })
                 .collect(),
             stop: AtomicBool::new(false),
+            site_thread: OnceLock::new(),
         });
+        let rx_n = plan.rx_queues.max(1);
+        let tx_n = plan.tx_queues.max(1);
+        let mut queues = Vec::with_capacity(plan.ports.len());
+        let mut ports = Vec::with_capacity(plan.ports.len());
+        for _ in &plan.ports {
+            let rx: Vec<_> = (0..rx_n).map(|_| Arc::new(ArrayQueue::new(QUEUE_CAPACITY))).collect();
+            let tx: Vec<_> = (0..tx_n).map(|_| Arc::new(ArrayQueue::new(QUEUE_CAPACITY))).collect();
+            queues.push(PortQueues {
+                rx: rx.iter().map(|q| Box::new(SimRxQueue(q.clone())) as Box<dyn RxQueue<HeapBuf>>).collect(),
+                tx: tx.iter().map(|q| Box::new(SimTxQueue { queue: q.clone(), shared: shared.clone() }) as Box<dyn TxQueue<HeapBuf>>).collect(),
+            });
+            ports.push(site::PortIo { rx, tx });
+        }
         let site = site::Site::new(sim, topo.clone(), pool, shared.clone(), ports);
         Ok((queues, SimSite { shared, site: Some(site), thread: None }))
     }
@@ -282,7 +296,10 @@ impl SimSite {
         let Some(site) = self.site.take() else { return };
         let spawned = std::thread::Builder::new().name("sim-site".into()).spawn(move || site.run());
         match spawned {
-            Ok(t) => self.thread = Some(t),
+            Ok(t) => {
+                let _ = self.shared.site_thread.set(t.thread().clone());
+                self.thread = Some(t);
+            }
             // Without a thread the site stays idle; the stats show no traffic.
             Err(e) => eprintln!("sim: cannot start the site thread: {e}"),
         }
@@ -301,6 +318,7 @@ impl SimSite {
     fn join(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }

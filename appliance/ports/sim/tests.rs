@@ -269,9 +269,11 @@ fn l2_stripping_handles_vlan_and_padding() {
     assert_eq!(site::client_mac(0x01_0203), [0x02, 0x00, 0x0a, 0x01, 0x02, 0x03]);
 }
 
-/// CPU time (ns) the named threads of this process have used so far.
-fn thread_cpu_ns(name: &str) -> u64 {
+/// CPU time (ns) the named threads of this process have used so far, and
+/// their voluntary context switches (sleeps).
+fn thread_cpu_ns(name: &str) -> (u64, u64) {
     let mut total = 0;
+    let mut switches = 0;
     for entry in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
         let dir = entry.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
@@ -280,8 +282,11 @@ fn thread_cpu_ns(name: &str) -> u64 {
         }
         let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
         total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let vol = status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"));
+        switches += vol.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
     }
-    total
+    (total, switches)
 }
 
 /// Measures the site thread's CPU use with 200 clients at the default rates
@@ -298,14 +303,16 @@ fn idle_cpu_of_the_site_thread() {
     let cpu0 = thread_cpu_ns("sim-site");
     let t0 = Instant::now();
     app.run_for(Duration::from_secs(5));
-    let cpu = thread_cpu_ns("sim-site") - cpu0;
+    let (cpu1, sw1) = thread_cpu_ns("sim-site");
+    let (cpu, wakes) = (cpu1 - cpu0.0, sw1 - cpu0.1);
     let wall = t0.elapsed();
     let s = site.stop();
     println!(
-        "site thread: {:.1} ms CPU in {:.2} s wall = {:.2}% of a core; ok={} failed={} udp {}/{}",
+        "site thread: {:.1} ms CPU in {:.2} s wall = {:.2}% of a core, {} sleeps; ok={} failed={} udp {}/{}",
         cpu as f64 / 1e6,
         wall.as_secs_f64(),
         cpu as f64 / wall.as_nanos() as f64 * 100.0,
+        wakes,
         s.tcp_connections_ok,
         s.tcp_connections_failed,
         s.udp_replies,
