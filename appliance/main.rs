@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use appliance::{config, plan, runtime, stats};
 
 #[derive(Parser)]
-#[command(name = "appliance", version, about = "Multi-uplink packet appliance: SYN racing across uplinks, NAT with artificial UDP sessions")]
+#[command(
+    name = "appliance",
+    version,
+    about = "Multi-uplink packet appliance: SYN racing across uplinks, NAT with artificial UDP sessions"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -64,7 +68,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { config, duration, stats_out } => {
+        Cmd::Run {
+            config,
+            duration,
+            stats_out,
+        } => {
             let plan = match load(&config) {
                 Ok(p) => p,
                 Err(e) => {
@@ -89,14 +97,21 @@ fn main() -> ExitCode {
 
 fn run(plan: &plan::Plan, duration: Option<f64>, stats_out: Option<&Path>) -> anyhow::Result<()> {
     let duration = match duration {
-        Some(d) if !(d > 0.0 && d.is_finite()) => anyhow::bail!("--duration must be a positive number of seconds"),
+        Some(d) if !(d > 0.0 && d.is_finite()) => {
+            anyhow::bail!("--duration must be a positive number of seconds")
+        }
         Some(d) => Some(Duration::from_secs_f64(d)),
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
-    let opts = runtime::RunOptions { duration, live_status: true, stop: Some(stop) };
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    let opts = runtime::RunOptions {
+        duration,
+        live_status: true,
+        stop: Some(stop),
+    };
     let stats = runtime::run(plan, &opts)?;
     print!("{}", stats::summary(&stats));
     if let Some(path) = stats_out {

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pipelines::nat::NatConfig;
-use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo, MAX_UPLINKS};
+use pipelines::topology::{
+    IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo, MAX_UPLINKS,
+};
 use pipelines::wire::parse_mac;
 use pipelines::{Nanos, BURST_MAX};
 
@@ -23,7 +25,10 @@ pub struct ConfigError {
 }
 
 fn err<T>(path: impl Into<String>, msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError { path: path.into(), msg: msg.into() })
+    Err(ConfigError {
+        path: path.into(),
+        msg: msg.into(),
+    })
 }
 
 /// The four stages, in packet-path order.
@@ -36,7 +41,12 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Classify, Stage::Replicate, Stage::Translate, Stage::Transmit];
+    pub const ALL: [Stage; 4] = [
+        Stage::Classify,
+        Stage::Replicate,
+        Stage::Translate,
+        Stage::Transmit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -139,7 +149,10 @@ impl Plan {
     }
 
     pub fn group_of(&self, stage: Stage) -> usize {
-        self.groups.iter().position(|g| g.stages.contains(&stage)).unwrap_or(0)
+        self.groups
+            .iter()
+            .position(|g| g.stages.contains(&stage))
+            .unwrap_or(0)
     }
 }
 
@@ -151,7 +164,9 @@ pub fn validate(cfg: &Config) -> Result<Plan, ConfigError> {
 }
 
 pub fn available_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// [`validate`] against a machine with `cpus` CPUs (tests use this).
@@ -167,44 +182,76 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
             return err(format!("{path}.name"), "must not be empty");
         }
         if cfg.ports[..i].iter().any(|q| q.name == p.name) {
-            return err(format!("{path}.name"), format!("duplicate port name `{}`", p.name));
+            return err(
+                format!("{path}.name"),
+                format!("duplicate port name `{}`", p.name),
+            );
         }
-        let mac = parse_mac(&p.mac)
-            .ok_or_else(|| ConfigError { path: format!("{path}.mac"), msg: format!("`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)", p.mac) })?;
+        let mac = parse_mac(&p.mac).ok_or_else(|| ConfigError {
+            path: format!("{path}.mac"),
+            msg: format!("`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)", p.mac),
+        })?;
         if let Some(v) = p.vlan {
             if !(1..=4094).contains(&v) {
-                return err(format!("{path}.vlan"), format!("{v} is not a VLAN id; allowed: 1..=4094"));
+                return err(
+                    format!("{path}.vlan"),
+                    format!("{v} is not a VLAN id; allowed: 1..=4094"),
+                );
             }
         }
         if cfg.backend != BackendKind::Pcap && (p.pcap_in.is_some() || p.pcap_out.is_some()) {
-            return err(format!("{path}.pcap_in"), "pcap_in / pcap_out are only allowed with backend = \"pcap\"");
+            return err(
+                format!("{path}.pcap_in"),
+                "pcap_in / pcap_out are only allowed with backend = \"pcap\"",
+            );
         }
-        ports.push(PortPlan { name: p.name.clone(), mac, vlan: p.vlan, pcap_in: p.pcap_in.clone(), pcap_out: p.pcap_out.clone() });
+        ports.push(PortPlan {
+            name: p.name.clone(),
+            mac,
+            vlan: p.vlan,
+            pcap_in: p.pcap_in.clone(),
+            pcap_out: p.pcap_out.clone(),
+        });
     }
     if cfg.backend == BackendKind::Pcap && !ports.iter().any(|p| p.pcap_in.is_some()) {
-        return err("ports", "backend = \"pcap\" needs pcap_in on at least one port");
+        return err(
+            "ports",
+            "backend = \"pcap\" needs pcap_in on at least one port",
+        );
     }
     let port_index = |name: &str, path: String| -> Result<u16, ConfigError> {
-        cfg.ports.iter().position(|p| p.name == name).map(|i| i as u16).ok_or_else(|| ConfigError {
-            path,
-            msg: format!(
-                "no port named `{name}`; ports are: {}",
-                cfg.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-            ),
-        })
+        cfg.ports
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| i as u16)
+            .ok_or_else(|| ConfigError {
+                path,
+                msg: format!(
+                    "no port named `{name}`; ports are: {}",
+                    cfg.ports
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
     };
 
     // LAN.
     let lan_port = port_index(&cfg.lan.port, "lan.port".into())?;
     if cfg.lan.prefixes.is_empty() {
-        return err("lan.prefixes", "at least one inside prefix is required (e.g. \"10.0.0.0/16\")");
+        return err(
+            "lan.prefixes",
+            "at least one inside prefix is required (e.g. \"10.0.0.0/16\")",
+        );
     }
     let lan_prefixes = parse_prefixes(&cfg.lan.prefixes, "lan.prefixes")?;
     let mut lan_addrs = Vec::new();
     for (i, a) in cfg.lan.addresses.iter().enumerate() {
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| ConfigError { path: format!("lan.addresses[{i}]"), msg: format!("`{a}` is not an IP address") })?;
+        let addr: IpAddr = a.parse().map_err(|_| ConfigError {
+            path: format!("lan.addresses[{i}]"),
+            msg: format!("`{a}` is not an IP address"),
+        })?;
         lan_addrs.push(addr);
     }
 
@@ -213,7 +260,13 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         return err("uplinks", "at least one [[uplinks]] entry is required");
     }
     if cfg.uplinks.len() > MAX_UPLINKS {
-        return err("uplinks", format!("{} uplinks; at most {MAX_UPLINKS} are allowed", cfg.uplinks.len()));
+        return err(
+            "uplinks",
+            format!(
+                "{} uplinks; at most {MAX_UPLINKS} are allowed",
+                cfg.uplinks.len()
+            ),
+        );
     }
     let mut uplinks = Vec::new();
     let mut all_nat: Vec<(IpPrefix, String)> = Vec::new();
@@ -224,21 +277,38 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
             return err(format!("{path}.name"), "must not be empty");
         }
         if cfg.uplinks[..i].iter().any(|v| v.name == u.name) {
-            return err(format!("{path}.name"), format!("duplicate uplink name `{}`", u.name));
+            return err(
+                format!("{path}.name"),
+                format!("duplicate uplink name `{}`", u.name),
+            );
         }
         let port = port_index(&u.port, format!("{path}.port"))?;
         if port == lan_port {
-            return err(format!("{path}.port"), format!("`{}` is the LAN port; an uplink needs a port of its own", u.port));
+            return err(
+                format!("{path}.port"),
+                format!(
+                    "`{}` is the LAN port; an uplink needs a port of its own",
+                    u.port
+                ),
+            );
         }
         if u.nat_addresses.is_empty() {
-            return err(format!("{path}.nat_addresses"), "at least one source-NAT address is required");
+            return err(
+                format!("{path}.nat_addresses"),
+                "at least one source-NAT address is required",
+            );
         }
         let prefixes = parse_prefixes(&u.nat_addresses, &format!("{path}.nat_addresses"))?;
         let mut nat_addrs = Vec::new();
         for (j, p) in prefixes.iter().enumerate() {
             let fpath = format!("{path}.nat_addresses[{j}]");
             if let Some((_, owner)) = all_nat.iter().find(|(q, _)| q.overlaps(p)) {
-                return err(fpath, format!("{p} overlaps NAT addresses {owner}; NAT address ranges must be disjoint"));
+                return err(
+                    fpath,
+                    format!(
+                        "{p} overlaps NAT addresses {owner}; NAT address ranges must be disjoint"
+                    ),
+                );
             }
             if let Some(l) = lan_prefixes.iter().find(|l| l.overlaps(p)) {
                 return err(fpath, format!("{p} overlaps LAN prefix {l}"));
@@ -259,42 +329,73 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         }
         let next_hop_mac = parse_mac(&u.next_hop_mac).ok_or_else(|| ConfigError {
             path: format!("{path}.next_hop_mac"),
-            msg: format!("`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)", u.next_hop_mac),
+            msg: format!(
+                "`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)",
+                u.next_hop_mac
+            ),
         })?;
         if u.weight == 0 {
             return err(format!("{path}.weight"), "must be at least 1");
         }
-        uplinks.push(UplinkInfo { name: u.name.clone(), port, nat_addrs, next_hop_mac, weight: u.weight });
+        uplinks.push(UplinkInfo {
+            name: u.name.clone(),
+            port,
+            nat_addrs,
+            next_hop_mac,
+            weight: u.weight,
+        });
     }
 
     // Runtime: burst, rings, pool.
     let rt = &cfg.runtime;
     if rt.burst_size == 0 || rt.burst_size > BURST_MAX {
-        return err("runtime.burst_size", format!("{}; allowed: 1..={BURST_MAX}", rt.burst_size));
+        return err(
+            "runtime.burst_size",
+            format!("{}; allowed: 1..={BURST_MAX}", rt.burst_size),
+        );
     }
     if !rt.ring_size.is_power_of_two() || !(2..=65_536).contains(&rt.ring_size) {
-        return err("runtime.ring_size", format!("{} is not a power of two in 2..=65536", rt.ring_size));
+        return err(
+            "runtime.ring_size",
+            format!("{} is not a power of two in 2..=65536", rt.ring_size),
+        );
     }
     if rt.pool_size < 1024 || rt.pool_size > 16 * 1024 * 1024 {
-        return err("runtime.pool_size", format!("{}; allowed: 1024..=16777216 buffers", rt.pool_size));
+        return err(
+            "runtime.pool_size",
+            format!("{}; allowed: 1024..=16777216 buffers", rt.pool_size),
+        );
     }
 
     // Lcores.
     let (lcores, groups) = plan_lcores(cfg, cpus)?;
-    let shard_group = groups.iter().find(|g| g.stages.contains(&Stage::Translate)).map(|g| g.lcores.len()).unwrap_or(1);
+    let shard_group = groups
+        .iter()
+        .find(|g| g.stages.contains(&Stage::Translate))
+        .map(|g| g.lcores.len())
+        .unwrap_or(1);
     let shards = shard_group as u16;
 
     // NAT.
     let n = &cfg.nat;
     let [first, last] = n.port_range;
     if first == 0 || first > last {
-        return err("nat.port_range", format!("[{first}, {last}]; need 1 <= first <= last <= 65535"));
+        return err(
+            "nat.port_range",
+            format!("[{first}, {last}]; need 1 <= first <= last <= 65535"),
+        );
     }
     if usize::from(last - first) + 1 < usize::from(shards) * 64 {
-        return err("nat.port_range", format!("[{first}, {last}] is too small for {shards} shards (at least 64 ports each)"));
+        return err(
+            "nat.port_range",
+            format!("[{first}, {last}] is too small for {shards} shards (at least 64 ports each)"),
+        );
     }
     if n.max_sessions_per_shard == 0 || n.max_sessions_per_shard > 16 * 1024 * 1024 {
-        return err("nat.max_sessions_per_shard", format!("{}; allowed: 1..=16777216", n.max_sessions_per_shard));
+        return err(
+            "nat.max_sessions_per_shard",
+            format!("{}; allowed: 1..=16777216", n.max_sessions_per_shard),
+        );
     }
     for (name, v) in [
         ("udp_idle_timeout_s", n.udp_idle_timeout_s),
@@ -304,7 +405,10 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         ("icmp_timeout_s", n.icmp_timeout_s),
     ] {
         if v == 0 || v > 7 * 24 * 3600 {
-            return err(format!("nat.{name}"), format!("{v}; allowed: 1..=604800 seconds"));
+            return err(
+                format!("nat.{name}"),
+                format!("{v}; allowed: 1..=604800 seconds"),
+            );
         }
     }
     let nat = NatConfig {
@@ -318,7 +422,12 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
 
     let port_infos = ports
         .iter()
-        .map(|p| PortInfo { name: p.name.clone(), mac: p.mac, vlan: p.vlan, role: PortRole::Unused })
+        .map(|p| PortInfo {
+            name: p.name.clone(),
+            mac: p.mac,
+            vlan: p.vlan,
+            role: PortRole::Unused,
+        })
         .collect();
     let topology = Arc::new(Topology::new(
         port_infos,
@@ -334,13 +443,22 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
     let sim = match (cfg.backend, &cfg.sim) {
         (BackendKind::Sim, None) => return err("sim", "backend = \"sim\" needs a [sim] section"),
         (BackendKind::Sim, Some(s)) => Some(plan_sim(s, &topology)?),
-        (_, Some(_)) => return err("sim", "a [sim] section is only allowed with backend = \"sim\""),
+        (_, Some(_)) => {
+            return err(
+                "sim",
+                "a [sim] section is only allowed with backend = \"sim\"",
+            )
+        }
         (_, None) => None,
     };
 
     let rings = plan_rings(&groups);
     let rx_queues = groups.first().map(|g| g.lcores.len()).unwrap_or(1);
-    let tx_queues = groups.iter().find(|g| g.stages.contains(&Stage::Transmit)).map(|g| g.lcores.len()).unwrap_or(1);
+    let tx_queues = groups
+        .iter()
+        .find(|g| g.stages.contains(&Stage::Transmit))
+        .map(|g| g.lcores.len())
+        .unwrap_or(1);
     Ok(Plan {
         backend: cfg.backend,
         topology,
@@ -362,14 +480,22 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
 fn parse_prefixes(list: &[String], path: &str) -> Result<Vec<IpPrefix>, ConfigError> {
     list.iter()
         .enumerate()
-        .map(|(i, s)| s.parse::<IpPrefix>().map_err(|m| ConfigError { path: format!("{path}[{i}]"), msg: m }))
+        .map(|(i, s)| {
+            s.parse::<IpPrefix>().map_err(|m| ConfigError {
+                path: format!("{path}[{i}]"),
+                msg: m,
+            })
+        })
         .collect()
 }
 
 fn plan_lcores(cfg: &Config, cpus: usize) -> Result<(Vec<LcorePlan>, Vec<GroupPlan>), ConfigError> {
     let rt = &cfg.runtime;
     if rt.lcores.is_empty() {
-        return err("runtime.lcores", "at least one [[runtime.lcores]] entry is required");
+        return err(
+            "runtime.lcores",
+            "at least one [[runtime.lcores]] entry is required",
+        );
     }
     if rt.lcores.len() > cpus && !rt.oversubscribe {
         return err(
@@ -383,10 +509,19 @@ fn plan_lcores(cfg: &Config, cpus: usize) -> Result<(Vec<LcorePlan>, Vec<GroupPl
     for (i, l) in rt.lcores.iter().enumerate() {
         if let Some(c) = l.core {
             if c >= cpus {
-                return err(format!("runtime.lcores[{i}].core"), format!("CPU {c} does not exist; this machine has CPUs 0..={}", cpus - 1));
+                return err(
+                    format!("runtime.lcores[{i}].core"),
+                    format!(
+                        "CPU {c} does not exist; this machine has CPUs 0..={}",
+                        cpus - 1
+                    ),
+                );
             }
             if !rt.oversubscribe && rt.lcores[..i].iter().any(|o| o.core == Some(c)) {
-                return err(format!("runtime.lcores[{i}].core"), format!("CPU {c} is already used by another lcore"));
+                return err(
+                    format!("runtime.lcores[{i}].core"),
+                    format!("CPU {c} is already used by another lcore"),
+                );
             }
         }
     }
@@ -396,7 +531,9 @@ fn plan_lcores(cfg: &Config, cpus: usize) -> Result<(Vec<LcorePlan>, Vec<GroupPl
         for (j, s) in l.stages.iter().enumerate() {
             let st = Stage::parse(s).ok_or_else(|| ConfigError {
                 path: format!("runtime.lcores[{i}].stages[{j}]"),
-                msg: format!("unknown stage `{s}`; stages are: classify, replicate, translate, transmit"),
+                msg: format!(
+                    "unknown stage `{s}`; stages are: classify, replicate, translate, transmit"
+                ),
             })?;
             stages.push(st);
         }
@@ -412,7 +549,10 @@ fn plan_lcores(cfg: &Config, cpus: usize) -> Result<(Vec<LcorePlan>, Vec<GroupPl
             }
             Mode::Pipeline => {
                 if stages.is_empty() {
-                    return err(format!("runtime.lcores[{i}].stages"), "pipeline mode needs the stages each lcore runs");
+                    return err(
+                        format!("runtime.lcores[{i}].stages"),
+                        "pipeline mode needs the stages each lcore runs",
+                    );
                 }
                 if stages.windows(2).any(|w| w[0] >= w[1]) {
                     return err(
@@ -430,16 +570,31 @@ fn plan_lcores(cfg: &Config, cpus: usize) -> Result<(Vec<LcorePlan>, Vec<GroupPl
     for (i, stages) in stage_lists.iter().enumerate() {
         if groups.last().is_none_or(|g| &g.stages != stages) {
             if groups.iter().any(|g| &g.stages == stages) {
-                return err(format!("runtime.lcores[{i}].stages"), "lcores running the same stages must be listed together");
+                return err(
+                    format!("runtime.lcores[{i}].stages"),
+                    "lcores running the same stages must be listed together",
+                );
             }
-            groups.push(GroupPlan { stages: stages.clone(), lcores: Vec::new(), handoff: false });
+            groups.push(GroupPlan {
+                stages: stages.clone(),
+                lcores: Vec::new(),
+                handoff: false,
+            });
         }
         let g = groups.len() - 1;
         let index = groups[g].lcores.len();
         groups[g].lcores.push(i);
-        lcores.push(LcorePlan { id: i, core: rt.lcores[i].core, group: g, index });
+        lcores.push(LcorePlan {
+            id: i,
+            core: rt.lcores[i].core,
+            group: g,
+            index,
+        });
     }
-    let flat: Vec<Stage> = groups.iter().flat_map(|g| g.stages.iter().copied()).collect();
+    let flat: Vec<Stage> = groups
+        .iter()
+        .flat_map(|g| g.stages.iter().copied())
+        .collect();
     if flat != Stage::ALL {
         return err(
             "runtime.lcores",
@@ -450,7 +605,9 @@ fn plan_lcores(cfg: &Config, cpus: usize) -> Result<(Vec<LcorePlan>, Vec<GroupPl
         );
     }
     for g in groups.iter_mut() {
-        g.handoff = g.lcores.len() > 1 && g.stages.contains(&Stage::Classify) && g.stages.contains(&Stage::Translate);
+        g.handoff = g.lcores.len() > 1
+            && g.stages.contains(&Stage::Classify)
+            && g.stages.contains(&Stage::Translate);
     }
     // Stage groups other than translate's must hand packets to the right
     // shard: a group after translate but before transmit would lose the
@@ -466,7 +623,11 @@ fn plan_rings(groups: &[GroupPlan]) -> Vec<RingPlan> {
             for &a in &g.lcores {
                 for &b in &g.lcores {
                     if a != b {
-                        rings.push(RingPlan { from: a, to: b, kind: RingKind::Handoff });
+                        rings.push(RingPlan {
+                            from: a,
+                            to: b,
+                            kind: RingKind::Handoff,
+                        });
                     }
                 }
             }
@@ -478,7 +639,11 @@ fn plan_rings(groups: &[GroupPlan]) -> Vec<RingPlan> {
         for (pi, &p) in prod.lcores.iter().enumerate() {
             for (ci, &c) in cons.lcores.iter().enumerate() {
                 if full_mesh || ci == pi % cons.lcores.len() {
-                    rings.push(RingPlan { from: p, to: c, kind: RingKind::Stage });
+                    rings.push(RingPlan {
+                        from: p,
+                        to: c,
+                        kind: RingKind::Stage,
+                    });
                 }
             }
         }
@@ -493,18 +658,35 @@ fn plan_sim(s: &SimConfig, topo: &Topology) -> Result<SimPlan, ConfigError> {
     if s.servers == 0 || s.servers > 10_000 {
         return err("sim.servers", format!("{}; allowed: 1..=10000", s.servers));
     }
-    let client_base: Ipv4Addr =
-        s.client_base.parse().map_err(|_| ConfigError { path: "sim.client_base".into(), msg: format!("`{}` is not an IPv4 address", s.client_base) })?;
-    let server_base: Ipv4Addr =
-        s.server_base.parse().map_err(|_| ConfigError { path: "sim.server_base".into(), msg: format!("`{}` is not an IPv4 address", s.server_base) })?;
-    let last_client = u32::from(client_base).checked_add(s.clients as u32 - 1).map(Ipv4Addr::from);
+    let client_base: Ipv4Addr = s.client_base.parse().map_err(|_| ConfigError {
+        path: "sim.client_base".into(),
+        msg: format!("`{}` is not an IPv4 address", s.client_base),
+    })?;
+    let server_base: Ipv4Addr = s.server_base.parse().map_err(|_| ConfigError {
+        path: "sim.server_base".into(),
+        msg: format!("`{}` is not an IPv4 address", s.server_base),
+    })?;
+    let last_client = u32::from(client_base)
+        .checked_add(s.clients as u32 - 1)
+        .map(Ipv4Addr::from);
     let inside = |a: Ipv4Addr| topo.is_lan_source(IpAddr::V4(a));
     if !inside(client_base) || !last_client.is_some_and(inside) {
-        return err("sim.client_base", format!("{} clients from {client_base} do not all fit in the LAN prefixes", s.clients));
+        return err(
+            "sim.client_base",
+            format!(
+                "{} clients from {client_base} do not all fit in the LAN prefixes",
+                s.clients
+            ),
+        );
     }
-    let last_server = u32::from(server_base).checked_add(s.servers as u32 - 1).map(Ipv4Addr::from);
+    let last_server = u32::from(server_base)
+        .checked_add(s.servers as u32 - 1)
+        .map(Ipv4Addr::from);
     let Some(last_server) = last_server else {
-        return err("sim.server_base", "the server addresses run past 255.255.255.255");
+        return err(
+            "sim.server_base",
+            "the server addresses run past 255.255.255.255",
+        );
     };
     for a in [server_base, last_server] {
         if inside(a) || topo.nat_addr_uplink.contains_key(&IpAddr::V4(a)) {
@@ -512,20 +694,33 @@ fn plan_sim(s: &SimConfig, topo: &Topology) -> Result<SimPlan, ConfigError> {
         }
     }
     let server_range = u32::from(server_base)..=u32::from(last_server);
-    if let Some(a) = topo.nat_addr_uplink.keys().find(|a| matches!(a, IpAddr::V4(v) if server_range.contains(&u32::from(*v)))) {
-        return err("sim.server_base", format!("server addresses overlap NAT address {a}"));
+    if let Some(a) = topo
+        .nat_addr_uplink
+        .keys()
+        .find(|a| matches!(a, IpAddr::V4(v) if server_range.contains(&u32::from(*v))))
+    {
+        return err(
+            "sim.server_base",
+            format!("server addresses overlap NAT address {a}"),
+        );
     }
     if s.tcp_port == 0 || s.udp_port == 0 {
         return err("sim.tcp_port", "server ports must be non-zero");
     }
     if s.tcp_interval_ms == 0 {
-        return err("sim.tcp_interval_ms", "must be at least 1 (mean milliseconds between a client's connections)");
+        return err(
+            "sim.tcp_interval_ms",
+            "must be at least 1 (mean milliseconds between a client's connections)",
+        );
     }
     if s.tcp_timeout_ms == 0 || s.udp_timeout_ms == 0 {
         return err("sim.tcp_timeout_ms", "timeouts must be at least 1 ms");
     }
     if s.udp_request_bytes == 0 || s.udp_request_bytes > 1400 || s.udp_response_bytes > 1400 {
-        return err("sim.udp_request_bytes", "UDP payloads must be 1..=1400 bytes (no fragmentation)");
+        return err(
+            "sim.udp_request_bytes",
+            "UDP payloads must be 1..=1400 bytes (no fragmentation)",
+        );
     }
     let mut uplinks: Vec<Option<SimUplinkPlan>> = vec![None; topo.uplinks.len()];
     for (i, u) in s.uplinks.iter().enumerate() {
@@ -533,29 +728,66 @@ fn plan_sim(s: &SimConfig, topo: &Topology) -> Result<SimPlan, ConfigError> {
         let Some(id) = topo.uplinks.iter().position(|t| t.name == u.name) else {
             return err(
                 format!("{path}.name"),
-                format!("no uplink named `{}`; uplinks are: {}", u.name, topo.uplinks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "no uplink named `{}`; uplinks are: {}",
+                    u.name,
+                    topo.uplinks
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             );
         };
         if uplinks[id].is_some() {
-            return err(format!("{path}.name"), format!("uplink `{}` is listed twice", u.name));
+            return err(
+                format!("{path}.name"),
+                format!("uplink `{}` is listed twice", u.name),
+            );
         }
         if !(0.0..=10_000.0).contains(&u.delay_ms) {
-            return err(format!("{path}.delay_ms"), format!("{}; allowed: 0..=10000", u.delay_ms));
+            return err(
+                format!("{path}.delay_ms"),
+                format!("{}; allowed: 0..=10000", u.delay_ms),
+            );
         }
         if !(0.0..=10_000.0).contains(&u.jitter_ms) {
-            return err(format!("{path}.jitter_ms"), format!("{}; allowed: 0..=10000", u.jitter_ms));
+            return err(
+                format!("{path}.jitter_ms"),
+                format!("{}; allowed: 0..=10000", u.jitter_ms),
+            );
         }
         if !(0.0..1.0).contains(&u.loss) {
-            return err(format!("{path}.loss"), format!("{}; allowed: 0.0 <= loss < 1.0", u.loss));
+            return err(
+                format!("{path}.loss"),
+                format!("{}; allowed: 0.0 <= loss < 1.0", u.loss),
+            );
         }
-        uplinks[id] = Some(SimUplinkPlan { delay_ms: u.delay_ms, jitter_ms: u.jitter_ms, loss: u.loss });
+        uplinks[id] = Some(SimUplinkPlan {
+            delay_ms: u.delay_ms,
+            jitter_ms: u.jitter_ms,
+            loss: u.loss,
+        });
     }
     let uplinks = uplinks
         .into_iter()
         .enumerate()
-        .map(|(i, u)| u.ok_or_else(|| ConfigError { path: "sim.uplinks".into(), msg: format!("uplink `{}` has no [[sim.uplinks]] entry", topo.uplinks[i].name) }))
+        .map(|(i, u)| {
+            u.ok_or_else(|| ConfigError {
+                path: "sim.uplinks".into(),
+                msg: format!(
+                    "uplink `{}` has no [[sim.uplinks]] entry",
+                    topo.uplinks[i].name
+                ),
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(SimPlan { cfg: s.clone(), client_base, server_base, uplinks })
+    Ok(SimPlan {
+        cfg: s.clone(),
+        client_base,
+        server_base,
+        uplinks,
+    })
 }
 
 impl Plan {
@@ -586,12 +818,32 @@ impl Plan {
         for l in &self.lcores {
             let g = &self.groups[l.group];
             let stages: Vec<_> = g.stages.iter().map(|s| s.name()).collect();
-            let core = l.core.map_or("unpinned".to_string(), |c| format!("cpu {c}"));
-            let shard = if g.stages.contains(&Stage::Translate) { format!("  shard {}", l.index) } else { String::new() };
-            let rx = if l.group == 0 { format!("  rx queue {} of every port", l.index) } else { String::new() };
-            let _ = writeln!(s, "  lcore {:<2} {:<9} [{}]{shard}{rx}", l.id, core, stages.join(" -> "));
+            let core = l
+                .core
+                .map_or("unpinned".to_string(), |c| format!("cpu {c}"));
+            let shard = if g.stages.contains(&Stage::Translate) {
+                format!("  shard {}", l.index)
+            } else {
+                String::new()
+            };
+            let rx = if l.group == 0 {
+                format!("  rx queue {} of every port", l.index)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "  lcore {:<2} {:<9} [{}]{shard}{rx}",
+                l.id,
+                core,
+                stages.join(" -> ")
+            );
         }
-        let _ = writeln!(s, "rings ({} slots of up to {} packets each)", self.ring_size, self.burst_size);
+        let _ = writeln!(
+            s,
+            "rings ({} slots of up to {} packets each)",
+            self.ring_size, self.burst_size
+        );
         if self.rings.is_empty() {
             let _ = writeln!(s, "  none (one lcore runs every stage)");
         }
@@ -602,26 +854,55 @@ impl Plan {
             };
             let _ = writeln!(s, "  lcore {} -> lcore {} ({kind})", r.from, r.to);
         }
-        let _ = writeln!(s, "ports ({} RX / {} TX queues each)", self.rx_queues, self.tx_queues);
+        let _ = writeln!(
+            s,
+            "ports ({} RX / {} TX queues each)",
+            self.rx_queues, self.tx_queues
+        );
         for (i, p) in self.ports.iter().enumerate() {
             let role = match &t.ports[i].role {
                 PortRole::Lan => "lan".to_string(),
                 PortRole::Uplink(ids) => {
-                    format!("uplink {}", ids.iter().map(|&u| t.uplinks[u as usize].name.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "uplink {}",
+                        ids.iter()
+                            .map(|&u| t.uplinks[u as usize].name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
                 PortRole::Unused => "unused".to_string(),
             };
             let vlan = p.vlan.map_or(String::new(), |v| format!(" vlan {v}"));
-            let _ = writeln!(s, "  {:<10} {} {role}{vlan}", p.name, pipelines::wire::fmt_mac(&p.mac));
+            let _ = writeln!(
+                s,
+                "  {:<10} {} {role}{vlan}",
+                p.name,
+                pipelines::wire::fmt_mac(&p.mac)
+            );
         }
         let lan: Vec<_> = t.lan_prefixes.iter().map(|p| p.to_string()).collect();
-        let _ = writeln!(s, "lan       {} via port {}", lan.join(", "), self.ports[t.lan_port as usize].name);
+        let _ = writeln!(
+            s,
+            "lan       {} via port {}",
+            lan.join(", "),
+            self.ports[t.lan_port as usize].name
+        );
         let _ = writeln!(s, "uplinks");
         for u in &t.uplinks {
             let addrs = if u.nat_addrs.len() <= 4 {
-                u.nat_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                u.nat_addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             } else {
-                format!("{} .. {} ({} addresses)", u.nat_addrs[0], u.nat_addrs[u.nat_addrs.len() - 1], u.nat_addrs.len())
+                format!(
+                    "{} .. {} ({} addresses)",
+                    u.nat_addrs[0],
+                    u.nat_addrs[u.nat_addrs.len() - 1],
+                    u.nat_addrs.len()
+                )
             };
             let _ = writeln!(
                 s,

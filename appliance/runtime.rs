@@ -45,7 +45,10 @@ pub struct Runtime {
 }
 
 enum Backend {
-    Sim(Option<crate::ports::sim::SimSite>, crate::ports::sim::SimHandle),
+    Sim(
+        Option<Box<crate::ports::sim::SimSite>>,
+        crate::ports::sim::SimHandle,
+    ),
     Pcap(Arc<crate::ports::pcap::PcapControl>),
 }
 
@@ -71,12 +74,14 @@ impl Runtime {
         let pool = HeapPool::new_static(plan.pool_size);
         let (queues, backend) = match plan.backend {
             BackendKind::Sim => {
-                let (q, site) = crate::ports::sim::SimSite::open(plan, pool).map_err(|e| anyhow!("sim backend: {e}"))?;
+                let (q, site) = crate::ports::sim::SimSite::open(plan, pool)
+                    .map_err(|e| anyhow!("sim backend: {e}"))?;
                 let h = site.handle();
-                (q, Backend::Sim(Some(site), h))
+                (q, Backend::Sim(Some(Box::new(site)), h))
             }
             BackendKind::Pcap => {
-                let (q, c) = crate::ports::pcap::open(plan, pool).map_err(|e| anyhow!("pcap backend: {e}"))?;
+                let (q, c) = crate::ports::pcap::open(plan, pool)
+                    .map_err(|e| anyhow!("pcap backend: {e}"))?;
                 (q, Backend::Pcap(c))
             }
         };
@@ -132,19 +137,36 @@ impl Runtime {
 
 /// Builds workers and rings from the plan and the opened port queues, and
 /// starts the lcore threads.
-fn build(plan: &Plan, mut queues: Vec<PortQueues<HeapBuf>>, backend: Backend) -> anyhow::Result<Runtime> {
+fn build(
+    plan: &Plan,
+    mut queues: Vec<PortQueues<HeapBuf>>,
+    backend: Backend,
+) -> anyhow::Result<Runtime> {
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let topo = plan.topology.clone();
     let nports = plan.ports.len();
 
     // One ring per planned (from, to, kind).
-    let rings: Vec<Arc<Ring<HeapBuf>>> = plan.rings.iter().map(|_| Arc::new(Ring::new(plan.ring_size))).collect();
+    let rings: Vec<Arc<Ring<HeapBuf>>> = plan
+        .rings
+        .iter()
+        .map(|_| Arc::new(Ring::new(plan.ring_size)))
+        .collect();
     let ring_to = |to: usize, kind: RingKind| -> Vec<Arc<Ring<HeapBuf>>> {
-        plan.rings.iter().zip(&rings).filter(|(r, _)| r.to == to && r.kind == kind).map(|(_, q)| q.clone()).collect()
+        plan.rings
+            .iter()
+            .zip(&rings)
+            .filter(|(r, _)| r.to == to && r.kind == kind)
+            .map(|(_, q)| q.clone())
+            .collect()
     };
     let ring_between = |from: usize, to: usize, kind: RingKind| -> Option<Arc<Ring<HeapBuf>>> {
-        plan.rings.iter().zip(&rings).find(|(r, _)| r.from == from && r.to == to && r.kind == kind).map(|(_, q)| q.clone())
+        plan.rings
+            .iter()
+            .zip(&rings)
+            .find(|(r, _)| r.from == from && r.to == to && r.kind == kind)
+            .map(|(_, q)| q.clone())
     };
 
     // Hand out port queues: RX queue i to lcore i of the first group, TX
@@ -155,7 +177,14 @@ fn build(plan: &Plan, mut queues: Vec<PortQueues<HeapBuf>>, backend: Backend) ->
     let txg = &plan.groups[plan.group_of(Stage::Transmit)];
     for (p, pq) in queues.iter_mut().enumerate() {
         if pq.rx.len() != plan.rx_queues || pq.tx.len() != plan.tx_queues {
-            return Err(anyhow!("port {} opened with {} RX / {} TX queues; the plan needs {} / {}", plan.ports[p].name, pq.rx.len(), pq.tx.len(), plan.rx_queues, plan.tx_queues));
+            return Err(anyhow!(
+                "port {} opened with {} RX / {} TX queues; the plan needs {} / {}",
+                plan.ports[p].name,
+                pq.rx.len(),
+                pq.tx.len(),
+                plan.rx_queues,
+                plan.tx_queues
+            ));
         }
         for (i, q) in pq.rx.drain(..).enumerate() {
             rx_by_lcore[first.lcores[i]].push(q);
@@ -173,36 +202,74 @@ fn build(plan: &Plan, mut queues: Vec<PortQueues<HeapBuf>>, backend: Backend) ->
         let stages = Stages {
             classify: has(Stage::Classify).then(|| Classify::new(topo.clone())),
             replicate: has(Stage::Replicate).then(|| Replicate::new(topo.clone())),
-            translate: has(Stage::Translate).then(|| Translate::new(topo.clone(), lc.index as u16, plan.nat.clone())),
+            translate: has(Stage::Translate)
+                .then(|| Translate::new(topo.clone(), lc.index as u16, plan.nat.clone())),
             transmit: has(Stage::Transmit).then(|| Transmit::new(topo.clone())),
         };
         let stage_counters: Vec<(Stage, Arc<StageCounters>)> = [
-            stages.classify.as_ref().map(|s| (Stage::Classify, s.counters.clone())),
-            stages.replicate.as_ref().map(|s| (Stage::Replicate, s.counters.clone())),
-            stages.translate.as_ref().map(|s| (Stage::Translate, s.counters.clone())),
-            stages.transmit.as_ref().map(|s| (Stage::Transmit, s.counters.clone())),
+            stages
+                .classify
+                .as_ref()
+                .map(|s| (Stage::Classify, s.counters.clone())),
+            stages
+                .replicate
+                .as_ref()
+                .map(|s| (Stage::Replicate, s.counters.clone())),
+            stages
+                .translate
+                .as_ref()
+                .map(|s| (Stage::Translate, s.counters.clone())),
+            stages
+                .transmit
+                .as_ref()
+                .map(|s| (Stage::Transmit, s.counters.clone())),
         ]
         .into_iter()
         .flatten()
         .collect();
-        let nat: Option<Arc<NatCounters>> = stages.translate.as_ref().map(|t| t.nat.counters.clone());
+        let nat: Option<Arc<NatCounters>> =
+            stages.translate.as_ref().map(|t| t.nat.counters.clone());
         let next = plan.groups.get(lc.group + 1).map(|ng| {
             let by_shard = ng.stages.contains(&Stage::Translate);
             let rings = if by_shard {
-                ng.lcores.iter().filter_map(|&to| ring_between(lc.id, to, RingKind::Stage)).collect()
+                ng.lcores
+                    .iter()
+                    .filter_map(|&to| ring_between(lc.id, to, RingKind::Stage))
+                    .collect()
             } else {
-                ng.lcores.iter().filter_map(|&to| ring_between(lc.id, to, RingKind::Stage)).take(1).collect()
+                ng.lcores
+                    .iter()
+                    .filter_map(|&to| ring_between(lc.id, to, RingKind::Stage))
+                    .take(1)
+                    .collect()
             };
             NextGroup { rings, by_shard }
         });
         let handoff_out = if group.handoff {
-            group.lcores.iter().map(|&to| if to == lc.id { None } else { ring_between(lc.id, to, RingKind::Handoff) }).collect()
+            group
+                .lcores
+                .iter()
+                .map(|&to| {
+                    if to == lc.id {
+                        None
+                    } else {
+                        ring_between(lc.id, to, RingKind::Handoff)
+                    }
+                })
+                .collect()
         } else {
             Vec::new()
         };
-        let ports: Arc<Vec<PortCounters>> = Arc::new((0..nports).map(|_| PortCounters::default()).collect());
+        let ports: Arc<Vec<PortCounters>> =
+            Arc::new((0..nports).map(|_| PortCounters::default()).collect());
         let counters = Arc::new(LcoreCounters::default());
-        views.push(LcoreView { id: lc.id, stages: stage_counters, nat, ports: ports.clone(), counters: counters.clone() });
+        views.push(LcoreView {
+            id: lc.id,
+            stages: stage_counters,
+            nat,
+            ports: ports.clone(),
+            counters: counters.clone(),
+        });
         let worker = Worker {
             id: lc.id,
             shard: lc.index as u16,
@@ -235,7 +302,15 @@ fn build(plan: &Plan, mut queues: Vec<PortQueues<HeapBuf>>, backend: Backend) ->
         threads.push(t);
     }
 
-    Ok(Runtime { plan: plan.clone(), stop, threads, lcores: views, rings, backend, started: Instant::now() })
+    Ok(Runtime {
+        plan: plan.clone(),
+        stop,
+        threads,
+        lcores: views,
+        rings,
+        backend,
+        started: Instant::now(),
+    })
 }
 
 /// Runs the plan until the duration ends, `opts.stop` is set, or a finite
@@ -254,7 +329,11 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> anyhow::Result<serde_json::Value> 
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
-        if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             break;
         }
         if rt.backend.control().input_done() {
@@ -272,7 +351,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> anyhow::Result<serde_json::Value> 
         }
         if show && last_status.elapsed() >= Duration::from_secs(1) {
             let totals = stats::Totals::of(&rt.lcores);
-            let line = stats::status_line(&rt.stats(), &totals, &last_totals, last_status.elapsed());
+            let line =
+                stats::status_line(&rt.stats(), &totals, &last_totals, last_status.elapsed());
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K{line}");
             let _ = err.flush();

@@ -73,7 +73,9 @@ pub fn build(src: &StatsSources<'_>) -> Value {
 
     let mut ports = Map::new();
     for (i, p) in plan.ports.iter().enumerate() {
-        let get = |f: fn(&PortCounters) -> u64| -> u64 { lcores.iter().filter_map(|l| l.ports.get(i)).map(f).sum() };
+        let get = |f: fn(&PortCounters) -> u64| -> u64 {
+            lcores.iter().filter_map(|l| l.ports.get(i)).map(f).sum()
+        };
         ports.insert(
             p.name.clone(),
             json!({
@@ -87,11 +89,18 @@ pub fn build(src: &StatsSources<'_>) -> Value {
 
     let mut stages = Map::new();
     for stage in Stage::ALL {
-        let insts: Vec<&StageCounters> =
-            lcores.iter().flat_map(|l| l.stages.iter()).filter(|(s, _)| *s == stage).map(|(_, c)| &**c).collect();
+        let insts: Vec<&StageCounters> = lcores
+            .iter()
+            .flat_map(|l| l.stages.iter())
+            .filter(|(s, _)| *s == stage)
+            .map(|(_, c)| &**c)
+            .collect();
         let mut drops = Map::new();
         for r in DropReason::ALL {
-            drops.insert(r.as_str().into(), json!(insts.iter().map(|c| c.drops(*r)).sum::<u64>()));
+            drops.insert(
+                r.as_str().into(),
+                json!(insts.iter().map(|c| c.drops(*r)).sum::<u64>()),
+            );
         }
         stages.insert(
             stage.name().into(),
@@ -110,7 +119,9 @@ pub fn build(src: &StatsSources<'_>) -> Value {
         .iter()
         .enumerate()
         .map(|(i, u)| {
-            let get = |f: fn(&pipelines::nat::UplinkCounters) -> u64| sum_nat(lcores, |n| n.uplinks.get(i).map(f).unwrap_or(0));
+            let get = |f: fn(&pipelines::nat::UplinkCounters) -> u64| {
+                sum_nat(lcores, |n| n.uplinks.get(i).map(f).unwrap_or(0))
+            };
             json!({
                 "name": u.name,
                 "up": true,
@@ -204,7 +215,10 @@ pub fn status_line(stats: &Value, now: &Totals, before: &Totals, dt: Duration) -
 pub fn summary(stats: &Value) -> String {
     let mut s = String::new();
     let up = stats["uptime_s"].as_f64().unwrap_or(0.0);
-    s.push_str(&format!("ran {up:.1} s in {} mode\n", stats["mode"].as_str().unwrap_or("?")));
+    s.push_str(&format!(
+        "ran {up:.1} s in {} mode\n",
+        stats["mode"].as_str().unwrap_or("?")
+    ));
     s.push_str("ports:\n");
     if let Some(ports) = stats["ports"].as_object() {
         for (name, p) in ports {
@@ -222,13 +236,22 @@ pub fn summary(stats: &Value) -> String {
         for (name, v) in st {
             let drops: Vec<String> = v["drops"]
                 .as_object()
-                .map(|d| d.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(k, n)| format!("{k}={n}")).collect())
+                .map(|d| {
+                    d.iter()
+                        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                        .map(|(k, n)| format!("{k}={n}"))
+                        .collect()
+                })
                 .unwrap_or_default();
             s.push_str(&format!(
                 "  {name:<10} packets {:>10}  drops {:>8}{}\n",
                 num(v, &["packets"]),
                 num(v, &["drops_total"]),
-                if drops.is_empty() { String::new() } else { format!("  ({})", drops.join(", ")) }
+                if drops.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", drops.join(", "))
+                }
             ));
         }
     }

@@ -94,7 +94,9 @@ impl<B: PacketBuf> Worker<B> {
     pub fn run(mut self) {
         let mut pending = Pending {
             handoff: (0..self.handoff_out.len()).map(|_| Burst::new()).collect(),
-            next: (0..self.next.as_ref().map_or(0, |n| n.rings.len())).map(|_| Burst::new()).collect(),
+            next: (0..self.next.as_ref().map_or(0, |n| n.rings.len()))
+                .map(|_| Burst::new())
+                .collect(),
             per_port: (0..self.tx.len()).map(|_| Burst::new()).collect(),
         };
         let entry = self.stages_run[0];
@@ -110,7 +112,8 @@ impl<B: PacketBuf> Worker<B> {
                     let port = burst[0].meta().in_port as usize;
                     if let Some(c) = self.ports.get(port) {
                         c.rx_packets.add(n as u64);
-                        c.rx_bytes.add(burst.iter().map(|p| p.data().len() as u64).sum());
+                        c.rx_bytes
+                            .add(burst.iter().map(|p| p.data().len() as u64).sum());
                     }
                     work += n;
                     self.run_from(now, Stage::Classify, burst, &mut pending);
@@ -145,7 +148,13 @@ impl<B: PacketBuf> Worker<B> {
     }
 
     /// Runs `burst` through this lcore's stages starting at `entry`.
-    fn run_from(&mut self, now: Nanos, entry: Stage, mut burst: Burst<B>, pending: &mut Pending<B>) {
+    fn run_from(
+        &mut self,
+        now: Nanos,
+        entry: Stage,
+        mut burst: Burst<B>,
+        pending: &mut Pending<B>,
+    ) {
         let mut out = Burst::new();
         if entry <= Stage::Classify {
             if let Some(c) = self.stages.classify.as_mut() {
@@ -159,7 +168,10 @@ impl<B: PacketBuf> Worker<B> {
                 std::mem::swap(&mut burst, &mut out);
             }
         }
-        if self.stages.translate.is_some() && !self.handoff_out.is_empty() && entry < Stage::Translate {
+        if self.stages.translate.is_some()
+            && !self.handoff_out.is_empty()
+            && entry < Stage::Translate
+        {
             self.hand_off(&mut burst, pending);
         }
         self.run_from_translate(now, burst, pending);
@@ -187,7 +199,8 @@ impl<B: PacketBuf> Worker<B> {
     fn enqueue_handoff(&self, shard: usize, burst: Burst<B>) {
         if let Some(Some(ring)) = self.handoff_out.get(shard) {
             if let Err(back) = ring.push(burst) {
-                self.producer_counters(Stage::Replicate).count_drops(DropReason::RingFull, back.len() as u64);
+                self.producer_counters(Stage::Replicate)
+                    .count_drops(DropReason::RingFull, back.len() as u64);
             }
         }
     }
@@ -206,7 +219,7 @@ impl<B: PacketBuf> Worker<B> {
         if self.stages.transmit.is_some() {
             self.transmit(burst, pending);
         } else {
-            self.to_next_group(burst, pending);
+            self.forward_to_next_group(burst, pending);
         }
     }
 
@@ -240,15 +253,20 @@ impl<B: PacketBuf> Worker<B> {
         }
     }
 
-    fn to_next_group(&mut self, mut burst: Burst<B>, pending: &mut Pending<B>) {
+    fn forward_to_next_group(&mut self, mut burst: Burst<B>, pending: &mut Pending<B>) {
         let Some(next) = self.next.as_ref() else {
             // A plan always ends with transmit; nothing can reach here.
-            self.producer_counters(Stage::Translate).count_drops(DropReason::NoTxPort, burst.len() as u64);
+            self.producer_counters(Stage::Translate)
+                .count_drops(DropReason::NoTxPort, burst.len() as u64);
             return;
         };
         let n = next.rings.len();
         for pkt in burst.drain(..) {
-            let i = if next.by_shard { usize::from(pkt.meta().shard) % n } else { 0 };
+            let i = if next.by_shard {
+                usize::from(pkt.meta().shard) % n
+            } else {
+                0
+            };
             if pending.next[i].is_full() {
                 let full = std::mem::take(&mut pending.next[i]);
                 self.enqueue_next(i, full);
@@ -261,7 +279,8 @@ impl<B: PacketBuf> Worker<B> {
         if let Some(next) = self.next.as_ref() {
             if let Err(back) = next.rings[i].push(burst) {
                 let last = *self.stages_run.last().unwrap_or(&Stage::Classify);
-                self.producer_counters(last).count_drops(DropReason::RingFull, back.len() as u64);
+                self.producer_counters(last)
+                    .count_drops(DropReason::RingFull, back.len() as u64);
             }
         }
     }
@@ -299,7 +318,8 @@ impl<B: PacketBuf> Worker<B> {
     }
 }
 
-static UNUSED_COUNTERS: std::sync::LazyLock<StageCounters> = std::sync::LazyLock::new(StageCounters::default);
+static UNUSED_COUNTERS: std::sync::LazyLock<StageCounters> =
+    std::sync::LazyLock::new(StageCounters::default);
 
 /// Idle backoff: spin briefly (lowest latency when traffic resumes), then
 /// yield the CPU, then sleep in short steps so idle lcores cost next to

@@ -27,7 +27,12 @@ use pipelines::{Burst, HeapBuf, HeapPool, Nanos, PacketBuf, BURST_MAX};
 const FLOWS: usize = 16_384;
 
 fn topology() -> Arc<Topology> {
-    let port = |name: &str, mac: u8| PortInfo { name: name.into(), mac: [2, 0, 0, 0, 0, mac], vlan: None, role: PortRole::Unused };
+    let port = |name: &str, mac: u8| PortInfo {
+        name: name.into(),
+        mac: [2, 0, 0, 0, 0, mac],
+        vlan: None,
+        role: PortRole::Unused,
+    };
     Arc::new(Topology::new(
         vec![port("lan", 1), port("wan", 2)],
         0,
@@ -36,11 +41,16 @@ fn topology() -> Arc<Topology> {
         vec![UplinkInfo {
             name: "isp".into(),
             port: 1,
-            nat_addrs: (1..=4).map(|i| IpAddr::V4([198, 51, 100, i].into())).collect(),
+            nat_addrs: (1..=4)
+                .map(|i| IpAddr::V4([198, 51, 100, i].into()))
+                .collect(),
             next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
             weight: 1,
         }],
-        NatPortRange { first: 1024, last: 65535 },
+        NatPortRange {
+            first: 1024,
+            last: 65535,
+        },
         1,
     ))
 }
@@ -88,10 +98,21 @@ impl Bench {
 fn benches(c: &mut Criterion) {
     let topo = topology();
     let pool = HeapPool::new_static(4 * BURST_MAX + 64);
-    let mut b = Bench { pool, templates: (0..FLOWS).map(frame).collect(), next: 0 };
+    let mut b = Bench {
+        pool,
+        templates: (0..FLOWS).map(frame).collect(),
+        next: 0,
+    };
     let mut classify = Classify::new(topo.clone());
     let mut replicate = Replicate::new(topo.clone());
-    let mut translate = Translate::new(topo.clone(), 0, NatConfig { max_sessions: FLOWS * 2, ..NatConfig::default() });
+    let mut translate = Translate::new(
+        topo.clone(),
+        0,
+        NatConfig {
+            max_sessions: FLOWS * 2,
+            ..NatConfig::default()
+        },
+    );
     let mut transmit = Transmit::new(topo.clone());
     let now = Nanos::from_secs(1);
 
@@ -106,7 +127,11 @@ fn benches(c: &mut Criterion) {
         transmit.process(&mut y, &mut per_port);
         per_port.iter_mut().for_each(|p| p.clear());
     }
-    assert!(translate.nat.len() >= FLOWS, "sessions established: {}", translate.nat.len());
+    assert!(
+        translate.nat.len() >= FLOWS,
+        "sessions established: {}",
+        translate.nat.len()
+    );
 
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(BURST_MAX as u64));

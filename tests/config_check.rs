@@ -13,42 +13,84 @@ fn check(text: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf = dir.path().join("site.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_appliance")).arg("check").arg("--config").arg(&path).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn rejected(text: &str, field: &str, allowed: &str) {
     let (ok, _, err) = check(text);
     assert!(!ok, "config was accepted; expected an error about {field}");
-    assert!(err.starts_with("error:"), "stderr does not start with error: {err}");
+    assert!(
+        err.starts_with("error:"),
+        "stderr does not start with error: {err}"
+    );
     assert!(err.contains(field), "error does not name `{field}`: {err}");
-    assert!(err.contains(allowed), "error does not say `{allowed}`: {err}");
+    assert!(
+        err.contains(allowed),
+        "error does not say `{allowed}`: {err}"
+    );
 }
 
 #[test]
 fn demo_config_is_valid_and_prints_the_plan() {
     let (ok, out, err) = check(&demo());
     assert!(ok, "{err}");
-    for want in ["lcore 0", "classify -> replicate", "translate -> transmit", "lcore 0 -> lcore 1 (stage)", "isp-a", "198.51.100.10", "wan-c", "300 clients"] {
+    for want in [
+        "lcore 0",
+        "classify -> replicate",
+        "translate -> transmit",
+        "lcore 0 -> lcore 1 (stage)",
+        "isp-a",
+        "198.51.100.10",
+        "wan-c",
+        "300 clients",
+    ] {
         assert!(out.contains(want), "plan lacks `{want}`:\n{out}");
     }
 }
 
 #[test]
 fn unknown_key_is_rejected_with_its_path() {
-    rejected(&demo().replace("burst_size = 32", "burst_size = 32\nbrust = 4"), "runtime", "unknown field `brust`");
-    rejected(&demo().replace("weight = 1\n\n[[uplinks]]\nname = \"isp-b\"", "weight = 1\ncolour = \"red\"\n\n[[uplinks]]\nname = \"isp-b\""), "uplinks[0]", "unknown field `colour`");
+    rejected(
+        &demo().replace("burst_size = 32", "burst_size = 32\nbrust = 4"),
+        "runtime",
+        "unknown field `brust`",
+    );
+    rejected(
+        &demo().replace(
+            "weight = 1\n\n[[uplinks]]\nname = \"isp-b\"",
+            "weight = 1\ncolour = \"red\"\n\n[[uplinks]]\nname = \"isp-b\"",
+        ),
+        "uplinks[0]",
+        "unknown field `colour`",
+    );
 }
 
 #[test]
 fn uplink_naming_a_missing_port_is_rejected() {
-    rejected(&demo().replace("port = \"wan-b\"", "port = \"wan-x\""), "uplinks[1].port", "no port named `wan-x`; ports are: lan, wan-a, wan-b, wan-c");
+    rejected(
+        &demo().replace("port = \"wan-b\"", "port = \"wan-x\""),
+        "uplinks[1].port",
+        "no port named `wan-x`; ports are: lan, wan-a, wan-b, wan-c",
+    );
 }
 
 #[test]
 fn overlapping_nat_ranges_are_rejected() {
     rejected(
-        &demo().replace("nat_addresses = [\"198.51.100.20\"]", "nat_addresses = [\"198.51.100.0/27\"]"),
+        &demo().replace(
+            "nat_addresses = [\"198.51.100.20\"]",
+            "nat_addresses = [\"198.51.100.0/27\"]",
+        ),
         "uplinks[1].nat_addresses[0]",
         "overlaps NAT addresses uplinks[0].nat_addresses[0] (isp-a)",
     );
@@ -56,33 +98,90 @@ fn overlapping_nat_ranges_are_rejected() {
 
 #[test]
 fn more_lcores_than_cpus_is_rejected() {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let extra = "[[runtime.lcores]]\nstages = [\"translate\", \"transmit\"]\n".repeat(cpus);
-    let text = demo().replace("[[runtime.lcores]]\nstages = [\"translate\", \"transmit\"]\n", &extra.clone()).replace(
-        "# core = 1\n",
-        "",
+    let text = demo()
+        .replace(
+            "[[runtime.lcores]]\nstages = [\"translate\", \"transmit\"]\n",
+            &extra.clone(),
+        )
+        .replace("# core = 1\n", "");
+    rejected(
+        &text,
+        "runtime.lcores",
+        &format!("this machine has {cpus} CPUs"),
     );
-    rejected(&text, "runtime.lcores", &format!("this machine has {cpus} CPUs"));
     // A lab may opt in explicitly.
     let (ok, _, err) = check(&text.replace("oversubscribe = false", "oversubscribe = true"));
     assert!(ok, "{err}");
     // Pinning to a CPU that does not exist is refused either way.
-    rejected(&demo().replace("# core = 1", &format!("core = {cpus}")), "runtime.lcores[1].core", "does not exist");
+    rejected(
+        &demo().replace("# core = 1", &format!("core = {cpus}")),
+        "runtime.lcores[1].core",
+        "does not exist",
+    );
 }
 
 #[test]
 fn ring_size_must_be_a_power_of_two() {
-    rejected(&demo().replace("ring_size = 1024", "ring_size = 1000"), "runtime.ring_size", "not a power of two");
+    rejected(
+        &demo().replace("ring_size = 1024", "ring_size = 1000"),
+        "runtime.ring_size",
+        "not a power of two",
+    );
 }
 
 #[test]
 fn other_bad_values_name_their_field() {
-    rejected(&demo().replace("burst_size = 32", "burst_size = 64"), "runtime.burst_size", "1..=32");
-    rejected(&demo().replace("mac = \"02:00:00:00:0a:01\"", "mac = \"02:00:00:0a:01\""), "ports[1].mac", "not a MAC address");
-    rejected(&demo().replace("stages = [\"classify\", \"replicate\"]", "stages = [\"classify\", \"replicat\"]"), "runtime.lcores[0].stages[1]", "unknown stage");
-    rejected(&demo().replace("stages = [\"classify\", \"replicate\"]", "stages = [\"classify\"]"), "runtime.lcores", "exactly once, in that order");
-    rejected(&demo().replace("loss = 0.0\n\n[[sim.uplinks]]\nname = \"isp-b\"", "loss = 1.5\n\n[[sim.uplinks]]\nname = \"isp-b\""), "sim.uplinks[0].loss", "0.0 <= loss < 1.0");
-    rejected(&demo().replace("mode = \"pipeline\"", "mode = \"fast\""), "runtime.mode", "pipeline");
-    rejected(&demo().replace("port_range = [1024, 65535]", "port_range = [2000, 1000]"), "nat.port_range", "first <= last");
-    rejected(&demo().replace("clients = 300", "clients = 70000"), "sim.clients", "1..=60000");
+    rejected(
+        &demo().replace("burst_size = 32", "burst_size = 64"),
+        "runtime.burst_size",
+        "1..=32",
+    );
+    rejected(
+        &demo().replace("mac = \"02:00:00:00:0a:01\"", "mac = \"02:00:00:0a:01\""),
+        "ports[1].mac",
+        "not a MAC address",
+    );
+    rejected(
+        &demo().replace(
+            "stages = [\"classify\", \"replicate\"]",
+            "stages = [\"classify\", \"replicat\"]",
+        ),
+        "runtime.lcores[0].stages[1]",
+        "unknown stage",
+    );
+    rejected(
+        &demo().replace(
+            "stages = [\"classify\", \"replicate\"]",
+            "stages = [\"classify\"]",
+        ),
+        "runtime.lcores",
+        "exactly once, in that order",
+    );
+    rejected(
+        &demo().replace(
+            "loss = 0.0\n\n[[sim.uplinks]]\nname = \"isp-b\"",
+            "loss = 1.5\n\n[[sim.uplinks]]\nname = \"isp-b\"",
+        ),
+        "sim.uplinks[0].loss",
+        "0.0 <= loss < 1.0",
+    );
+    rejected(
+        &demo().replace("mode = \"pipeline\"", "mode = \"fast\""),
+        "runtime.mode",
+        "pipeline",
+    );
+    rejected(
+        &demo().replace("port_range = [1024, 65535]", "port_range = [2000, 1000]"),
+        "nat.port_range",
+        "first <= last",
+    );
+    rejected(
+        &demo().replace("clients = 300", "clients = 70000"),
+        "sim.clients",
+        "1..=60000",
+    );
 }

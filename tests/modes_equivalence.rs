@@ -33,11 +33,16 @@ next_hop_mac = "02:00:00:00:00:fe"
 /// Ethernet + IPv4 or IPv6 + `l4` (whose checksum field at `csum_at` is
 /// filled in, with the pseudo-header unless `icmp4`).
 fn frame(src: &str, dst: &str, proto: u8, mut l4: Vec<u8>, csum_at: usize) -> Vec<u8> {
-    let (src, dst): (std::net::IpAddr, std::net::IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+    let (src, dst): (std::net::IpAddr, std::net::IpAddr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
     let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 9, 9, 9];
     let (s, d) = match (src, dst) {
-        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => (s.octets().to_vec(), d.octets().to_vec()),
-        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => (s.octets().to_vec(), d.octets().to_vec()),
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+            (s.octets().to_vec(), d.octets().to_vec())
+        }
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+            (s.octets().to_vec(), d.octets().to_vec())
+        }
         _ => unreachable!(),
     };
     if !(proto == 1) {
@@ -112,7 +117,13 @@ fn traffic() -> Vec<Vec<u8>> {
                 udp[0..2].copy_from_slice(&sport.to_be_bytes());
                 udp[2..4].copy_from_slice(&123u16.to_be_bytes());
                 udp[4..6].copy_from_slice(&12u16.to_be_bytes());
-                frames.push(frame(&format!("fd00::{:x}", i + 1), &format!("2001:db8:99::{:x}", 1 + i % 50), 17, udp, 6));
+                frames.push(frame(
+                    &format!("fd00::{:x}", i + 1),
+                    &format!("2001:db8:99::{:x}", 1 + i % 50),
+                    17,
+                    udp,
+                    6,
+                ));
             }
         }
     }
@@ -122,7 +133,12 @@ fn traffic() -> Vec<Vec<u8>> {
 fn write_capture(path: &Path, frames: &[Vec<u8>]) {
     let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
     for (i, f) in frames.iter().enumerate() {
-        w.write_packet(&PcapPacket::new(std::time::Duration::from_micros(i as u64), f.len() as u32, f)).unwrap();
+        w.write_packet(&PcapPacket::new(
+            std::time::Duration::from_micros(i as u64),
+            f.len() as u32,
+            f,
+        ))
+        .unwrap();
     }
 }
 
@@ -138,7 +154,10 @@ fn read_capture(path: &Path) -> Vec<Vec<u8>> {
 fn run_mode(dir: &Path, runtime: &str, tag: &str) -> (Vec<Vec<u8>>, Value) {
     let input = dir.join("in.pcap");
     let output = dir.join(format!("out-{tag}.pcap"));
-    let text = SITE.replace("IN", input.to_str().unwrap()).replace("OUT", output.to_str().unwrap()) + runtime;
+    let text = SITE
+        .replace("IN", input.to_str().unwrap())
+        .replace("OUT", output.to_str().unwrap())
+        + runtime;
     let plan = appliance::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap();
     let stats = run(&plan, &RunOptions::default()).unwrap();
     let mut frames = read_capture(&output);
@@ -166,12 +185,31 @@ fn both_modes_deliver_the_same_frames() {
         "rtc",
     );
 
-    assert_eq!(pipe.len(), frames.len(), "pipeline mode delivered {} of {} frames: {pstats:#}", pipe.len(), frames.len());
-    assert_eq!(rtc.len(), frames.len(), "run-to-completion delivered {} of {} frames: {rstats:#}", rtc.len(), frames.len());
-    assert!(pipe == rtc, "the two modes translated some flows differently");
+    assert_eq!(
+        pipe.len(),
+        frames.len(),
+        "pipeline mode delivered {} of {} frames: {pstats:#}",
+        pipe.len(),
+        frames.len()
+    );
+    assert_eq!(
+        rtc.len(),
+        frames.len(),
+        "run-to-completion delivered {} of {} frames: {rstats:#}",
+        rtc.len(),
+        frames.len()
+    );
+    assert!(
+        pipe == rtc,
+        "the two modes translated some flows differently"
+    );
     for s in [&pstats, &rstats] {
         assert_eq!(s["stages"]["transmit"]["packets"], frames.len() as u64);
-        assert_eq!(s["nat"]["created"], (frames.len() - frames.len() / 5) as u64, "one session per flow");
+        assert_eq!(
+            s["nat"]["created"],
+            (frames.len() - frames.len() / 5) as u64,
+            "one session per flow"
+        );
         assert_eq!(s["ports"]["wan"]["tx_packets"], frames.len() as u64);
     }
     // Every frame left with a NAT source address.
@@ -180,7 +218,13 @@ fn both_modes_deliver_the_same_frames() {
         if v4 {
             assert_eq!(&f[26..29], &[198, 51, 100], "source not NATed");
         } else {
-            assert_eq!(&f[22..38], &"2001:db8:1::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+            assert_eq!(
+                &f[22..38],
+                &"2001:db8:1::1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets()
+            );
         }
     }
 }

@@ -26,7 +26,10 @@ fn site(runtime: &str) -> appliance::plan::Plan {
 }
 
 fn n(v: &Value, path: &[&str]) -> u64 {
-    path.iter().fold(v, |v, k| &v[k]).as_u64().unwrap_or_else(|| panic!("no number at {path:?} in {v:#}"))
+    path.iter()
+        .fold(v, |v, k| &v[k])
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number at {path:?} in {v:#}"))
 }
 
 fn assert_traffic_flows(stats: &Value) {
@@ -36,7 +39,10 @@ fn assert_traffic_flows(stats: &Value) {
     let rep = n(stats, &["sim", "udp_replies"]);
     assert!(ok >= 100, "only {ok} TCP connections completed: {stats:#}");
     assert!(failed * 100 <= ok, "{failed} failed vs {ok} ok: {stats:#}");
-    assert!(req >= 100 && rep * 100 >= req * 95, "udp {rep}/{req}: {stats:#}");
+    assert!(
+        req >= 100 && rep * 100 >= req * 95,
+        "udp {rep}/{req}: {stats:#}"
+    );
     // Every packet the clients sent crossed classify, translate, transmit.
     assert!(n(stats, &["ports", "lan", "rx_packets"]) > 0);
     assert!(n(stats, &["ports", "wan-a", "tx_packets"]) > 0);
@@ -45,7 +51,14 @@ fn assert_traffic_flows(stats: &Value) {
 
 fn run_site(runtime: &str) -> Value {
     let plan = site(runtime);
-    run(&plan, &RunOptions { duration: Some(Duration::from_secs(4)), ..Default::default() }).unwrap()
+    run(
+        &plan,
+        &RunOptions {
+            duration: Some(Duration::from_secs(4)),
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 #[test]
@@ -74,7 +87,14 @@ fn demo_command_writes_stats_with_the_documented_keys() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s.json");
     let status = Command::new(env!("CARGO_BIN_EXE_appliance"))
-        .args(["run", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo.toml"), "--duration", "4", "--stats-out"])
+        .args([
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo.toml"),
+            "--duration",
+            "4",
+            "--stats-out",
+        ])
         .arg(&out)
         .status()
         .unwrap();
@@ -90,7 +110,10 @@ fn demo_command_writes_stats_with_the_documented_keys() {
         assert!(n(&s, &["ports", "lan", k]) > 0, "ports.lan.{k} is zero");
     }
     for stage in ["classify", "replicate", "translate", "transmit"] {
-        assert!(n(&s, &["stages", stage, "packets"]) > 0, "{stage} saw no packets");
+        assert!(
+            n(&s, &["stages", stage, "packets"]) > 0,
+            "{stage} saw no packets"
+        );
         assert_eq!(n(&s, &["stages", stage, "drops", "ring_full"]), 0);
     }
     let uplinks = s["uplinks"].as_array().unwrap();

@@ -253,7 +253,9 @@ impl HeapPool {
 
     /// Buffers currently handed out.
     pub fn in_use(&self) -> usize {
-        self.created.load(Ordering::Relaxed).saturating_sub(self.free.len())
+        self.created
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.free.len())
     }
 
     fn release(&self, mut inner: Box<HeapBufInner>) {

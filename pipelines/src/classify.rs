@@ -44,7 +44,10 @@ struct Parsed {
 
 impl Classify {
     pub fn new(topo: Arc<Topology>) -> Self {
-        Classify { topo, counters: Arc::default() }
+        Classify {
+            topo,
+            counters: Arc::default(),
+        }
     }
 
     /// Moves classified packets from `input` to `output` (until `input` is
@@ -63,7 +66,11 @@ impl Classify {
     /// Classifies one packet in place, filling its metadata.
     pub fn classify<B: PacketBuf>(&self, pkt: &mut B) -> Result<(), DropReason> {
         let in_port = pkt.meta().in_port;
-        let port = self.topo.ports.get(in_port as usize).ok_or(DropReason::UnknownPort)?;
+        let port = self
+            .topo
+            .ports
+            .get(in_port as usize)
+            .ok_or(DropReason::UnknownPort)?;
         let (l2, vlan, ethertype) = parse_l2(pkt.data())?;
         if vlan != port.vlan {
             return Err(DropReason::UnexpectedVlan);
@@ -99,13 +106,19 @@ impl Classify {
         Ok((Direction::Outbound, 0, shard))
     }
 
-    fn inbound(&self, flow: &FlowKey, port_uplinks: &[u8]) -> Result<(Direction, u8, u16), DropReason> {
+    fn inbound(
+        &self,
+        flow: &FlowKey,
+        port_uplinks: &[u8],
+    ) -> Result<(Direction, u8, u16), DropReason> {
         let t = &self.topo;
         let uplink = match t.nat_addr_uplink.get(&flow.dst) {
             Some(u) if port_uplinks.contains(u) => *u,
             _ => return Err(DropReason::NotNatAddress),
         };
-        let shard = t.shard_of_nat_port(flow.dst_port).ok_or(DropReason::PortOutOfRange)?;
+        let shard = t
+            .shard_of_nat_port(flow.dst_port)
+            .ok_or(DropReason::PortOutOfRange)?;
         Ok((Direction::Inbound, uplink, shard))
     }
 }
@@ -165,7 +178,13 @@ fn parse_l3_l4(d: &[u8], l3: usize, is_v4: bool) -> Result<Parsed, DropReason> {
         let src = IpAddr::V4(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
         let dst = IpAddr::V4(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
         let (flow, tcp_flags) = parse_l4(&ip[ihl..total], ip[9], src, dst, false)?;
-        Ok(Parsed { l3, l4: l3 + ihl, frame_len: l3 + total, flow, tcp_flags })
+        Ok(Parsed {
+            l3,
+            l4: l3 + ihl,
+            frame_len: l3 + total,
+            flow,
+            tcp_flags,
+        })
     } else {
         if ip.len() < IPV6_HEADER_LEN {
             return Err(DropReason::TruncatedIpv6);
@@ -191,13 +210,31 @@ fn parse_l3_l4(d: &[u8], l3: usize, is_v4: bool) -> Result<Parsed, DropReason> {
         a.copy_from_slice(&ip[24..40]);
         let dst = IpAddr::V6(Ipv6Addr::from(a));
         let (flow, tcp_flags) = parse_l4(&ip[IPV6_HEADER_LEN..end], next, src, dst, true)?;
-        Ok(Parsed { l3, l4: l3 + IPV6_HEADER_LEN, frame_len: l3 + end, flow, tcp_flags })
+        Ok(Parsed {
+            l3,
+            l4: l3 + IPV6_HEADER_LEN,
+            frame_len: l3 + end,
+            flow,
+            tcp_flags,
+        })
     }
 }
 
 /// Parses the transport header in `l4` (exactly the IP payload).
-fn parse_l4(l4: &[u8], protocol: u8, src: IpAddr, dst: IpAddr, v6: bool) -> Result<(FlowKey, u8), DropReason> {
-    let mut flow = FlowKey { src, dst, src_port: 0, dst_port: 0, proto: protocol };
+fn parse_l4(
+    l4: &[u8],
+    protocol: u8,
+    src: IpAddr,
+    dst: IpAddr,
+    v6: bool,
+) -> Result<(FlowKey, u8), DropReason> {
+    let mut flow = FlowKey {
+        src,
+        dst,
+        src_port: 0,
+        dst_port: 0,
+        proto: protocol,
+    };
     let mut flags = 0;
     match protocol {
         proto::TCP => {

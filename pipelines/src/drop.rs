@@ -71,13 +71,16 @@ mod tests {
     #[test]
     fn names_are_unique_and_snake_case() {
         let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert!(names
-            .iter()
-            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())));
+        assert!(names.iter().all(|n| n
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())));
         names.sort_unstable();
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
-        assert_eq!(DropReason::ALL[DropReason::RingFull as usize], DropReason::RingFull);
+        assert_eq!(
+            DropReason::ALL[DropReason::RingFull as usize],
+            DropReason::RingFull
+        );
     }
 }

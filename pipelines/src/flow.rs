@@ -59,7 +59,9 @@ impl FlowKey {
         h = mix(h, addr_bits(self.dst));
         h = mix(
             h,
-            (u64::from(self.src_port) << 32) | (u64::from(self.dst_port) << 16) | u64::from(self.proto),
+            (u64::from(self.src_port) << 32)
+                | (u64::from(self.dst_port) << 16)
+                | u64::from(self.proto),
         );
         (h ^ (h >> 32)) as u32
     }
@@ -93,7 +95,10 @@ mod tests {
         assert_eq!(k.reversed().reversed(), k);
         let mut buckets = [0u32; 4];
         for p in 0..4000u16 {
-            let k2 = FlowKey { src_port: 1024 + p, ..k };
+            let k2 = FlowKey {
+                src_port: 1024 + p,
+                ..k
+            };
             buckets[(k2.stable_hash() % 4) as usize] += 1;
         }
         assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");

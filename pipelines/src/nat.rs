@@ -196,7 +196,12 @@ impl NatShard {
             .nat_addr_uplink
             .keys()
             .map(|a| {
-                let seed = crate::flow::FlowKey { src: *a, ..Default::default() }.stable_hash() ^ u32::from(shard);
+                let seed = crate::flow::FlowKey {
+                    src: *a,
+                    ..Default::default()
+                }
+                .stable_hash()
+                    ^ u32::from(shard);
                 (*a, PortPool::new(range, seed))
             })
             .collect();
@@ -215,7 +220,9 @@ impl NatShard {
                 tcp_sessions: Counter::new(),
                 udp_sessions: Counter::new(),
                 icmp_sessions: Counter::new(),
-                uplinks: (0..topo.uplinks.len()).map(|_| UplinkCounters::default()).collect(),
+                uplinks: (0..topo.uplinks.len())
+                    .map(|_| UplinkCounters::default())
+                    .collect(),
             }),
             cfg,
         }
@@ -273,7 +280,10 @@ impl NatShard {
             self.counters.table_full.inc();
             return Err(DropReason::TableFull);
         }
-        let pool = self.ports.get_mut(&nat_addr).ok_or(DropReason::NoNatAddress)?;
+        let pool = self
+            .ports
+            .get_mut(&nat_addr)
+            .ok_or(DropReason::NoNatAddress)?;
         let Some(nat_port) = pool.free.pop() else {
             if let Some(u) = self.counters.uplinks.get(uplink as usize) {
                 u.port_exhausted.inc();
@@ -312,7 +322,14 @@ impl NatShard {
     }
 
     /// Refreshes session `idx` with a packet of `len` bytes; returns it.
-    pub fn touch(&mut self, idx: u32, now: Nanos, len: usize, tcp_flags: u8, inbound: bool) -> Option<&Session> {
+    pub fn touch(
+        &mut self,
+        idx: u32,
+        now: Nanos,
+        len: usize,
+        tcp_flags: u8,
+        inbound: bool,
+    ) -> Option<&Session> {
         let s = self.slots.get_mut(idx as usize)?.as_mut()?;
         s.last_seen = now;
         if inbound {
@@ -329,7 +346,13 @@ impl NatShard {
     }
 
     fn adjust_gauges(&self, protocol: u8, uplink: UplinkId, up: bool) {
-        let bump = |c: &Counter| c.set(if up { c.get() + 1 } else { c.get().saturating_sub(1) });
+        let bump = |c: &Counter| {
+            c.set(if up {
+                c.get() + 1
+            } else {
+                c.get().saturating_sub(1)
+            })
+        };
         let u = self.counters.uplinks.get(uplink as usize);
         match protocol {
             proto::TCP => {
@@ -377,7 +400,10 @@ impl NatShard {
             }
             let idx = self.sweep_cursor as u32;
             self.sweep_cursor += 1;
-            if self.slots[idx as usize].as_ref().is_some_and(|s| s.expired(now, &self.cfg)) {
+            if self.slots[idx as usize]
+                .as_ref()
+                .is_some_and(|s| s.expired(now, &self.cfg))
+            {
                 self.remove(idx);
                 expired += 1;
             }

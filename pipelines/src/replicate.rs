@@ -27,7 +27,11 @@ impl Replicate {
     pub fn new(topo: Arc<Topology>) -> Self {
         let n = topo.uplinks.len().min(64);
         let healthy = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-        Replicate { topo, healthy, counters: Arc::default() }
+        Replicate {
+            topo,
+            healthy,
+            counters: Arc::default(),
+        }
     }
 
     /// Marks uplink `id` healthy or not (from the management core's snapshot).
@@ -49,7 +53,11 @@ impl Replicate {
             .iter()
             .enumerate()
             .filter(|(i, _)| *i < 64 && self.healthy & (1 << i) != 0)
-            .find(|(_, u)| u.nat_addrs.iter().any(|a| a.is_ipv4() == flow.src.is_ipv4()))
+            .find(|(_, u)| {
+                u.nat_addrs
+                    .iter()
+                    .any(|a| a.is_ipv4() == flow.src.is_ipv4())
+            })
             .map(|(i, _)| i as UplinkId)
     }
 

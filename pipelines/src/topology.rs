@@ -31,7 +31,11 @@ impl IpPrefix {
     pub fn range(&self) -> (u128, u128, u8) {
         let (a, w) = Self::bits(self.addr);
         let host_bits = u32::from(w - self.len.min(w));
-        let mask: u128 = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+        let mask: u128 = if host_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        };
         (a & !mask, a | mask, w)
     }
 
@@ -63,10 +67,9 @@ impl std::str::FromStr for IpPrefix {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IP address or prefix (e.g. 192.0.2.0/24, 2001:db8::/64)"))?;
+        let addr: IpAddr = a.trim().parse().map_err(|_| {
+            format!("`{s}` is not an IP address or prefix (e.g. 192.0.2.0/24, 2001:db8::/64)")
+        })?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
             None => max,
@@ -197,7 +200,10 @@ impl Topology {
         let len = self.slice_len();
         let first = u32::from(self.nat_ports.first) + u32::from(shard) * len;
         let last = (first + len - 1).min(u32::from(self.nat_ports.last));
-        NatPortRange { first: first as u16, last: last as u16 }
+        NatPortRange {
+            first: first as u16,
+            last: last as u16,
+        }
     }
 
     pub fn is_lan_source(&self, a: IpAddr) -> bool {
@@ -227,7 +233,18 @@ mod tests {
 
     #[test]
     fn shard_slices_partition_the_range() {
-        let t = Topology::new(vec![], 0, vec![], vec![], vec![], NatPortRange { first: 1024, last: 65535 }, 3);
+        let t = Topology::new(
+            vec![],
+            0,
+            vec![],
+            vec![],
+            vec![],
+            NatPortRange {
+                first: 1024,
+                last: 65535,
+            },
+            3,
+        );
         let mut next = 1024u32;
         for s in 0..3 {
             let r = t.shard_ports(s);

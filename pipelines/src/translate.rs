@@ -43,12 +43,22 @@ enum Side {
 impl Translate {
     pub fn new(topo: Arc<Topology>, shard: u16, cfg: NatConfig) -> Self {
         let nat = NatShard::new(cfg, &topo, shard);
-        Translate { topo, shard, nat, counters: Arc::default() }
+        Translate {
+            topo,
+            shard,
+            nat,
+            counters: Arc::default(),
+        }
     }
 
     /// Moves translated packets from `input` to `output` (until `input` is
     /// empty or `output` is full), dropping and counting the rest.
-    pub fn process<B: PacketBuf>(&mut self, now: Nanos, input: &mut Burst<B>, output: &mut Burst<B>) {
+    pub fn process<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        input: &mut Burst<B>,
+        output: &mut Burst<B>,
+    ) {
         let n = input.len().min(output.remaining_capacity());
         for mut pkt in input.drain(..n) {
             self.counters.packets.inc();
@@ -75,20 +85,33 @@ impl Translate {
 
     fn outbound<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
         let m = *pkt.meta();
-        let uplink = self.topo.uplinks.get(m.uplink as usize).ok_or(DropReason::NoUplink)?;
+        let uplink = self
+            .topo
+            .uplinks
+            .get(m.uplink as usize)
+            .ok_or(DropReason::NoUplink)?;
         // Before any session is created: a packet that dies here must not
         // hold a NAT port until its flow times out.
         check_ttl(pkt)?;
         let idx = match self.nat.lookup_out(&m.flow, now) {
             Some(i) => i,
             None => {
-                let nat_addr = pick_nat_addr(&uplink.nat_addrs, m.flow.src).ok_or(DropReason::NoNatAddress)?;
-                let client_mac = pkt.data().get(6..12).and_then(|s| s.try_into().ok()).unwrap_or([0; 6]);
-                self.nat.create(m.flow, m.uplink, nat_addr, client_mac, now)?
+                let nat_addr =
+                    pick_nat_addr(&uplink.nat_addrs, m.flow.src).ok_or(DropReason::NoNatAddress)?;
+                let client_mac = pkt
+                    .data()
+                    .get(6..12)
+                    .and_then(|s| s.try_into().ok())
+                    .unwrap_or([0; 6]);
+                self.nat
+                    .create(m.flow, m.uplink, nat_addr, client_mac, now)?
             }
         };
         let len = pkt.data().len();
-        let s = self.nat.touch(idx, now, len, m.tcp_flags, false).ok_or(DropReason::NoSession)?;
+        let s = self
+            .nat
+            .touch(idx, now, len, m.tcp_flags, false)
+            .ok_or(DropReason::NoSession)?;
         let (addr, port, uplink_id) = (s.nat_addr, s.nat_port, s.uplink);
         rewrite(pkt, Side::Src, addr, port)?;
         let u = &self.topo.uplinks[uplink_id as usize];
@@ -103,10 +126,16 @@ impl Translate {
 
     fn inbound<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
         let m = *pkt.meta();
-        let idx = self.nat.lookup_in(&m.flow, now).ok_or(DropReason::NoSession)?;
+        let idx = self
+            .nat
+            .lookup_in(&m.flow, now)
+            .ok_or(DropReason::NoSession)?;
         check_ttl(pkt)?;
         let len = pkt.data().len();
-        let s = self.nat.touch(idx, now, len, m.tcp_flags, true).ok_or(DropReason::NoSession)?;
+        let s = self
+            .nat
+            .touch(idx, now, len, m.tcp_flags, true)
+            .ok_or(DropReason::NoSession)?;
         let (addr, port, mac) = (s.inside.src, s.inside.src_port, s.client_mac);
         rewrite(pkt, Side::Dst, addr, port)?;
         let meta = pkt.meta_mut();
@@ -122,12 +151,23 @@ impl Translate {
 /// Paired address pooling (RFC 4787 REQ-2): one inside address always maps to
 /// the same NAT address of an uplink, chosen by a stable hash.
 fn pick_nat_addr(addrs: &[IpAddr], client: IpAddr) -> Option<IpAddr> {
-    let n = addrs.iter().filter(|a| a.is_ipv4() == client.is_ipv4()).count();
+    let n = addrs
+        .iter()
+        .filter(|a| a.is_ipv4() == client.is_ipv4())
+        .count();
     if n == 0 {
         return None;
     }
-    let h = crate::flow::FlowKey { src: client, ..Default::default() }.stable_hash() as usize;
-    addrs.iter().filter(|a| a.is_ipv4() == client.is_ipv4()).nth(h % n).copied()
+    let h = crate::flow::FlowKey {
+        src: client,
+        ..Default::default()
+    }
+    .stable_hash() as usize;
+    addrs
+        .iter()
+        .filter(|a| a.is_ipv4() == client.is_ipv4())
+        .nth(h % n)
+        .copied()
 }
 
 /// Drops packets whose TTL / hop limit would reach zero, else decrements it
@@ -163,12 +203,21 @@ fn check_ttl<B: PacketBuf>(pkt: &mut B) -> Result<(), DropReason> {
 /// Rewrites the source or destination address and port (ICMP echo
 /// identifier) of a classified packet, updating the IPv4 header checksum and
 /// the L4 checksum (pseudo-header included) incrementally.
-fn rewrite<B: PacketBuf>(pkt: &mut B, side: Side, addr: IpAddr, port: u16) -> Result<(), DropReason> {
+fn rewrite<B: PacketBuf>(
+    pkt: &mut B,
+    side: Side,
+    addr: IpAddr,
+    port: u16,
+) -> Result<(), DropReason> {
     let m = *pkt.meta();
     let (l3, l4) = (m.l3_offset as usize, m.l4_offset as usize);
     let p = m.flow.proto;
     let d = pkt.data_mut();
-    let trunc = if m.is_ipv6() { DropReason::TruncatedIpv6 } else { DropReason::TruncatedIpv4 };
+    let trunc = if m.is_ipv6() {
+        DropReason::TruncatedIpv6
+    } else {
+        DropReason::TruncatedIpv4
+    };
 
     // Address in the IP header, and the IPv4 header checksum.
     let mut old_addr = [0u8; 16];

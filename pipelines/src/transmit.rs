@@ -21,7 +21,10 @@ pub struct Transmit {
 
 impl Transmit {
     pub fn new(topo: Arc<Topology>) -> Self {
-        Transmit { topo, counters: Arc::default() }
+        Transmit {
+            topo,
+            counters: Arc::default(),
+        }
     }
 
     /// Moves packets from `input` into `per_port[out_port]`. Packets whose
@@ -52,7 +55,11 @@ impl Transmit {
     /// Rewrites the L2 header for the egress port.
     pub fn prepare<B: PacketBuf>(&self, pkt: &mut B) -> Result<(), DropReason> {
         let m = *pkt.meta();
-        let port = self.topo.ports.get(m.out_port as usize).ok_or(DropReason::NoTxPort)?;
+        let port = self
+            .topo
+            .ports
+            .get(m.out_port as usize)
+            .ok_or(DropReason::NoTxPort)?;
         let have = m.l3_offset as usize;
         let want = l2_len(port.vlan);
         if want > have {
@@ -62,7 +69,11 @@ impl Transmit {
         } else if !pkt.adj(have - want) {
             return Err(DropReason::TruncatedEthernet);
         }
-        let ethertype = if m.is_ipv6() { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
+        let ethertype = if m.is_ipv6() {
+            ETHERTYPE_IPV6
+        } else {
+            ETHERTYPE_IPV4
+        };
         let frame = pkt.data_mut();
         if frame.len() < want {
             return Err(DropReason::TruncatedEthernet);

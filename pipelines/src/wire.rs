@@ -7,7 +7,8 @@
 //! transmit.
 
 pub use smoltcp::wire::{
-    ArpPacket, EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
+    ArpPacket, EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket,
+    UdpPacket,
 };
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -59,7 +60,10 @@ pub fn write_l2(frame: &mut [u8], dst: [u8; 6], src: [u8; 6], vlan: Option<u16>,
 
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -156,7 +156,7 @@ pub enum App {
 }
 
 impl Host {
-    fn new(addr: Ipv4Addr, seed: u64, app: App) -> Host {
+    fn new(addr: Ipv4Addr, seed: u64, sockets: SocketSet<'static>, app: App) -> Host {
         let mut dev = HostDevice::default();
         let mut config = IfaceConfig::new(HardwareAddress::Ip);
         config.random_seed = seed;
@@ -172,7 +172,7 @@ impl Host {
         Host {
             iface,
             dev,
-            sockets: SocketSet::new(Vec::new()),
+            sockets,
             app,
             scheduled: NEVER,
             ready: false,
@@ -180,27 +180,35 @@ impl Host {
     }
 
     pub fn new_client(index: usize, addr: Ipv4Addr, seed: u64, cfg: &SimConfig) -> Host {
-        let mut host = Host::new(addr, seed, App::Client(ClientApp::default()));
+        let mut sockets = SocketSet::new(Vec::new());
         let udp = (cfg.udp_interval_ms > 0).then(|| {
             let mut s = udp_socket(UDP_SLOTS_CLIENT);
             // A fresh socket on a non-zero port: binding cannot fail.
             let _ = s.bind(CLIENT_UDP_PORT);
-            host.sockets.add(s)
+            sockets.add(s)
         });
-        if let App::Client(c) = &mut host.app {
-            c.udp = udp;
-            c.next_port = EPHEMERAL_FIRST.wrapping_add((index % 4096) as u16);
-        }
-        host
+        let app = ClientApp {
+            udp,
+            next_port: EPHEMERAL_FIRST.wrapping_add((index % 4096) as u16),
+            ..ClientApp::default()
+        };
+        Host::new(addr, seed, sockets, App::Client(app))
     }
 
     pub fn new_server(addr: Ipv4Addr, seed: u64, cfg: &SimConfig) -> Host {
-        let mut host = Host::new(addr, seed, App::Client(ClientApp::default()));
+        let mut sockets = SocketSet::new(Vec::new());
         let mut s = udp_socket(UDP_SLOTS_SERVER);
         let _ = s.bind(cfg.udp_port);
-        let udp = host.sockets.add(s);
-        host.app = App::Server(ServerApp { udp, conns: Vec::new() });
-        host
+        let udp = sockets.add(s);
+        Host::new(
+            addr,
+            seed,
+            sockets,
+            App::Server(ServerApp {
+                udp,
+                conns: Vec::new(),
+            }),
+        )
     }
 
     /// Starts the application's timers (called once, when the site starts).
@@ -233,7 +241,10 @@ impl Host {
                 break;
             }
         }
-        let net = self.iface.poll_at(ts, &self.sockets).map_or(NEVER, |t| t.total_micros().max(0) as Micros);
+        let net = self
+            .iface
+            .poll_at(ts, &self.sockets)
+            .map_or(NEVER, |t| t.total_micros().max(0) as Micros);
         let app = match &self.app {
             App::Client(c) => c.next_deadline(cx),
             App::Server(_) => NEVER,
@@ -250,12 +261,20 @@ impl Host {
 }
 
 fn udp_socket(slots: usize) -> udp::Socket<'static> {
-    let buf = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; slots], vec![0u8; slots * MTU]);
+    let buf = || {
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; slots],
+            vec![0u8; slots * MTU],
+        )
+    };
     udp::Socket::new(buf(), buf())
 }
 
 fn tcp_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
-    tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; rx]), tcp::SocketBuffer::new(vec![0u8; tx]))
+    tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; rx]),
+        tcp::SocketBuffer::new(vec![0u8; tx]),
+    )
 }
 
 /// Writes `total - *done` more bytes of pattern as far as the socket takes them.
@@ -338,7 +357,12 @@ fn seq_from(bytes: &[u8], k: usize) -> u64 {
 }
 
 impl ClientApp {
-    fn drive(&mut self, iface: &mut Interface, sockets: &mut SocketSet<'static>, cx: &mut AppCtx) -> bool {
+    fn drive(
+        &mut self,
+        iface: &mut Interface,
+        sockets: &mut SocketSet<'static>,
+        cx: &mut AppCtx,
+    ) -> bool {
         let mut changed = false;
         while self.next_tcp <= cx.now {
             self.next_tcp += cx.exp_interval(cx.cfg.tcp_interval_ms);
@@ -361,7 +385,12 @@ impl ClientApp {
         changed
     }
 
-    fn open_tcp(&mut self, iface: &mut Interface, sockets: &mut SocketSet<'static>, cx: &mut AppCtx) -> bool {
+    fn open_tcp(
+        &mut self,
+        iface: &mut Interface,
+        sockets: &mut SocketSet<'static>,
+        cx: &mut AppCtx,
+    ) -> bool {
         if self.conns.len() >= MAX_CONNS_PER_CLIENT {
             cx.stats.tcp_failed.inc();
             return false;
@@ -369,7 +398,11 @@ impl ClientApp {
         let server = cx.rng.random_range(0..cx.cfg.servers);
         let remote = IpEndpoint::new(IpAddress::Ipv4(cx.server_addr(server)), cx.cfg.tcp_port);
         let port = self.next_port;
-        self.next_port = if port == u16::MAX { EPHEMERAL_FIRST } else { port + 1 };
+        self.next_port = if port == u16::MAX {
+            EPHEMERAL_FIRST
+        } else {
+            port + 1
+        };
         let rx = cx.cfg.tcp_response_bytes.clamp(1024, 16 * 1024);
         let tx = cx.cfg.tcp_request_bytes.clamp(1024, 16 * 1024);
         let mut s = tcp_socket(rx, tx);
@@ -391,7 +424,12 @@ impl ClientApp {
     }
 
     /// Advances connection `i`; returns (keep it, socket state changed).
-    fn step_conn(&mut self, i: usize, sockets: &mut SocketSet<'static>, cx: &mut AppCtx) -> (bool, bool) {
+    fn step_conn(
+        &mut self,
+        i: usize,
+        sockets: &mut SocketSet<'static>,
+        cx: &mut AppCtx,
+    ) -> (bool, bool) {
         let c = &mut self.conns[i];
         let s = sockets.get_mut::<tcp::Socket>(c.handle);
         let cfg = cx.cfg;
@@ -423,14 +461,17 @@ impl ClientApp {
                     cx.stats.tcp_ok.inc();
                     cx.stats.tcp_connect_us.add(c.setup);
                     s.close();
-                    c.phase = Phase::Closing { until: cx.now + cfg.tcp_timeout_ms * 1000 };
+                    c.phase = Phase::Closing {
+                        until: cx.now + cfg.tcp_timeout_ms * 1000,
+                    };
                     return (true, true);
                 }
                 let failed = if state == tcp::State::Closed {
                     cx.stats.tcp_reset.inc();
                     true
                 } else {
-                    (c.established && !s.may_recv()) || cx.now >= c.started + cfg.tcp_timeout_ms * 1000
+                    (c.established && !s.may_recv())
+                        || cx.now >= c.started + cfg.tcp_timeout_ms * 1000
                 };
                 if !failed {
                     return (true, changed);
@@ -472,14 +513,22 @@ impl ClientApp {
             // With no sequence bytes (empty replies), a reply answers the
             // oldest request.
             let seq = seq_from(&cx.scratch[..n], k);
-            let mask = if k >= 8 { u64::MAX } else { (1u64 << (8 * k)) - 1 };
+            let mask = if k >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * k)) - 1
+            };
             if let Some(pos) = self.outstanding.iter().position(|r| r.seq & mask == seq) {
                 self.outstanding.remove(pos);
                 cx.stats.udp_replies.inc();
             }
         }
         let timeout = cfg.udp_timeout_ms * 1000;
-        while self.outstanding.front().is_some_and(|r| r.sent + timeout <= cx.now) {
+        while self
+            .outstanding
+            .front()
+            .is_some_and(|r| r.sent + timeout <= cx.now)
+        {
             self.outstanding.pop_front();
             cx.stats.udp_timeouts.inc();
         }
@@ -493,7 +542,10 @@ impl ClientApp {
             Phase::Closing { until } => until,
             Phase::Aborted => cx.now,
         });
-        let udp = self.outstanding.front().map_or(NEVER, |r| r.sent + cx.cfg.udp_timeout_ms * 1000);
+        let udp = self
+            .outstanding
+            .front()
+            .map_or(NEVER, |r| r.sent + cx.cfg.udp_timeout_ms * 1000);
         conns.fold(self.next_tcp.min(self.next_udp).min(udp), Micros::min)
     }
 }
@@ -566,12 +618,19 @@ impl ServerApp {
             let mut s = tcp_socket(4096, tx);
             // A connection that stops answering is aborted by smoltcp, so a
             // vanished client cannot pin a socket forever.
-            s.set_timeout(Some(Duration::from_millis(cfg.tcp_timeout_ms.max(1000) * 2)));
+            s.set_timeout(Some(Duration::from_millis(
+                cfg.tcp_timeout_ms.max(1000) * 2,
+            )));
             if s.listen(cfg.tcp_port).is_err() {
                 break;
             }
             let handle = sockets.add(s);
-            self.conns.push(ServerConn { handle, received: 0, sent: 0, closed: false });
+            self.conns.push(ServerConn {
+                handle,
+                received: 0,
+                sent: 0,
+                closed: false,
+            });
             idle += 1;
             changed = true;
         }

@@ -154,7 +154,11 @@ impl Shared {
             tcp_connections_ok: ok,
             tcp_connections_failed: c.tcp_failed.get(),
             tcp_connections_reset: c.tcp_reset.get(),
-            tcp_connect_ms_mean: if ok == 0 { 0.0 } else { c.tcp_connect_us.get() as f64 / ok as f64 / 1000.0 },
+            tcp_connect_ms_mean: if ok == 0 {
+                0.0
+            } else {
+                c.tcp_connect_us.get() as f64 / ok as f64 / 1000.0
+            },
             udp_requests: c.udp_requests.get(),
             udp_replies: c.udp_replies.get(),
             udp_timeouts: c.udp_timeouts.get(),
@@ -230,7 +234,7 @@ impl TxQueue<HeapBuf> for SimTxQueue {
 /// The simulated site. Built by [`SimSite::open`], run by [`SimSite::start`].
 pub struct SimSite {
     shared: Arc<Shared>,
-    site: Option<site::Site>,
+    site: Option<Box<site::Site>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -242,8 +246,14 @@ pub struct SimHandle {
 
 impl SimSite {
     /// Builds hosts and queues; starts no thread. Err(message) on a setup problem.
-    pub fn open(plan: &Plan, pool: &'static HeapPool) -> Result<(Vec<PortQueues<HeapBuf>>, SimSite), String> {
-        let sim = plan.sim.as_ref().ok_or("the plan has no [sim] section (backend = \"sim\" needs one)")?;
+    pub fn open(
+        plan: &Plan,
+        pool: &'static HeapPool,
+    ) -> Result<(Vec<PortQueues<HeapBuf>>, SimSite), String> {
+        let sim = plan
+            .sim
+            .as_ref()
+            .ok_or("the plan has no [sim] section (backend = \"sim\" needs one)")?;
         let topo = &plan.topology;
         if sim.uplinks.len() != topo.uplinks.len() {
             return Err(format!(
@@ -279,22 +289,52 @@ impl SimSite {
         let mut queues = Vec::with_capacity(plan.ports.len());
         let mut ports = Vec::with_capacity(plan.ports.len());
         for _ in &plan.ports {
-            let rx: Vec<_> = (0..rx_n).map(|_| Arc::new(ArrayQueue::new(QUEUE_CAPACITY))).collect();
-            let tx: Vec<_> = (0..tx_n).map(|_| Arc::new(ArrayQueue::new(QUEUE_CAPACITY))).collect();
+            let rx: Vec<_> = (0..rx_n)
+                .map(|_| Arc::new(ArrayQueue::new(QUEUE_CAPACITY)))
+                .collect();
+            let tx: Vec<_> = (0..tx_n)
+                .map(|_| Arc::new(ArrayQueue::new(QUEUE_CAPACITY)))
+                .collect();
             queues.push(PortQueues {
-                rx: rx.iter().map(|q| Box::new(SimRxQueue(q.clone())) as Box<dyn RxQueue<HeapBuf>>).collect(),
-                tx: tx.iter().map(|q| Box::new(SimTxQueue { queue: q.clone(), shared: shared.clone() }) as Box<dyn TxQueue<HeapBuf>>).collect(),
+                rx: rx
+                    .iter()
+                    .map(|q| Box::new(SimRxQueue(q.clone())) as Box<dyn RxQueue<HeapBuf>>)
+                    .collect(),
+                tx: tx
+                    .iter()
+                    .map(|q| {
+                        Box::new(SimTxQueue {
+                            queue: q.clone(),
+                            shared: shared.clone(),
+                        }) as Box<dyn TxQueue<HeapBuf>>
+                    })
+                    .collect(),
             });
             ports.push(site::PortIo { rx, tx });
         }
-        let site = site::Site::new(sim, topo.clone(), pool, shared.clone(), ports);
-        Ok((queues, SimSite { shared, site: Some(site), thread: None }))
+        let site = Box::new(site::Site::new(
+            sim,
+            topo.clone(),
+            pool,
+            shared.clone(),
+            ports,
+        ));
+        Ok((
+            queues,
+            SimSite {
+                shared,
+                site: Some(site),
+                thread: None,
+            },
+        ))
     }
 
     /// Spawns the site thread (once; later calls do nothing).
     pub fn start(&mut self) {
         let Some(site) = self.site.take() else { return };
-        let spawned = std::thread::Builder::new().name("sim-site".into()).spawn(move || site.run());
+        let spawned = std::thread::Builder::new()
+            .name("sim-site".into())
+            .spawn(move || site.run());
         match spawned {
             Ok(t) => {
                 let _ = self.shared.site_thread.set(t.thread().clone());
@@ -306,7 +346,9 @@ impl SimSite {
     }
 
     pub fn handle(&self) -> SimHandle {
-        SimHandle { shared: self.shared.clone() }
+        SimHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Stops and joins the site thread; returns final stats.
@@ -340,7 +382,9 @@ impl SimHandle {
     /// delay, jitter >= 0 and 0 <= loss <= 1; frames already in the line
     /// keep their release times.
     pub fn set_uplink(&self, uplink: usize, delay_ms: f64, jitter_ms: f64, loss: f64) {
-        let Some(u) = self.shared.uplinks.get(uplink) else { return };
+        let Some(u) = self.shared.uplinks.get(uplink) else {
+            return;
+        };
         let clean = |v: f64, max: f64| if v.is_nan() { 0.0 } else { v.clamp(0.0, max) };
         u.delay_ms.set(clean(delay_ms, 1e6));
         u.jitter_ms.set(clean(jitter_ms, 1e6));

@@ -36,10 +36,9 @@ use crate::plan::SimPlan;
 /// Longest sleep when nothing is due. Frames from the appliance wake the
 /// thread early (the TX queues unpark it), so this is only a safety net.
 const IDLE_SLEEP_US: u64 = 5_000;
-/// Deadlines closer than this are served together after one sleep of this
-/// length: each wake-up costs ~20 µs of CPU on a small VM, so coalescing
-/// timers (as the kernel's own timer slack does) is what keeps a busy site
-/// cheap. Frames from the appliance still wake the thread at once.
+/// Shortest sleep: deadlines closer than this are served together after one
+/// sleep of this length (each wake-up costs ~20 µs of CPU on a small VM).
+/// Frames from the appliance still wake the thread at once.
 const TIMER_SLACK_US: u64 = 100;
 /// A host whose stack asks to be polled again at once is polled this much
 /// later instead, so a stuck socket cannot make the thread spin.
@@ -133,7 +132,13 @@ fn flow_of(ip: &[u8]) -> Option<FlowKey> {
         (6 | 17, Some(s), Some(d)) => (s, d),
         _ => (0, 0),
     };
-    Some(FlowKey { src: IpAddr::V4(p.src_addr()), dst: IpAddr::V4(p.dst_addr()), src_port, dst_port, proto })
+    Some(FlowKey {
+        src: IpAddr::V4(p.src_addr()),
+        dst: IpAddr::V4(p.dst_addr()),
+        src_port,
+        dst_port,
+        proto,
+    })
 }
 
 impl Site {
@@ -154,7 +159,11 @@ impl Site {
         }
         for j in 0..cfg.servers {
             let addr = Ipv4Addr::from(server_base.wrapping_add(j as u32));
-            hosts.push(Host::new_server(addr, mix(cfg.seed, (cfg.clients + j) as u64), &cfg));
+            hosts.push(Host::new_server(
+                addr,
+                mix(cfg.seed, (cfg.clients + j) as u64),
+                &cfg,
+            ));
         }
         let n_up = topo.uplinks.len();
         Site {
@@ -199,7 +208,6 @@ impl Site {
             self.hosts[h].start(&mut cx);
             self.mark_ready(h);
         }
-        let slack = std::env::var("SIM_SLACK_US").ok().and_then(|v| v.parse().ok()).unwrap_or(TIMER_SLACK_US);
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = self.now();
             let mut work = self.drain_tx(now);
@@ -207,13 +215,14 @@ impl Site {
             work |= self.service_hosts(now);
             if self.heap.len() > 4 * self.hosts.len() + 1024 {
                 let hosts = &self.hosts;
-                self.heap.retain(|Reverse((t, h))| hosts[*h as usize].scheduled == *t);
+                self.heap
+                    .retain(|Reverse((t, h))| hosts[*h as usize].scheduled == *t);
             }
             if !work && self.ready.is_empty() {
                 let next = self.next_deadline();
                 let now = self.now();
                 if next > now {
-                    let wait = (next - now).clamp(slack, IDLE_SLEEP_US);
+                    let wait = (next - now).clamp(TIMER_SLACK_US, IDLE_SLEEP_US);
                     std::thread::park_timeout(Duration::from_micros(wait));
                 }
             }
@@ -221,7 +230,11 @@ impl Site {
     }
 
     fn next_deadline(&self) -> Micros {
-        let lines = self.up.iter().chain(&self.down).filter_map(|l| l.frames.front().map(|f| f.0));
+        let lines = self
+            .up
+            .iter()
+            .chain(&self.down)
+            .filter_map(|l| l.frames.front().map(|f| f.0));
         let timers = self.heap.peek().map_or(NEVER, |Reverse((t, _))| *t);
         lines.fold(timers, Micros::min)
     }
@@ -239,14 +252,16 @@ impl Site {
         for p in 0..self.ports.len() {
             for q in 0..self.ports[p].tx.len() {
                 for _ in 0..TX_DRAIN_MAX {
-                    let Some(buf) = self.ports[p].tx[q].pop() else { break };
+                    let Some(buf) = self.ports[p].tx[q].pop() else {
+                        break;
+                    };
                     any = true;
                     self.shared.counters.frames_from_appliance.inc();
                     // Copy out and free the pool buffer at once.
                     let ip = strip_l2(buf.data()).map(<[u8]>::to_vec);
                     drop(buf);
                     match ip {
-                        Some(ip) => self.from_appliance(p, ip, now),
+                        Some(ip) => self.route_from_appliance(p, ip, now),
                         None => self.shared.counters.unroutable.inc(),
                     }
                 }
@@ -256,7 +271,7 @@ impl Site {
     }
 
     /// Routes a datagram the appliance sent on port `port`.
-    fn from_appliance(&mut self, port: usize, ip: Vec<u8>, now: Micros) {
+    fn route_from_appliance(&mut self, port: usize, ip: Vec<u8>, now: Micros) {
         let Some(flow) = flow_of(&ip) else {
             self.shared.counters.unroutable.inc();
             return;
@@ -310,7 +325,11 @@ impl Site {
             return;
         }
         let jitter = path.jitter_ms.get();
-        let extra = if jitter > 0.0 { self.line_rng.random::<f64>() * jitter } else { 0.0 };
+        let extra = if jitter > 0.0 {
+            self.line_rng.random::<f64>() * jitter
+        } else {
+            0.0
+        };
         let delay_us = ((path.delay_ms.get() + extra) * 1000.0) as Micros;
         let release = (now + delay_us).max(line.last_release);
         line.last_release = release;
@@ -322,7 +341,9 @@ impl Site {
         let mut any = false;
         for u in 0..self.up.len() {
             while self.up[u].frames.front().is_some_and(|f| f.0 <= now) {
-                let Some((_, ip)) = self.up[u].frames.pop_front() else { break };
+                let Some((_, ip)) = self.up[u].frames.pop_front() else {
+                    break;
+                };
                 any = true;
                 let dst = flow_of(&ip).map(|f| f.dst);
                 match dst.and_then(|d| self.server_of(d)) {
@@ -334,11 +355,13 @@ impl Site {
                 }
             }
             while self.down[u].frames.front().is_some_and(|f| f.0 <= now) {
-                let Some((_, ip)) = self.down[u].frames.pop_front() else { break };
+                let Some((_, ip)) = self.down[u].frames.pop_front() else {
+                    break;
+                };
                 any = true;
                 let uplink = &self.topo.uplinks[u];
                 let (port, src_mac) = (usize::from(uplink.port), uplink.next_hop_mac);
-                self.to_appliance(port, src_mac, &ip);
+                self.queue_to_appliance(port, src_mac, &ip);
             }
         }
         any
@@ -347,7 +370,7 @@ impl Site {
     /// Wraps a datagram in Ethernet for port `port` (its MAC as destination,
     /// its VLAN tag if any) and queues it on the port's RX queue chosen by
     /// the 5-tuple hash, as NIC RSS would.
-    fn to_appliance(&mut self, port: usize, src_mac: [u8; 6], ip: &[u8]) {
+    fn queue_to_appliance(&mut self, port: usize, src_mac: [u8; 6], ip: &[u8]) {
         let c = &self.shared.counters;
         let info = &self.topo.ports[port];
         let f = &mut self.frame;
@@ -419,7 +442,7 @@ impl Site {
         let mut sent = std::mem::take(&mut host.dev.tx);
         for ip in sent.drain(..) {
             if h < self.clients {
-                self.to_appliance(usize::from(self.topo.lan_port), client_mac(h), &ip);
+                self.queue_to_appliance(usize::from(self.topo.lan_port), client_mac(h), &ip);
                 continue;
             }
             // A server's datagram goes to a NAT address: that uplink's DOWN line.
@@ -434,7 +457,11 @@ impl Site {
         if !host.dev.rx.is_empty() {
             self.mark_ready(h);
         }
-        let next = if next <= now { now + MIN_RESCHEDULE_US } else { next };
+        let next = if next <= now {
+            now + MIN_RESCHEDULE_US
+        } else {
+            next
+        };
         let host = &mut self.hosts[h];
         if next != host.scheduled {
             host.scheduled = next;

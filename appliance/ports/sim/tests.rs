@@ -144,7 +144,11 @@ impl MiniAppliance {
                 .filter(|r| c.drops(**r) > 0)
                 .map(|r| format!("{}={}", r.as_str(), c.drops(*r)))
                 .collect();
-            format!("{name}: packets={} drops=[{}]", c.packets.get(), d.join(" "))
+            format!(
+                "{name}: packets={} drops=[{}]",
+                c.packets.get(),
+                d.join(" ")
+            )
         };
         [
             show("classify", &self.classify.counters),
@@ -161,7 +165,9 @@ fn open(toml: &str) -> (SimSite, MiniAppliance) {
     let pool = HeapPool::new_static(plan.pool_size);
     let (ports, site) = SimSite::open(&plan, pool).expect("sim site opens");
     assert_eq!(ports.len(), 2);
-    assert!(ports.iter().all(|p| p.rx.len() == plan.rx_queues && p.tx.len() == plan.tx_queues));
+    assert!(ports
+        .iter()
+        .all(|p| p.rx.len() == plan.rx_queues && p.tx.len() == plan.tx_queues));
     (site, MiniAppliance::new(&plan, ports))
 }
 
@@ -174,17 +180,29 @@ fn tcp_and_udp_cross_the_appliance() {
     let diag = format!("{s:#?}\n{}", app.drops());
     println!("{diag}");
     assert!(s.tcp_connections_ok > 50, "{diag}");
-    assert!(s.tcp_connections_failed <= s.tcp_connections_ok / 50, "{diag}");
+    assert!(
+        s.tcp_connections_failed <= s.tcp_connections_ok / 50,
+        "{diag}"
+    );
     // Two 5 ms (+ up to 2 ms jitter) one-way paths: a SYN/SYN-ACK round trip
     // takes 10-14 ms plus scheduling.
-    assert!(s.tcp_connect_ms_mean >= 9.0 && s.tcp_connect_ms_mean < 50.0, "{diag}");
+    assert!(
+        s.tcp_connect_ms_mean >= 9.0 && s.tcp_connect_ms_mean < 50.0,
+        "{diag}"
+    );
     assert!(s.udp_requests > 50 && s.udp_replies > 50, "{diag}");
     assert!(s.udp_timeouts <= s.udp_requests / 50, "{diag}");
     assert_eq!(s.unroutable + s.rx_nombuf + s.rx_queue_full, 0, "{diag}");
-    assert!(s.frames_to_appliance > 0 && s.frames_from_appliance > 0, "{diag}");
+    assert!(
+        s.frames_to_appliance > 0 && s.frames_from_appliance > 0,
+        "{diag}"
+    );
     let u = &s.uplinks[0];
     assert_eq!(u.name, "isp1");
-    assert!(u.frames_up > 0 && u.frames_down > 0 && u.lost == 0, "{diag}");
+    assert!(
+        u.frames_up > 0 && u.frames_down > 0 && u.lost == 0,
+        "{diag}"
+    );
 }
 
 #[test]
@@ -194,7 +212,10 @@ fn total_loss_on_the_only_uplink_fails_connections_until_lifted() {
     site.start();
     app.run_for(Duration::from_millis(1200));
     let before = handle.stats();
-    assert!(before.tcp_connections_ok > 20 && before.tcp_connections_failed == 0, "{before:#?}");
+    assert!(
+        before.tcp_connections_ok > 20 && before.tcp_connections_failed == 0,
+        "{before:#?}"
+    );
 
     handle.set_uplink(0, 5.0, 0.0, 1.0);
     app.run_for(Duration::from_millis(2000));
@@ -203,15 +224,25 @@ fn total_loss_on_the_only_uplink_fails_connections_until_lifted() {
     let ok = during.tcp_connections_ok - before.tcp_connections_ok;
     let failed = during.tcp_connections_failed - before.tcp_connections_failed;
     // Only exchanges whose last segments were already through can still end OK.
-    assert!(failed > 50 && ok <= 10, "ok +{ok} failed +{failed}\n{during:#?}\n{}", app.drops());
-    assert!(during.udp_timeouts > before.udp_timeouts + 20, "{during:#?}");
+    assert!(
+        failed > 50 && ok <= 10,
+        "ok +{ok} failed +{failed}\n{during:#?}\n{}",
+        app.drops()
+    );
+    assert!(
+        during.udp_timeouts > before.udp_timeouts + 20,
+        "{during:#?}"
+    );
     assert!(during.uplinks[0].lost > 0);
 
     handle.set_uplink(0, 5.0, 0.0, 0.0);
     // Retransmissions of the lossy period drain first (up to 2 s backoff).
     app.run_for(Duration::from_millis(1500));
     let after = site.stop();
-    println!("before {before:?}\nduring {during:?}\nafter {after:?}\n{}", app.drops());
+    println!(
+        "before {before:?}\nduring {during:?}\nafter {after:?}\n{}",
+        app.drops()
+    );
     assert!(
         after.tcp_connections_ok > during.tcp_connections_ok + 20,
         "{after:#?}\n{}",
@@ -219,7 +250,9 @@ fn total_loss_on_the_only_uplink_fails_connections_until_lifted() {
     );
     let json = BackendControl::stats(&handle);
     assert_eq!(json["uplinks"][0]["name"], "isp1");
-    assert!(json["tcp_connections_ok"].as_u64().is_some_and(|n| n >= after.tcp_connections_ok));
+    assert!(json["tcp_connections_ok"]
+        .as_u64()
+        .is_some_and(|n| n >= after.tcp_connections_ok));
 }
 
 #[test]
@@ -235,8 +268,14 @@ fn delay_line_keeps_order_and_loses_everything_at_loss_one() {
     }
     let times = inner.up_release_times_for_test();
     assert_eq!(times.len(), 200);
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "release times go backwards");
-    assert!(times.iter().enumerate().all(|(i, &t)| t >= i as u64 * 10 + 3000));
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "release times go backwards"
+    );
+    assert!(times
+        .iter()
+        .enumerate()
+        .all(|(i, &t)| t >= i as u64 * 10 + 3000));
     handle.set_uplink(0, 3.0, 0.0, 1.0);
     for i in 0..100u64 {
         inner.offer_up_for_test(10_000 + i, vec![0; 20]);
@@ -266,7 +305,10 @@ fn l2_stripping_handles_vlan_and_padding() {
     assert_eq!(site::strip_l2(&plain), Some(&ip[..]));
     plain[12] = 0x86;
     assert_eq!(site::strip_l2(&plain), None);
-    assert_eq!(site::client_mac(0x01_0203), [0x02, 0x00, 0x0a, 0x01, 0x02, 0x03]);
+    assert_eq!(
+        site::client_mac(0x01_0203),
+        [0x02, 0x00, 0x0a, 0x01, 0x02, 0x03]
+    );
 }
 
 /// CPU time (ns) the named threads of this process have used so far, and
@@ -274,16 +316,26 @@ fn l2_stripping_handles_vlan_and_padding() {
 fn thread_cpu_ns(name: &str) -> (u64, u64) {
     let mut total = 0;
     let mut switches = 0;
-    for entry in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let dir = entry.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if comm.trim() != name {
             continue;
         }
         let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
-        total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        let vol = status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"));
+        let vol = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"));
         switches += vol.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
     }
     (total, switches)
@@ -295,7 +347,12 @@ fn thread_cpu_ns(name: &str) -> (u64, u64) {
 #[test]
 #[ignore = "measurement; prints the site thread's CPU use"]
 fn idle_cpu_of_the_site_thread() {
-    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let (tcp_ms, udp_ms) = (env("SIM_TCP_MS", 1000), env("SIM_UDP_MS", 1000));
     let (mut site, mut app) = open(&site_toml(200, 20, tcp_ms, udp_ms, 5000));
     site.start();
