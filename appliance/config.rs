@@ -218,7 +218,7 @@ pub struct SimUplinkConfig {
     /// Extra random delay, uniform in [0, jitter_ms]; per-direction order is kept.
     #[serde(default)]
     pub jitter_ms: f64,
-    /// Probability that a frame is lost, in each direction, 0.0..1.0.
+    /// Probability that a frame is lost, in each direction, 0.0..=1.0.
     #[serde(default)]
     pub loss: f64,
 }

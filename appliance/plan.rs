@@ -757,10 +757,10 @@ fn plan_sim(s: &SimConfig, topo: &Topology) -> Result<SimPlan, ConfigError> {
                 format!("{}; allowed: 0..=10000", u.jitter_ms),
             );
         }
-        if !(0.0..1.0).contains(&u.loss) {
+        if !(0.0..=1.0).contains(&u.loss) {
             return err(
                 format!("{path}.loss"),
-                format!("{}; allowed: 0.0 <= loss < 1.0", u.loss),
+                format!("{}; allowed: 0.0 <= loss <= 1.0", u.loss),
             );
         }
         uplinks[id] = Some(SimUplinkPlan {

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam::queue::ArrayQueue;
-use pipelines::buf::BufPool;
 use pipelines::classify::Classify;
 use pipelines::nat::NatConfig;
 use pipelines::replicate::Replicate;
@@ -167,7 +166,6 @@ fn benches(c: &mut Criterion) {
             per_port.iter_mut().for_each(|p| p.clear());
         })
     });
-    let ring: ArrayQueue<Burst<HeapBuf>> = ArrayQueue::new(1024);
     let ring: ArrayQueue<Burst<HeapBuf>> = ArrayQueue::new(1024);
     let mut held: Burst<HeapBuf> = Burst::new();
     b.refill(&mut held);

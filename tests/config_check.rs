@@ -167,7 +167,7 @@ fn other_bad_values_name_their_field() {
             "loss = 1.5\n\n[[sim.uplinks]]\nname = \"isp-b\"",
         ),
         "sim.uplinks[0].loss",
-        "0.0 <= loss < 1.0",
+        "0.0 <= loss <= 1.0",
     );
     rejected(
         &demo().replace("mode = \"pipeline\"", "mode = \"fast\""),

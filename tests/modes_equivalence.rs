@@ -45,7 +45,7 @@ fn frame(src: &str, dst: &str, proto: u8, mut l4: Vec<u8>, csum_at: usize) -> Ve
         }
         _ => unreachable!(),
     };
-    if !(proto == 1) {
+    if proto != 1 {
         let mut pseudo = [s.clone(), d.clone()].concat();
         pseudo.extend_from_slice(&[0, proto]);
         pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());

@@ -27,8 +27,9 @@ use super::Counters;
 use crate::config::SimConfig;
 
 /// Idle listening sockets a server keeps (smoltcp accepts one connection per
-/// listening socket).
-pub const LISTENERS_PER_SERVER: usize = 16;
+/// listening socket). Also the most frames a server's stack takes per poll,
+/// so more would only cost memory (sites may have thousands of servers).
+pub const LISTENERS_PER_SERVER: usize = 4;
 /// Most TCP connections one client has open at once; a connection due while
 /// the client is at this limit counts as failed.
 const MAX_CONNS_PER_CLIENT: usize = 256;
@@ -38,9 +39,12 @@ const MTU: usize = 1500;
 const EPHEMERAL_FIRST: u16 = 49152;
 /// Every client's UDP socket is bound to this port.
 const CLIENT_UDP_PORT: u16 = 40000;
-/// UDP datagrams a socket buffers in each direction.
-const UDP_SLOTS_CLIENT: usize = 16;
-const UDP_SLOTS_SERVER: usize = 256;
+/// UDP datagrams a socket buffers in each direction. Sockets are drained
+/// after every poll, and a server's poll takes at most
+/// [`LISTENERS_PER_SERVER`] frames, so few slots suffice; buffers are sized
+/// from the configured payloads because a site may have 60 000 clients.
+const UDP_SLOTS_CLIENT: usize = 8;
+const UDP_SLOTS_SERVER: usize = 16;
 /// Bytes of request or response payload written per `send_slice`.
 const PATTERN: [u8; 1024] = {
     let mut p = [0u8; 1024];
@@ -182,7 +186,11 @@ impl Host {
     pub fn new_client(index: usize, addr: Ipv4Addr, seed: u64, cfg: &SimConfig) -> Host {
         let mut sockets = SocketSet::new(Vec::new());
         let udp = (cfg.udp_interval_ms > 0).then(|| {
-            let mut s = udp_socket(UDP_SLOTS_CLIENT);
+            let mut s = udp_socket(
+                UDP_SLOTS_CLIENT,
+                cfg.udp_response_bytes,
+                cfg.udp_request_bytes,
+            );
             // A fresh socket on a non-zero port: binding cannot fail.
             let _ = s.bind(CLIENT_UDP_PORT);
             sockets.add(s)
@@ -197,7 +205,11 @@ impl Host {
 
     pub fn new_server(addr: Ipv4Addr, seed: u64, cfg: &SimConfig) -> Host {
         let mut sockets = SocketSet::new(Vec::new());
-        let mut s = udp_socket(UDP_SLOTS_SERVER);
+        let mut s = udp_socket(
+            UDP_SLOTS_SERVER,
+            cfg.udp_request_bytes,
+            cfg.udp_response_bytes,
+        );
         let _ = s.bind(cfg.udp_port);
         let udp = sockets.add(s);
         Host::new(
@@ -260,14 +272,16 @@ impl Host {
     }
 }
 
-fn udp_socket(slots: usize) -> udp::Socket<'static> {
-    let buf = || {
+/// A UDP socket buffering `slots` datagrams of up to `rx_bytes` received and
+/// `tx_bytes` sent payload bytes.
+fn udp_socket(slots: usize, rx_bytes: usize, tx_bytes: usize) -> udp::Socket<'static> {
+    let buf = |bytes: usize| {
         udp::PacketBuffer::new(
             vec![udp::PacketMetadata::EMPTY; slots],
-            vec![0u8; slots * MTU],
+            vec![0u8; slots * bytes.clamp(64, MTU)],
         )
     };
-    udp::Socket::new(buf(), buf())
+    udp::Socket::new(buf(rx_bytes), buf(tx_bytes))
 }
 
 fn tcp_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
@@ -615,7 +629,8 @@ impl ServerApp {
         }
         while idle < LISTENERS_PER_SERVER {
             let tx = cfg.tcp_response_bytes.clamp(1024, 64 * 1024);
-            let mut s = tcp_socket(4096, tx);
+            let rx = cfg.tcp_request_bytes.clamp(1024, 16 * 1024);
+            let mut s = tcp_socket(rx, tx);
             // A connection that stops answering is aborted by smoltcp, so a
             // vanished client cannot pin a socket forever.
             s.set_timeout(Some(Duration::from_millis(

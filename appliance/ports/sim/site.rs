@@ -5,9 +5,10 @@
 //! next deadline — the earlier of smoltcp's `poll_at` and its application's
 //! timers — has come (a min-heap of `(time, host)`; an entry is live only if
 //! it equals the host's `scheduled` time, stale entries are skipped). When
-//! nothing is due the thread parks until the next deadline (at most
-//! [`IDLE_SLEEP_US`]); a TX queue that takes frames from the appliance
-//! unparks it, so an idle site costs no CPU and a frame waits for no timer.
+//! nothing is due the thread parks until the next deadline (at least
+//! [`TIMER_SLACK_US`], at most [`IDLE_SLEEP_US`]); a TX queue that takes
+//! frames from the appliance unparks it, so an idle site wakes only every
+//! few milliseconds and a frame from the appliance waits for no timer.
 //!
 //! Delay lines keep per-direction order: a frame's release time is
 //! `max(previous release, now + delay + U[0, jitter])`, so each line is a

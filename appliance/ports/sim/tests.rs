@@ -342,8 +342,10 @@ fn thread_cpu_ns(name: &str) -> (u64, u64) {
 }
 
 /// Measures the site thread's CPU use with 200 clients at the default rates
-/// (one TCP exchange and one UDP request per client per second). Run with
-/// `cargo test --lib sim::tests::idle_cpu -- --ignored --nocapture`.
+/// (one TCP exchange and one UDP request per client per second; override
+/// with `SIM_TCP_MS` / `SIM_UDP_MS`, e.g. `SIM_TCP_MS=100000000 SIM_UDP_MS=0`
+/// for a site with no traffic). Run with `cargo test --release --lib
+/// sim::tests::idle_cpu -- --ignored --nocapture`.
 #[test]
 #[ignore = "measurement; prints the site thread's CPU use"]
 fn idle_cpu_of_the_site_thread() {
