@@ -333,3 +333,113 @@ fn backoff(idle_streak: u32) {
         std::thread::sleep(Duration::from_micros(50));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo};
+    use pipelines::{HeapBuf, HeapPool};
+
+    fn topology() -> Arc<Topology> {
+        let port = |name: &str, mac: u8| PortInfo {
+            name: name.into(),
+            mac: [2, 0, 0, 0, 0, mac],
+            vlan: None,
+            role: PortRole::Unused,
+        };
+        Arc::new(Topology::new(
+            vec![port("lan", 1), port("wan", 2)],
+            0,
+            vec!["10.0.0.0/8".parse::<IpPrefix>().unwrap()],
+            vec![],
+            vec![UplinkInfo {
+                name: "isp".into(),
+                port: 1,
+                nat_addrs: vec!["198.51.100.1".parse().unwrap()],
+                next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
+                weight: 1,
+            }],
+            NatPortRange {
+                first: 1024,
+                last: 65535,
+            },
+            1,
+        ))
+    }
+
+    /// A valid Ethernet/IPv4/UDP frame from 10.0.0.2.
+    fn frame() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x08, 0x00];
+        let mut ip = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 203, 0, 113, 1,
+        ];
+        let c = pipelines::checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 8, 0, 0]);
+        f
+    }
+
+    #[test]
+    fn a_full_ring_hands_the_burst_back_and_its_packets_are_counted() {
+        let topo = topology();
+        let pool = HeapPool::new_static(256);
+        // The next group's ring has room for one burst, and it is taken.
+        let ring: Arc<Ring<HeapBuf>> = Arc::new(Ring::new(1));
+        ring.push(Burst::new()).unwrap();
+        let classify = Classify::new(topo.clone());
+        let replicate = Replicate::new(topo.clone());
+        let replicate_counters = replicate.counters.clone();
+        let mut w: Worker<HeapBuf> = Worker {
+            id: 0,
+            shard: 0,
+            stages_run: vec![Stage::Classify, Stage::Replicate],
+            stages: Stages {
+                classify: Some(classify),
+                replicate: Some(replicate),
+                translate: None,
+                transmit: None,
+            },
+            burst_size: 32,
+            rx: Vec::new(),
+            tx: Vec::new(),
+            stage_in: Vec::new(),
+            handoff_in: Vec::new(),
+            handoff_out: Vec::new(),
+            next: Some(NextGroup {
+                rings: vec![ring.clone()],
+                by_shard: false,
+            }),
+            ports: Arc::new(Vec::new()),
+            counters: Arc::default(),
+            stop: Arc::default(),
+            epoch: Instant::now(),
+        };
+        let mut pending = Pending {
+            handoff: Vec::new(),
+            next: vec![Burst::new()],
+            per_port: Vec::new(),
+        };
+        let mut burst = Burst::new();
+        for _ in 0..20 {
+            burst.push(pool.alloc_with(&frame()).unwrap());
+        }
+        w.run_from(Nanos::ZERO, Stage::Classify, burst, &mut pending);
+        assert_eq!(
+            pool.in_use(),
+            20,
+            "packets wait in the pending burst until the turn ends"
+        );
+        w.flush_rings(&mut pending);
+        assert_eq!(replicate_counters.drops(DropReason::RingFull), 20);
+        assert_eq!(pool.in_use(), 0, "the handed-back packets were freed");
+        // With room in the ring the next burst goes through.
+        ring.pop().unwrap();
+        let mut burst = Burst::new();
+        burst.push(pool.alloc_with(&frame()).unwrap());
+        w.run_from(Nanos::ZERO, Stage::Classify, burst, &mut pending);
+        w.flush_rings(&mut pending);
+        assert_eq!(ring.pop().map(|b| b.len()), Some(1));
+        assert_eq!(replicate_counters.drops(DropReason::RingFull), 20);
+    }
+}
