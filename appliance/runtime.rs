@@ -135,6 +135,17 @@ impl Runtime {
     }
 }
 
+impl Drop for Runtime {
+    /// A runtime dropped without [`Runtime::stop`] (an error path) still
+    /// stops its lcores instead of leaving them polling forever.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Builds workers and rings from the plan and the opened port queues, and
 /// starts the lcore threads.
 fn build(
