@@ -51,12 +51,31 @@ pub struct PacketMeta {
     pub flow: FlowKey,
     /// Destination MAC the transmit stage writes (set by translate).
     pub next_hop_mac: [u8; 6],
+    /// ICMP error messages (RFC 5508): offset of the embedded IP header in
+    /// the frame, 0 for every other packet. `flow` is then the embedded
+    /// packet's 5-tuple reversed, i.e. the flow the error belongs to as seen
+    /// in the error's own direction.
+    pub inner_l3: u16,
+    /// ICMP error messages: offset of the embedded transport header.
+    pub inner_l4: u16,
+    /// Set by translate on a hairpinned packet (a LAN client sending to
+    /// another LAN client's outside address) whose outbound half is done
+    /// and whose inbound half belongs to the NAT shard `shard`, not to the
+    /// translating one. The runtime hands it to that shard's translate stage;
+    /// `direction` is then `Inbound`, `in_port` and `uplink` those of the
+    /// destination NAT address.
+    pub hairpin: bool,
 }
 
 impl PacketMeta {
     /// The IP version of the classified packet.
     pub fn is_ipv6(&self) -> bool {
         matches!(self.flow.dst, IpAddr::V6(_))
+    }
+
+    /// Whether classify found an ICMP error message (see `inner_l3`).
+    pub fn is_icmp_error(&self) -> bool {
+        self.inner_l3 != 0
     }
 }
 
