@@ -85,6 +85,16 @@ pub struct NatSection {
     pub tcp_transitory_timeout_s: u64,
     pub tcp_closed_timeout_s: u64,
     pub icmp_timeout_s: u64,
+    /// Which unsolicited inbound packets reach a mapping: one of
+    /// `Filtering::NAMES`.
+    pub filtering: String,
+    /// Every session is looked at by the sweep at least this often.
+    pub sweep_interval_ms: u64,
+    /// Keep the inside port as the NAT port when it is free.
+    pub port_preservation: bool,
+    /// Keys the NAT hashes and port randomisation. Absent: random per run,
+    /// except with the pcap backend (fixed, so replays are identical).
+    pub seed: Option<u64>,
 }
 
 impl Default for NatSection {
@@ -97,6 +107,10 @@ impl Default for NatSection {
             tcp_transitory_timeout_s: 240,
             tcp_closed_timeout_s: 10,
             icmp_timeout_s: 60,
+            filtering: "address-and-port-dependent".into(),
+            sweep_interval_ms: 1_000,
+            port_preservation: true,
+            seed: None,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pipelines::nat::NatConfig;
+use pipelines::nat::{Filtering, NatConfig};
 use pipelines::topology::{
     IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo, MAX_UPLINKS,
 };
@@ -411,7 +411,25 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
             );
         }
     }
+    let filtering: Filtering = match n.filtering.parse() {
+        Ok(f) => f,
+        Err(e) => return err("nat.filtering", e),
+    };
+    if !(10..=600_000).contains(&n.sweep_interval_ms) {
+        return err(
+            "nat.sweep_interval_ms",
+            format!("{}; allowed: 10..=600000", n.sweep_interval_ms),
+        );
+    }
+    let seed = n.seed.unwrap_or_else(|| match cfg.backend {
+        BackendKind::Pcap => 0,
+        _ => rand::random(),
+    });
     let nat = NatConfig {
+        filtering,
+        sweep_interval: Nanos::from_millis(n.sweep_interval_ms),
+        port_preservation: n.port_preservation,
+        seed,
         max_sessions: n.max_sessions_per_shard,
         udp_idle_timeout: Nanos::from_secs(n.udp_idle_timeout_s),
         tcp_established_timeout: Nanos::from_secs(n.tcp_established_timeout_s),

@@ -57,6 +57,7 @@ drop_reasons! {
     NoUplink => "no_uplink", "no healthy uplink for an outbound flow";
     NoNatAddress => "no_nat_address", "the chosen uplink has no NAT address of the packet's IP version";
     NoSession => "no_session", "inbound packet matching no NAT session";
+    Filtered => "filtered", "unsolicited inbound packet refused by the NAT filtering mode";
     PortExhausted => "port_exhausted", "no free NAT port on the uplink address";
     TableFull => "table_full", "NAT shard at its session capacity";
     RingFull => "ring_full", "next stage's ring was full";

@@ -20,10 +20,7 @@ use crate::drop::DropReason;
 use crate::flow::proto;
 use crate::nat::{NatConfig, NatShard};
 use crate::time::Nanos;
-use crate::topology::Topology;
-
-/// Sessions the sweep visits per call (per loop turn of the lcore).
-pub const SWEEP_BUDGET: usize = 64;
+use crate::topology::{Topology, UplinkId};
 
 pub struct Translate {
     topo: Arc<Topology>,
@@ -69,105 +66,130 @@ impl Translate {
         }
     }
 
-    /// Bounded expiry work; call once per loop turn.
+    /// Paced expiry work (see [`NatShard::sweep`]); call once per loop turn.
     pub fn sweep(&mut self, now: Nanos) -> usize {
-        self.nat.sweep(now, SWEEP_BUDGET)
+        self.nat.sweep(now)
     }
 
     pub fn translate<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
-        let m = *pkt.meta();
+        let m = pkt.meta_mut();
+        if m.is_icmp_error() {
+            return Err(DropReason::UnsupportedIcmp);
+        }
         match m.direction {
             Direction::Outbound => self.outbound(now, pkt),
-            Direction::Inbound => self.inbound(now, pkt),
+            Direction::Inbound => {
+                // The second half of a hairpin handed over by another
+                // shard: its TTL was decremented by the first half.
+                let first_pass = !std::mem::take(&mut m.hairpin);
+                self.inbound(now, pkt, first_pass)
+            }
             Direction::Unknown => Err(DropReason::UnknownPort),
         }
     }
 
     fn outbound<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
         let m = *pkt.meta();
-        let uplink = self
-            .topo
-            .uplinks
-            .get(m.uplink as usize)
-            .ok_or(DropReason::NoUplink)?;
+        // A LAN client sending to an outside address of this appliance:
+        // hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8). The flow leaves by
+        // the uplink owning that address and comes straight back in.
+        let hairpin = self.topo.nat_addr_uplink.get(&m.flow.dst).copied();
         // Before any session is created: a packet that dies here must not
         // hold a NAT port until its flow times out.
         check_ttl(pkt)?;
         let idx = match self.nat.lookup_out(&m.flow, now) {
             Some(i) => i,
             None => {
-                let nat_addr =
-                    pick_nat_addr(&uplink.nat_addrs, m.flow.src).ok_or(DropReason::NoNatAddress)?;
+                let uplink = hairpin.unwrap_or(m.uplink);
+                if usize::from(uplink) >= self.topo.uplinks.len() {
+                    return Err(DropReason::NoUplink);
+                }
                 let client_mac = pkt
                     .data()
                     .get(6..12)
                     .and_then(|s| s.try_into().ok())
                     .unwrap_or([0; 6]);
-                self.nat
-                    .create(m.flow, m.uplink, nat_addr, client_mac, now)?
+                self.nat.create_out(&m.flow, uplink, client_mac, now)?.0
             }
         };
         let len = pkt.data().len();
-        let s = self
-            .nat
-            .touch(idx, now, len, m.tcp_flags, false)
-            .ok_or(DropReason::NoSession)?;
-        let (addr, port, uplink_id) = (s.nat_addr, s.nat_port, s.uplink);
+        self.nat.touch(idx, now, len, m.tcp_flags, false);
+        let s = self.nat.session(idx).ok_or(DropReason::NoSession)?;
+        let (addr, port, uplink) = (self.nat.nat_addr(s), s.nat_port, s.uplink);
         rewrite(pkt, Side::Src, addr, port)?;
-        let u = &self.topo.uplinks[uplink_id as usize];
+        if let Some(c) = self.nat.counters.uplinks.get(usize::from(uplink)) {
+            c.tx_packets.inc();
+            c.tx_bytes.add(len as u64);
+        }
+        if let Some(via) = hairpin {
+            return self.hairpin(now, pkt, via, addr, port);
+        }
+        let u = &self.topo.uplinks[usize::from(uplink)];
         let meta = pkt.meta_mut();
         meta.out_port = u.port;
         meta.next_hop_mac = u.next_hop_mac;
-        if let Some(c) = self.nat.counters.uplinks.get(uplink_id as usize) {
-            c.tx_packets.inc();
-        }
         Ok(())
     }
 
-    fn inbound<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
+    /// Turns a source-translated hairpin packet into the inbound packet it
+    /// would be on the wire, (NA, NP) of the sender → the destination NAT
+    /// address, and finishes it here when this shard owns the destination
+    /// port, or marks it for the owning shard's translate stage.
+    fn hairpin<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+        via: UplinkId,
+        src: IpAddr,
+        src_port: u16,
+    ) -> Result<(), DropReason> {
+        let m = pkt.meta_mut();
+        m.flow.src = src;
+        m.flow.src_port = src_port;
+        let shard = self
+            .topo
+            .shard_of_nat_port(m.flow.dst_port)
+            .ok_or(DropReason::PortOutOfRange)?;
+        m.direction = Direction::Inbound;
+        m.uplink = via;
+        m.in_port = self.topo.uplinks[usize::from(via)].port;
+        m.shard = shard;
+        if shard == self.shard {
+            self.inbound(now, pkt, false)
+        } else {
+            m.hairpin = true;
+            Ok(())
+        }
+    }
+
+    fn inbound<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+        decrement_ttl: bool,
+    ) -> Result<(), DropReason> {
         let m = *pkt.meta();
-        let idx = self
-            .nat
-            .lookup_in(&m.flow, now)
-            .ok_or(DropReason::NoSession)?;
-        check_ttl(pkt)?;
+        if decrement_ttl {
+            check_ttl(pkt)?;
+        }
+        let idx = match self.nat.lookup_in(&m.flow, now) {
+            Some(i) => i,
+            None => self.nat.admit_in(&m.flow, m.tcp_flags, now)?,
+        };
         let len = pkt.data().len();
-        let s = self
-            .nat
-            .touch(idx, now, len, m.tcp_flags, true)
-            .ok_or(DropReason::NoSession)?;
-        let (addr, port, mac) = (s.inside.src, s.inside.src_port, s.client_mac);
+        self.nat.touch(idx, now, len, m.tcp_flags, true);
+        let s = self.nat.session(idx).ok_or(DropReason::NoSession)?;
+        let (addr, port, mac) = (s.client_addr(), s.client_port, s.client_mac);
         rewrite(pkt, Side::Dst, addr, port)?;
         let meta = pkt.meta_mut();
         meta.out_port = self.topo.lan_port;
         meta.next_hop_mac = mac;
-        if let Some(c) = self.nat.counters.uplinks.get(m.uplink as usize) {
+        if let Some(c) = self.nat.counters.uplinks.get(usize::from(m.uplink)) {
             c.rx_packets.inc();
+            c.rx_bytes.add(len as u64);
         }
         Ok(())
     }
-}
-
-/// Paired address pooling (RFC 4787 REQ-2): one inside address always maps to
-/// the same NAT address of an uplink, chosen by a stable hash.
-fn pick_nat_addr(addrs: &[IpAddr], client: IpAddr) -> Option<IpAddr> {
-    let n = addrs
-        .iter()
-        .filter(|a| a.is_ipv4() == client.is_ipv4())
-        .count();
-    if n == 0 {
-        return None;
-    }
-    let h = crate::flow::FlowKey {
-        src: client,
-        ..Default::default()
-    }
-    .stable_hash() as usize;
-    addrs
-        .iter()
-        .filter(|a| a.is_ipv4() == client.is_ipv4())
-        .nth(h % n)
-        .copied()
 }
 
 /// Drops packets whose TTL / hop limit would reach zero, else decrements it
