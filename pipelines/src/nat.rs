@@ -133,7 +133,7 @@ impl Default for NatConfig {
             filtering: Filtering::default(),
             sweep_interval: Nanos::from_secs(1),
             port_preservation: true,
-            seed: 0x5EED_0F_A7_7E_57,
+            seed: 0x5EED_0FA7_7E57,
         }
     }
 }
