@@ -804,4 +804,378 @@ mod tests {
         );
         assert_eq!(s.translate.nat.counters.uplinks[0].tx_packets.get(), 1);
     }
+
+    use crate::nat::Filtering;
+    use proptest::prelude::*;
+
+    fn udp_out(s: &mut Site, client: &str, cport: u16, remote: &str, rport: u16) -> HeapBuf {
+        s.out(&from_client(client, remote, udp(cport, rport, b"ping")))
+            .unwrap_or_else(|r| panic!("{client}:{cport} -> {remote}:{rport}: {r:?}"))
+    }
+
+    fn src_of(b: &HeapBuf) -> (IpAddr, u16) {
+        let l4 = usize::from(b.meta().l4_offset);
+        (addrs(b.data(), 14).0, ports(b.data(), 14, l4).0)
+    }
+
+    fn dst_of(b: &HeapBuf) -> (IpAddr, u16) {
+        let l4 = usize::from(b.meta().l4_offset);
+        (addrs(b.data(), 14).1, ports(b.data(), 14, l4).1)
+    }
+
+    /// RFC 4787 REQ-1 at packet level: one inside endpoint, three remotes,
+    /// one outside endpoint; replies from each reach the client.
+    #[test]
+    fn one_inside_endpoint_has_one_outside_endpoint_for_every_remote() {
+        let mut s = Site::new();
+        let outs: Vec<_> = ["203.0.113.5", "203.0.113.6", "198.18.0.1"]
+            .iter()
+            .map(|r| udp_out(&mut s, "10.0.0.2", 40000, r, 3478))
+            .collect();
+        let first = src_of(&outs[0]);
+        assert_eq!(first, (ip(NAT4), 40000), "port preserved");
+        for o in &outs {
+            assert_eq!(src_of(o), first);
+            assert_checksums_valid(o.data(), 14);
+            let reply = from_isp(&dst_of(o).0.to_string(), NAT4, udp(3478, first.1, b"pong"));
+            let back = s.back(&reply).unwrap();
+            assert_eq!(dst_of(&back), (ip("10.0.0.2"), 40000));
+            assert_checksums_valid(back.data(), 14);
+        }
+        assert_eq!(s.translate.nat.counters.mappings.get(), 1);
+        assert_eq!(s.translate.nat.len(), 3);
+    }
+
+    /// Each filtering mode at packet level: what a remote the client never
+    /// contacted gets through, and that refusals are counted and leave the
+    /// session alone.
+    #[test]
+    fn filtering_modes_on_the_wire() {
+        for (mode, host_ok, port_ok) in [
+            (Filtering::EndpointIndependent, true, true),
+            (Filtering::AddressDependent, false, true),
+            (Filtering::AddressAndPortDependent, false, false),
+        ] {
+            let mut s = Site::with(NatConfig {
+                filtering: mode,
+                ..NatConfig::default()
+            });
+            let out = udp_out(&mut s, "10.0.0.2", 40000, "203.0.113.5", 3478);
+            let np = src_of(&out).1;
+            let from = |src: &str, sport: u16| from_isp(src, NAT4, udp(sport, np, b"hi"));
+            let other_host = s.back(&from("198.18.0.9", 3478));
+            let other_port = s.back(&from("203.0.113.5", 9999));
+            assert_eq!(other_host.is_ok(), host_ok, "{mode:?}");
+            assert_eq!(other_port.is_ok(), port_ok, "{mode:?}");
+            for r in [&other_host, &other_port] {
+                match r {
+                    Ok(b) => {
+                        assert_eq!(dst_of(b), (ip("10.0.0.2"), 40000));
+                        assert_checksums_valid(b.data(), 14);
+                    }
+                    Err(e) => assert_eq!(*e, DropReason::Filtered),
+                }
+            }
+            let refused = u64::from(!host_ok) + u64::from(!port_ok);
+            assert_eq!(s.translate.nat.counters.filtered.get(), refused);
+            // The contacted remote still gets through.
+            assert!(s.back(&from("203.0.113.5", 3478)).is_ok());
+        }
+    }
+
+    /// Hairpinning (RFC 4787 REQ-9) within one shard: a LAN client sending to
+    /// another's outside endpoint reaches it, seen from that client's own
+    /// outside endpoint; with the default filtering it takes the usual hole
+    /// punch (each side sends first).
+    #[test]
+    fn hairpin_within_a_shard() {
+        let mut s = Site::new();
+        let a = src_of(&udp_out(&mut s, "10.0.0.2", 5000, "203.0.113.5", 3478));
+        let b = src_of(&udp_out(&mut s, "10.0.0.3", 6000, "203.0.113.5", 3478));
+        let to = |(addr, port): (IpAddr, u16), from: &str, sport: u16| {
+            from_client(from, &addr.to_string(), udp(sport, port, b"punch"))
+        };
+        // A -> B's outside: B never sent to A's outside, so B's filter drops it.
+        assert_eq!(
+            s.out(&to(b, "10.0.0.2", 5000)).unwrap_err(),
+            DropReason::Filtered
+        );
+        // B -> A's outside: A did send to B's outside: delivered to A.
+        let got = s.out(&to(a, "10.0.0.3", 6000)).unwrap();
+        let m = *got.meta();
+        assert_eq!(dst_of(&got), (ip("10.0.0.2"), 5000));
+        assert_eq!(
+            src_of(&got),
+            b,
+            "the sender appears as its outside endpoint"
+        );
+        assert_eq!(
+            (m.out_port, m.direction, m.hairpin),
+            (LAN_PORT, Direction::Inbound, false)
+        );
+        assert_eq!(ttl(got.data(), 14), 63, "one router hop");
+        assert_checksums_valid(got.data(), 14);
+        // And now A -> B works too.
+        let back = s.out(&to(b, "10.0.0.2", 5000)).unwrap();
+        assert_eq!((src_of(&back), dst_of(&back)), (a, (ip("10.0.0.3"), 6000)));
+        assert_checksums_valid(back.data(), 14);
+
+        // Endpoint-independent filtering needs no punch.
+        let mut s = Site::with(NatConfig {
+            filtering: Filtering::EndpointIndependent,
+            ..NatConfig::default()
+        });
+        let a = src_of(&udp_out(&mut s, "10.0.0.2", 5000, "203.0.113.5", 3478));
+        let got = s.out(&to(a, "10.0.0.3", 7000)).unwrap();
+        assert_eq!(dst_of(&got), (ip("10.0.0.2"), 5000));
+        assert_eq!(src_of(&got).0, ip(NAT4));
+        // Nobody behind that outside port: dropped, counted, no session left
+        // half-made on the receiving side.
+        let nobody = (ip(NAT4), 4242);
+        assert_eq!(
+            s.out(&to(nobody, "10.0.0.3", 7001)).unwrap_err(),
+            DropReason::NoSession
+        );
+    }
+
+    /// Across shards: the first shard does the outbound half and marks the
+    /// packet for the shard owning the destination port, which finishes it.
+    #[test]
+    fn hairpin_across_shards() {
+        let topo = site(2);
+        let classify = Classify::new(topo.clone());
+        let cfg = NatConfig {
+            filtering: Filtering::EndpointIndependent,
+            ..NatConfig::default()
+        };
+        let mut shard = [
+            Translate::new(topo.clone(), 0, cfg.clone()),
+            Translate::new(topo.clone(), 1, cfg),
+        ];
+        let send = |t: &mut Translate, frame: &[u8]| {
+            let mut b = buf(frame, LAN_PORT);
+            classify.classify(&mut b).unwrap();
+            t.translate(T0, &mut b).map(|()| b)
+        };
+        // A's mapping on shard 1 (its inside port 40000 is in shard 1's slice).
+        let a = src_of(
+            &send(
+                &mut shard[1],
+                &from_client("10.0.0.2", "203.0.113.5", udp(40000, 53, b"q")),
+            )
+            .unwrap(),
+        );
+        assert_eq!(topo.shard_of_nat_port(a.1), Some(1));
+        // B on shard 0 sends to A's outside endpoint.
+        let mut half = send(
+            &mut shard[0],
+            &from_client("10.0.0.3", "192.0.2.1", udp(6000, a.1, b"hi")),
+        )
+        .unwrap();
+        let m = *half.meta();
+        assert!(m.hairpin);
+        assert_eq!(
+            (m.shard, m.direction, m.in_port, m.uplink),
+            (1, Direction::Inbound, WAN_PORT, 0)
+        );
+        assert_eq!(m.flow.dst_port, a.1);
+        assert_eq!(ttl(half.data(), 14), 63);
+        shard[1].translate(T0, &mut half).unwrap();
+        let m = *half.meta();
+        assert!(!m.hairpin);
+        assert_eq!(dst_of(&half), (ip("10.0.0.2"), 40000));
+        assert_eq!((m.out_port, m.next_hop_mac), (LAN_PORT, CLIENT_MAC));
+        assert_eq!(
+            ttl(half.data(), 14),
+            63,
+            "the second half does not decrement again"
+        );
+        assert_checksums_valid(half.data(), 14);
+    }
+
+    /// Hostile input: unsolicited packets, packets to unowned ports,
+    /// exhaustion and a full table are all counted, none panics, and the
+    /// live session keeps working throughout.
+    #[test]
+    fn hostile_traffic_is_counted_and_leaves_sessions_alone() {
+        let mut s = Site::with(NatConfig {
+            max_sessions: 4,
+            ..NatConfig::default()
+        });
+        let out = udp_out(&mut s, "10.0.0.2", 40000, "203.0.113.5", 53);
+        let np = src_of(&out).1;
+        let reply = from_isp("203.0.113.5", NAT4, udp(53, np, b"ok"));
+        let mut frames = Vec::new();
+        for i in 0..50u16 {
+            frames.push((
+                from_isp("198.18.0.1", NAT4, udp(i, 2000 + i, b"x")),
+                WAN_PORT,
+            ));
+            frames.push((from_isp("198.18.0.2", NAT4, udp(i, np, b"x")), WAN_PORT));
+            frames.push((
+                from_client("10.0.0.9", "203.0.113.7", udp(1000 + i, 53, b"x")),
+                LAN_PORT,
+            ));
+            frames.push((reply.clone(), WAN_PORT));
+        }
+        let mut output: Burst<HeapBuf> = Burst::new();
+        for chunk in frames.chunks(16) {
+            let mut input: Burst<HeapBuf> = Burst::new();
+            for (f, port) in chunk {
+                let mut b = buf(f, *port);
+                s.classify.classify(&mut b).unwrap();
+                input.push(b);
+            }
+            s.translate.process(T0, &mut input, &mut output);
+            for b in output.drain(..) {
+                if b.meta().out_port == LAN_PORT {
+                    assert_eq!(dst_of(&b), (ip("10.0.0.2"), 40000));
+                }
+            }
+        }
+        let c = &s.translate.counters;
+        assert_eq!(c.drops(DropReason::NoSession), 50, "unowned ports");
+        assert_eq!(c.drops(DropReason::Filtered), 50, "unsolicited remote");
+        assert_eq!(c.drops(DropReason::TableFull), 47, "3 of 50 new flows fit");
+        assert_eq!(c.packets.get(), 200);
+        assert_eq!(s.translate.nat.len(), 4);
+        let u = &s.translate.nat.counters.uplinks[0];
+        assert_eq!(u.rx_packets.get(), 50, "every genuine reply went through");
+    }
+
+    /// Port exhaustion at packet level with a 64-port shard.
+    #[test]
+    fn port_exhaustion_on_the_wire() {
+        let topo = site_with(
+            crate::topology::NatPortRange {
+                first: 3000,
+                last: 3063,
+            },
+            1,
+        );
+        let mut s = Site {
+            classify: Classify::new(topo.clone()),
+            translate: Translate::new(topo, 0, NatConfig::default()),
+        };
+        let mut ok = 0;
+        for i in 0..80u16 {
+            match s.out(&from_client(
+                "10.0.0.2",
+                "203.0.113.5",
+                udp(10_000 + i, 53, b"q"),
+            )) {
+                Ok(_) => ok += 1,
+                Err(e) => assert_eq!(e, DropReason::PortExhausted),
+            }
+        }
+        assert_eq!(ok, 64);
+        assert_eq!(s.translate.nat.counters.uplinks[0].port_exhausted.get(), 16);
+        assert_eq!(
+            s.translate.counters.drops(DropReason::PortExhausted),
+            0,
+            "counted by process only"
+        );
+    }
+
+    #[derive(Clone, Debug)]
+    struct Pkt {
+        client: u8,
+        cport: u8,
+        remote: u8,
+        rport: u8,
+        kind: u8,
+        v6: bool,
+        uplink: u8,
+        reply: bool,
+        payload: Vec<u8>,
+    }
+
+    fn pkt() -> impl Strategy<Value = Pkt> {
+        (
+            (0u8..3, 0u8..3, 0u8..3, 0u8..2, 0u8..3, any::<bool>()),
+            (
+                0u8..2,
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            ),
+        )
+            .prop_map(
+                |((client, cport, remote, rport, kind, v6), (uplink, reply, payload))| Pkt {
+                    client,
+                    cport,
+                    remote,
+                    rport,
+                    kind,
+                    v6,
+                    uplink,
+                    reply,
+                    payload,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// Random traffic (TCP, UDP, echo; IPv4 and IPv6; two uplinks; each
+        /// packet either a client packet or the remote's answer to it):
+        /// every translated packet's checksums verify by full recomputation,
+        /// its payload is untouched, an inside endpoint keeps one outside
+        /// endpoint per uplink, no outside endpoint serves two inside
+        /// endpoints, and every answer reaches the client that sent.
+        #[test]
+        fn translation_is_consistent_and_checksums_verify(pkts in proptest::collection::vec(pkt(), 1..60)) {
+            let mut s = Site::new();
+            let mut mapping: std::collections::HashMap<(u8, IpAddr, u16, u8), (IpAddr, u16)> = Default::default();
+            let mut owner: std::collections::HashMap<(u8, IpAddr, u16), (IpAddr, u16)> = Default::default();
+            for p in pkts {
+                let (c, r) = if p.v6 {
+                    (format!("fd00::{}", p.client + 2), format!("2001:db8:ffff::{}", p.remote + 1))
+                } else {
+                    (format!("10.0.0.{}", p.client + 2), format!("203.0.113.{}", p.remote + 1))
+                };
+                let cport = 40000 + u16::from(p.cport);
+                let rport = 80 + u16::from(p.rport);
+                let l4 = match p.kind {
+                    0 => L4::Tcp { src_port: cport, dst_port: rport, control: TcpControl::Syn, ack: None, payload: &p.payload },
+                    1 => udp(cport, rport, &p.payload),
+                    _ => L4::EchoRequest { ident: cport, seq_no: 1 },
+                };
+                let uplink = if p.v6 { 0 } else { p.uplink };
+                let frame = from_client(&c, &r, l4);
+                let out = s.send(&frame, LAN_PORT, uplink, T0).unwrap();
+                let m = *out.meta();
+                assert_checksums_valid(out.data(), 14);
+                let hdr = usize::from(m.l4_offset) + match p.kind { 0 => 20, 1 => 8, _ => 8 };
+                prop_assert_eq!(&out.data()[hdr..], &frame[hdr..], "payload untouched");
+                let (na, np) = src_of(&out);
+                // The uplink the flow actually took: an existing flow keeps
+                // its own, UDP and echo stick to their mapping's.
+                let took = u8::from(na == ip(NAT4_TAGGED));
+                let key = (p.kind, ip(&c), cport, if p.kind == 0 { took } else { 0 });
+                let prev = *mapping.entry(key).or_insert((na, np));
+                prop_assert_eq!(prev, (na, np), "endpoint-independent mapping");
+                let prev = *owner.entry((p.kind, na, np)).or_insert((ip(&c), cport));
+                prop_assert_eq!(prev, (ip(&c), cport), "outside endpoint shared");
+                if p.reply {
+                    let back_l4 = match p.kind {
+                        0 => L4::Tcp { src_port: rport, dst_port: np, control: TcpControl::Syn, ack: Some(1), payload: &p.payload },
+                        1 => udp(rport, np, &p.payload),
+                        _ => L4::EchoReply { ident: np, seq_no: 1 },
+                    };
+                    let port = if na == ip(NAT4_TAGGED) { WAN_TAGGED_PORT } else { WAN_PORT };
+                    let f = match port {
+                        WAN_PORT => from_isp(&r, &na.to_string(), back_l4),
+                        _ => ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(TAGGED_VLAN), 0x0800, &ip_packet(ip(&r), na, 64, &back_l4)),
+                    };
+                    let back = s.send(&f, port, 0, T0).unwrap();
+                    assert_checksums_valid(back.data(), 14 + if port == WAN_PORT { 0 } else { 4 });
+                    let l3 = usize::from(back.meta().l3_offset);
+                    let (_, dst) = addrs(back.data(), l3);
+                    prop_assert_eq!(dst, ip(&c));
+                    let dp = ports(back.data(), l3, usize::from(back.meta().l4_offset)).1;
+                    prop_assert_eq!(dp, cport);
+                }
+            }
+        }
+    }
 }
