@@ -128,8 +128,12 @@ pub fn build(src: &StatsSources<'_>) -> Value {
                 "port": plan.ports[u.port as usize].name,
                 "tx_packets": get(|c| c.tx_packets.get()),
                 "rx_packets": get(|c| c.rx_packets.get()),
+                "tx_bytes": get(|c| c.tx_bytes.get()),
+                "rx_bytes": get(|c| c.rx_bytes.get()),
                 "tcp_sessions": get(|c| c.tcp_sessions.get()),
                 "udp_sessions": get(|c| c.udp_sessions.get()),
+                // seed 000 [75]: load = TCP sessions + artificial UDP sessions.
+                "load": get(|c| c.tcp_sessions.get() + c.udp_sessions.get()),
                 "port_exhausted": get(|c| c.port_exhausted.get()),
             })
         })
@@ -139,10 +143,14 @@ pub fn build(src: &StatsSources<'_>) -> Value {
         "tcp_sessions": sum_nat(lcores, |n| n.tcp_sessions.get()),
         "udp_sessions": sum_nat(lcores, |n| n.udp_sessions.get()),
         "icmp_sessions": sum_nat(lcores, |n| n.icmp_sessions.get()),
+        "mappings": sum_nat(lcores, |n| n.mappings.get()),
         "created": sum_nat(lcores, |n| n.created.get()),
         "expired": sum_nat(lcores, |n| n.expired.get()),
-        "port_exhausted": sum_nat(lcores, |n| n.uplinks.iter().map(|u| u.port_exhausted.get()).sum()),
+        "port_exhausted": sum_nat(lcores, |n| n.port_exhausted.get()),
         "table_full": sum_nat(lcores, |n| n.table_full.get()),
+        "filtered": sum_nat(lcores, |n| n.filtered.get()),
+        "sweep_laps": sum_nat(lcores, |n| n.sweep_laps.get()),
+        "filtering": plan.nat.filtering.as_str(),
     });
 
     let lcore_list: Vec<Value> = lcores
@@ -270,14 +278,16 @@ pub fn summary(stats: &Value) -> String {
     }
     let n = &stats["nat"];
     s.push_str(&format!(
-        "nat: created {}  expired {}  live tcp {} udp {} icmp {}  port_exhausted {}  table_full {}\n",
+        "nat: created {}  expired {}  live tcp {} udp {} icmp {} (mappings {})  port_exhausted {}  table_full {}  filtered {}\n",
         num(n, &["created"]),
         num(n, &["expired"]),
         num(n, &["tcp_sessions"]),
         num(n, &["udp_sessions"]),
         num(n, &["icmp_sessions"]),
+        num(n, &["mappings"]),
         num(n, &["port_exhausted"]),
-        num(n, &["table_full"])
+        num(n, &["table_full"]),
+        num(n, &["filtered"])
     ));
     if let Some(sim) = stats.get("sim") {
         s.push_str(&format!(

@@ -129,3 +129,84 @@ fn demo_command_writes_stats_with_the_documented_keys() {
     assert!(n(&s, &["sim", "tcp_connections_failed"]) * 100 <= ok);
     assert!(n(&s, &["sim", "udp_requests"]) > 0 && n(&s, &["sim", "udp_replies"]) > 0);
 }
+
+/// Seed 000 [73]-[75] on the simulated site: while the clients run, their
+/// traffic leaves with uplink addresses (the site routes nothing else from
+/// an uplink port: `unroutable` stays 0), replies come back translated, and
+/// the per-uplink TCP and artificial UDP session counts show the load; once
+/// the clients stop, the sweep expires every session after the (short)
+/// timeouts and the counts fall back to zero.
+#[test]
+fn session_counts_follow_the_clients_and_fall_to_zero_after_they_stop() {
+    let text = {
+        let d = demo();
+        let start = d.find("[runtime]").unwrap();
+        let end = d.find("# The simulated site.").unwrap();
+        format!(
+            "{}[runtime]\nmode = \"run-to-completion\"\noversubscribe = true\n[[runtime.lcores]]\n[[runtime.lcores]]\n\n{}",
+            &d[..start],
+            &d[end..]
+        )
+        .replace("udp_idle_timeout_s = 180", "udp_idle_timeout_s = 1")
+        .replace("tcp_established_timeout_s = 7440", "tcp_established_timeout_s = 2")
+        .replace("tcp_transitory_timeout_s = 240", "tcp_transitory_timeout_s = 1")
+        .replace("tcp_closed_timeout_s = 10", "tcp_closed_timeout_s = 1")
+        .replace("sweep_interval_ms = 1000", "sweep_interval_ms = 100")
+        .replace("clients = 300", "clients = 60")
+        .replace("servers = 30", "servers = 6")
+        .replace("tcp_interval_ms = 1000", "tcp_interval_ms = 200")
+        .replace("udp_interval_ms = 1000", "udp_interval_ms = 200")
+    };
+    assert!(
+        text.contains("sweep_interval_ms = 100"),
+        "demo.toml changed its NAT lines"
+    );
+    let plan = appliance::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap();
+    let rt = appliance::runtime::Runtime::start(&plan).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let busy = rt.stats();
+    let load = |s: &Value, u: usize| {
+        n(&s["uplinks"][u], &["tcp_sessions"]) + n(&s["uplinks"][u], &["udp_sessions"])
+    };
+    assert!(n(&busy["uplinks"][0], &["tcp_sessions"]) > 0, "{busy:#}");
+    assert!(n(&busy["uplinks"][0], &["udp_sessions"]) > 0, "{busy:#}");
+    assert_eq!(n(&busy["uplinks"][0], &["load"]), load(&busy, 0));
+    assert_eq!(
+        n(&busy, &["nat", "tcp_sessions"]) + n(&busy, &["nat", "udp_sessions"]),
+        (0..3).map(|u| load(&busy, u)).sum::<u64>()
+    );
+    assert!(n(&busy, &["sim", "udp_replies"]) > 0 && n(&busy, &["sim", "tcp_connections_ok"]) > 0);
+    assert!(
+        n(&busy["uplinks"][0], &["rx_packets"]) > 0,
+        "replies came back translated"
+    );
+    assert_eq!(
+        n(&busy, &["sim", "unroutable"]),
+        0,
+        "everything left with a NAT address"
+    );
+
+    rt.sim().unwrap().pause_clients(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let idle = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let s = rt.stats();
+        let live = n(&s, &["nat", "tcp_sessions"]) + n(&s, &["nat", "udp_sessions"]);
+        if live == 0 || std::time::Instant::now() > deadline {
+            break s;
+        }
+    };
+    let stats = rt.stop();
+    for u in 0..3 {
+        assert_eq!(load(&idle, u), 0, "uplink {u}: {idle:#}");
+    }
+    assert_eq!(n(&idle, &["nat", "mappings"]), 0);
+    assert!(n(&idle, &["nat", "expired"]) >= n(&busy, &["nat", "tcp_sessions"]));
+    assert_eq!(
+        n(&stats, &["nat", "created"]),
+        n(&stats, &["nat", "expired"]),
+        "every session went by expiry"
+    );
+    assert!(n(&stats, &["nat", "sweep_laps"]) > 0);
+}

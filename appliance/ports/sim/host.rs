@@ -127,6 +127,8 @@ pub struct AppCtx<'a> {
     pub rng: &'a mut SmallRng,
     pub stats: &'a Counters,
     pub scratch: &'a mut [u8],
+    /// Clients are paused: no new connections or requests.
+    pub paused: bool,
 }
 
 impl AppCtx<'_> {
@@ -380,7 +382,9 @@ impl ClientApp {
         let mut changed = false;
         while self.next_tcp <= cx.now {
             self.next_tcp += cx.exp_interval(cx.cfg.tcp_interval_ms);
-            changed |= self.open_tcp(iface, sockets, cx);
+            if !cx.paused {
+                changed |= self.open_tcp(iface, sockets, cx);
+            }
         }
         let mut i = 0;
         while i < self.conns.len() {
@@ -507,6 +511,9 @@ impl ClientApp {
         let mut changed = false;
         while self.next_udp <= cx.now {
             self.next_udp += cx.exp_interval(cfg.udp_interval_ms);
+            if cx.paused {
+                continue;
+            }
             let server = cx.rng.random_range(0..cfg.servers);
             let seq = self.next_seq;
             self.next_seq += 1;

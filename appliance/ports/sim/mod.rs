@@ -98,6 +98,8 @@ struct Shared {
     /// Indexed like `plan.topology.uplinks`.
     uplinks: Vec<UplinkPath>,
     stop: AtomicBool,
+    /// Clients start no new connections or requests while set.
+    clients_paused: AtomicBool,
     /// The site thread, once started: TX queues unpark it when they queue
     /// frames, so it can sleep until its next deadline instead of polling.
     site_thread: OnceLock<Thread>,
@@ -282,6 +284,7 @@ impl SimSite {
                 })
                 .collect(),
             stop: AtomicBool::new(false),
+            clients_paused: AtomicBool::new(false),
             site_thread: OnceLock::new(),
         });
         let rx_n = plan.rx_queues.max(1);
@@ -389,6 +392,17 @@ impl SimHandle {
         u.delay_ms.set(clean(delay_ms, 1e6));
         u.jitter_ms.set(clean(jitter_ms, 1e6));
         u.loss.set(clean(loss, 1.0));
+    }
+}
+
+impl SimHandle {
+    /// Pauses (or resumes) the clients: while paused they open no TCP
+    /// connection and send no UDP request; what is under way finishes.
+    pub fn pause_clients(&self, paused: bool) {
+        self.shared.clients_paused.store(paused, Ordering::Relaxed);
+        if let Some(t) = self.shared.site_thread.get() {
+            t.unpark();
+        }
     }
 }
 

@@ -205,6 +205,7 @@ impl Site {
                 rng: &mut self.rng,
                 stats: &self.shared.counters,
                 scratch: &mut self.scratch,
+                paused: false,
             };
             self.hosts[h].start(&mut cx);
             self.mark_ready(h);
@@ -437,6 +438,7 @@ impl Site {
             rng: &mut self.rng,
             stats: &self.shared.counters,
             scratch: &mut self.scratch,
+            paused: self.shared.clients_paused.load(Ordering::Relaxed),
         };
         let host = &mut self.hosts[h];
         let next = host.service(&mut cx);
