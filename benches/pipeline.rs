@@ -10,98 +10,23 @@
 //! throughput in packets/s. Compare ratios against the baseline of the same
 //! run: this machine is shared and noisy.
 
-use std::net::IpAddr;
-use std::sync::Arc;
+mod common;
 
+use common::{frame, topology, Refill};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam::queue::ArrayQueue;
 use pipelines::classify::Classify;
 use pipelines::nat::NatConfig;
 use pipelines::replicate::Replicate;
-use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo};
 use pipelines::translate::Translate;
 use pipelines::transmit::Transmit;
-use pipelines::{Burst, HeapBuf, HeapPool, Nanos, PacketBuf, BURST_MAX};
+use pipelines::{Burst, HeapBuf, Nanos, PacketBuf, BURST_MAX};
 
 const FLOWS: usize = 16_384;
 
-fn topology() -> Arc<Topology> {
-    let port = |name: &str, mac: u8| PortInfo {
-        name: name.into(),
-        mac: [2, 0, 0, 0, 0, mac],
-        vlan: None,
-        role: PortRole::Unused,
-    };
-    Arc::new(Topology::new(
-        vec![port("lan", 1), port("wan", 2)],
-        0,
-        vec!["10.0.0.0/8".parse::<IpPrefix>().unwrap()],
-        vec!["10.0.0.1".parse().unwrap()],
-        vec![UplinkInfo {
-            name: "isp".into(),
-            port: 1,
-            nat_addrs: (1..=4)
-                .map(|i| IpAddr::V4([198, 51, 100, i].into()))
-                .collect(),
-            next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
-            weight: 1,
-        }],
-        NatPortRange {
-            first: 1024,
-            last: 65535,
-        },
-        1,
-    ))
-}
-
-/// An Ethernet/IPv4/UDP frame from client `i` (valid checksums).
-fn frame(i: usize) -> Vec<u8> {
-    let src = [10, 1, (i >> 8) as u8, i as u8];
-    let mut f = vec![0u8; 14 + 20 + 8 + 18];
-    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-    f[6..12].copy_from_slice(&[2, 0, 0, 1, 0, 0]);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&[203, 0, 113, (i % 200) as u8 + 1]);
-    let c = pipelines::checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let udp = &mut f[34..42];
-    udp[0..2].copy_from_slice(&(10_000 + (i % 50_000) as u16).to_be_bytes());
-    udp[2..4].copy_from_slice(&53u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&26u16.to_be_bytes());
-    // Checksum 0: "none" for IPv4 UDP; translate keeps it so.
-    f
-}
-
-struct Bench {
-    pool: &'static HeapPool,
-    templates: Vec<Vec<u8>>,
-    next: usize,
-}
-
-impl Bench {
-    fn refill(&mut self, burst: &mut Burst<HeapBuf>) {
-        while !burst.is_full() {
-            let t = &self.templates[self.next % self.templates.len()];
-            self.next += 1;
-            burst.push(self.pool.alloc_with(t).expect("pool"));
-        }
-    }
-}
-
 fn benches(c: &mut Criterion) {
-    let topo = topology();
-    let pool = HeapPool::new_static(4 * BURST_MAX + 64);
-    let mut b = Bench {
-        pool,
-        templates: (0..FLOWS).map(frame).collect(),
-        next: 0,
-    };
+    let topo = topology(4, 1);
+    let mut b = Refill::new((0..FLOWS).map(frame).collect(), false);
     let mut classify = Classify::new(topo.clone());
     let mut replicate = Replicate::new(topo.clone());
     let mut translate = Translate::new(

@@ -712,26 +712,64 @@ impl NatShard {
     /// the sweep has not reached yet is removed here and not returned).
     #[inline]
     pub fn lookup_out(&mut self, key: &FlowKey, now: Nanos) -> Option<u32> {
-        let t = Tuple::of(key);
-        let h = self
-            .hasher
-            .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag());
-        let slots = &self.slots;
-        let idx = *self.by_out.find(h, |&i| out_eq(&slots[i as usize], &t))?;
-        self.live_or_expire(idx, now)
+        self.lookup(key, false, None, now)
     }
 
     /// The live session for an inbound 5-tuple, if any.
     #[inline]
     pub fn lookup_in(&mut self, key: &FlowKey, now: Nanos) -> Option<u32> {
+        self.lookup(key, true, None, now)
+    }
+
+    /// The session slot an outbound (or inbound) 5-tuple's index entry
+    /// names, without looking at its age. Translate calls it for a whole
+    /// burst before translating any packet of it: the lookups of different
+    /// packets do not depend on each other, so their cache misses overlap
+    /// instead of being paid one after the other.
+    #[inline]
+    pub fn find(&self, key: &FlowKey, inbound: bool) -> Option<u32> {
         let t = Tuple::of(key);
         let h = self
             .hasher
             .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag());
         let (slots, addrs) = (&self.slots, &self.addrs);
-        let idx = *self
-            .by_in
-            .find(h, |&i| in_eq(&slots[i as usize], addrs, &t))?;
+        if inbound {
+            self.by_in
+                .find(h, |&i| in_eq(&slots[i as usize], addrs, &t))
+                .copied()
+        } else {
+            self.by_out
+                .find(h, |&i| out_eq(&slots[i as usize], &t))
+                .copied()
+        }
+    }
+
+    /// [`lookup_out`](Self::lookup_out) / [`lookup_in`](Self::lookup_in)
+    /// with the slot [`find`](Self::find) gave earlier: used if that slot
+    /// still holds this flow's session (sessions created or removed since
+    /// may have changed it), looked up again otherwise.
+    #[inline]
+    pub fn lookup(
+        &mut self,
+        key: &FlowKey,
+        inbound: bool,
+        hint: Option<u32>,
+        now: Nanos,
+    ) -> Option<u32> {
+        let still = hint.filter(|&i| {
+            let t = Tuple::of(key);
+            self.slots.get(i as usize).is_some_and(|s| {
+                if inbound {
+                    in_eq(s, &self.addrs, &t)
+                } else {
+                    out_eq(s, &t)
+                }
+            })
+        });
+        let idx = match still {
+            Some(i) => i,
+            None => self.find(key, inbound)?,
+        };
         self.live_or_expire(idx, now)
     }
 
@@ -1138,6 +1176,17 @@ impl NatShard {
         let visits = (self.sweep_owed as usize).clamp(SWEEP_MIN, SWEEP_MAX);
         self.sweep_owed = self.sweep_owed.saturating_sub(visits as u64);
         self.sweep_slice(now, visits)
+    }
+
+    /// Bytes the session slab and the three indexes take at their reserved
+    /// capacity: (slab + both session indexes, mapping index). Index buckets
+    /// are a `u32` and a control byte; hashbrown keeps at most 7/8 full and
+    /// rounds the bucket count to a power of two.
+    pub fn table_bytes(&self) -> (usize, usize) {
+        let buckets = |cap: usize| (cap * 8 / 7).next_power_of_two();
+        let index = |t: &HashTable<u32>| buckets(t.capacity()) * (4 + 1);
+        let slab = self.slots.capacity() * std::mem::size_of::<Session>();
+        (slab + index(&self.by_out) + index(&self.by_in), index(&self.by_inside))
     }
 
     /// The uplink of a NAT address of this shard.

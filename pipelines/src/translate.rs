@@ -57,9 +57,22 @@ impl Translate {
         output: &mut Burst<B>,
     ) {
         let n = input.len().min(output.remaining_capacity());
-        for mut pkt in input.drain(..n) {
+        // Look the whole burst up first (see `NatShard::find`), then
+        // translate with the slots found as hints.
+        let mut hints = [None; crate::burst::BURST_MAX];
+        for (h, pkt) in hints.iter_mut().zip(input.iter().take(n)) {
+            let m = pkt.meta();
+            if !m.is_icmp_error() {
+                *h = match m.direction {
+                    Direction::Outbound => self.nat.find(&m.flow, false),
+                    Direction::Inbound => self.nat.find(&m.flow, true),
+                    Direction::Unknown => None,
+                };
+            }
+        }
+        for (i, mut pkt) in input.drain(..n).enumerate() {
             self.counters.packets.inc();
-            match self.translate(now, &mut pkt) {
+            match self.translate_hinted(now, &mut pkt, hints[i]) {
                 Ok(()) => output.push(pkt),
                 Err(reason) => self.counters.count_drop(reason),
             }
@@ -72,23 +85,37 @@ impl Translate {
     }
 
     pub fn translate<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
+        self.translate_hinted(now, pkt, None)
+    }
+
+    fn translate_hinted<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+        hint: Option<u32>,
+    ) -> Result<(), DropReason> {
         let m = pkt.meta_mut();
         if m.is_icmp_error() {
             return Err(DropReason::UnsupportedIcmp);
         }
         match m.direction {
-            Direction::Outbound => self.outbound(now, pkt),
+            Direction::Outbound => self.outbound(now, pkt, hint),
             Direction::Inbound => {
                 // The second half of a hairpin handed over by another
                 // shard: its TTL was decremented by the first half.
                 let first_pass = !std::mem::take(&mut m.hairpin);
-                self.inbound(now, pkt, first_pass)
+                self.inbound(now, pkt, first_pass, hint)
             }
             Direction::Unknown => Err(DropReason::UnknownPort),
         }
     }
 
-    fn outbound<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
+    fn outbound<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+        hint: Option<u32>,
+    ) -> Result<(), DropReason> {
         let m = *pkt.meta();
         // A LAN client sending to an outside address of this appliance:
         // hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8). The flow leaves by
@@ -97,7 +124,7 @@ impl Translate {
         // Before any session is created: a packet that dies here must not
         // hold a NAT port until its flow times out.
         check_ttl(pkt)?;
-        let idx = match self.nat.lookup_out(&m.flow, now) {
+        let idx = match self.nat.lookup(&m.flow, false, hint, now) {
             Some(i) => i,
             None => {
                 let uplink = hairpin.unwrap_or(m.uplink);
@@ -155,7 +182,7 @@ impl Translate {
         m.in_port = self.topo.uplinks[usize::from(via)].port;
         m.shard = shard;
         if shard == self.shard {
-            self.inbound(now, pkt, false)
+            self.inbound(now, pkt, false, None)
         } else {
             m.hairpin = true;
             Ok(())
@@ -167,12 +194,13 @@ impl Translate {
         now: Nanos,
         pkt: &mut B,
         decrement_ttl: bool,
+        hint: Option<u32>,
     ) -> Result<(), DropReason> {
         let m = *pkt.meta();
         if decrement_ttl {
             check_ttl(pkt)?;
         }
-        let idx = match self.nat.lookup_in(&m.flow, now) {
+        let idx = match self.nat.lookup(&m.flow, true, hint, now) {
             Some(i) => i,
             None => self.nat.admit_in(&m.flow, m.tcp_flags, now)?,
         };

@@ -1,0 +1,219 @@
+//! Criterion benches of the NAT engine, beside a baseline in the same run
+//! (this machine is shared and noisy: compare ratios, not absolutes):
+//! - `nat/baseline_refill_1m`: refill a burst from one million templates
+//!   in random order and forward it with a no-op; every packet bench below
+//!   pays the same refill;
+//! - `nat/established_1m`: classify + replicate + translate + transmit on
+//!   established flows, one million live sessions (far beyond the caches),
+//!   visited in random order;
+//! - `nat/new_udp_flows`: the same path where every packet opens a new UDP
+//!   session on a new mapping (port allocation, three index inserts);
+//! - `nat/sweep_call_1m_expired`: one paced sweep call on a table of one
+//!   million expired sessions, i.e. the longest pause the sweep puts in a
+//!   loop turn ([`SWEEP_MAX`] removals).
+//!
+//! Figures are per burst of 32 (packet benches) or per call (sweep). It also
+//! prints the table's bytes per session and the time a full expiry of one
+//! million sessions takes in paced calls.
+//!
+//! Run: `cargo bench --bench nat`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{frame, topology, Refill, PORTS_PER_CLIENT};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pipelines::classify::Classify;
+use pipelines::flow::{proto, FlowKey};
+use pipelines::nat::{NatConfig, NatShard, SWEEP_MAX};
+use pipelines::replicate::Replicate;
+use pipelines::translate::Translate;
+use pipelines::transmit::Transmit;
+use pipelines::{Burst, HeapBuf, Nanos, PacketBuf, BURST_MAX};
+
+const SESSIONS: usize = 1 << 20;
+/// NAT addresses: enough ports for a million mappings (paired pooling puts
+/// every client on one address).
+const NAT_ADDRS: u8 = 64;
+
+struct Path {
+    classify: Classify,
+    replicate: Replicate,
+    translate: Translate,
+    transmit: Transmit,
+    per_port: Vec<Burst<HeapBuf>>,
+}
+
+impl Path {
+    fn new(max_sessions: usize) -> Path {
+        let topo = topology(NAT_ADDRS, 1);
+        Path {
+            classify: Classify::new(topo.clone()),
+            replicate: Replicate::new(topo.clone()),
+            translate: Translate::new(
+                topo.clone(),
+                0,
+                NatConfig {
+                    max_sessions,
+                    seed: 1,
+                    ..NatConfig::default()
+                },
+            ),
+            transmit: Transmit::new(topo),
+            per_port: vec![Burst::new(), Burst::new()],
+        }
+    }
+
+    fn run(&mut self, now: Nanos, x: &mut Burst<HeapBuf>) {
+        let mut y = Burst::new();
+        self.classify.process(x, &mut y);
+        self.replicate.process(&mut y, x);
+        self.translate.process(now, x, &mut y);
+        self.transmit.process(&mut y, &mut self.per_port);
+        std::hint::black_box(&self.per_port);
+        self.per_port.iter_mut().for_each(|p| p.clear());
+    }
+
+    fn drops(&self) -> u64 {
+        self.classify.counters.total_drops() + self.translate.counters.total_drops()
+    }
+}
+
+fn udp_key(i: usize) -> FlowKey {
+    let c = i / PORTS_PER_CLIENT;
+    FlowKey {
+        src: std::net::IpAddr::V4([10, 1 + (c >> 16) as u8, (c >> 8) as u8, c as u8].into()),
+        dst: std::net::IpAddr::V4([203, 0, 113, (i % 200) as u8 + 1].into()),
+        src_port: 10_000 + (i % PORTS_PER_CLIENT) as u16,
+        dst_port: 53,
+        proto: proto::UDP,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let now = Nanos::from_secs(1);
+    let mut g = c.benchmark_group("nat");
+    g.throughput(Throughput::Elements(BURST_MAX as u64));
+    g.sample_size(20);
+
+    // One million established sessions.
+    let mut refill = Refill::new((0..SESSIONS).map(frame).collect(), true);
+    let mut path = Path::new(SESSIONS);
+    for _ in 0..SESSIONS / BURST_MAX {
+        let mut x = Burst::new();
+        refill.refill(&mut x);
+        path.run(now, &mut x);
+    }
+    assert_eq!(path.translate.nat.len(), SESSIONS, "sessions established");
+    assert_eq!(path.drops(), 0);
+    let (slab, mapping) = path.translate.nat.table_bytes();
+    eprintln!(
+        "nat: {} sessions; bytes per session: {:.1} (slab + both session indexes), {:.1} with the mapping index",
+        SESSIONS,
+        slab as f64 / SESSIONS as f64,
+        (slab + mapping) as f64 / SESSIONS as f64
+    );
+
+    g.bench_function("baseline_refill_1m", |bn| {
+        bn.iter(|| {
+            let (mut x, mut y) = (Burst::new(), Burst::<HeapBuf>::new());
+            refill.refill(&mut x);
+            for p in x.drain(..) {
+                if p.data()[0] != 0xff {
+                    y.push(p);
+                }
+            }
+            std::hint::black_box(&y);
+        })
+    });
+    g.bench_function("established_1m", |bn| {
+        bn.iter(|| {
+            let mut x = Burst::new();
+            refill.refill(&mut x);
+            path.run(now, &mut x);
+        })
+    });
+    assert_eq!(path.drops(), 0, "the established path dropped packets");
+    drop(path);
+
+    // New flows: fresh tables of 256 k sessions, each template a new flow.
+    const FRESH: usize = 256 * 1024;
+    let mut fresh = Refill::new((SESSIONS..SESSIONS + FRESH).map(frame).collect(), false);
+    g.bench_function("new_udp_flows", |bn| {
+        bn.iter_custom(|bursts| {
+            let mut total = Duration::ZERO;
+            let mut left = bursts as usize;
+            while left > 0 {
+                let n = left.min(FRESH / BURST_MAX);
+                let mut p = Path::new(FRESH);
+                fresh.next = 0;
+                let t = Instant::now();
+                for _ in 0..n {
+                    let mut x = Burst::new();
+                    fresh.refill(&mut x);
+                    p.run(now, &mut x);
+                }
+                total += t.elapsed();
+                assert_eq!(p.translate.nat.len(), n * BURST_MAX, "every packet a new session");
+                left -= n;
+            }
+            total
+        })
+    });
+
+    // Sweep: a million sessions, all idle past their timeout.
+    let cfg = NatConfig {
+        max_sessions: SESSIONS,
+        seed: 1,
+        ..NatConfig::default()
+    };
+    let topo = topology(NAT_ADDRS, 1);
+    let fill = |nat: &mut NatShard| {
+        for i in 0..SESSIONS {
+            if nat.len() >= SESSIONS {
+                break;
+            }
+            let k = udp_key(i);
+            if nat.lookup_out(&k, now).is_none() {
+                let _ = nat.create_out(&k, 0, [2, 0, 0, 0, 0, 1], now);
+            }
+        }
+    };
+    let mut nat = NatShard::new(cfg.clone(), &topo, 0);
+    fill(&mut nat);
+    let late = Nanos::from_secs(3_600);
+    let t = Instant::now();
+    let mut calls = 0u64;
+    let mut clock = late;
+    while !nat.is_empty() {
+        clock = clock.saturating_add(Nanos::from_secs(10));
+        nat.sweep(clock);
+        calls += 1;
+    }
+    eprintln!(
+        "nat: expiring {SESSIONS} idle sessions took {:.1} ms of work in {calls} paced calls of at most {SWEEP_MAX} visits",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    g.throughput(Throughput::Elements(SWEEP_MAX as u64));
+    g.bench_function("sweep_call_1m_expired", |bn| {
+        bn.iter_custom(|calls| {
+            let mut total = Duration::ZERO;
+            for _ in 0..calls {
+                if nat.len() < SESSIONS / 2 {
+                    fill(&mut nat);
+                }
+                clock = clock.saturating_add(Nanos::from_secs(10));
+                let t = Instant::now();
+                let n = nat.sweep(clock);
+                total += t.elapsed();
+                std::hint::black_box(n);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(nat, benches);
+criterion_main!(nat);
