@@ -7,8 +7,11 @@
 //! padding past the IP datagram is trimmed so later stages see the datagram.
 //!
 //! Shard choice (the DPVS/VPP design): an outbound packet goes to the shard
-//! chosen by a stable hash of its 5-tuple; an inbound packet goes to the shard
-//! that owns its destination NAT port, which needs no table lookup.
+//! chosen by a stable hash of its inside endpoint (protocol, source address,
+//! source port), so that all flows of one endpoint share a shard and can
+//! share one mapping (endpoint-independent mapping, RFC 4787 REQ-1); an
+//! inbound packet goes to the shard that owns its destination NAT port,
+//! which needs no table lookup.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -102,7 +105,7 @@ impl Classify {
         if t.lan_addrs.contains(&flow.dst) || t.is_lan_source(flow.dst) {
             return Err(DropReason::LocalDestination);
         }
-        let shard = (flow.stable_hash() % u32::from(t.shards)) as u16;
+        let shard = (flow.inside_endpoint_hash() % u32::from(t.shards)) as u16;
         Ok((Direction::Outbound, 0, shard))
     }
 
@@ -362,7 +365,7 @@ mod tests {
         let flow = key("10.0.0.2", "203.0.113.5", 40000, 53, proto::UDP);
         assert_eq!(m.direction, Direction::Outbound);
         assert_eq!(m.flow, flow);
-        assert_eq!(m.shard, (flow.stable_hash() % 4) as u16);
+        assert_eq!(m.shard, (flow.inside_endpoint_hash() % 4) as u16);
         assert_eq!((m.l3_offset, m.l4_offset), (14, 34));
         assert_eq!((m.vlan, m.tcp_flags), (None, 0));
         assert_eq!(
@@ -432,7 +435,11 @@ mod tests {
             assert_eq!(m.flow, flow);
             assert_eq!(m.tcp_flags, flags, "{flow:?}");
             assert_eq!((m.l3_offset, m.l4_offset), (14, l4), "{flow:?}");
-            assert_eq!(m.shard, (flow.stable_hash() % 4) as u16, "{flow:?}");
+            assert_eq!(
+                m.shard,
+                (flow.inside_endpoint_hash() % 4) as u16,
+                "{flow:?}"
+            );
             assert_eq!(m.vlan, None);
         }
     }
@@ -852,6 +859,35 @@ mod tests {
         }
         c.process(&mut input, &mut output);
         assert_eq!((input.len(), c.counters.packets.get()), (1, 4));
+    }
+
+    #[test]
+    fn outbound_shard_follows_the_inside_endpoint_only() {
+        let c = stage(4);
+        let shard = |dst: &str, l4| {
+            run(&c, &from_client("10.0.0.2", dst, l4), LAN_PORT)
+                .unwrap()
+                .meta()
+                .shard
+        };
+        let first = shard("203.0.113.5", udp(40000, 53, b"q"));
+        for (dst, dst_port) in [
+            ("203.0.113.6", 53),
+            ("198.51.100.20", 123),
+            ("192.0.2.200", 9),
+        ] {
+            assert_eq!(
+                shard(dst, udp(40000, dst_port, b"q")),
+                first,
+                "{dst}:{dst_port}"
+            );
+        }
+        // Every shard is used by some inside endpoint.
+        let mut seen = [false; 4];
+        for port in 1000..1100 {
+            seen[usize::from(shard("203.0.113.5", udp(port, 53, b"q")))] = true;
+        }
+        assert_eq!(seen, [true; 4]);
     }
 
     /// Interesting addresses for generated packets: a client, the gateway,
