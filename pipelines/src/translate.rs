@@ -75,6 +75,9 @@ impl Translate {
     }
 
     pub fn translate<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
+        if pkt.meta().is_icmp_error() {
+            return Err(DropReason::UnsupportedIcmp);
+        }
         let m = *pkt.meta();
         match m.direction {
             Direction::Outbound => self.outbound(now, pkt),
