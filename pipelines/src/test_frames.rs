@@ -523,6 +523,32 @@ pub fn icmp_error_from_client(
     ethernet(LAN_MAC, CLIENT_MAC, None, ethertype_of(s), &dgram)
 }
 
+/// Asserts, by full recomputation, every checksum of the ICMP error frame
+/// whose datagram starts at `l3` and quotes a datagram at `inner_l3`: the
+/// outer IPv4 header checksum and the ICMP / ICMPv6 checksum (pseudo-header
+/// included), the quoted IPv4 header checksum, and, when the quoted datagram
+/// is whole (`inner_whole`), its transport checksum.
+pub fn assert_icmp_error_checksums_valid(
+    frame: &[u8],
+    l3: usize,
+    inner_l3: usize,
+    inner_whole: bool,
+) {
+    assert_checksums_valid(frame, l3);
+    let inner = &frame[inner_l3..];
+    if inner[0] >> 4 == 4 {
+        let ihl = usize::from(inner[0] & 0x0F) * 4;
+        assert_eq!(
+            crate::checksum::checksum(&inner[..ihl]),
+            0,
+            "quoted IPv4 header checksum"
+        );
+    }
+    if inner_whole {
+        assert_checksums_valid(frame, inner_l3);
+    }
+}
+
 /// The IPv4 datagram `dgram` with 4 bytes of options (three NOPs and an
 /// end of list) after its header: IHL 6, total length and checksum fixed.
 pub fn with_ipv4_options(dgram: &[u8]) -> Vec<u8> {
