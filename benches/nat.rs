@@ -155,7 +155,11 @@ fn benches(c: &mut Criterion) {
                     p.run(now, &mut x);
                 }
                 total += t.elapsed();
-                assert_eq!(p.translate.nat.len(), n * BURST_MAX, "every packet a new session");
+                assert_eq!(
+                    p.translate.nat.len(),
+                    n * BURST_MAX,
+                    "every packet a new session"
+                );
                 left -= n;
             }
             total

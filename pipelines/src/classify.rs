@@ -7,8 +7,18 @@
 //! padding past the IP datagram is trimmed so later stages see the datagram.
 //!
 //! Shard choice (the DPVS/VPP design): an outbound packet goes to the shard
-//! chosen by a stable hash of its 5-tuple; an inbound packet goes to the shard
-//! that owns its destination NAT port, which needs no table lookup.
+//! chosen by a stable hash of its inside endpoint (protocol, source address,
+//! source port), so that all flows of one endpoint share a shard and can
+//! share one mapping (endpoint-independent mapping, RFC 4787 REQ-1); an
+//! inbound packet goes to the shard that owns its destination NAT port,
+//! which needs no table lookup.
+//!
+//! ICMP errors (RFC 5508): an ICMPv4 destination unreachable, time exceeded
+//! or parameter problem, or an ICMPv6 destination unreachable, packet too
+//! big, time exceeded or parameter problem, belongs to the flow of the packet
+//! it quotes. Classify parses that embedded packet, sets `inner_l3` /
+//! `inner_l4`, and takes the embedded 5-tuple reversed as the flow, so that
+//! direction and shard follow from it exactly as for the flow's own packets.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -38,8 +48,52 @@ struct Parsed {
     l4: usize,
     /// Length the frame should have (L2 + IP datagram), for trimming padding.
     frame_len: usize,
+    /// Outer source and destination address (those of `flow` except for an
+    /// ICMP error).
+    src: IpAddr,
+    dst: IpAddr,
     flow: FlowKey,
     tcp_flags: u8,
+    /// ICMP error: frame offsets of the embedded IP and transport headers;
+    /// 0 otherwise (as in `PacketMeta`).
+    inner_l3: usize,
+    inner_l4: usize,
+}
+
+/// What the transport parse found. For an ICMP error, `flow` is already the
+/// embedded 5-tuple reversed and the offsets are relative to the ICMP header.
+struct L4Parsed {
+    flow: FlowKey,
+    tcp_flags: u8,
+    inner: Option<(usize, usize)>,
+}
+
+impl Parsed {
+    fn new(
+        l3: usize,
+        l4: usize,
+        frame_len: usize,
+        src: IpAddr,
+        dst: IpAddr,
+        p: L4Parsed,
+    ) -> Parsed {
+        let (inner_l3, inner_l4) = p.inner.map_or((0, 0), |(a, b)| (l4 + a, l4 + b));
+        Parsed {
+            l3,
+            l4,
+            frame_len,
+            src,
+            dst,
+            flow: p.flow,
+            tcp_flags: p.tcp_flags,
+            inner_l3,
+            inner_l4,
+        }
+    }
+
+    fn is_icmp_error(&self) -> bool {
+        self.inner_l3 != 0
+    }
 }
 
 impl Classify {
@@ -77,8 +131,8 @@ impl Classify {
         }
         let parsed = parse_l3_l4(pkt.data(), l2, ethertype == ETHERTYPE_IPV4)?;
         let (direction, uplink, shard) = match &port.role {
-            PortRole::Lan => self.outbound(&parsed.flow)?,
-            PortRole::Uplink(ids) => self.inbound(&parsed.flow, ids)?,
+            PortRole::Lan => self.outbound(&parsed)?,
+            PortRole::Uplink(ids) => self.inbound(&parsed, ids)?,
             PortRole::Unused => return Err(DropReason::UnknownPort),
         };
         pkt.set_len(parsed.frame_len);
@@ -88,30 +142,37 @@ impl Classify {
         m.l4_offset = parsed.l4 as u16;
         m.flow = parsed.flow;
         m.tcp_flags = parsed.tcp_flags;
+        m.inner_l3 = parsed.inner_l3 as u16;
+        m.inner_l4 = parsed.inner_l4 as u16;
         m.direction = direction;
         m.uplink = uplink;
         m.shard = shard;
         Ok(())
     }
 
-    fn outbound(&self, flow: &FlowKey) -> Result<(Direction, u8, u16), DropReason> {
+    fn outbound(&self, p: &Parsed) -> Result<(Direction, u8, u16), DropReason> {
         let t = &self.topo;
+        let flow = &p.flow;
         if !t.is_lan_source(flow.src) {
             return Err(DropReason::SpoofedSource);
         }
         if t.lan_addrs.contains(&flow.dst) || t.is_lan_source(flow.dst) {
             return Err(DropReason::LocalDestination);
         }
-        let shard = (flow.stable_hash() % u32::from(t.shards)) as u16;
+        // An error about an inbound packet may come from any LAN host (a
+        // router on the way to the client), but from no one else: its source
+        // is rewritten to a NAT address, which must not launder a spoofed
+        // sender.
+        if p.is_icmp_error() && !t.is_lan_source(p.src) {
+            return Err(DropReason::IcmpErrorMismatch);
+        }
+        let shard = (flow.inside_endpoint_hash() % u32::from(t.shards)) as u16;
         Ok((Direction::Outbound, 0, shard))
     }
 
-    fn inbound(
-        &self,
-        flow: &FlowKey,
-        port_uplinks: &[u8],
-    ) -> Result<(Direction, u8, u16), DropReason> {
+    fn inbound(&self, p: &Parsed, port_uplinks: &[u8]) -> Result<(Direction, u8, u16), DropReason> {
         let t = &self.topo;
+        let flow = &p.flow;
         let uplink = match t.nat_addr_uplink.get(&flow.dst) {
             Some(u) if port_uplinks.contains(u) => *u,
             _ => return Err(DropReason::NotNatAddress),
@@ -119,6 +180,13 @@ impl Classify {
         let shard = t
             .shard_of_nat_port(flow.dst_port)
             .ok_or(DropReason::PortOutOfRange)?;
+        // An error goes back to the sender of the packet it quotes, i.e. to
+        // the embedded source. Translate rewrites both to the client, so an
+        // error addressed elsewhere would reach the client about a packet
+        // that was never addressed to it (RFC 5508 section 4).
+        if p.is_icmp_error() && p.dst != flow.dst {
+            return Err(DropReason::IcmpErrorMismatch);
+        }
         Ok((Direction::Inbound, uplink, shard))
     }
 }
@@ -177,14 +245,8 @@ fn parse_l3_l4(d: &[u8], l3: usize, is_v4: bool) -> Result<Parsed, DropReason> {
         }
         let src = IpAddr::V4(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
         let dst = IpAddr::V4(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
-        let (flow, tcp_flags) = parse_l4(&ip[ihl..total], ip[9], src, dst, false)?;
-        Ok(Parsed {
-            l3,
-            l4: l3 + ihl,
-            frame_len: l3 + total,
-            flow,
-            tcp_flags,
-        })
+        let l4 = parse_l4(&ip[ihl..total], ip[9], src, dst, false)?;
+        Ok(Parsed::new(l3, l3 + ihl, l3 + total, src, dst, l4))
     } else {
         if ip.len() < IPV6_HEADER_LEN {
             return Err(DropReason::TruncatedIpv6);
@@ -209,14 +271,15 @@ fn parse_l3_l4(d: &[u8], l3: usize, is_v4: bool) -> Result<Parsed, DropReason> {
         let src = IpAddr::V6(Ipv6Addr::from(a));
         a.copy_from_slice(&ip[24..40]);
         let dst = IpAddr::V6(Ipv6Addr::from(a));
-        let (flow, tcp_flags) = parse_l4(&ip[IPV6_HEADER_LEN..end], next, src, dst, true)?;
-        Ok(Parsed {
+        let l4 = parse_l4(&ip[IPV6_HEADER_LEN..end], next, src, dst, true)?;
+        Ok(Parsed::new(
             l3,
-            l4: l3 + IPV6_HEADER_LEN,
-            frame_len: l3 + end,
-            flow,
-            tcp_flags,
-        })
+            l3 + IPV6_HEADER_LEN,
+            l3 + end,
+            src,
+            dst,
+            l4,
+        ))
     }
 }
 
@@ -227,7 +290,7 @@ fn parse_l4(
     src: IpAddr,
     dst: IpAddr,
     v6: bool,
-) -> Result<(FlowKey, u8), DropReason> {
+) -> Result<L4Parsed, DropReason> {
     let mut flow = FlowKey {
         src,
         dst,
@@ -264,19 +327,138 @@ fn parse_l4(
             if l4.len() < ICMP_HEADER_LEN {
                 return Err(DropReason::TruncatedIcmp);
             }
-            let ident = u16::from_be_bytes([l4[4], l4[5]]);
             match (v6, l4[0]) {
-                // Echo request: the identifier is the "source port".
-                (false, 8) | (true, 128) => flow.src_port = ident,
-                // Echo reply: the identifier is the "destination port".
-                (false, 0) | (true, 129) => flow.dst_port = ident,
                 (true, 133..=137) => return Err(DropReason::NeighborDiscovery),
-                _ => return Err(DropReason::UnsupportedIcmp),
+                (_, t) if is_translated_error(v6, t) => {
+                    return parse_icmp_error(l4, v6);
+                }
+                _ => echo_ports(&mut flow, l4, v6)?,
             }
         }
         _ => return Err(DropReason::UnsupportedProtocol),
     }
-    Ok((flow, flags))
+    Ok(L4Parsed {
+        flow,
+        tcp_flags: flags,
+        inner: None,
+    })
+}
+
+/// Sets the port of an ICMP echo request or reply in `icmp` (at least
+/// [`ICMP_HEADER_LEN`] bytes) from its identifier; other types are errors.
+fn echo_ports(flow: &mut FlowKey, icmp: &[u8], v6: bool) -> Result<(), DropReason> {
+    let ident = be16(icmp, 4).ok_or(DropReason::TruncatedIcmp)?;
+    match (v6, icmp.first()) {
+        // Echo request: the identifier is the "source port".
+        (false, Some(8)) | (true, Some(128)) => flow.src_port = ident,
+        // Echo reply: the identifier is the "destination port".
+        (false, Some(0)) | (true, Some(129)) => flow.dst_port = ident,
+        _ => return Err(DropReason::UnsupportedIcmp),
+    }
+    Ok(())
+}
+
+/// The ICMP error types translated (RFC 5508 section 4): ICMPv4 destination
+/// unreachable, time exceeded, parameter problem (RFC 792); ICMPv6
+/// destination unreachable, packet too big, time exceeded, parameter problem
+/// (RFC 4443). Source quench and redirect are not forwarded across a NAT.
+fn is_translated_error(v6: bool, icmp_type: u8) -> bool {
+    if v6 {
+        matches!(icmp_type, 1..=4)
+    } else {
+        matches!(icmp_type, 3 | 11 | 12)
+    }
+}
+
+/// Every ICMP error type, translated or not: ICMPv4 3, 4, 5, 11, 12 (RFC
+/// 1122 3.2.2) and ICMPv6 0..=127 (RFC 4443 2.1).
+fn is_any_error(v6: bool, icmp_type: u8) -> bool {
+    if v6 {
+        icmp_type < 128
+    } else {
+        matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+    }
+}
+
+/// Parses the packet embedded in the ICMP error `icmp` (the whole ICMP
+/// message, header included, at least [`ICMP_HEADER_LEN`] bytes) and
+/// returns its 5-tuple reversed, with the offsets of the embedded headers
+/// relative to `icmp`.
+///
+/// The quoted packet is whatever the erroring node kept of it: at least its
+/// IP header and 8 transport bytes (RFC 792; RFC 4443 2.4 (c) asks for as
+/// much as fits in 1280 bytes), so its length fields may claim more than is
+/// present and are not checked. Its IPv4 header checksum is not verified
+/// either: translate updates it incrementally, which keeps a wrong one wrong.
+fn parse_icmp_error(icmp: &[u8], v6: bool) -> Result<L4Parsed, DropReason> {
+    let inner_l3 = ICMP_HEADER_LEN;
+    let ip = icmp.get(inner_l3..).unwrap_or_default();
+    let malformed = DropReason::IcmpErrorMalformed;
+    let (ihl, protocol, src, dst) = if v6 {
+        if ip.len() < IPV6_HEADER_LEN || ip[0] >> 4 != 6 {
+            return Err(malformed);
+        }
+        let next = ip[6];
+        if next == IPV6_FRAGMENT {
+            return Err(DropReason::Fragment);
+        }
+        if IPV6_EXT_HEADERS.contains(&next) {
+            return Err(DropReason::Ipv6ExtensionHeader);
+        }
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&ip[8..24]);
+        let src = IpAddr::V6(Ipv6Addr::from(a));
+        a.copy_from_slice(&ip[24..40]);
+        let dst = IpAddr::V6(Ipv6Addr::from(a));
+        (IPV6_HEADER_LEN, next, src, dst)
+    } else {
+        if ip.len() < IPV4_MIN_HEADER_LEN || ip[0] >> 4 != 4 {
+            return Err(malformed);
+        }
+        let ihl = usize::from(ip[0] & 0x0F) * 4;
+        if ihl < IPV4_MIN_HEADER_LEN || ihl > ip.len() {
+            return Err(malformed);
+        }
+        // A first fragment quotes its transport header; a later one has no
+        // ports to find the flow by.
+        let frag = u16::from_be_bytes([ip[6], ip[7]]);
+        if frag & 0x1FFF != 0 {
+            return Err(DropReason::Fragment);
+        }
+        let src = IpAddr::V4(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
+        let dst = IpAddr::V4(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
+        (ihl, ip[9], src, dst)
+    };
+    let inner_l4 = inner_l3 + ihl;
+    // Ports, echo identifier and type all sit in the first 8 bytes.
+    let l4 = icmp.get(inner_l4..inner_l4 + 8).ok_or(malformed)?;
+    let mut flow = FlowKey {
+        src,
+        dst,
+        src_port: 0,
+        dst_port: 0,
+        proto: protocol,
+    };
+    match protocol {
+        proto::TCP | proto::UDP => {
+            flow.src_port = u16::from_be_bytes([l4[0], l4[1]]);
+            flow.dst_port = u16::from_be_bytes([l4[2], l4[3]]);
+        }
+        proto::ICMP | proto::ICMPV6 if (protocol == proto::ICMPV6) == v6 => {
+            // No error is ever sent about an error (RFC 1122 3.2.2, RFC 4443
+            // 2.4 (e)), so one that quotes an error is forged or broken.
+            if is_any_error(v6, l4[0]) {
+                return Err(DropReason::IcmpErrorNested);
+            }
+            echo_ports(&mut flow, l4, v6)?;
+        }
+        _ => return Err(DropReason::UnsupportedProtocol),
+    }
+    Ok(L4Parsed {
+        flow: flow.reversed(),
+        tcp_flags: 0,
+        inner: Some((inner_l3, inner_l4)),
+    })
 }
 
 #[cfg(test)]
@@ -362,7 +544,7 @@ mod tests {
         let flow = key("10.0.0.2", "203.0.113.5", 40000, 53, proto::UDP);
         assert_eq!(m.direction, Direction::Outbound);
         assert_eq!(m.flow, flow);
-        assert_eq!(m.shard, (flow.stable_hash() % 4) as u16);
+        assert_eq!(m.shard, (flow.inside_endpoint_hash() % 4) as u16);
         assert_eq!((m.l3_offset, m.l4_offset), (14, 34));
         assert_eq!((m.vlan, m.tcp_flags), (None, 0));
         assert_eq!(
@@ -432,7 +614,12 @@ mod tests {
             assert_eq!(m.flow, flow);
             assert_eq!(m.tcp_flags, flags, "{flow:?}");
             assert_eq!((m.l3_offset, m.l4_offset), (14, l4), "{flow:?}");
-            assert_eq!(m.shard, (flow.stable_hash() % 4) as u16, "{flow:?}");
+            assert_eq!(
+                m.shard,
+                (flow.inside_endpoint_hash() % 4) as u16,
+                "{flow:?}"
+            );
+            assert!(!m.is_icmp_error());
             assert_eq!(m.vlan, None);
         }
     }
@@ -756,8 +943,13 @@ mod tests {
         assert_eq!(d(raw(1, &[8, 0, 0, 0, 0, 1, 0])), DropReason::TruncatedIcmp);
         assert_eq!(
             d(raw(1, &[3, 1, 0, 0, 0, 0, 0, 0])),
+            DropReason::IcmpErrorMalformed,
+            "destination unreachable quoting nothing"
+        );
+        assert_eq!(
+            d(raw(1, &[5, 1, 0, 0, 10, 0, 0, 1])),
             DropReason::UnsupportedIcmp,
-            "destination unreachable"
+            "redirect"
         );
         assert_eq!(
             d(raw(58, &[128, 0, 0, 0, 0, 1, 0, 1])),
@@ -854,6 +1046,402 @@ mod tests {
         assert_eq!((input.len(), c.counters.packets.get()), (1, 4));
     }
 
+    /// The ICMP error (type, code) pairs translated, per IP version.
+    const ERRORS4: [(u8, u8); 3] = [(3, 3), (11, 0), (12, 0)];
+    const ERRORS6: [(u8, u8); 4] = [(1, 4), (2, 0), (3, 0), (4, 0)];
+
+    /// The transports an error can quote for a packet between the local
+    /// side's (NAT or client) port `local` and the server's 443 / 53: TCP,
+    /// UDP and an ICMP echo; from the local side when `request` (and the
+    /// echo a request), else to it (and the echo a reply). Each comes with
+    /// its protocol (0: the family's ICMP), the server's and the local port
+    /// in the flow classify derives, and how much of the packet beyond the
+    /// IP header is quoted (None: all of it).
+    fn quoted_transports(
+        local: u16,
+        request: bool,
+    ) -> [(L4<'static>, u8, u16, u16, Option<usize>); 3] {
+        let echo = if request {
+            L4::EchoRequest {
+                ident: local,
+                seq_no: 7,
+            }
+        } else {
+            L4::EchoReply {
+                ident: local,
+                seq_no: 7,
+            }
+        };
+        // `request` also says which way the quoted TCP/UDP packet went.
+        let (segment, datagram) = if request {
+            (tcp(local, 443, TcpControl::Syn), udp(local, 53, b"query"))
+        } else {
+            (tcp(443, local, TcpControl::Syn), udp(53, local, b"answer"))
+        };
+        [
+            (segment, proto::TCP, 443, local, None),
+            (datagram, proto::UDP, 53, local, Some(8)),
+            (echo, 0, 0, local, Some(8)),
+        ]
+    }
+
+    #[test]
+    fn icmp_errors_about_outbound_packets_are_inbound() {
+        let c = stage(4);
+        let topo = site(4);
+        let families = [
+            (
+                NAT4,
+                "203.0.113.5",
+                "203.0.113.9",
+                &ERRORS4[..],
+                proto::ICMP,
+                20,
+            ),
+            (
+                NAT6,
+                "2001:db8:ffff::5",
+                "2001:db8:ffff::9",
+                &ERRORS6[..],
+                proto::ICMPV6,
+                40,
+            ),
+        ];
+        for (nat, server, router, errors, icmp, ihl) in families {
+            for &(t, code) in errors {
+                for (l4, p, remote_port, nat_port, keep) in quoted_transports(40000, true) {
+                    // The packet the appliance sent: NAT address → server.
+                    let inner = quoted(nat, server, 1, l4, keep.map(|k| ihl + k));
+                    for outer_src in [router, server] {
+                        let frame = icmp_error_from_isp(outer_src, nat, t, code, &inner);
+                        let b = run(&c, &frame, WAN_PORT)
+                            .unwrap_or_else(|r| panic!("type {t} {l4:?}: {r:?}"));
+                        let m = b.meta();
+                        let p = if p == 0 { icmp } else { p };
+                        assert_eq!(m.direction, Direction::Inbound);
+                        assert_eq!(m.flow, key(server, nat, remote_port, nat_port, p), "{l4:?}");
+                        assert_eq!((m.uplink, m.tcp_flags), (0, 0));
+                        assert_eq!(m.shard, topo.shard_of_nat_port(nat_port).unwrap());
+                        let l4_at = 14 + ihl;
+                        assert_eq!(
+                            (m.l4_offset, m.inner_l3, m.inner_l4),
+                            (l4_at as u16, (l4_at + 8) as u16, (l4_at + 8 + ihl) as u16)
+                        );
+                        assert!(m.is_icmp_error());
+                        assert_eq!(b.data(), &frame[..], "nothing trimmed or rewritten");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn icmp_errors_about_inbound_packets_are_outbound() {
+        let c = stage(4);
+        let families = [
+            (
+                "10.0.0.2",
+                "203.0.113.5",
+                "10.0.5.1",
+                &ERRORS4[..],
+                proto::ICMP,
+                20,
+            ),
+            (
+                "fd00::2",
+                "2001:db8:ffff::5",
+                "fd00::ff",
+                &ERRORS6[..],
+                proto::ICMPV6,
+                40,
+            ),
+        ];
+        for (client, server, router, errors, icmp, ihl) in families {
+            for &(t, code) in errors {
+                for (l4, p, remote_port, client_port, keep) in quoted_transports(5555, false) {
+                    // The packet the appliance delivered: server → client.
+                    let inner = quoted(server, client, 1, l4, keep.map(|k| ihl + k));
+                    for outer_src in [router, client] {
+                        let frame = icmp_error_from_client(outer_src, server, t, code, &inner);
+                        let b = run(&c, &frame, LAN_PORT)
+                            .unwrap_or_else(|r| panic!("type {t} {l4:?}: {r:?}"));
+                        let m = b.meta();
+                        let p = if p == 0 { icmp } else { p };
+                        let flow = key(client, server, client_port, remote_port, p);
+                        assert_eq!(m.direction, Direction::Outbound);
+                        assert_eq!(m.flow, flow, "{l4:?}");
+                        assert_eq!(m.tcp_flags, 0);
+                        assert_eq!(m.shard, (flow.inside_endpoint_hash() % 4) as u16);
+                        assert_eq!(usize::from(m.inner_l4 - m.inner_l3), ihl);
+                        // The error lands on the shard of the client's own
+                        // packets of that flow, which holds its session.
+                        let own = match l4 {
+                            L4::EchoReply { ident, seq_no } => {
+                                from_client(client, server, L4::EchoRequest { ident, seq_no })
+                            }
+                            L4::Tcp { .. } => {
+                                from_client(client, server, tcp(client_port, 443, TcpControl::None))
+                            }
+                            _ => from_client(client, server, udp(client_port, 53, b"q")),
+                        };
+                        let own = run(&c, &own, LAN_PORT).unwrap();
+                        assert_eq!(own.meta().flow, flow);
+                        assert_eq!(own.meta().shard, m.shard);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn outbound_shard_follows_the_inside_endpoint_only() {
+        let c = stage(4);
+        let shard = |dst: &str, l4| {
+            run(&c, &from_client("10.0.0.2", dst, l4), LAN_PORT)
+                .unwrap()
+                .meta()
+                .shard
+        };
+        let first = shard("203.0.113.5", udp(40000, 53, b"q"));
+        for (dst, dst_port) in [
+            ("203.0.113.6", 53),
+            ("198.51.100.20", 123),
+            ("192.0.2.200", 9),
+        ] {
+            assert_eq!(
+                shard(dst, udp(40000, dst_port, b"q")),
+                first,
+                "{dst}:{dst_port}"
+            );
+        }
+        // Every shard is used by some inside endpoint.
+        let mut seen = [false; 4];
+        for port in 1000..1100 {
+            seen[usize::from(shard("203.0.113.5", udp(port, 53, b"q")))] = true;
+        }
+        assert_eq!(seen, [true; 4]);
+    }
+
+    #[test]
+    fn icmp_error_quoting_ipv4_options_and_a_first_fragment() {
+        let c = stage(4);
+        let inner = quoted(NAT4, "203.0.113.5", 1, udp(40000, 53, b"query"), None);
+        let frame = icmp_error_from_isp("203.0.113.9", NAT4, 3, 3, &with_ipv4_options(&inner));
+        let m = *run(&c, &frame, WAN_PORT).unwrap().meta();
+        assert_eq!((m.inner_l3, m.inner_l4), (42, 42 + 24), "options skipped");
+        assert_eq!(m.flow, key("203.0.113.5", NAT4, 53, 40000, proto::UDP));
+
+        let mut first_fragment = inner.clone();
+        first_fragment[6] |= 0x20;
+        fix_ipv4_checksum(&mut first_fragment, 0);
+        let frame = icmp_error_from_isp("203.0.113.9", NAT4, 3, 4, &first_fragment);
+        assert!(
+            run(&c, &frame, WAN_PORT).is_ok(),
+            "a first fragment quotes its ports"
+        );
+    }
+
+    #[test]
+    fn icmp_error_drops() {
+        let (nat, server, router) = (NAT4, "203.0.113.5", "203.0.113.9");
+        let out4 = quoted(nat, server, 1, udp(40000, 53, b"query"), None);
+        let out6 = quoted(NAT6, "2001:db8:ffff::5", 1, udp(40000, 53, b"query"), None);
+        let from_isp4 = |t: u8, inner: &[u8]| {
+            drop_reason(&icmp_error_from_isp(router, nat, t, 0, inner), WAN_PORT)
+        };
+        let from_isp6 = |t: u8, inner: &[u8]| {
+            drop_reason(
+                &icmp_error_from_isp("2001:db8:ffff::9", NAT6, t, 0, inner),
+                WAN_PORT,
+            )
+        };
+        let edited = |p: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut p = p.to_vec();
+            edit(&mut p);
+            p
+        };
+        use DropReason::*;
+
+        // Cut short: the quoted IP header, or the 8 transport bytes.
+        assert_eq!(from_isp4(3, &[]), IcmpErrorMalformed);
+        assert_eq!(from_isp4(3, &out4[..19]), IcmpErrorMalformed);
+        assert_eq!(from_isp4(11, &out4[..27]), IcmpErrorMalformed);
+        assert!(run(
+            &stage(4),
+            &icmp_error_from_isp(router, nat, 11, 0, &out4[..28]),
+            WAN_PORT
+        )
+        .is_ok());
+        assert_eq!(from_isp6(1, &out6[..39]), IcmpErrorMalformed);
+        assert_eq!(from_isp6(3, &out6[..47]), IcmpErrorMalformed);
+        // Bad quoted headers: version, IHL below 5 or past the data.
+        assert_eq!(
+            from_isp4(3, &out6),
+            IcmpErrorMalformed,
+            "IPv6 quoted in ICMPv4"
+        );
+        assert_eq!(
+            from_isp6(1, &out4),
+            IcmpErrorMalformed,
+            "IPv4 quoted in ICMPv6"
+        );
+        assert_eq!(
+            from_isp4(3, &edited(&out4, &|p| p[0] = 0x44)),
+            IcmpErrorMalformed
+        );
+        assert_eq!(
+            from_isp4(3, &edited(&out4, &|p| p[0] = 0x4F)),
+            IcmpErrorMalformed,
+            "60-byte header"
+        );
+        assert_eq!(
+            from_isp4(3, &edited(&out4, &|p| p[0] = 0x47)),
+            IcmpErrorMalformed,
+            "28-byte header leaves no 8 transport bytes"
+        );
+        // The quoted checksum and lengths are not checked (RFC 792: the
+        // quote is the header and 64 bits of data).
+        assert!(run(
+            &stage(4),
+            &icmp_error_from_isp(router, nat, 3, 0, &edited(&out4, &|p| p[10] ^= 0xFF)),
+            WAN_PORT
+        )
+        .is_ok());
+        // A later fragment has no ports.
+        let later = edited(&out4, &|p| {
+            p[6..8].copy_from_slice(&0x0001u16.to_be_bytes());
+            fix_ipv4_checksum(p, 0);
+        });
+        assert_eq!(from_isp4(3, &later), Fragment);
+        assert_eq!(from_isp6(1, &edited(&out6, &|p| p[6] = 44)), Fragment);
+        assert_eq!(
+            from_isp6(1, &edited(&out6, &|p| p[6] = 0)),
+            Ipv6ExtensionHeader
+        );
+        // Errors about errors, and ICMP that is neither echo nor error.
+        let raw4 = |l4: &[u8]| raw_ip(ip(nat), ip(server), 1, 1, l4);
+        let raw6 = |l4: &[u8]| raw_ip(ip(NAT6), ip("2001:db8:ffff::5"), 58, 1, l4);
+        for t in [3, 4, 5, 11, 12] {
+            assert_eq!(
+                from_isp4(3, &raw4(&[t, 0, 0, 0, 0x9c, 0x40, 0, 1])),
+                IcmpErrorNested,
+                "type {t}"
+            );
+        }
+        for t in [1, 2, 3, 4, 0, 100, 127] {
+            assert_eq!(
+                from_isp6(1, &raw6(&[t, 0, 0, 0, 0x9c, 0x40, 0, 1])),
+                IcmpErrorNested,
+                "type {t}"
+            );
+        }
+        assert_eq!(
+            from_isp4(3, &raw4(&[13, 0, 0, 0, 0x9c, 0x40, 0, 1])),
+            UnsupportedIcmp,
+            "timestamp"
+        );
+        assert_eq!(
+            from_isp6(1, &raw6(&[130, 0, 0, 0, 0x9c, 0x40, 0, 1])),
+            UnsupportedIcmp,
+            "MLD query"
+        );
+        assert_eq!(
+            from_isp4(
+                3,
+                &raw_ip(
+                    ip(nat),
+                    ip(server),
+                    58,
+                    1,
+                    &[128, 0, 0, 0, 0x9c, 0x40, 0, 1]
+                )
+            ),
+            UnsupportedProtocol,
+            "ICMPv6 quoted in IPv4"
+        );
+        assert_eq!(
+            from_isp4(3, &raw_ip(ip(nat), ip(server), 47, 1, &[0; 8])),
+            UnsupportedProtocol,
+            "GRE"
+        );
+        // Outer types that are errors but are not translated, or no errors.
+        assert_eq!(from_isp4(4, &out4), UnsupportedIcmp, "source quench");
+        assert_eq!(from_isp4(5, &out4), UnsupportedIcmp, "redirect");
+        assert_eq!(from_isp6(0, &out6), UnsupportedIcmp, "reserved");
+        assert_eq!(
+            from_isp6(100, &out6),
+            UnsupportedIcmp,
+            "private experimentation"
+        );
+
+        // Inbound: the quoted source must be a NAT address of the port with
+        // a NAT port, and the error must be addressed to it.
+        assert_eq!(
+            from_isp4(
+                3,
+                &quoted("192.0.2.99", server, 1, udp(40000, 53, b"q"), None)
+            ),
+            NotNatAddress
+        );
+        assert_eq!(
+            from_isp4(3, &quoted(nat, server, 1, udp(80, 53, b"q"), None)),
+            PortOutOfRange
+        );
+        assert_eq!(
+            drop_reason(
+                &icmp_error_from_isp(router, "192.0.2.99", 3, 0, &out4),
+                WAN_PORT
+            ),
+            IcmpErrorMismatch,
+            "addressed to someone else than the quoted sender"
+        );
+        // Outbound: the quoted packet must be from outside to a client, and
+        // the error from a LAN host.
+        let in4 = quoted(server, "10.0.0.2", 1, udp(53, 5555, b"answer"), None);
+        assert!(run(
+            &stage(4),
+            &icmp_error_from_client("10.0.0.2", server, 3, 3, &in4),
+            LAN_PORT
+        )
+        .is_ok());
+        assert_eq!(
+            drop_reason(
+                &icmp_error_from_client("192.168.9.1", server, 3, 3, &in4),
+                LAN_PORT
+            ),
+            IcmpErrorMismatch,
+            "from outside the LAN prefixes"
+        );
+        assert_eq!(
+            drop_reason(
+                &icmp_error_from_client(
+                    "10.0.0.2",
+                    server,
+                    3,
+                    3,
+                    &quoted(server, "192.168.9.9", 1, udp(53, 5555, b"a"), None)
+                ),
+                LAN_PORT
+            ),
+            SpoofedSource,
+            "quoting a packet to a non-LAN host"
+        );
+        assert_eq!(
+            drop_reason(
+                &icmp_error_from_client(
+                    "10.0.0.2",
+                    "10.0.0.3",
+                    3,
+                    3,
+                    &quoted("10.0.0.3", "10.0.0.2", 1, udp(53, 5555, b"a"), None)
+                ),
+                LAN_PORT
+            ),
+            LocalDestination,
+            "an error about LAN-internal traffic"
+        );
+    }
+
     /// Interesting addresses for generated packets: a client, the gateway,
     /// NAT addresses, a remote.
     fn addr4() -> impl Strategy<Value = [u8; 4]> {
@@ -876,6 +1464,19 @@ mod tests {
             prop_assert!(usize::from(m.l4_offset) <= b.data().len());
             prop_assert!(m.direction != Direction::Unknown);
             prop_assert!(m.shard < 4);
+            if m.is_icmp_error() {
+                let (l4, il3, il4) = (
+                    usize::from(m.l4_offset),
+                    usize::from(m.inner_l3),
+                    usize::from(m.inner_l4),
+                );
+                prop_assert_eq!(il3, l4 + ICMP_HEADER_LEN);
+                prop_assert!(il3 < il4);
+                prop_assert!(il4 + 8 <= b.data().len());
+                prop_assert_eq!(m.tcp_flags, 0);
+            } else {
+                prop_assert_eq!((m.inner_l3, m.inner_l4), (0, 0));
+            }
         }
         Ok(())
     }
@@ -906,6 +1507,24 @@ mod tests {
             }
             let dst_mac = if in_port == LAN_PORT { LAN_MAC } else { WAN_MAC };
             let frame = ethernet(dst_mac, CLIENT_MAC, None, 0x0800, &ipv4);
+            check_invariants(&stage(4), &frame, in_port)?;
+        }
+
+        #[test]
+        fn never_panics_after_a_valid_icmp_error_header(
+            v6 in any::<bool>(),
+            from_lan in any::<bool>(),
+            type_index in 0usize..4,
+            code in any::<u8>(),
+            ip_header in any::<bool>(),
+            proto in prop_oneof![Just(1u8), Just(58), Just(6), Just(17), any::<u8>()],
+            cut in 0usize..80,
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+            junk in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let (frame, in_port) = icmp_error_for_proptest(
+                v6, from_lan, type_index, code, ip_header, proto, cut, &tail, &junk,
+            );
             check_invariants(&stage(4), &frame, in_port)?;
         }
 

@@ -46,6 +46,9 @@ drop_reasons! {
     TruncatedUdp => "truncated_udp", "UDP header cut short or length field invalid";
     TruncatedIcmp => "truncated_icmp", "ICMP header cut short";
     UnsupportedIcmp => "unsupported_icmp", "ICMP type that is not translated";
+    IcmpErrorMalformed => "icmp_error_malformed", "ICMP error whose embedded IP header or first 8 transport bytes are cut short or invalid";
+    IcmpErrorNested => "icmp_error_nested", "ICMP error about an ICMP error (RFC 1122 3.2.2, RFC 4443 2.4 (e): never answered, not translated)";
+    IcmpErrorMismatch => "icmp_error_mismatch", "ICMP error whose outer addresses do not fit its embedded packet";
     NeighborDiscovery => "neighbor_discovery", "IPv6 neighbour discovery: no ND responder on this backend yet";
     UnsupportedProtocol => "unsupported_protocol", "IP protocol other than TCP, UDP, ICMP";
     SpoofedSource => "spoofed_source", "LAN packet whose source is outside the LAN prefixes";

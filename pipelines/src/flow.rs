@@ -47,14 +47,13 @@ impl FlowKey {
         }
     }
 
-    /// A stable (unseeded) hash of the key, used to pick the owning shard of
-    /// an outbound flow. It must be the same in every process and run so that
-    /// captures replay identically; it is not a defence against hash flooding
-    /// (the session tables use seeded hashes for that).
+    /// A stable (unseeded) hash of the whole key. It must be the same in
+    /// every process and run so that captures replay identically; it is not
+    /// a defence against hash flooding (the session tables use seeded hashes
+    /// for that).
     #[inline]
     pub fn stable_hash(&self) -> u32 {
-        let mut h: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mix = |h: u64, v: u64| (h ^ v).wrapping_mul(0xFF51_AFD7_ED55_8CCD).rotate_left(29);
+        let mut h = HASH_SEED;
         h = mix(h, addr_bits(self.src));
         h = mix(h, addr_bits(self.dst));
         h = mix(
@@ -63,8 +62,34 @@ impl FlowKey {
                 | (u64::from(self.dst_port) << 16)
                 | u64::from(self.proto),
         );
-        (h ^ (h >> 32)) as u32
+        finish(h)
     }
+
+    /// A stable hash of the inside endpoint only (protocol, source address,
+    /// source port), which picks the NAT shard of an outbound packet. Every
+    /// flow of one inside endpoint must land on the same shard, because only
+    /// that shard can keep one mapping for all of them (endpoint-independent
+    /// mapping, RFC 4787 REQ-1). Stable across runs, as [`Self::stable_hash`].
+    #[inline]
+    pub fn inside_endpoint_hash(&self) -> u32 {
+        let h = mix(HASH_SEED, addr_bits(self.src));
+        finish(mix(
+            h,
+            (u64::from(self.src_port) << 16) | u64::from(self.proto),
+        ))
+    }
+}
+
+const HASH_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+#[inline]
+fn mix(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(0xFF51_AFD7_ED55_8CCD).rotate_left(29)
+}
+
+#[inline]
+fn finish(h: u64) -> u32 {
+    (h ^ (h >> 32)) as u32
 }
 
 #[inline]
@@ -100,6 +125,72 @@ mod tests {
                 ..k
             };
             buckets[(k2.stable_hash() % 4) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");
+    }
+
+    #[test]
+    fn inside_endpoint_hash_ignores_the_remote_end() {
+        let k = FlowKey {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            src_port: 40000,
+            dst_port: 80,
+            proto: proto::TCP,
+        };
+        let h = k.inside_endpoint_hash();
+        for (dst, dst_port) in [("198.51.100.7", 443), ("192.0.2.1", 53), ("10.9.9.9", 0)] {
+            let other = FlowKey {
+                dst: dst.parse().unwrap(),
+                dst_port,
+                ..k
+            };
+            assert_eq!(other.inside_endpoint_hash(), h, "{other:?}");
+        }
+        // The inside port, address and protocol all count.
+        assert_ne!(
+            FlowKey {
+                src_port: 40001,
+                ..k
+            }
+            .inside_endpoint_hash(),
+            h
+        );
+        assert_ne!(
+            FlowKey {
+                src: "10.0.0.2".parse().unwrap(),
+                ..k
+            }
+            .inside_endpoint_hash(),
+            h
+        );
+        assert_ne!(
+            FlowKey {
+                proto: proto::UDP,
+                ..k
+            }
+            .inside_endpoint_hash(),
+            h
+        );
+        // Pinned: the shard of an endpoint must not change between builds,
+        // or a replayed capture would translate differently.
+        assert_eq!(h, 3_193_299_004);
+        let mut buckets = [0u32; 4];
+        for p in 0..4000u16 {
+            let k2 = FlowKey {
+                src_port: 1024 + p,
+                ..k
+            };
+            buckets[(k2.inside_endpoint_hash() % 4) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");
+        let mut buckets = [0u32; 4];
+        for host in 0..4000u32 {
+            let k2 = FlowKey {
+                src: std::net::Ipv4Addr::from(0x0A00_0000 + host).into(),
+                ..k
+            };
+            buckets[(k2.inside_endpoint_hash() % 4) as usize] += 1;
         }
         assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");
     }

@@ -22,6 +22,7 @@ pub mod classify;
 pub mod counter;
 pub mod drop;
 pub mod flow;
+pub mod icmp_error;
 pub mod nat;
 pub mod replicate;
 #[cfg(test)]

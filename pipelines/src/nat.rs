@@ -944,6 +944,34 @@ impl NatShard {
             return Err(DropReason::TableFull);
         }
         let m = &self.slots[head as usize];
+        // The client already talks to this remote endpoint over another of
+        // its mappings (TCP has one per uplink): a second session with the
+        // same outbound 5-tuple would leave its packets two ways to go.
+        let outbound = Tuple {
+            src: m.client,
+            dst: t.src,
+            src_port: m.client_port,
+            dst_port: t.src_port,
+            proto: t.proto,
+            v6: t.v6,
+        };
+        let oh = self.hasher.hash(
+            &outbound.src,
+            outbound.src_port,
+            &outbound.dst,
+            outbound.dst_port,
+            outbound.tag(),
+        );
+        let slots = &self.slots;
+        if self
+            .by_out
+            .find(oh, |&i| out_eq(&slots[i as usize], &outbound))
+            .is_some()
+        {
+            self.counters.filtered.inc();
+            return Err(DropReason::Filtered);
+        }
+        let m = &self.slots[head as usize];
         let s = Session {
             client: m.client,
             remote: t.src,
@@ -1186,7 +1214,10 @@ impl NatShard {
         let buckets = |cap: usize| (cap * 8 / 7).next_power_of_two();
         let index = |t: &HashTable<u32>| buckets(t.capacity()) * (4 + 1);
         let slab = self.slots.capacity() * std::mem::size_of::<Session>();
-        (slab + index(&self.by_out) + index(&self.by_in), index(&self.by_inside))
+        (
+            slab + index(&self.by_out) + index(&self.by_in),
+            index(&self.by_inside),
+        )
     }
 
     /// The uplink of a NAT address of this shard.

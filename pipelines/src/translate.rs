@@ -18,6 +18,7 @@ use crate::checksum::{update16, update_bytes};
 use crate::counter::StageCounters;
 use crate::drop::DropReason;
 use crate::flow::proto;
+use crate::icmp_error::rewrite_icmp_error;
 use crate::nat::{NatConfig, NatShard};
 use crate::time::Nanos;
 use crate::topology::{Topology, UplinkId};
@@ -96,7 +97,7 @@ impl Translate {
     ) -> Result<(), DropReason> {
         let m = pkt.meta_mut();
         if m.is_icmp_error() {
-            return Err(DropReason::UnsupportedIcmp);
+            return self.icmp_error(now, pkt);
         }
         match m.direction {
             Direction::Outbound => self.outbound(now, pkt, hint),
@@ -108,6 +109,54 @@ impl Translate {
             }
             Direction::Unknown => Err(DropReason::UnknownPort),
         }
+    }
+
+    /// An ICMP error (RFC 5508) is translated for the session of the packet
+    /// it quotes, found by `meta.flow` (the quoted flow reversed): from
+    /// outside, the outer destination and the quoted source go back to the
+    /// client; from inside, the outer source and the quoted destination
+    /// become the NAT endpoint. It never creates or refreshes a session.
+    fn icmp_error<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
+        let m = *pkt.meta();
+        let inbound = match m.direction {
+            Direction::Inbound => true,
+            Direction::Outbound => false,
+            Direction::Unknown => return Err(DropReason::UnknownPort),
+        };
+        if !inbound && self.topo.nat_addr_uplink.contains_key(&m.flow.dst) {
+            // About a hairpinned packet: its sender is inside too.
+            return Err(DropReason::UnsupportedIcmp);
+        }
+        check_ttl(pkt)?;
+        let idx = self
+            .nat
+            .lookup(&m.flow, inbound, None, now)
+            .ok_or(DropReason::NoSession)?;
+        let s = self.nat.session(idx).ok_or(DropReason::NoSession)?;
+        let len = pkt.data().len() as u64;
+        if inbound {
+            let (addr, port, mac) = (s.client_addr(), s.client_port, s.client_mac);
+            rewrite_icmp_error(pkt, true, addr, port)?;
+            let meta = pkt.meta_mut();
+            meta.out_port = self.topo.lan_port;
+            meta.next_hop_mac = mac;
+            if let Some(c) = self.nat.counters.uplinks.get(usize::from(m.uplink)) {
+                c.rx_packets.inc();
+                c.rx_bytes.add(len);
+            }
+        } else {
+            let (addr, port, uplink) = (self.nat.nat_addr(s), s.nat_port, s.uplink);
+            rewrite_icmp_error(pkt, false, addr, port)?;
+            let u = &self.topo.uplinks[usize::from(uplink)];
+            let meta = pkt.meta_mut();
+            meta.out_port = u.port;
+            meta.next_hop_mac = u.next_hop_mac;
+            if let Some(c) = self.nat.counters.uplinks.get(usize::from(uplink)) {
+                c.tx_packets.inc();
+                c.tx_bytes.add(len);
+            }
+        }
+        Ok(())
     }
 
     fn outbound<B: PacketBuf>(
@@ -1204,6 +1253,108 @@ mod tests {
                     prop_assert_eq!(dp, cport);
                 }
             }
+        }
+    }
+
+    /// The (source, destination) addresses of the datagram at `l3`, read
+    /// raw (a quoted datagram may be cut short).
+    fn raw_addrs(frame: &[u8], l3: usize) -> (IpAddr, IpAddr) {
+        let d = &frame[l3..];
+        if d[0] >> 4 == 4 {
+            let a = |o: usize| IpAddr::from(<[u8; 4]>::try_from(&d[o..o + 4]).unwrap());
+            (a(12), a(16))
+        } else {
+            let a = |o: usize| IpAddr::from(<[u8; 16]>::try_from(&d[o..o + 16]).unwrap());
+            (a(8), a(24))
+        }
+    }
+
+    /// RFC 5508: an ICMP error about a translated packet is translated for
+    /// that packet's session, both ways, v4 and v6; it neither creates nor
+    /// refreshes a session; an error about no session is dropped.
+    #[test]
+    fn icmp_errors_follow_the_session_they_quote() {
+        for (client, remote, nat, unreach, router) in [
+            ("10.0.0.2", "203.0.113.5", NAT4, 3u8, "198.18.0.254"),
+            (
+                "fd00::2",
+                "2001:db8:ffff::5",
+                NAT6,
+                1u8,
+                "2001:db8:eeee::fe",
+            ),
+        ] {
+            let mut s = Site::new();
+            let out = udp_out(&mut s, client, 40000, remote, 53);
+            let (na, np) = src_of(&out);
+            let last_seen = s.translate.nat.session(0).unwrap().last_seen;
+            // A router on the way says the remote is unreachable, quoting the
+            // packet as it left the appliance (TTL 63 by then).
+            let quote = quoted(&na.to_string(), remote, 63, udp(np, 53, b"ping"), None);
+            let err = icmp_error_from_isp(router, &na.to_string(), unreach, 3, &quote);
+            let later = T0.saturating_add(Nanos::from_secs(5));
+            let back = s.send(&err, WAN_PORT, 0, later).unwrap();
+            let m = *back.meta();
+            assert_eq!(addrs(back.data(), 14), (ip(router), ip(client)));
+            assert_eq!(
+                raw_addrs(back.data(), m.inner_l3.into()),
+                (ip(client), ip(remote)),
+                "quoted source restored"
+            );
+            assert_eq!(
+                ports(back.data(), m.inner_l3.into(), m.inner_l4.into()),
+                (40000, 53)
+            );
+            assert_eq!((m.out_port, m.next_hop_mac), (LAN_PORT, CLIENT_MAC));
+            assert_icmp_error_checksums_valid(back.data(), 14, m.inner_l3.into(), true);
+            assert_eq!(
+                s.translate.nat.session(0).unwrap().last_seen,
+                last_seen,
+                "errors do not refresh"
+            );
+
+            // The client says its port is unreachable for a reply, quoting
+            // the reply as it reached it.
+            let quote = quoted(
+                remote,
+                client,
+                63,
+                udp(53, 40000, b"late"),
+                Some(28 + if na.is_ipv6() { 20 } else { 0 }),
+            );
+            let err = icmp_error_from_client(
+                client,
+                remote,
+                unreach,
+                if na.is_ipv6() { 4 } else { 3 },
+                &quote,
+            );
+            let up = s.out(&err).unwrap();
+            let m = *up.meta();
+            assert_eq!(addrs(up.data(), 14), (ip(nat), ip(remote)));
+            assert_eq!(
+                raw_addrs(up.data(), m.inner_l3.into()),
+                (ip(remote), ip(nat)),
+                "quoted destination is the NAT address"
+            );
+            assert_eq!(
+                ports(up.data(), m.inner_l3.into(), m.inner_l4.into()),
+                (53, np)
+            );
+            assert_eq!((m.out_port, m.next_hop_mac), (WAN_PORT, ISP0_MAC));
+            assert_icmp_error_checksums_valid(up.data(), 14, m.inner_l3.into(), false);
+
+            // About a flow nobody has: dropped, no session made.
+            let stray = quoted(
+                &na.to_string(),
+                remote,
+                63,
+                udp(np.wrapping_add(1), 53, b"?"),
+                None,
+            );
+            let err = icmp_error_from_isp(router, &na.to_string(), unreach, 3, &stray);
+            assert_eq!(s.back(&err).unwrap_err(), DropReason::NoSession);
+            assert_eq!(s.translate.nat.len(), 1);
         }
     }
 }
