@@ -107,6 +107,21 @@ pub struct RingPlan {
     pub kind: RingKind,
 }
 
+/// The ring into one translate lcore that carries the inbound halves of
+/// hairpinned packets (`PacketMeta::hairpin`) whose NAT shard it owns. One
+/// ring per owner, shared by every other translate lcore (crossbeam's
+/// `ArrayQueue` takes many producers), rather than one per pair: hairpin
+/// traffic is LAN-to-LAN through an outside address, a small share of the
+/// load, and `shards` rings cost less memory and polling than
+/// `shards * (shards - 1)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HairpinRingPlan {
+    /// The translate lcore that owns the shard and consumes the ring.
+    pub to: usize,
+    /// The translate lcores that produce into it (all the others).
+    pub from: Vec<usize>,
+}
+
 #[derive(Debug, Clone)]
 pub struct SimUplinkPlan {
     pub delay_ms: f64,
@@ -136,6 +151,8 @@ pub struct Plan {
     pub lcores: Vec<LcorePlan>,
     pub groups: Vec<GroupPlan>,
     pub rings: Vec<RingPlan>,
+    /// One per translate lcore when there are several NAT shards, else none.
+    pub hairpin_rings: Vec<HairpinRingPlan>,
     /// RX queues per port (one per lcore of the first group).
     pub rx_queues: usize,
     /// TX queues per port (one per lcore of the group holding transmit).
@@ -471,6 +488,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
     };
 
     let rings = plan_rings(&groups);
+    let hairpin_rings = plan_hairpin_rings(&groups);
     let rx_queues = groups.first().map(|g| g.lcores.len()).unwrap_or(1);
     let tx_queues = groups
         .iter()
@@ -489,6 +507,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         lcores,
         groups,
         rings,
+        hairpin_rings,
         rx_queues,
         tx_queues,
         sim,
@@ -667,6 +686,25 @@ fn plan_rings(groups: &[GroupPlan]) -> Vec<RingPlan> {
         }
     }
     rings
+}
+
+/// A hairpin ring per translate lcore, fed by the other translate lcores.
+/// With a single shard translate finishes hairpinned packets itself, so no
+/// ring is needed.
+fn plan_hairpin_rings(groups: &[GroupPlan]) -> Vec<HairpinRingPlan> {
+    let Some(g) = groups.iter().find(|g| g.stages.contains(&Stage::Translate)) else {
+        return Vec::new();
+    };
+    if g.lcores.len() < 2 {
+        return Vec::new();
+    }
+    g.lcores
+        .iter()
+        .map(|&to| HairpinRingPlan {
+            to,
+            from: g.lcores.iter().copied().filter(|&f| f != to).collect(),
+        })
+        .collect()
 }
 
 fn plan_sim(s: &SimConfig, topo: &Topology) -> Result<SimPlan, ConfigError> {
@@ -872,6 +910,17 @@ impl Plan {
             };
             let _ = writeln!(s, "  lcore {} -> lcore {} ({kind})", r.from, r.to);
         }
+        for r in &self.hairpin_rings {
+            let from: Vec<_> = r.from.iter().map(|f| f.to_string()).collect();
+            let lcores = if from.len() == 1 { "lcore" } else { "lcores" };
+            let _ = writeln!(
+                s,
+                "  {lcores} {} -> lcore {} (hairpin, shard {})",
+                from.join(", "),
+                r.to,
+                self.lcores.get(r.to).map_or(0, |l| l.index)
+            );
+        }
         let _ = writeln!(
             s,
             "ports ({} RX / {} TX queues each)",
@@ -955,5 +1004,140 @@ impl Plan {
             }
         }
         s
+    }
+}
+
+/// A small pcap-backend site (one LAN port, two uplink ports) with the given
+/// `[runtime]` section, for tests of placement and wiring. Nothing is opened.
+#[cfg(test)]
+pub(crate) fn test_plan(runtime: &str) -> Plan {
+    let text = format!(
+        r#"
+backend = "pcap"
+
+[lan]
+port = "lan"
+prefixes = ["10.0.0.0/16"]
+
+[[ports]]
+name = "lan"
+mac = "02:00:00:00:00:01"
+pcap_in = "/nonexistent/lan.pcap"
+
+[[ports]]
+name = "wan-a"
+mac = "02:00:00:00:0a:01"
+
+[[ports]]
+name = "wan-b"
+mac = "02:00:00:00:0b:01"
+
+[[uplinks]]
+name = "isp-a"
+port = "wan-a"
+nat_addresses = ["198.51.100.10"]
+next_hop_mac = "02:00:00:00:0a:fe"
+
+[[uplinks]]
+name = "isp-b"
+port = "wan-b"
+nat_addresses = ["198.51.100.20"]
+next_hop_mac = "02:00:00:00:0b:fe"
+
+{runtime}
+"#
+    );
+    let cfg = crate::config::parse(&text).expect("test config parses");
+    validate_with_cpus(&cfg, 8).expect("test config validates")
+}
+
+/// Pipeline mode with three translate lcores (shards 0, 1, 2 on lcores 1,
+/// 2, 3) between a classify lcore and a transmit lcore.
+#[cfg(test)]
+pub(crate) const TEST_PIPELINE_3_SHARDS: &str = r#"
+[runtime]
+mode = "pipeline"
+[[runtime.lcores]]
+stages = ["classify", "replicate"]
+[[runtime.lcores]]
+stages = ["translate"]
+[[runtime.lcores]]
+stages = ["translate"]
+[[runtime.lcores]]
+stages = ["translate"]
+[[runtime.lcores]]
+stages = ["transmit"]
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_translate_lcore_gets_a_hairpin_ring_fed_by_the_others() {
+        let plan = test_plan(TEST_PIPELINE_3_SHARDS);
+        assert_eq!(plan.shards(), 3);
+        assert_eq!(
+            plan.hairpin_rings,
+            vec![
+                HairpinRingPlan {
+                    to: 1,
+                    from: vec![2, 3]
+                },
+                HairpinRingPlan {
+                    to: 2,
+                    from: vec![1, 3]
+                },
+                HairpinRingPlan {
+                    to: 3,
+                    from: vec![1, 2]
+                },
+            ]
+        );
+        let text = plan.describe();
+        assert!(
+            text.contains("lcores 2, 3 -> lcore 1 (hairpin, shard 0)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lcores 1, 2 -> lcore 3 (hairpin, shard 2)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn run_to_completion_lcores_each_get_a_hairpin_ring() {
+        let plan = test_plan(
+            "[runtime]\nmode = \"run-to-completion\"\n[[runtime.lcores]]\n[[runtime.lcores]]\n",
+        );
+        assert_eq!(
+            plan.hairpin_rings,
+            vec![
+                HairpinRingPlan {
+                    to: 0,
+                    from: vec![1]
+                },
+                HairpinRingPlan {
+                    to: 1,
+                    from: vec![0]
+                },
+            ]
+        );
+        assert!(plan
+            .describe()
+            .contains("lcore 1 -> lcore 0 (hairpin, shard 0)"));
+    }
+
+    #[test]
+    fn a_single_shard_needs_no_hairpin_ring() {
+        let one_lcore = test_plan("[runtime]\nmode = \"run-to-completion\"\n[[runtime.lcores]]\n");
+        assert!(one_lcore.hairpin_rings.is_empty());
+        let pipeline = test_plan(
+            "[runtime]\nmode = \"pipeline\"\n\
+             [[runtime.lcores]]\nstages = [\"classify\", \"replicate\"]\n\
+             [[runtime.lcores]]\nstages = [\"translate\", \"transmit\"]\n",
+        );
+        assert!(pipeline.hairpin_rings.is_empty());
+        assert!(!pipeline.describe().contains("hairpin"));
     }
 }

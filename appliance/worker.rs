@@ -1,8 +1,14 @@
 //! One lcore: a thread that busy-polls its inputs (port RX queues, rings from
-//! the previous group, hand-off rings from its own group), runs its
-//! contiguous stages on each burst, and hands the result on (rings to the
-//! next group, or port TX queues). It owns all its state; the only things it
-//! shares are lock-free rings and single-writer counters.
+//! the previous group, hand-off rings from its own group, its hairpin ring),
+//! runs its contiguous stages on each burst, and hands the result on (rings
+//! to the next group, or port TX queues). It owns all its state; the only
+//! things it shares are lock-free rings and single-writer counters.
+//!
+//! Hairpin hand-off: translate marks a packet `hairpin` when its outbound
+//! half is done and its inbound half belongs to another NAT shard
+//! (`meta.shard`). Right after translate, such packets leave the burst for
+//! the owner's hairpin ring and enter that lcore at translate; the rest of
+//! the burst goes on to transmit. Only translate lcores hold hairpin rings.
 //!
 //! Loop shape (DPDK l3fwd / ip_pipeline): read the clock once per turn, poll
 //! every input once, flush partially filled output bursts at the end of the
@@ -74,6 +80,14 @@ pub struct Worker<B: PacketBuf> {
     /// Indexed by shard; `None` for this lcore's own shard. Empty when the
     /// group does not hand off.
     pub handoff_out: Vec<Option<Arc<Ring<B>>>>,
+    /// Hairpinned packets of this lcore's shard, from the other translate
+    /// lcores. `None` unless this lcore translates and there are several
+    /// shards.
+    pub hairpin_in: Option<Arc<Ring<B>>>,
+    /// The other translate lcores' `hairpin_in`, indexed by shard; `None` for
+    /// this lcore's own shard. Empty under the same conditions as
+    /// `hairpin_in`.
+    pub hairpin_out: Vec<Option<Arc<Ring<B>>>>,
     pub next: Option<NextGroup<B>>,
     /// Port counters, indexed by port (RX counted where polled, TX where sent).
     pub ports: Arc<Vec<PortCounters>>,
@@ -83,8 +97,10 @@ pub struct Worker<B: PacketBuf> {
 }
 
 /// Per-turn scratch: partially filled output bursts.
-struct Pending<B: PacketBuf> {
+pub(crate) struct Pending<B: PacketBuf> {
     handoff: Vec<Burst<B>>,
+    /// Indexed like `Worker::hairpin_out`.
+    hairpin: Vec<Burst<B>>,
     next: Vec<Burst<B>>,
     per_port: Vec<Burst<B>>,
 }
@@ -92,50 +108,11 @@ struct Pending<B: PacketBuf> {
 impl<B: PacketBuf> Worker<B> {
     /// Runs until the stop flag is set.
     pub fn run(mut self) {
-        let mut pending = Pending {
-            handoff: (0..self.handoff_out.len()).map(|_| Burst::new()).collect(),
-            next: (0..self.next.as_ref().map_or(0, |n| n.rings.len()))
-                .map(|_| Burst::new())
-                .collect(),
-            per_port: (0..self.tx.len()).map(|_| Burst::new()).collect(),
-        };
-        let entry = self.stages_run[0];
+        let mut pending = self.pending();
         let mut idle_streak: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Nanos(self.epoch.elapsed().as_nanos() as u64);
-            let mut work = 0usize;
-
-            for q in 0..self.rx.len() {
-                let mut burst = Burst::new();
-                let n = self.rx[q].rx_burst(&mut burst, self.burst_size);
-                if n > 0 {
-                    let port = burst[0].meta().in_port as usize;
-                    if let Some(c) = self.ports.get(port) {
-                        c.rx_packets.add(n as u64);
-                        c.rx_bytes
-                            .add(burst.iter().map(|p| p.data().len() as u64).sum());
-                    }
-                    work += n;
-                    self.run_from(now, Stage::Classify, burst, &mut pending);
-                }
-            }
-            for i in 0..self.stage_in.len() {
-                if let Some(burst) = self.stage_in[i].pop() {
-                    work += burst.len().max(1);
-                    self.run_from(now, entry, burst, &mut pending);
-                }
-            }
-            for i in 0..self.handoff_in.len() {
-                if let Some(burst) = self.handoff_in[i].pop() {
-                    work += burst.len().max(1);
-                    self.run_from_translate(now, burst, &mut pending);
-                }
-            }
-            self.flush_rings(&mut pending);
-            if let Some(t) = self.stages.translate.as_mut() {
-                work += t.sweep(now);
-            }
-
+            let work = self.turn(now, &mut pending);
             if work > 0 {
                 self.counters.busy_turns.inc();
                 idle_streak = 0;
@@ -145,6 +122,67 @@ impl<B: PacketBuf> Worker<B> {
                 backoff(idle_streak);
             }
         }
+    }
+
+    /// Empty output bursts, one per output this worker has.
+    pub(crate) fn pending(&self) -> Pending<B> {
+        let bursts = |n: usize| (0..n).map(|_| Burst::new()).collect();
+        Pending {
+            handoff: bursts(self.handoff_out.len()),
+            hairpin: bursts(self.hairpin_out.len()),
+            next: bursts(self.next.as_ref().map_or(0, |n| n.rings.len())),
+            per_port: bursts(self.tx.len()),
+        }
+    }
+
+    /// One loop turn: polls every input once, flushes the output bursts and
+    /// sweeps the NAT shard. Returns the amount of work found (0 = idle).
+    pub(crate) fn turn(&mut self, now: Nanos, pending: &mut Pending<B>) -> usize {
+        let entry = self.stages_run[0];
+        let mut work = 0usize;
+
+        for q in 0..self.rx.len() {
+            let mut burst = Burst::new();
+            let n = self.rx[q].rx_burst(&mut burst, self.burst_size);
+            if n > 0 {
+                let port = burst[0].meta().in_port as usize;
+                if let Some(c) = self.ports.get(port) {
+                    c.rx_packets.add(n as u64);
+                    c.rx_bytes
+                        .add(burst.iter().map(|p| p.data().len() as u64).sum());
+                }
+                work += n;
+                self.run_from(now, Stage::Classify, burst, pending);
+            }
+        }
+        for i in 0..self.stage_in.len() {
+            if let Some(burst) = self.stage_in[i].pop() {
+                work += burst.len().max(1);
+                self.run_from(now, entry, burst, pending);
+            }
+        }
+        for i in 0..self.handoff_in.len() {
+            if let Some(burst) = self.handoff_in[i].pop() {
+                work += burst.len().max(1);
+                self.run_from_translate(now, burst, pending);
+            }
+        }
+        // One ring for all senders: take up to one burst per sender, what a
+        // ring per sender polled once a turn would give, so hairpin traffic
+        // neither starves nor is starved by the other inputs.
+        let senders = self.hairpin_out.len().saturating_sub(1);
+        for _ in 0..senders {
+            let Some(burst) = self.hairpin_in.as_ref().and_then(|r| r.pop()) else {
+                break;
+            };
+            work += burst.len().max(1);
+            self.run_from_translate(now, burst, pending);
+        }
+        self.flush_rings(pending);
+        if let Some(t) = self.stages.translate.as_mut() {
+            work += t.sweep(now);
+        }
+        work
     }
 
     /// Runs `burst` through this lcore's stages starting at `entry`.
@@ -211,8 +249,28 @@ impl<B: PacketBuf> Worker<B> {
         if let Some(t) = self.stages.translate.as_mut() {
             let mut out = Burst::new();
             t.process(now, &mut burst, &mut out);
-            burst = out;
+            self.after_translate(out, pending);
+        } else {
+            self.hand_on(burst, pending);
         }
+    }
+
+    /// Sends the hairpinned packets of a burst translate just produced to
+    /// their shards' lcores, and the rest on towards transmit.
+    pub(crate) fn after_translate(&mut self, mut burst: Burst<B>, pending: &mut Pending<B>) {
+        split_hairpin(
+            &mut burst,
+            self.shard,
+            &mut pending.hairpin,
+            &self.hairpin_out,
+            self.producer_counters(Stage::Translate),
+        );
+        self.hand_on(burst, pending);
+    }
+
+    /// Transmits `burst` if this lcore transmits, else queues it for the
+    /// next group.
+    fn hand_on(&mut self, burst: Burst<B>, pending: &mut Pending<B>) {
         if burst.is_empty() {
             return;
         }
@@ -285,13 +343,18 @@ impl<B: PacketBuf> Worker<B> {
         }
     }
 
-    fn flush_rings(&mut self, pending: &mut Pending<B>) {
+    pub(crate) fn flush_rings(&mut self, pending: &mut Pending<B>) {
         for s in 0..pending.handoff.len() {
             if !pending.handoff[s].is_empty() {
                 let b = std::mem::take(&mut pending.handoff[s]);
                 self.enqueue_handoff(s, b);
             }
         }
+        flush_hairpin(
+            &mut pending.hairpin,
+            &self.hairpin_out,
+            self.producer_counters(Stage::Translate),
+        );
         for i in 0..pending.next.len() {
             if !pending.next[i].is_empty() {
                 let b = std::mem::take(&mut pending.next[i]);
@@ -318,6 +381,85 @@ impl<B: PacketBuf> Worker<B> {
     }
 }
 
+/// Moves the hairpinned packets of `burst` (translate's output) into
+/// `pending[shard]`, keeping the others in order. `rings` is indexed by shard
+/// like `pending`; a pending burst that fills is enqueued at once.
+///
+/// A hairpinned packet naming this lcore's own shard (or seen with a single
+/// shard, where there are no rings) breaks translate's contract: translate
+/// finishes those itself. Its inbound half was not done, so it has no egress:
+/// it is dropped and counted `no_tx_port` on translate rather than sent out
+/// half translated or looped back into translate.
+pub(crate) fn split_hairpin<B: PacketBuf>(
+    burst: &mut Burst<B>,
+    own_shard: u16,
+    pending: &mut [Burst<B>],
+    rings: &[Option<Arc<Ring<B>>>],
+    counters: &StageCounters,
+) {
+    // Hairpinning is rare; the common burst is only scanned, never rebuilt.
+    if !burst.iter().any(|p| p.meta().hairpin) {
+        return;
+    }
+    let shards = rings.len().min(pending.len());
+    let mut rest = Burst::new();
+    for pkt in burst.drain(..) {
+        if !pkt.meta().hairpin {
+            rest.push(pkt);
+            continue;
+        }
+        let target = match shards {
+            0 => None,
+            n => Some(usize::from(pkt.meta().shard) % n),
+        };
+        match target {
+            Some(s) if s != usize::from(own_shard) && rings[s].is_some() => {
+                if pending[s].is_full() {
+                    let full = std::mem::take(&mut pending[s]);
+                    enqueue_hairpin(rings, s, full, counters);
+                }
+                pending[s].push(pkt);
+            }
+            // Dropping the buffer returns it to its pool.
+            _ => counters.count_drop(DropReason::NoTxPort),
+        }
+    }
+    *burst = rest;
+}
+
+/// Enqueues every non-empty pending hairpin burst (end of a loop turn).
+pub(crate) fn flush_hairpin<B: PacketBuf>(
+    pending: &mut [Burst<B>],
+    rings: &[Option<Arc<Ring<B>>>],
+    counters: &StageCounters,
+) {
+    for (s, out) in pending.iter_mut().enumerate() {
+        if !out.is_empty() {
+            enqueue_hairpin(rings, s, std::mem::take(out), counters);
+        }
+    }
+}
+
+/// Pushes one burst onto shard `shard`'s hairpin ring. A full ring hands the
+/// burst back: its packets are counted `ring_full` on translate (the stage
+/// that produced them) and freed, so the lcore never waits on its peer.
+fn enqueue_hairpin<B: PacketBuf>(
+    rings: &[Option<Arc<Ring<B>>>],
+    shard: usize,
+    burst: Burst<B>,
+    counters: &StageCounters,
+) {
+    match rings.get(shard) {
+        Some(Some(ring)) => {
+            if let Err(back) = ring.push(burst) {
+                counters.count_drops(DropReason::RingFull, back.len() as u64);
+            }
+        }
+        // `split_hairpin` only queues for shards with a ring.
+        _ => counters.count_drops(DropReason::NoTxPort, burst.len() as u64),
+    }
+}
+
 static UNUSED_COUNTERS: std::sync::LazyLock<StageCounters> =
     std::sync::LazyLock::new(StageCounters::default);
 
@@ -338,7 +480,7 @@ fn backoff(idle_streak: u32) {
 mod tests {
     use super::*;
     use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo};
-    use pipelines::{HeapBuf, HeapPool};
+    use pipelines::{Direction, HeapBuf, HeapPool};
 
     fn topology() -> Arc<Topology> {
         let port = |name: &str, mac: u8| PortInfo {
@@ -406,6 +548,8 @@ mod tests {
             stage_in: Vec::new(),
             handoff_in: Vec::new(),
             handoff_out: Vec::new(),
+            hairpin_in: None,
+            hairpin_out: Vec::new(),
             next: Some(NextGroup {
                 rings: vec![ring.clone()],
                 by_shard: false,
@@ -415,11 +559,7 @@ mod tests {
             stop: Arc::default(),
             epoch: Instant::now(),
         };
-        let mut pending = Pending {
-            handoff: Vec::new(),
-            next: vec![Burst::new()],
-            per_port: Vec::new(),
-        };
+        let mut pending = w.pending();
         let mut burst = Burst::new();
         for _ in 0..20 {
             burst.push(pool.alloc_with(&frame()).unwrap());
@@ -441,5 +581,160 @@ mod tests {
         w.flush_rings(&mut pending);
         assert_eq!(ring.pop().map(|b| b.len()), Some(1));
         assert_eq!(replicate_counters.drops(DropReason::RingFull), 20);
+    }
+
+    /// A packet as translate leaves it: `tag` names it (every byte of its
+    /// frame); hairpinned ones are inbound halves for `shard`.
+    fn translated(pool: &'static HeapPool, tag: u8, hairpin: bool, shard: u16) -> HeapBuf {
+        let mut p = pool.alloc_with(&[tag; 60]).unwrap();
+        let m = p.meta_mut();
+        m.hairpin = hairpin;
+        m.shard = shard;
+        m.direction = if hairpin {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        p
+    }
+
+    fn tags(burst: &Burst<HeapBuf>) -> Vec<u8> {
+        burst.iter().map(|p| p.data()[0]).collect()
+    }
+
+    /// Hairpin rings of a translate lcore owning `own` among `shards`.
+    fn hairpin_rings(shards: usize, own: usize, size: usize) -> Vec<Option<Arc<Ring<HeapBuf>>>> {
+        (0..shards)
+            .map(|s| (s != own).then(|| Arc::new(Ring::new(size))))
+            .collect()
+    }
+
+    #[test]
+    fn split_hairpin_sends_hairpinned_packets_to_their_shard_and_keeps_the_rest() {
+        let pool = HeapPool::new_static(64);
+        let counters = StageCounters::default();
+        let rings = hairpin_rings(3, 0, 4);
+        let mut pending: Vec<Burst<HeapBuf>> = (0..3).map(|_| Burst::new()).collect();
+        let mut burst = Burst::new();
+        for (tag, hairpin, shard) in [
+            (1, false, 0),
+            (2, true, 1),
+            (3, false, 2),
+            (4, true, 2),
+            (5, true, 4), // shard 4 of 3 is shard 1
+            (6, false, 1),
+        ] {
+            burst.push(translated(pool, tag, hairpin, shard));
+        }
+        split_hairpin(&mut burst, 0, &mut pending, &rings, &counters);
+        assert_eq!(tags(&burst), [1, 3, 6], "the rest stays, in order");
+        assert_eq!(tags(&pending[1]), [2, 5]);
+        assert_eq!(tags(&pending[2]), [4]);
+        assert!(pending[0].is_empty());
+        assert!(
+            rings.iter().flatten().all(|r| r.is_empty()),
+            "partial bursts wait for the end of the turn"
+        );
+
+        flush_hairpin(&mut pending, &rings, &counters);
+        assert!(pending.iter().all(|b| b.is_empty()));
+        let to1 = rings[1].as_ref().unwrap().pop().unwrap();
+        let to2 = rings[2].as_ref().unwrap().pop().unwrap();
+        assert_eq!(tags(&to1), [2, 5]);
+        assert_eq!(tags(&to2), [4]);
+        for p in to1.iter().chain(&to2) {
+            // Delivered as translate left them, for the receiver's translate.
+            assert!(p.meta().hairpin);
+            assert_eq!(p.meta().direction, Direction::Inbound);
+        }
+        assert_eq!(counters.total_drops(), 0);
+    }
+
+    #[test]
+    fn a_burst_without_hairpinned_packets_is_left_alone() {
+        let pool = HeapPool::new_static(8);
+        let counters = StageCounters::default();
+        let rings = hairpin_rings(2, 1, 4);
+        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
+        let mut burst: Burst<HeapBuf> = (1..=3).map(|t| translated(pool, t, false, 0)).collect();
+        split_hairpin(&mut burst, 1, &mut pending, &rings, &counters);
+        assert_eq!(tags(&burst), [1, 2, 3]);
+        flush_hairpin(&mut pending, &rings, &counters);
+        assert!(rings.iter().flatten().all(|r| r.is_empty()));
+    }
+
+    #[test]
+    fn a_filled_pending_hairpin_burst_is_enqueued_before_the_turn_ends() {
+        let pool = HeapPool::new_static(64);
+        let counters = StageCounters::default();
+        let rings = hairpin_rings(2, 0, 4);
+        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
+        for round in 0..2u8 {
+            let mut burst: Burst<HeapBuf> = (0..20)
+                .map(|i| translated(pool, round * 20 + i, true, 1))
+                .collect();
+            split_hairpin(&mut burst, 0, &mut pending, &rings, &counters);
+            assert!(burst.is_empty());
+        }
+        let ring = rings[1].as_ref().unwrap();
+        assert_eq!(
+            ring.len(),
+            1,
+            "the first 32 left as soon as they filled a burst"
+        );
+        flush_hairpin(&mut pending, &rings, &counters);
+        let first = ring.pop().unwrap();
+        let second = ring.pop().unwrap();
+        assert_eq!(tags(&first), (0..32).collect::<Vec<u8>>());
+        assert_eq!(tags(&second), (32..40).collect::<Vec<u8>>());
+        assert_eq!(counters.total_drops(), 0);
+    }
+
+    #[test]
+    fn a_full_hairpin_ring_counts_ring_full_on_translate_and_frees_the_packets() {
+        let pool = HeapPool::new_static(64);
+        let counters = StageCounters::default();
+        // Shard 1's hairpin ring has room for one burst, and it is taken.
+        let rings = hairpin_rings(2, 0, 1);
+        let ring = rings[1].as_ref().unwrap().clone();
+        ring.push(Burst::new()).unwrap();
+        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
+        let mut burst: Burst<HeapBuf> = (0..20).map(|i| translated(pool, i, true, 1)).collect();
+        burst.push(translated(pool, 99, false, 0));
+        split_hairpin(&mut burst, 0, &mut pending, &rings, &counters);
+        flush_hairpin(&mut pending, &rings, &counters);
+        assert_eq!(counters.drops(DropReason::RingFull), 20);
+        assert_eq!(counters.total_drops(), 20);
+        assert_eq!(tags(&burst), [99], "the rest of the burst goes on");
+        drop(burst);
+        assert_eq!(pool.in_use(), 0, "the handed-back packets were freed");
+        assert_eq!(ring.len(), 1);
+    }
+
+    #[test]
+    fn hairpinned_packets_with_nowhere_to_go_are_dropped_and_counted() {
+        let pool = HeapPool::new_static(16);
+        let counters = StageCounters::default();
+        // Translate finishes packets of its own shard; one naming it anyway
+        // has no egress.
+        let rings = hairpin_rings(2, 1, 4);
+        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
+        let mut burst: Burst<HeapBuf> = Burst::new();
+        burst.push(translated(pool, 1, true, 1));
+        burst.push(translated(pool, 2, true, 3)); // 3 of 2 is shard 1 too
+        burst.push(translated(pool, 3, false, 1));
+        split_hairpin(&mut burst, 1, &mut pending, &rings, &counters);
+        assert_eq!(tags(&burst), [3]);
+        assert_eq!(counters.drops(DropReason::NoTxPort), 2);
+        drop(burst);
+        // A single shard has no rings at all.
+        let mut burst: Burst<HeapBuf> = Burst::new();
+        burst.push(translated(pool, 4, true, 0));
+        split_hairpin(&mut burst, 0, &mut [], &[], &counters);
+        assert!(burst.is_empty());
+        assert_eq!(counters.drops(DropReason::NoTxPort), 3);
+        flush_hairpin(&mut pending, &rings, &counters);
+        assert!(rings.iter().flatten().all(|r| r.is_empty()));
+        assert_eq!(pool.in_use(), 0);
     }
 }
