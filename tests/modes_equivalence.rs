@@ -3,11 +3,12 @@
 //! IPv6) replayed through both modes with the same number of NAT shards
 //! produces the same multiset of translated frames and the same counts.
 
+mod common;
+
 use std::path::Path;
 
 use appliance::runtime::{run, RunOptions};
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
-use pipelines::checksum::{checksum, fold, sum};
+use common::{frame, read_capture, write_capture};
 use serde_json::Value;
 
 const SITE: &str = r#"
@@ -29,51 +30,6 @@ port = "wan"
 nat_addresses = ["198.51.100.0/30", "2001:db8:1::1"]
 next_hop_mac = "02:00:00:00:00:fe"
 "#;
-
-/// Ethernet + IPv4 or IPv6 + `l4` (whose checksum field at `csum_at` is
-/// filled in, with the pseudo-header unless `icmp4`).
-fn frame(src: &str, dst: &str, proto: u8, mut l4: Vec<u8>, csum_at: usize) -> Vec<u8> {
-    let (src, dst): (std::net::IpAddr, std::net::IpAddr) =
-        (src.parse().unwrap(), dst.parse().unwrap());
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 9, 9, 9];
-    let (s, d) = match (src, dst) {
-        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
-            (s.octets().to_vec(), d.octets().to_vec())
-        }
-        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
-            (s.octets().to_vec(), d.octets().to_vec())
-        }
-        _ => unreachable!(),
-    };
-    if proto != 1 {
-        let mut pseudo = [s.clone(), d.clone()].concat();
-        pseudo.extend_from_slice(&[0, proto]);
-        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        let c = !fold(sum(&l4, sum(&pseudo, 0)));
-        l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-    } else {
-        let c = checksum(&l4);
-        l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-    }
-    if src.is_ipv4() {
-        f.extend_from_slice(&[0x08, 0x00]);
-        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
-        ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-        ip.extend_from_slice(&s);
-        ip.extend_from_slice(&d);
-        let c = checksum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-    } else {
-        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-        f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        f.extend_from_slice(&[proto, 64]);
-        f.extend_from_slice(&s);
-        f.extend_from_slice(&d);
-    }
-    f.extend_from_slice(&l4);
-    f
-}
 
 fn traffic() -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
@@ -128,27 +84,6 @@ fn traffic() -> Vec<Vec<u8>> {
         }
     }
     frames
-}
-
-fn write_capture(path: &Path, frames: &[Vec<u8>]) {
-    let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        w.write_packet(&PcapPacket::new(
-            std::time::Duration::from_micros(i as u64),
-            f.len() as u32,
-            f,
-        ))
-        .unwrap();
-    }
-}
-
-fn read_capture(path: &Path) -> Vec<Vec<u8>> {
-    let mut r = PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.unwrap().data.into_owned());
-    }
-    out
 }
 
 fn run_mode(dir: &Path, runtime: &str, tag: &str) -> (Vec<Vec<u8>>, Value) {
