@@ -118,13 +118,20 @@ mod tests {
         };
         assert_eq!(k.stable_hash(), k.stable_hash());
         assert_eq!(k.reversed().reversed(), k);
-        let mut buckets = [0u32; 4];
-        for p in 0..4000u16 {
-            let k2 = FlowKey {
+        assert_spreads((0..4000u16).map(|p| {
+            FlowKey {
                 src_port: 1024 + p,
                 ..k
-            };
-            buckets[(k2.stable_hash() % 4) as usize] += 1;
+            }
+            .stable_hash()
+        }));
+    }
+
+    /// 4,000 hashes fall about evenly into 4 buckets.
+    fn assert_spreads(hashes: impl Iterator<Item = u32>) {
+        let mut buckets = [0u32; 4];
+        for h in hashes {
+            buckets[(h % 4) as usize] += 1;
         }
         assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");
     }
@@ -175,23 +182,19 @@ mod tests {
         // Pinned: the shard of an endpoint must not change between builds,
         // or a replayed capture would translate differently.
         assert_eq!(h, 3_193_299_004);
-        let mut buckets = [0u32; 4];
-        for p in 0..4000u16 {
-            let k2 = FlowKey {
+        assert_spreads((0..4000u16).map(|p| {
+            FlowKey {
                 src_port: 1024 + p,
                 ..k
-            };
-            buckets[(k2.inside_endpoint_hash() % 4) as usize] += 1;
-        }
-        assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");
-        let mut buckets = [0u32; 4];
-        for host in 0..4000u32 {
-            let k2 = FlowKey {
+            }
+            .inside_endpoint_hash()
+        }));
+        assert_spreads((0..4000u32).map(|host| {
+            FlowKey {
                 src: std::net::Ipv4Addr::from(0x0A00_0000 + host).into(),
                 ..k
-            };
-            buckets[(k2.inside_endpoint_hash() % 4) as usize] += 1;
-        }
-        assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");
+            }
+            .inside_endpoint_hash()
+        }));
     }
 }

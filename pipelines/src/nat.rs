@@ -540,6 +540,9 @@ pub struct NatShard {
     /// Inside endpoint → head session of its mapping(s).
     by_inside: HashTable<u32>,
     hasher: Hasher,
+    /// Keyed by the run's seed alone, the same in every shard: paired
+    /// address pooling.
+    pairing: Hasher,
     addrs: Vec<NatAddr>,
     addr_index: HashMap<IpAddr, u16>,
     /// Per uplink, its NAT address indexes of each family (v4, v6).
@@ -641,6 +644,7 @@ impl NatShard {
             by_in: HashTable::with_capacity(cap),
             by_inside: HashTable::with_capacity(cap),
             hasher: Hasher::new(shard_seed),
+            pairing: Hasher::new(cfg.seed),
             pools: (0..addrs.len() * CLASSES).map(|_| None).collect(),
             addrs,
             addr_index,
@@ -808,7 +812,7 @@ impl NatShard {
         if list.is_empty() {
             return None;
         }
-        let h = Hasher::new(self.cfg.seed).hash(client, 0, &[0; 16], 0, 0);
+        let h = self.pairing.hash(client, 0, &[0; 16], 0, 0);
         Some(list[(h % list.len() as u64) as usize])
     }
 
