@@ -24,6 +24,8 @@ pub struct Config {
     #[serde(default)]
     pub nat: NatSection,
     #[serde(default)]
+    pub selection: SelectionSection,
+    #[serde(default)]
     pub runtime: RuntimeConfig,
     /// Required when `backend = "sim"`.
     pub sim: Option<SimConfig>,
@@ -113,6 +115,98 @@ impl Default for NatSection {
             seed: None,
         }
     }
+}
+
+/// Uplink selection (seed 001): SYN racing, the RTT cache, RFC 2391
+/// algorithms and uplink health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectionSection {
+    /// "syn-ack" (race; the first SYN+ACK wins), "first-payload" (race; the
+    /// first payload wins) or "off" (no race; `algorithm` for everything).
+    pub mode: String,
+    /// RFC 2391 algorithm for traffic that does not race and for ties: one
+    /// of `Algorithm::NAMES`.
+    pub algorithm: String,
+    /// A race's measurements let later connections to its destination skip
+    /// racing this long.
+    pub rtt_cache_ttl_s: u64,
+    /// Destinations sharing this prefix share one RTT entry.
+    pub dest_prefix_v4: u8,
+    pub dest_prefix_v6: u8,
+    /// Most destinations the RTT cache holds.
+    pub cache_entries: usize,
+    /// A losing race copy waits this long for its SYN+ACK (to reset it).
+    pub race_timeout_ms: u64,
+    /// Races in progress per shard.
+    pub max_races_per_shard: usize,
+    /// On a cache hit, uplinks within this percentage of the best RTT tie.
+    pub tie_margin_pct: u32,
+    /// Weighted least load: the weight of one TCP / one UDP session.
+    pub tcp_session_weight: u32,
+    pub udp_session_weight: u32,
+    /// Consecutive unanswered race copies that mark an uplink down.
+    pub unanswered_limit: u32,
+    /// A down uplink gets one race copy this often; its answer brings the
+    /// uplink back.
+    pub probe_interval_s: u64,
+    /// Sessions on an uplink that goes down: "keep" or "reset".
+    pub on_uplink_down: String,
+    /// How often the management core publishes a snapshot to the lcores.
+    pub publish_interval_ms: u64,
+    /// Rules, first match wins.
+    pub policies: Vec<PolicyConfig>,
+}
+
+impl Default for SelectionSection {
+    fn default() -> Self {
+        SelectionSection {
+            mode: "syn-ack".into(),
+            algorithm: "weighted-least-load".into(),
+            rtt_cache_ttl_s: 60,
+            dest_prefix_v4: 32,
+            dest_prefix_v6: 128,
+            cache_entries: 65_536,
+            race_timeout_ms: 3_000,
+            max_races_per_shard: 16_384,
+            tie_margin_pct: 10,
+            tcp_session_weight: 1,
+            udp_session_weight: 1,
+            unanswered_limit: 3,
+            probe_interval_s: 5,
+            on_uplink_down: "keep".into(),
+            publish_interval_ms: 50,
+            policies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// "tcp", "udp", "icmp" or "any".
+    #[serde(default = "any")]
+    pub protocol: String,
+    /// Destination ports [first, last] (default: all).
+    #[serde(default = "all_ports")]
+    pub ports: [u16; 2],
+    /// Whether new TCP connections matching the rule race.
+    #[serde(default = "yes")]
+    pub race: bool,
+    /// Algorithm for what the rule matches (default: the section's).
+    pub algorithm: Option<String>,
+}
+
+fn any() -> String {
+    "any".into()
+}
+
+fn all_ports() -> [u16; 2] {
+    [0, 65535]
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -7,5 +7,6 @@ pub mod config;
 pub mod plan;
 pub mod ports;
 pub mod runtime;
+pub mod selection;
 pub mod stats;
 pub mod worker;

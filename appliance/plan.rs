@@ -8,13 +8,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pipelines::nat::{Filtering, NatConfig};
+use pipelines::race::RaceMode;
+use pipelines::replicate::{Policy, SelectionPolicy};
+use pipelines::select::{Algorithm, SelectConfig};
 use pipelines::topology::{
     IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo, MAX_UPLINKS,
 };
 use pipelines::wire::parse_mac;
 use pipelines::{Nanos, BURST_MAX};
 
-use crate::config::{BackendKind, Config, Mode, SimConfig};
+use crate::config::{BackendKind, Config, Mode, SelectionSection, SimConfig};
 
 /// A configuration error: `path` is the field (e.g. `uplinks[1].port`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +161,7 @@ pub struct Plan {
     /// TX queues per port (one per lcore of the group holding transmit).
     pub tx_queues: usize,
     pub sim: Option<SimPlan>,
+    pub selection: SelectionPlan,
 }
 
 impl Plan {
@@ -453,7 +457,10 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         tcp_transitory_timeout: Nanos::from_secs(n.tcp_transitory_timeout_s),
         tcp_closed_timeout: Nanos::from_secs(n.tcp_closed_timeout_s),
         icmp_timeout: Nanos::from_secs(n.icmp_timeout_s),
+        race_timeout: Nanos::from_millis(cfg.selection.race_timeout_ms),
+        max_races: cfg.selection.max_races_per_shard,
     };
+    let selection = plan_selection(&cfg.selection)?;
 
     let port_infos = ports
         .iter()
@@ -511,6 +518,147 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         rx_queues,
         tx_queues,
         sim,
+        selection,
+    })
+}
+
+/// Uplink selection as planned: the policy every replicate and translate
+/// lcore shares, and the management core's settings.
+#[derive(Debug, Clone)]
+pub struct SelectionPlan {
+    /// "syn-ack", "first-payload" or "off".
+    pub mode_name: String,
+    pub policy: Arc<SelectionPolicy>,
+    pub core: SelectConfig,
+    pub publish_interval: std::time::Duration,
+}
+
+fn plan_selection(s: &SelectionSection) -> Result<SelectionPlan, ConfigError> {
+    let path = |f: &str| format!("selection.{f}");
+    let (mode, racing) = match s.mode.as_str() {
+        "off" => (RaceMode::SynAck, false),
+        m => match m.parse::<RaceMode>() {
+            Ok(r) => (r, true),
+            Err(e) => return err(path("mode"), format!("`{m}`; allowed: {e}, off")),
+        },
+    };
+    let alg = |v: &str, at: String| -> Result<Algorithm, ConfigError> {
+        v.parse::<Algorithm>()
+            .or_else(|e| err(at, format!("`{v}`; allowed: {e}")))
+    };
+    let algorithm = alg(&s.algorithm, path("algorithm"))?;
+    let ranges: [(&str, u64, u64, u64); 7] = [
+        ("rtt_cache_ttl_s", s.rtt_cache_ttl_s, 1, 86_400),
+        ("race_timeout_ms", s.race_timeout_ms, 10, 600_000),
+        ("probe_interval_s", s.probe_interval_s, 1, 3_600),
+        ("publish_interval_ms", s.publish_interval_ms, 1, 10_000),
+        ("unanswered_limit", u64::from(s.unanswered_limit), 1, 1_000),
+        ("cache_entries", s.cache_entries as u64, 1, 100_000_000),
+        (
+            "max_races_per_shard",
+            s.max_races_per_shard as u64,
+            1,
+            100_000_000,
+        ),
+    ];
+    for (name, v, lo, hi) in ranges {
+        if !(lo..=hi).contains(&v) {
+            return err(path(name), format!("{v}; allowed: {lo}..={hi}"));
+        }
+    }
+    if s.dest_prefix_v4 == 0 || s.dest_prefix_v4 > 32 {
+        return err(
+            path("dest_prefix_v4"),
+            format!("{}; allowed: 1..=32", s.dest_prefix_v4),
+        );
+    }
+    if s.dest_prefix_v6 == 0 || s.dest_prefix_v6 > 128 {
+        return err(
+            path("dest_prefix_v6"),
+            format!("{}; allowed: 1..=128", s.dest_prefix_v6),
+        );
+    }
+    if s.tie_margin_pct > 100 {
+        return err(
+            path("tie_margin_pct"),
+            format!("{}; allowed: 0..=100", s.tie_margin_pct),
+        );
+    }
+    for (name, v) in [
+        ("tcp_session_weight", s.tcp_session_weight),
+        ("udp_session_weight", s.udp_session_weight),
+    ] {
+        if !(1..=1_000).contains(&v) {
+            return err(path(name), format!("{v}; allowed: 1..=1000"));
+        }
+    }
+    let reset_on_down = match s.on_uplink_down.as_str() {
+        "keep" => false,
+        "reset" => true,
+        v => {
+            return err(
+                path("on_uplink_down"),
+                format!("`{v}`; allowed: keep, reset"),
+            )
+        }
+    };
+    let mut policies = Vec::new();
+    for (i, p) in s.policies.iter().enumerate() {
+        let at = |f: &str| format!("selection.policies[{i}].{f}");
+        let protocol = match p.protocol.as_str() {
+            "any" => None,
+            "tcp" => Some(pipelines::flow::proto::TCP),
+            "udp" => Some(pipelines::flow::proto::UDP),
+            "icmp" => Some(pipelines::flow::proto::ICMP),
+            v => {
+                return err(
+                    at("protocol"),
+                    format!("`{v}`; allowed: tcp, udp, icmp, any"),
+                )
+            }
+        };
+        if p.ports[0] > p.ports[1] {
+            return err(
+                at("ports"),
+                format!(
+                    "[{}, {}]: first must not exceed last",
+                    p.ports[0], p.ports[1]
+                ),
+            );
+        }
+        let algorithm = match &p.algorithm {
+            Some(a) => alg(a, at("algorithm"))?,
+            None => algorithm,
+        };
+        policies.push(Policy {
+            protocol,
+            ports: (p.ports[0], p.ports[1]),
+            race: p.race && racing,
+            algorithm,
+        });
+    }
+    Ok(SelectionPlan {
+        mode_name: s.mode.clone(),
+        policy: Arc::new(SelectionPolicy {
+            mode,
+            policies,
+            race_tcp: racing,
+            algorithm,
+            probe_interval: Nanos::from_secs(s.probe_interval_s),
+            reset_on_down,
+        }),
+        core: SelectConfig {
+            rtt_cache_ttl: Nanos::from_secs(s.rtt_cache_ttl_s),
+            prefix_v4: s.dest_prefix_v4,
+            prefix_v6: s.dest_prefix_v6,
+            cache_capacity: s.cache_entries,
+            tie_margin_pct: s.tie_margin_pct,
+            tcp_session_weight: s.tcp_session_weight,
+            udp_session_weight: s.udp_session_weight,
+            unanswered_limit: s.unanswered_limit,
+            ..SelectConfig::default()
+        },
+        publish_interval: std::time::Duration::from_millis(s.publish_interval_ms),
     })
 }
 

@@ -6,7 +6,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -20,8 +20,10 @@ use pipelines::{HeapBuf, HeapPool, StageCounters};
 use crate::config::BackendKind;
 use crate::plan::{Plan, RingKind, Stage};
 use crate::ports::{BackendControl, PortQueues};
+use crate::selection::{SelectionInputs, SelectionView};
 use crate::stats::{self, LcoreView, StatsSources};
 use crate::worker::{LcoreCounters, NextGroup, PortCounters, Ring, Stages, Worker};
+use pipelines::select::SelectionCore;
 
 /// How a run ends and what it shows.
 #[derive(Clone, Default)]
@@ -39,6 +41,8 @@ pub struct Runtime {
     plan: Plan,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    selection: Arc<Mutex<SelectionView>>,
+    selection_counters: Vec<Arc<pipelines::replicate::SelectionCounters>>,
     lcores: Vec<LcoreView>,
     rings: Vec<Arc<Ring<HeapBuf>>>,
     backend: Backend,
@@ -65,6 +69,26 @@ impl Backend {
         match self {
             Backend::Sim(..) => "sim",
             Backend::Pcap(_) => "pcap",
+        }
+    }
+
+    /// Link state of each uplink's port, for the management core's thread.
+    fn link_state(&self, plan: &Plan) -> Box<dyn Fn(usize) -> bool + Send> {
+        let ports: Vec<usize> = plan
+            .topology
+            .uplinks
+            .iter()
+            .map(|u| usize::from(u.port))
+            .collect();
+        match self {
+            Backend::Sim(_, h) => {
+                let h = h.clone();
+                Box::new(move |u| ports.get(u).is_none_or(|&p| h.link_up(p)))
+            }
+            Backend::Pcap(c) => {
+                let c = c.clone();
+                Box::new(move |u| ports.get(u).is_none_or(|&p| c.link_up(p)))
+            }
         }
     }
 }
@@ -113,6 +137,8 @@ impl Runtime {
             lcores: &self.lcores,
             backend_name: self.backend.name(),
             backend: self.backend.control().stats(),
+            selection: &self.selection.lock().map(|v| v.clone()).unwrap_or_default(),
+            selection_counters: &self.selection_counters,
         })
     }
 
@@ -155,12 +181,39 @@ fn build(
     backend: Backend,
 ) -> anyhow::Result<Runtime> {
     let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
     let Assembly {
         workers,
         views,
         rings,
-    } = assemble(plan, queues, &stop, Instant::now())?;
+        selection,
+    } = assemble(plan, queues, &stop, epoch)?;
     let mut threads = Vec::new();
+    let selection_view = Arc::new(Mutex::new(SelectionView::default()));
+    let selection_counters = selection.counters.clone();
+    let weights: Vec<u32> = plan
+        .topology
+        .uplinks
+        .iter()
+        .map(|u| u.weight.max(1))
+        .collect();
+    let inputs = SelectionInputs {
+        nat: views.iter().filter_map(|v| v.nat.clone()).collect(),
+        link_up: backend.link_state(plan),
+        uplinks: plan.topology.uplinks.len(),
+    };
+    threads.push(
+        crate::selection::spawn(
+            SelectionCore::new(plan.selection.core.clone(), weights),
+            selection,
+            inputs,
+            plan.selection.publish_interval,
+            epoch,
+            stop.clone(),
+            selection_view.clone(),
+        )
+        .context("spawning the management core's selection thread")?,
+    );
     for (worker, core) in workers {
         let t = std::thread::Builder::new()
             .name(format!("lcore-{}", worker.id))
@@ -189,6 +242,8 @@ fn build(
         plan: plan.clone(),
         stop,
         threads,
+        selection: selection_view,
+        selection_counters,
         lcores: views,
         rings,
         backend,
@@ -203,6 +258,8 @@ struct Assembly {
     workers: Vec<(Worker<HeapBuf>, Option<usize>)>,
     views: Vec<LcoreView>,
     rings: Vec<Arc<Ring<HeapBuf>>>,
+    /// The management core's ends of the selection rings.
+    selection: crate::selection::SelectionRings,
 }
 
 /// Creates the rings of the plan and one worker per lcore, wired to them and
@@ -278,14 +335,22 @@ fn assemble(
 
     let mut workers = Vec::new();
     let mut views = Vec::new();
+    let mut selection = crate::selection::SelectionRings::default();
     for lc in &plan.lcores {
         let group = &plan.groups[lc.group];
         let has = |s: Stage| group.stages.contains(&s);
         let stages = Stages {
             classify: has(Stage::Classify).then(|| Classify::new(topo.clone())),
-            replicate: has(Stage::Replicate).then(|| Replicate::new(topo.clone())),
-            translate: has(Stage::Translate)
-                .then(|| Translate::new(topo.clone(), lc.index as u16, plan.nat.clone())),
+            replicate: has(Stage::Replicate)
+                .then(|| Replicate::with_policy(topo.clone(), plan.selection.policy.clone())),
+            translate: has(Stage::Translate).then(|| {
+                Translate::with_policy(
+                    topo.clone(),
+                    lc.index as u16,
+                    plan.nat.clone(),
+                    plan.selection.policy.clone(),
+                )
+            }),
             transmit: has(Stage::Transmit).then(|| Transmit::new(topo.clone())),
         };
         let stage_counters: Vec<(Stage, Arc<StageCounters>)> = [
@@ -353,6 +418,24 @@ fn assemble(
         } else {
             Vec::new()
         };
+        let snapshots = (has(Stage::Replicate) || has(Stage::Translate)).then(|| {
+            let q = Arc::new(crossbeam::queue::ArrayQueue::new(1));
+            selection.snapshots.push(q.clone());
+            q
+        });
+        let events = has(Stage::Translate).then(|| {
+            let q = Arc::new(crossbeam::queue::ArrayQueue::new(
+                crate::selection::EVENT_RING_SIZE,
+            ));
+            selection.events.push(q.clone());
+            q
+        });
+        if let Some(r) = stages.replicate.as_ref() {
+            selection.counters.push(r.selection.clone());
+        }
+        if let Some(t) = stages.translate.as_ref() {
+            selection.counters.push(t.selection.clone());
+        }
         let ports: Arc<Vec<PortCounters>> =
             Arc::new((0..nports).map(|_| PortCounters::default()).collect());
         let counters = Arc::new(LcoreCounters::default());
@@ -379,6 +462,8 @@ fn assemble(
             next,
             ports,
             counters,
+            snapshots,
+            events,
             stop: stop.clone(),
             epoch,
         };
@@ -389,6 +474,7 @@ fn assemble(
         workers,
         views,
         rings: rings.into_iter().chain(hairpin).collect(),
+        selection,
     })
 }
 

@@ -12,7 +12,11 @@ use pipelines::{DropReason, StageCounters};
 use serde_json::{json, Map, Value};
 
 use crate::plan::{Plan, Stage};
+use crate::selection::SelectionView;
 use crate::worker::{LcoreCounters, PortCounters};
+use pipelines::replicate::SelectionCounters;
+use pipelines::select::Algorithm;
+use pipelines::Nanos;
 
 /// What the management core can read of one lcore.
 pub struct LcoreView {
@@ -29,6 +33,13 @@ pub struct StatsSources<'a> {
     pub lcores: &'a [LcoreView],
     pub backend_name: &'static str,
     pub backend: Value,
+    pub selection: &'a SelectionView,
+    pub selection_counters: &'a [Arc<SelectionCounters>],
+}
+
+/// Milliseconds, three decimals.
+fn ms(n: Nanos) -> f64 {
+    (n.as_nanos() / 1_000) as f64 / 1_000.0
 }
 
 /// Sums of the counters the status line needs.
@@ -122,9 +133,12 @@ pub fn build(src: &StatsSources<'_>) -> Value {
             let get = |f: fn(&pipelines::nat::UplinkCounters) -> u64| {
                 sum_nat(lcores, |n| n.uplinks.get(i).map(f).unwrap_or(0))
             };
+            let sel = src.selection.uplinks.get(i).cloned().unwrap_or_default();
             json!({
                 "name": u.name,
-                "up": true,
+                // Usable for new connections (seed 001 [0054]).
+                "up": sel.healthy || src.selection.snapshots_published == 0,
+                "link_up": sel.link_up || src.selection.snapshots_published == 0,
                 "port": plan.ports[u.port as usize].name,
                 "tx_packets": get(|c| c.tx_packets.get()),
                 "rx_packets": get(|c| c.rx_packets.get()),
@@ -135,6 +149,19 @@ pub fn build(src: &StatsSources<'_>) -> Value {
                 // seed 000 [75]: load = TCP sessions + artificial UDP sessions.
                 "load": get(|c| c.tcp_sessions.get() + c.udp_sessions.get()),
                 "port_exhausted": get(|c| c.port_exhausted.get()),
+                "connections": get(|c| c.connections.get()),
+                "races_won": get(|c| c.races_won.get()),
+                "races_lost": get(|c| c.races_lost.get()),
+                "race_unanswered": get(|c| c.race_unanswered.get()),
+                "unanswered_streak": sel.unanswered_streak,
+                "health_transitions": sel.transitions,
+                "traffic_bps": sel.traffic_bps,
+                "rtt_ms": {
+                    "smoothed": sel.rtt.smoothed().map(ms),
+                    "min": sel.rtt.min().map(ms),
+                    "var": ms(sel.rtt.var()),
+                    "samples": sel.rtt.samples(),
+                },
             })
         })
         .collect();
@@ -150,7 +177,36 @@ pub fn build(src: &StatsSources<'_>) -> Value {
         "table_full": sum_nat(lcores, |n| n.table_full.get()),
         "filtered": sum_nat(lcores, |n| n.filtered.get()),
         "sweep_laps": sum_nat(lcores, |n| n.sweep_laps.get()),
+        "race_closed": sum_nat(lcores, |n| n.race_closed.get()),
         "filtering": plan.nat.filtering.as_str(),
+    });
+
+    let sc = src.selection_counters;
+    let sel_sum = |f: fn(&SelectionCounters) -> u64| sc.iter().map(|c| f(c)).sum::<u64>();
+    let mut by_algorithm = Map::new();
+    for a in Algorithm::ALL {
+        by_algorithm.insert(
+            a.as_str().into(),
+            json!(sc
+                .iter()
+                .map(|c| c.by_algorithm[a.index()].get())
+                .sum::<u64>()),
+        );
+    }
+    let policy = &plan.selection.policy;
+    let selection = json!({
+        "mode": plan.selection.mode_name,
+        "algorithm": policy.algorithm.as_str(),
+        "races": sum_nat(lcores, |n| n.races.get()),
+        "cache_hits": sel_sum(|c| c.cache_hits.get()),
+        "by_algorithm": by_algorithm,
+        "race_copies": sel_sum(|c| c.copies.get()),
+        "probes": sel_sum(|c| c.probes.get()),
+        "race_table_full": sum_nat(lcores, |n| n.race_table_full.get()),
+        "events_dropped": sum_nat(lcores, |n| n.events_dropped.get()),
+        "events": src.selection.events,
+        "rtt_cache_entries": src.selection.cache_entries,
+        "snapshots_published": src.selection.snapshots_published,
     });
 
     let lcore_list: Vec<Value> = lcores
@@ -178,6 +234,7 @@ pub fn build(src: &StatsSources<'_>) -> Value {
     root.insert("stages".into(), Value::Object(stages));
     root.insert("uplinks".into(), Value::Array(uplinks));
     root.insert("nat".into(), nat);
+    root.insert("selection".into(), selection);
     root.insert("lcores".into(), Value::Array(lcore_list));
     root.insert(src.backend_name.into(), src.backend.clone());
     Value::Object(root)

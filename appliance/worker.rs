@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::ArrayQueue;
 use pipelines::classify::Classify;
 use pipelines::replicate::Replicate;
+use pipelines::select::{SelEvent, Snapshot};
 use pipelines::translate::Translate;
 use pipelines::transmit::Transmit;
 use pipelines::{Burst, Counter, DropReason, Nanos, PacketBuf, StageCounters};
@@ -92,6 +93,12 @@ pub struct Worker<B: PacketBuf> {
     /// Port counters, indexed by port (RX counted where polled, TX where sent).
     pub ports: Arc<Vec<PortCounters>>,
     pub counters: Arc<LcoreCounters>,
+    /// Selection snapshots published by the management core for this
+    /// lcore's replicate and translate stages (lcores with neither: `None`).
+    pub snapshots: Option<Arc<ArrayQueue<Arc<Snapshot>>>>,
+    /// Selection events (RTT samples, unanswered race copies) toward the
+    /// management core; translate lcores only.
+    pub events: Option<Arc<ArrayQueue<SelEvent>>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
 }
@@ -140,6 +147,7 @@ impl<B: PacketBuf> Worker<B> {
     pub(crate) fn turn(&mut self, now: Nanos, pending: &mut Pending<B>) -> usize {
         let entry = self.stages_run[0];
         let mut work = 0usize;
+        self.install_snapshot();
 
         for q in 0..self.rx.len() {
             let mut burst = Burst::new();
@@ -182,7 +190,37 @@ impl<B: PacketBuf> Worker<B> {
         if let Some(t) = self.stages.translate.as_mut() {
             work += t.sweep(now);
         }
+        self.send_events();
         work
+    }
+
+    /// Takes the newest selection snapshot, if one was published. The one it
+    /// replaces is only a reference dropped here: the management core keeps
+    /// every published snapshot until it is the last holder, so no table is
+    /// freed on a data-plane lcore.
+    fn install_snapshot(&mut self) {
+        let Some(snap) = self.snapshots.as_ref().and_then(|q| q.pop()) else {
+            return;
+        };
+        if let Some(r) = self.stages.replicate.as_mut() {
+            r.selector.install(snap.clone());
+        }
+        if let Some(t) = self.stages.translate.as_mut() {
+            t.selector.install(snap);
+        }
+    }
+
+    /// Moves translate's selection events onto the ring to the management
+    /// core; a full ring counts them `events_dropped`.
+    fn send_events(&mut self) {
+        let (Some(t), Some(ring)) = (self.stages.translate.as_mut(), self.events.as_ref()) else {
+            return;
+        };
+        for ev in t.nat.events.drain(..) {
+            if ring.push(ev).is_err() {
+                t.nat.counters.events_dropped.inc();
+            }
+        }
     }
 
     /// Runs `burst` through this lcore's stages starting at `entry`.
@@ -193,19 +231,35 @@ impl<B: PacketBuf> Worker<B> {
         mut burst: Burst<B>,
         pending: &mut Pending<B>,
     ) {
-        let mut out = Burst::new();
         if entry <= Stage::Classify {
             if let Some(c) = self.stages.classify.as_mut() {
+                let mut out = Burst::new();
                 c.process(&mut burst, &mut out);
-                std::mem::swap(&mut burst, &mut out);
+                burst = out;
             }
         }
-        if entry <= Stage::Replicate {
-            if let Some(r) = self.stages.replicate.as_mut() {
-                r.process(&mut burst, &mut out);
-                std::mem::swap(&mut burst, &mut out);
+        if entry <= Stage::Replicate && self.stages.replicate.is_some() {
+            // Race copies can make a burst's output larger than a burst:
+            // replicate takes what fits and is called again for the rest.
+            while !burst.is_empty() {
+                let mut out = Burst::new();
+                if let Some(r) = self.stages.replicate.as_mut() {
+                    r.process(now, &mut burst, &mut out);
+                }
+                self.after_replicate(now, entry, out, pending);
             }
+        } else {
+            self.after_replicate(now, entry, burst, pending);
         }
+    }
+
+    fn after_replicate(
+        &mut self,
+        now: Nanos,
+        entry: Stage,
+        mut burst: Burst<B>,
+        pending: &mut Pending<B>,
+    ) {
         if self.stages.translate.is_some()
             && !self.handoff_out.is_empty()
             && entry < Stage::Translate
@@ -246,12 +300,16 @@ impl<B: PacketBuf> Worker<B> {
     /// Runs translate and transmit (whichever this lcore has) and hands the
     /// result on.
     fn run_from_translate(&mut self, now: Nanos, mut burst: Burst<B>, pending: &mut Pending<B>) {
-        if let Some(t) = self.stages.translate.as_mut() {
-            let mut out = Burst::new();
-            t.process(now, &mut burst, &mut out);
-            self.after_translate(out, pending);
-        } else {
+        if self.stages.translate.is_none() {
             self.hand_on(burst, pending);
+            return;
+        }
+        while !burst.is_empty() {
+            let mut out = Burst::new();
+            if let Some(t) = self.stages.translate.as_mut() {
+                t.process(now, &mut burst, &mut out);
+            }
+            self.after_translate(out, pending);
         }
     }
 
@@ -555,6 +613,8 @@ mod tests {
                 by_shard: false,
             }),
             ports: Arc::new(Vec::new()),
+            snapshots: None,
+            events: None,
             counters: Arc::default(),
             stop: Arc::default(),
             epoch: Instant::now(),

@@ -68,7 +68,7 @@ impl Path {
     fn run(&mut self, now: Nanos, x: &mut Burst<HeapBuf>) {
         let mut y = Burst::new();
         self.classify.process(x, &mut y);
-        self.replicate.process(&mut y, x);
+        self.replicate.process(now, &mut y, x);
         self.translate.process(now, x, &mut y);
         self.transmit.process(&mut y, &mut self.per_port);
         std::hint::black_box(&self.per_port);

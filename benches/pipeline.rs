@@ -46,7 +46,7 @@ fn benches(c: &mut Criterion) {
         let (mut x, mut y) = (Burst::new(), Burst::new());
         b.refill(&mut x);
         classify.process(&mut x, &mut y);
-        replicate.process(&mut y, &mut x);
+        replicate.process(now, &mut y, &mut x);
         translate.process(now, &mut x, &mut y);
         transmit.process(&mut y, &mut per_port);
         per_port.iter_mut().for_each(|p| p.clear());
@@ -84,7 +84,7 @@ fn benches(c: &mut Criterion) {
             let (mut x, mut y) = (Burst::new(), Burst::new());
             b.refill(&mut x);
             classify.process(&mut x, &mut y);
-            replicate.process(&mut y, &mut x);
+            replicate.process(now, &mut y, &mut x);
             translate.process(now, &mut x, &mut y);
             transmit.process(&mut y, &mut per_port);
             std::hint::black_box(&per_port);

@@ -41,4 +41,9 @@ pub trait BackendControl: Send + Sync {
     /// The backend's own counters, placed in the stats JSON under the
     /// backend's name (`sim`, `pcap`).
     fn stats(&self) -> serde_json::Value;
+    /// Whether port `port`'s link is up (uplink health, seed 001 [0054]).
+    fn link_up(&self, port: usize) -> bool {
+        let _ = port;
+        true
+    }
 }

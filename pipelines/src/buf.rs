@@ -65,6 +65,16 @@ pub struct PacketMeta {
     /// `direction` is then `Inbound`, `in_port` and `uplink` those of the
     /// destination NAT address.
     pub hairpin: bool,
+    /// An outbound TCP SYN that replicate copied for a race (seed 001
+    /// [0026], [0036]): how many copies of it exist, 0 for every other
+    /// packet. Each copy has its own `uplink`.
+    pub race: u8,
+    /// Which copy this is, `0..race`.
+    pub race_index: u8,
+    /// Names the replicated SYN the copies were made from, so translate
+    /// tells the copies of one SYN (one race) from a retransmission of it
+    /// (which must not start a second race).
+    pub race_tag: u32,
 }
 
 impl PacketMeta {

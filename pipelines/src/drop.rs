@@ -66,6 +66,10 @@ drop_reasons! {
     RingFull => "ring_full", "next stage's ring was full";
     TxFull => "tx_full", "port TX queue did not take the packet";
     NoTxPort => "no_tx_port", "no egress port decided for the packet";
+    NoBuffer => "no_buffer", "the buffer pool had no buffer for a copy the appliance makes (a race copy)";
+    RaceSuppressed => "race_suppressed", "a SYN copy for a race that is already settled or already has a copy on that uplink (a retransmitted SYN does not start a second race)";
+    RaceLoser => "race_loser", "a segment from an uplink that lost the race (its SYN+ACK is answered with an RST instead)";
+    RacePending => "race_pending", "a segment on a racing uplink before the race is decided that cannot be delivered to the client";
 }
 
 #[cfg(test)]

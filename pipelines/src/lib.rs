@@ -24,7 +24,9 @@ pub mod drop;
 pub mod flow;
 pub mod icmp_error;
 pub mod nat;
+pub mod race;
 pub mod replicate;
+pub mod select;
 #[cfg(test)]
 mod test_frames;
 pub mod time;

@@ -47,6 +47,7 @@ use std::sync::Arc;
 use crate::counter::Counter;
 use crate::drop::DropReason;
 use crate::flow::{proto, FlowKey};
+use crate::select::SelEvent;
 use crate::time::Nanos;
 use crate::topology::{NatPortRange, Topology, UplinkId};
 
@@ -119,6 +120,12 @@ pub struct NatConfig {
     /// Keys the index hashes and the port randomisation. A fresh random
     /// value per run in production; fixed in tests.
     pub seed: u64,
+    /// How long a losing race copy waits for its SYN+ACK (to answer it with
+    /// an RST) before it is freed and counted unanswered.
+    pub race_timeout: Nanos,
+    /// Races (SYN races in progress, plus first-payload connections that
+    /// keep a sequence offset) the shard holds at once.
+    pub max_races: usize,
 }
 
 impl Default for NatConfig {
@@ -134,6 +141,8 @@ impl Default for NatConfig {
             sweep_interval: Nanos::from_secs(1),
             port_preservation: true,
             seed: 0x5EED_0FA7_7E57,
+            race_timeout: Nanos::from_secs(3),
+            max_races: 16_384,
         }
     }
 }
@@ -163,7 +172,7 @@ pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 /// What a session has seen, as bits; [`TcpState`] derives from them.
-mod seen {
+pub(crate) mod seen {
     pub const SYN_OUT: u8 = 1;
     pub const SYN_IN: u8 = 2;
     pub const FIN_OUT: u8 = 4;
@@ -173,9 +182,16 @@ mod seen {
     pub const IN: u8 = 64;
 }
 
-const NONE: u32 = u32::MAX;
+pub(crate) const NONE: u32 = u32::MAX;
 const LIVE: u8 = 1;
 const V6: u8 = 2;
+/// The session has the outbound index entry of its 5-tuple. All sessions
+/// do except racing copies: a race has one session per uplink for the same
+/// outbound 5-tuple, and only one of them (the client's) is indexed.
+pub(crate) const OUT_INDEXED: u8 = 4;
+/// A race copy that lost: kept for the race timeout so that its SYN+ACK is
+/// answered with an RST.
+pub(crate) const LOSER: u8 = 8;
 
 /// One session, 96 bytes. Addresses are stored as 16 bytes (IPv4 in its
 /// IPv4-mapped form, told apart by the `V6` flag) so one table serves NAT44
@@ -202,10 +218,14 @@ pub struct Session {
     nat_addr: u16,
     pub proto: u8,
     pub uplink: UplinkId,
-    tcp: u8,
-    flags: u8,
+    pub(crate) tcp: u8,
+    pub(crate) flags: u8,
     /// The client's MAC, learnt from its packets, for the way back.
     pub client_mac: [u8; 6],
+    /// The SYN race this session belongs to (seed 001 [0036]), or `NONE`:
+    /// a racing copy, a loser waiting for its SYN+ACK, or a first-payload
+    /// winner whose sequence numbers are translated.
+    pub(crate) race: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Session>() == 96);
@@ -230,6 +250,7 @@ impl Session {
         tcp: 0,
         flags: 0,
         client_mac: [0; 6],
+        race: NONE,
     };
 
     fn is_live(&self) -> bool {
@@ -238,6 +259,17 @@ impl Session {
 
     fn is_v6(&self) -> bool {
         self.flags & V6 != 0
+    }
+
+    /// Whether this session is a race copy that lost.
+    pub fn is_race_loser(&self) -> bool {
+        self.flags & LOSER != 0
+    }
+
+    /// Whether this session takes part in a SYN race (or keeps a
+    /// first-payload winner's sequence offset).
+    pub fn in_race(&self) -> bool {
+        self.race != NONE
     }
 
     pub fn client_addr(&self) -> IpAddr {
@@ -280,6 +312,9 @@ impl Session {
     }
 
     fn timeout(&self, cfg: &NatConfig) -> Nanos {
+        if self.flags & LOSER != 0 {
+            return cfg.race_timeout;
+        }
         match self.proto {
             proto::TCP => match self.tcp_state() {
                 TcpState::Established => cfg.tcp_established_timeout,
@@ -498,6 +533,17 @@ pub struct NatCounters {
     pub mappings: Counter,
     /// Complete passes of the sweep over the table.
     pub sweep_laps: Counter,
+    /// SYN races started (seed 001 [0036]).
+    pub races: Counter,
+    /// Races not started for want of a race record: the SYN left by one
+    /// uplink only.
+    pub race_table_full: Counter,
+    /// Selection events lost because the buffer toward the management core
+    /// was full.
+    pub events_dropped: Counter,
+    /// Losing race copies freed when their server answered (with a SYN+ACK,
+    /// which gets an RST, or an RST); the others expire.
+    pub race_closed: Counter,
     /// Per uplink, indexed by [`UplinkId`].
     pub uplinks: Vec<UplinkCounters>,
 }
@@ -511,6 +557,13 @@ pub struct UplinkCounters {
     pub tcp_sessions: Counter,
     pub udp_sessions: Counter,
     pub port_exhausted: Counter,
+    /// New TCP connections carried by this uplink (races won, and
+    /// connections that did not race).
+    pub connections: Counter,
+    pub races_won: Counter,
+    pub races_lost: Counter,
+    /// Losing race copies whose SYN+ACK never came within the race timeout.
+    pub race_unanswered: Counter,
 }
 
 /// A NAT address of the shard.
@@ -555,9 +608,17 @@ pub struct NatShard {
     sweep_owed: u64,
     sweep_credit: u128,
     last_sweep: Option<Nanos>,
+    pub(crate) races: crate::race::RaceTable,
+    /// Selection events (RTT samples, unanswered race copies) for the
+    /// management core; the runtime drains them every loop turn. Bounded by
+    /// [`EVENTS_MAX`]: past it events are counted `events_dropped`.
+    pub events: Vec<SelEvent>,
     /// Shared with the management core, which only reads.
     pub counters: Arc<NatCounters>,
 }
+
+/// Selection events a shard buffers between two drains.
+pub const EVENTS_MAX: usize = 4_096;
 
 /// How a new outbound session came to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -655,6 +716,8 @@ impl NatShard {
             sweep_owed: 0,
             sweep_credit: 0,
             last_sweep: None,
+            races: crate::race::RaceTable::with_capacity(cfg.max_races),
+            events: Vec::with_capacity(EVENTS_MAX),
             counters: Arc::new(NatCounters {
                 created: Counter::new(),
                 table_full: Counter::new(),
@@ -666,6 +729,10 @@ impl NatShard {
                 icmp_sessions: Counter::new(),
                 mappings: Counter::new(),
                 sweep_laps: Counter::new(),
+                races: Counter::new(),
+                race_table_full: Counter::new(),
+                events_dropped: Counter::new(),
+                race_closed: Counter::new(),
                 uplinks: (0..topo.uplinks.len())
                     .map(|_| UplinkCounters::default())
                     .collect(),
@@ -779,11 +846,34 @@ impl NatShard {
 
     fn live_or_expire(&mut self, idx: u32, now: Nanos) -> Option<u32> {
         if self.slots[idx as usize].expired(now, &self.cfg) {
-            self.remove(idx);
+            self.expire(idx);
             self.counters.expired.inc();
             return None;
         }
         Some(idx)
+    }
+
+    /// Removes a session that timed out. A race loser still here never
+    /// answered its SYN copy (answered ones are removed when their RST goes
+    /// out): that counts against its uplink's health (seed 001 [0054]).
+    fn expire(&mut self, idx: u32) {
+        if let Some(s) = self.remove(idx) {
+            if s.flags & LOSER != 0 && s.tcp & seen::SYN_IN == 0 {
+                if let Some(u) = self.counters.uplinks.get(usize::from(s.uplink)) {
+                    u.race_unanswered.inc();
+                }
+                self.emit(SelEvent::Unanswered { uplink: s.uplink });
+            }
+        }
+    }
+
+    /// Queues a selection event for the management core.
+    pub(crate) fn emit(&mut self, ev: SelEvent) {
+        if self.events.len() < EVENTS_MAX {
+            self.events.push(ev);
+        } else {
+            self.counters.events_dropped.inc();
+        }
     }
 
     /// The mapping head of an inside endpoint: on `uplink` for TCP, on any
@@ -834,6 +924,20 @@ impl NatShard {
         client_mac: [u8; 6],
         now: Nanos,
     ) -> Result<(u32, Created), DropReason> {
+        self.create_out_with(key, uplink, client_mac, now, true)
+    }
+
+    /// [`create_out`](Self::create_out), with or without the outbound index
+    /// entry: a race copy after the first shares its outbound 5-tuple with
+    /// the first and is found through the race instead.
+    pub(crate) fn create_out_with(
+        &mut self,
+        key: &FlowKey,
+        uplink: UplinkId,
+        client_mac: [u8; 6],
+        now: Nanos,
+        indexed: bool,
+    ) -> Result<(u32, Created), DropReason> {
         if self.live >= self.cfg.max_sessions {
             self.counters.table_full.inc();
             return Err(DropReason::TableFull);
@@ -881,7 +985,7 @@ impl NatShard {
             nat_addr,
             proto: t.proto,
             uplink,
-            flags: LIVE | if t.v6 { V6 } else { 0 },
+            flags: LIVE | if t.v6 { V6 } else { 0 } | if indexed { OUT_INDEXED } else { 0 },
             client_mac,
             ..Session::FREE
         };
@@ -986,7 +1090,7 @@ impl NatShard {
             nat_addr: m.nat_addr,
             proto: t.proto,
             uplink: m.uplink,
-            flags: m.flags,
+            flags: (m.flags & (LIVE | V6)) | OUT_INDEXED,
             client_mac: m.client_mac,
             ..Session::FREE
         };
@@ -1037,11 +1141,13 @@ impl NatShard {
             session_out_hash(hasher, &s),
             session_in_hash(hasher, addrs, &s),
         );
-        let (protocol, uplink) = (s.proto, s.uplink);
+        let (protocol, uplink, indexed) = (s.proto, s.uplink, s.flags & OUT_INDEXED != 0);
         self.slots[idx as usize] = s;
         let slots = &self.slots;
-        self.by_out
-            .insert_unique(oh, idx, |&i| session_out_hash(hasher, &slots[i as usize]));
+        if indexed {
+            self.by_out
+                .insert_unique(oh, idx, |&i| session_out_hash(hasher, &slots[i as usize]));
+        }
         self.by_in.insert_unique(ih, idx, |&i| {
             session_in_hash(hasher, addrs, &slots[i as usize])
         });
@@ -1049,6 +1155,36 @@ impl NatShard {
         self.counters.created.inc();
         self.adjust_gauges(protocol, uplink, true);
         idx
+    }
+
+    /// Gives session `idx` the outbound index entry of its 5-tuple, or takes
+    /// it away (a race passes the entry to its winner).
+    pub(crate) fn set_out_indexed(&mut self, idx: u32, on: bool) {
+        let Some(s) = self.slots.get(idx as usize).filter(|s| s.is_live()) else {
+            return;
+        };
+        let has = s.flags & OUT_INDEXED != 0;
+        let h = session_out_hash(&self.hasher, s);
+        if on && !has {
+            let (hasher, slots) = (&self.hasher, &self.slots);
+            self.by_out
+                .insert_unique(h, idx, |&i| session_out_hash(hasher, &slots[i as usize]));
+            self.slots[idx as usize].flags |= OUT_INDEXED;
+        } else if !on && has {
+            if let Ok(e) = self.by_out.find_entry(h, |&i| i == idx) {
+                e.remove();
+            }
+            self.slots[idx as usize].flags &= !OUT_INDEXED;
+        }
+    }
+
+    pub(crate) fn session_mut(&mut self, idx: u32) -> Option<&mut Session> {
+        self.slots.get_mut(idx as usize).filter(|s| s.is_live())
+    }
+
+    /// Whether the session saw a SYN from outside (its SYN+ACK).
+    pub fn answered(s: &Session) -> bool {
+        s.tcp & seen::SYN_IN != 0
     }
 
     /// Refreshes session `idx` with a packet of `len` bytes; returns it.
@@ -1110,12 +1246,17 @@ impl NatShard {
             .get(idx as usize)
             .filter(|s| s.is_live())?
             .clone();
+        if s.race != NONE {
+            self.race_detach(s.race, idx);
+        }
         let (hasher, addrs) = (&self.hasher, &self.addrs);
-        if let Ok(e) = self
-            .by_out
-            .find_entry(session_out_hash(hasher, &s), |&i| i == idx)
-        {
-            e.remove();
+        if s.flags & OUT_INDEXED != 0 {
+            if let Ok(e) = self
+                .by_out
+                .find_entry(session_out_hash(hasher, &s), |&i| i == idx)
+            {
+                e.remove();
+            }
         }
         if let Ok(e) = self
             .by_in
@@ -1180,7 +1321,7 @@ impl NatShard {
             self.sweep_cursor += 1;
             let s = &self.slots[idx as usize];
             if s.is_live() && s.expired(now, &self.cfg) {
-                self.remove(idx);
+                self.expire(idx);
                 expired += 1;
             }
         }

@@ -1,82 +1,320 @@
-//! Stage 2, replicate: gives every outbound packet its uplink.
+//! Stage 2, replicate: decides how new outbound TCP connections leave.
 //!
-//! In the full design (seed 001 [0026], [0035]-[0036]) a new outbound TCP SYN
-//! with no fresh RTT entry becomes one copy per healthy uplink. Until uplink
-//! selection lands, every outbound packet gets exactly one uplink from
-//! [`Replicate::select_uplink`], the single function that selection will
-//! replace. Inbound packets pass through untouched.
+//! A bare SYN (SYN set, ACK clear: a new connection, seed 001 [0036]) whose
+//! destination has no fresh RTT entry becomes one copy per healthy uplink
+//! (at most [`RACE_MAX`]), each tagged with its uplink; translate source-NATs
+//! every copy to its uplink's address and races them ([0026]-[0027]). A
+//! fresh entry skips the race and names the fastest uplink ([0041]). A
+//! policy may keep some traffic out of races ([0043]); a SYN carrying TCP
+//! Fast Open data never races, as its data would reach the server once per
+//! uplink. SYNs that do not race get an uplink from the policy's RFC 2391
+//! algorithm.
+//!
+//! Every other outbound packet gets [`UPLINK_AUTO`]: most belong to an
+//! existing session, whose uplink translate already knows, and translate
+//! runs the algorithm only when a packet does open a session, so round
+//! robin rotates per new flow and not per packet.
+//!
+//! Uplinks marked down by the management core are left out, except that one
+//! race copy every `probe_interval` goes to each down uplink whose link is up:
+//! its answer is how the uplink comes back (seed 001 [0054]).
+//!
+//! Inbound packets pass through untouched.
 
 use std::sync::Arc;
 
 use crate::buf::{Direction, PacketBuf};
 use crate::burst::Burst;
-use crate::counter::StageCounters;
+use crate::counter::{Counter, StageCounters};
 use crate::drop::DropReason;
-use crate::flow::FlowKey;
-use crate::topology::{Topology, UplinkId};
+use crate::flow::{proto, FlowKey};
+use crate::nat::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::race::{tcp_payload_len, RaceMode};
+use crate::select::{Algorithm, SelectConfig, Selector, Snapshot, RACE_MAX};
+use crate::time::Nanos;
+use crate::topology::{Topology, UplinkId, MAX_UPLINKS, UPLINK_AUTO};
+
+/// One selection rule: traffic it matches and how that traffic chooses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// IP protocol number; `None` matches every protocol.
+    pub protocol: Option<u8>,
+    /// Inclusive destination port range (ICMP has port 0).
+    pub ports: (u16, u16),
+    /// New TCP connections race (seed 001 [0043]).
+    pub race: bool,
+    /// The RFC 2391 algorithm for what does not race, and the tiebreak.
+    pub algorithm: Algorithm,
+}
+
+impl Policy {
+    fn matches(&self, f: &FlowKey) -> bool {
+        self.protocol.is_none_or(|p| p == f.proto)
+            && (self.ports.0..=self.ports.1).contains(&f.dst_port)
+    }
+}
+
+/// How uplinks are selected, shared by every replicate and translate lcore.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SelectionPolicy {
+    pub mode: RaceMode,
+    /// Rules in order; the first that matches applies.
+    pub policies: Vec<Policy>,
+    /// For traffic no rule matches: whether TCP races, and the algorithm.
+    pub race_tcp: bool,
+    pub algorithm: Algorithm,
+    /// A down uplink gets one race copy this often (seed 001 [0054]).
+    pub probe_interval: Nanos,
+    /// Sessions on an uplink that went down are reset at their next
+    /// outbound packet (TCP: an RST to the client; UDP and ICMP: moved to a
+    /// healthy uplink) instead of being kept.
+    pub reset_on_down: bool,
+}
+
+impl Default for SelectionPolicy {
+    fn default() -> Self {
+        SelectionPolicy {
+            mode: RaceMode::SynAck,
+            policies: Vec::new(),
+            race_tcp: true,
+            algorithm: Algorithm::WeightedLeastLoad,
+            probe_interval: Nanos::from_secs(5),
+            reset_on_down: false,
+        }
+    }
+}
+
+impl SelectionPolicy {
+    /// (races, algorithm) for a flow.
+    pub fn rule(&self, f: &FlowKey) -> (bool, Algorithm) {
+        let tcp = f.proto == proto::TCP;
+        match self.policies.iter().find(|p| p.matches(f)) {
+            Some(p) => (p.race && tcp, p.algorithm),
+            None => (self.race_tcp && tcp, self.algorithm),
+        }
+    }
+}
+
+/// How selection decisions were made on one lcore (replicate: SYNs;
+/// translate: other new sessions). Read by the management core.
+#[derive(Debug, Default)]
+pub struct SelectionCounters {
+    /// New connections sent by the RTT cache without a race.
+    pub cache_hits: Counter,
+    /// SYNs replicated for a race, and the copies made.
+    pub races_planned: Counter,
+    pub copies: Counter,
+    /// Race copies sent to a down uplink to probe it.
+    pub probes: Counter,
+    /// Picks per RFC 2391 algorithm, indexed by `Algorithm::index`.
+    pub by_algorithm: [Counter; 5],
+}
+
+/// Bit masks of the uplinks with a NAT address of each family (v4, v6).
+pub fn family_masks(topo: &Topology) -> [u64; 2] {
+    let mut m = [0u64; 2];
+    for (i, u) in topo.uplinks.iter().enumerate().take(MAX_UPLINKS) {
+        for a in &u.nat_addrs {
+            m[usize::from(a.is_ipv6())] |= 1 << i;
+        }
+    }
+    m
+}
+
+/// The initial snapshot of a topology: every uplink healthy.
+pub fn initial_snapshot(topo: &Topology) -> Arc<Snapshot> {
+    let weights: Vec<u32> = topo.uplinks.iter().map(|u| u.weight.max(1)).collect();
+    Arc::new(Snapshot::initial(&SelectConfig::default(), &weights))
+}
+
+/// Uplinks a new flow of `f` may use: healthy ones with a NAT address of its
+/// family; if none is healthy, every one of its family (trying a failed
+/// uplink beats dropping everything).
+pub fn candidates(families: &[u64; 2], selector: &Selector, f: &FlowKey) -> u64 {
+    let fam = families[usize::from(f.dst.is_ipv6())];
+    match fam & selector.snapshot().healthy_mask() {
+        0 => fam,
+        c => c,
+    }
+}
 
 pub struct Replicate {
-    topo: Arc<Topology>,
-    /// Bit i set: uplink i is healthy.
-    healthy: u64,
+    policy: Arc<SelectionPolicy>,
+    pub selector: Selector,
+    families: [u64; 2],
+    next_tag: u32,
+    /// When each uplink last got a probe copy.
+    last_probe: Vec<Nanos>,
     /// Shared with the management core, which only reads.
     pub counters: Arc<StageCounters>,
+    pub selection: Arc<SelectionCounters>,
 }
 
 impl Replicate {
     pub fn new(topo: Arc<Topology>) -> Self {
-        let n = topo.uplinks.len().min(64);
-        let healthy = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        Replicate::with_policy(topo, Arc::default())
+    }
+
+    pub fn with_policy(topo: Arc<Topology>, policy: Arc<SelectionPolicy>) -> Self {
         Replicate {
-            topo,
-            healthy,
+            policy,
+            selector: Selector::new(initial_snapshot(&topo)),
+            families: family_masks(&topo),
+            next_tag: 0,
+            last_probe: vec![Nanos::ZERO; topo.uplinks.len()],
             counters: Arc::default(),
+            selection: Arc::default(),
         }
-    }
-
-    /// Marks uplink `id` healthy or not (from the management core's snapshot).
-    pub fn set_healthy(&mut self, id: UplinkId, up: bool) {
-        if usize::from(id) < 64 {
-            if up {
-                self.healthy |= 1 << id;
-            } else {
-                self.healthy &= !(1 << id);
-            }
-        }
-    }
-
-    /// The uplink for a new outbound flow: the first healthy uplink that has
-    /// a NAT address of the flow's IP version (static policy).
-    pub fn select_uplink(&self, flow: &FlowKey) -> Option<UplinkId> {
-        self.topo
-            .uplinks
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i < 64 && self.healthy & (1 << i) != 0)
-            .find(|(_, u)| {
-                u.nat_addrs
-                    .iter()
-                    .any(|a| a.is_ipv4() == flow.src.is_ipv4())
-            })
-            .map(|(i, _)| i as UplinkId)
     }
 
     /// Moves packets from `input` to `output` (until `input` is empty or
-    /// `output` is full), setting the uplink of outbound ones.
-    pub fn process<B: PacketBuf>(&mut self, input: &mut Burst<B>, output: &mut Burst<B>) {
-        let n = input.len().min(output.remaining_capacity());
-        for mut pkt in input.drain(..n) {
+    /// `output` has no room for the next packet's copies), deciding the
+    /// uplink of outbound SYNs. Packets left in `input` wait for the next
+    /// call; with an empty `output` at least one packet is always taken.
+    pub fn process<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        input: &mut Burst<B>,
+        output: &mut Burst<B>,
+    ) {
+        let mut rest = Burst::new();
+        for mut pkt in input.drain(..) {
+            let room = output.remaining_capacity();
+            if !rest.is_empty() || room == 0 {
+                rest.push(pkt);
+                continue;
+            }
+            let m = *pkt.meta();
+            if m.direction != Direction::Outbound {
+                self.counters.packets.inc();
+                output.push(pkt);
+                continue;
+            }
+            let bare_syn = m.flow.proto == proto::TCP
+                && m.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
+            if !bare_syn {
+                self.counters.packets.inc();
+                pkt.meta_mut().uplink = UPLINK_AUTO;
+                output.push(pkt);
+                continue;
+            }
+            let set = self.race_set(now, &pkt);
+            let n = set.count_ones() as usize;
+            if n >= 2 {
+                if room < n && !output.is_empty() {
+                    rest.push(pkt);
+                    continue;
+                }
+                self.counters.packets.inc();
+                self.replicate(pkt, room_mask(set, room), output);
+                continue;
+            }
             self.counters.packets.inc();
-            if pkt.meta().direction == Direction::Outbound {
-                match self.select_uplink(&pkt.meta().flow) {
-                    Some(u) => pkt.meta_mut().uplink = u,
-                    None => {
-                        self.counters.count_drop(DropReason::NoUplink);
-                        continue;
-                    }
+            match self.single(now, &m.flow) {
+                Some(u) => {
+                    pkt.meta_mut().uplink = u;
+                    output.push(pkt);
+                }
+                None => self.counters.count_drop(DropReason::NoUplink),
+            }
+        }
+        *input = rest;
+    }
+
+    /// The uplinks a SYN races over (empty when it does not race): the
+    /// candidates, plus down uplinks due for a probe.
+    fn race_set<B: PacketBuf>(&mut self, now: Nanos, pkt: &B) -> u64 {
+        let f = pkt.meta().flow;
+        let (race, _) = self.policy.rule(&f);
+        // TCP Fast Open: the SYN's data would reach the server once per uplink.
+        if !race || tcp_payload_len(pkt) > 0 {
+            return 0;
+        }
+        let cands = candidates(&self.families, &self.selector, &f);
+        if self.selector.snapshot().fresh(f.dst, now).is_some() {
+            return 0;
+        }
+        let fam = self.families[usize::from(f.dst.is_ipv6())];
+        let snap = self.selector.snapshot().clone();
+        let mut set = cands;
+        for (u, v) in snap.uplinks.iter().enumerate().take(MAX_UPLINKS) {
+            if fam & (1 << u) != 0 && !v.healthy && v.link_up {
+                let last = &mut self.last_probe[u];
+                if now.since(*last) >= self.policy.probe_interval || *last == Nanos::ZERO {
+                    *last = now;
+                    set |= 1 << u;
+                    self.selection.probes.inc();
                 }
             }
-            output.push(pkt);
+        }
+        // At most RACE_MAX uplinks race: the lowest-numbered ones.
+        let mut kept = 0u64;
+        let mut s = set;
+        while s != 0 && kept.count_ones() < RACE_MAX as u32 {
+            let bit = s & s.wrapping_neg();
+            kept |= bit;
+            s &= !bit;
+        }
+        kept
+    }
+
+    /// A SYN that does not race: the cache's best uplink, else the policy's
+    /// algorithm.
+    fn single(&mut self, now: Nanos, f: &FlowKey) -> Option<UplinkId> {
+        let (_, alg) = self.policy.rule(f);
+        let cands = candidates(&self.families, &self.selector, f);
+        if let Some(u) = self.selector.cached(f.dst, cands, alg, f.proto, now) {
+            self.selection.cache_hits.inc();
+            return Some(u);
+        }
+        let u = self.selector.pick(alg, f.dst, f.proto, cands)?;
+        self.selection.by_algorithm[alg.index()].inc();
+        Some(u)
+    }
+
+    /// One copy of `pkt` per uplink of `set`, in uplink order, all stamped
+    /// with one race tag. A copy the pool cannot supply is counted
+    /// `no_buffer`; the race goes on with the others.
+    fn replicate<B: PacketBuf>(&mut self, pkt: B, set: u64, output: &mut Burst<B>) {
+        self.next_tag = self.next_tag.wrapping_add(1).max(1);
+        let n = set.count_ones() as u8;
+        let mut s = set;
+        let mut k = 0u8;
+        self.selection.races_planned.inc();
+        let mut original = Some(pkt);
+        while s != 0 {
+            let u = s.trailing_zeros() as UplinkId;
+            s &= s - 1;
+            let copy = if s == 0 {
+                original.take()
+            } else {
+                original.as_ref().and_then(|p| p.try_clone())
+            };
+            let Some(mut c) = copy else {
+                self.counters.count_drop(DropReason::NoBuffer);
+                continue;
+            };
+            let m = c.meta_mut();
+            m.uplink = u;
+            m.race = n;
+            m.race_index = k;
+            m.race_tag = self.next_tag;
+            k += 1;
+            self.selection.copies.inc();
+            output.push(c);
         }
     }
+}
+
+/// `set` limited to its lowest `room` bits (an empty output burst always
+/// takes a whole race: `room` is then 32 >= RACE_MAX).
+fn room_mask(set: u64, room: usize) -> u64 {
+    let mut kept = 0u64;
+    let mut s = set;
+    while s != 0 && (kept.count_ones() as usize) < room {
+        let bit = s & s.wrapping_neg();
+        kept |= bit;
+        s &= !bit;
+    }
+    kept
 }

@@ -11,6 +11,9 @@ pub type UplinkId = u8;
 
 /// Most uplinks a site may have (uplink health and races use 64-bit sets).
 pub const MAX_UPLINKS: usize = 64;
+/// `PacketMeta::uplink` of an outbound packet whose uplink translate picks
+/// when (and only when) the packet opens a new session.
+pub const UPLINK_AUTO: UplinkId = UplinkId::MAX;
 
 /// An IP prefix (address and length), IPv4 or IPv6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -19,16 +19,27 @@ use crate::counter::StageCounters;
 use crate::drop::DropReason;
 use crate::flow::proto;
 use crate::icmp_error::rewrite_icmp_error;
-use crate::nat::{NatConfig, NatShard};
+use crate::nat::{NatConfig, NatShard, NONE, TCP_ACK, TCP_RST, TCP_SYN};
+use crate::race::{reflect_tcp, tcp_seq_ack, RaceMode};
+use crate::replicate::{
+    candidates, family_masks, initial_snapshot, SelectionCounters, SelectionPolicy,
+};
+use crate::select::{SelEvent, Selector};
 use crate::time::Nanos;
-use crate::topology::{Topology, UplinkId};
+use crate::topology::{Topology, UplinkId, UPLINK_AUTO};
 
 pub struct Translate {
     topo: Arc<Topology>,
     pub shard: u16,
     pub nat: NatShard,
+    /// Picks the uplink of new sessions that replicate left to translate
+    /// ([`UPLINK_AUTO`]).
+    pub selector: Selector,
+    policy: Arc<SelectionPolicy>,
+    families: [u64; 2],
     /// Shared with the management core, which only reads.
     pub counters: Arc<StageCounters>,
+    pub selection: Arc<SelectionCounters>,
 }
 
 /// Which endpoint of the packet is rewritten.
@@ -40,12 +51,25 @@ enum Side {
 
 impl Translate {
     pub fn new(topo: Arc<Topology>, shard: u16, cfg: NatConfig) -> Self {
+        Translate::with_policy(topo, shard, cfg, Arc::default())
+    }
+
+    pub fn with_policy(
+        topo: Arc<Topology>,
+        shard: u16,
+        cfg: NatConfig,
+        policy: Arc<SelectionPolicy>,
+    ) -> Self {
         let nat = NatShard::new(cfg, &topo, shard);
         Translate {
+            selector: Selector::new(initial_snapshot(&topo)),
+            families: family_masks(&topo),
+            policy,
             topo,
             shard,
             nat,
             counters: Arc::default(),
+            selection: Arc::default(),
         }
     }
 
@@ -173,19 +197,36 @@ impl Translate {
         // Before any session is created: a packet that dies here must not
         // hold a NAT port until its flow times out.
         check_ttl(pkt)?;
+        let client_mac = || {
+            pkt.data()
+                .get(6..12)
+                .and_then(|s| s.try_into().ok())
+                .unwrap_or([0u8; 6])
+        };
         let idx = match self.nat.lookup(&m.flow, false, hint, now) {
-            Some(i) => i,
+            Some(i) => {
+                let race = self.nat.session(i).map_or(NONE, |s| s.race);
+                if m.race > 0 || race != NONE {
+                    self.race_outbound(now, &m, i, race, client_mac())?
+                } else {
+                    i
+                }
+            }
+            None if m.race > 0 && hairpin.is_none() => self.race_start(now, &m, client_mac())?,
             None => {
-                let uplink = hairpin.unwrap_or(m.uplink);
+                let uplink = match hairpin {
+                    Some(h) => h,
+                    None if m.uplink == UPLINK_AUTO => self.pick(&m)?,
+                    None => m.uplink,
+                };
                 if usize::from(uplink) >= self.topo.uplinks.len() {
                     return Err(DropReason::NoUplink);
                 }
-                let client_mac = pkt
-                    .data()
-                    .get(6..12)
-                    .and_then(|s| s.try_into().ok())
-                    .unwrap_or([0; 6]);
-                self.nat.create_out(&m.flow, uplink, client_mac, now)?.0
+                let idx = self.nat.create_out(&m.flow, uplink, client_mac(), now)?.0;
+                if m.flow.proto == proto::TCP && m.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                    self.count_connection(idx);
+                }
+                idx
             }
         };
         let len = pkt.data().len();
@@ -253,6 +294,29 @@ impl Translate {
             Some(i) => i,
             None => self.nat.admit_in(&m.flow, m.tcp_flags, now)?,
         };
+        if m.flow.proto == proto::TCP {
+            if let Some(s) = self.nat.session(idx) {
+                if s.in_race() {
+                    if !self.race_inbound(now, pkt, idx)? {
+                        return Ok(());
+                    }
+                } else if m.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+                    && !NatShard::answered(s)
+                    && s.packets_in == 0
+                {
+                    // A connection that did not race still measures its
+                    // uplink (seed 001 [0041]).
+                    let ev = SelEvent::Answer {
+                        dst: s.remote_addr(),
+                        uplink: s.uplink,
+                        rtt: (s.packets_out == 1).then(|| now.since(s.last_seen)),
+                        raced: false,
+                        decided: false,
+                    };
+                    self.nat.emit(ev);
+                }
+            }
+        }
         let len = pkt.data().len();
         self.nat.touch(idx, now, len, m.tcp_flags, true);
         let s = self.nat.session(idx).ok_or(DropReason::NoSession)?;
@@ -266,6 +330,229 @@ impl Translate {
             c.rx_bytes.add(len as u64);
         }
         Ok(())
+    }
+}
+
+/// Uplink selection and SYN races (seed 001), the translate side.
+impl Translate {
+    /// The policy's RFC 2391 algorithm for a new session replicate left to
+    /// translate.
+    fn pick(&mut self, m: &crate::buf::PacketMeta) -> Result<UplinkId, DropReason> {
+        let (_, alg) = self.policy.rule(&m.flow);
+        let cands = candidates(&self.families, &self.selector, &m.flow);
+        let u = self
+            .selector
+            .pick(alg, m.flow.dst, m.flow.proto, cands)
+            .ok_or(DropReason::NoUplink)?;
+        self.selection.by_algorithm[alg.index()].inc();
+        Ok(u)
+    }
+
+    fn count_connection(&self, idx: u32) {
+        if let Some(s) = self.nat.session(idx) {
+            if let Some(c) = self.nat.counters.uplinks.get(usize::from(s.uplink)) {
+                c.connections.inc();
+            }
+        }
+    }
+
+    /// The first copy of a replicated SYN to arrive starts its race: a
+    /// session on the copy's uplink holding the outbound index entry. With
+    /// the race table full the SYN goes out by this uplink alone.
+    fn race_start(
+        &mut self,
+        now: Nanos,
+        m: &crate::buf::PacketMeta,
+        client_mac: [u8; 6],
+    ) -> Result<u32, DropReason> {
+        if usize::from(m.uplink) >= self.topo.uplinks.len() {
+            return Err(DropReason::NoUplink);
+        }
+        let Some(r) = self.nat.races.start(now, m.race_tag, self.policy.mode) else {
+            self.nat.counters.race_table_full.inc();
+            let idx = self.nat.create_out(&m.flow, m.uplink, client_mac, now)?.0;
+            self.count_connection(idx);
+            return Ok(idx);
+        };
+        let idx = match self.nat.create_out(&m.flow, m.uplink, client_mac, now) {
+            Ok((idx, _)) => idx,
+            Err(e) => {
+                self.nat.race_free_empty(r);
+                return Err(e);
+            }
+        };
+        self.nat.race_attach(r, idx);
+        self.nat.counters.races.inc();
+        Ok(idx)
+    }
+
+    /// An outbound packet of a flow that has a session `i` (the indexed one)
+    /// while it races or is a race copy. Returns the session to send it by.
+    fn race_outbound(
+        &mut self,
+        now: Nanos,
+        m: &crate::buf::PacketMeta,
+        i: u32,
+        race: u32,
+        client_mac: [u8; 6],
+    ) -> Result<u32, DropReason> {
+        let undecided = self.nat.race(race).filter(|r| !r.decided);
+        if m.race == 0 {
+            // The client's own packets go by the indexed session.
+            return Ok(i);
+        }
+        let Some(r) = undecided.cloned() else {
+            // Settled (or never raced: the race table was full): one copy
+            // goes by the connection's session, the others are not needed.
+            return if m.race_index == 0 {
+                Ok(i)
+            } else {
+                Err(DropReason::RaceSuppressed)
+            };
+        };
+        // A copy for an uplink already racing: the first SYN's own copy
+        // never meets one, a retransmitted SYN's copies go out again by
+        // their uplink's session (whose packet count then marks its RTT
+        // sample ambiguous).
+        if let Some(j) = self.nat.race_member_on(race, m.uplink) {
+            return Ok(j);
+        }
+        // Another copy of the SYN that started the race joins it; a
+        // retransmission does not add uplinks (no second race).
+        if m.race_tag != r.tag || usize::from(m.uplink) >= self.topo.uplinks.len() {
+            return Err(DropReason::RaceSuppressed);
+        }
+        let (j, _) = self
+            .nat
+            .create_out_with(&m.flow, m.uplink, client_mac, now, false)?;
+        if !self.nat.race_attach(race, j) {
+            self.nat.remove(j);
+            return Err(DropReason::RaceSuppressed);
+        }
+        Ok(j)
+    }
+
+    /// An inbound TCP segment on a session that races (or lost a race).
+    /// Returns true when the segment is to be translated to the client as
+    /// usual, false when it was turned into the appliance's own answer
+    /// (ready to leave); drops it otherwise.
+    fn race_inbound<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+        idx: u32,
+    ) -> Result<bool, DropReason> {
+        let m = *pkt.meta();
+        let Some(s) = self.nat.session(idx) else {
+            return Err(DropReason::NoSession);
+        };
+        let r = s.race;
+        let Some(race) = self.nat.race(r).cloned() else {
+            return Ok(true);
+        };
+        let synack = m.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
+        let rst = m.tcp_flags & TCP_RST != 0;
+        if s.is_race_loser() {
+            return self
+                .answer_loser(now, pkt, idx, &race, synack, rst)
+                .map(|()| false);
+        }
+        if race.decided {
+            return Ok(true);
+        }
+        match race.mode {
+            RaceMode::SynAck | RaceMode::FirstPayload => {
+                if synack || rst {
+                    self.decide(now, r, idx);
+                    Ok(true)
+                } else {
+                    Err(DropReason::RacePending)
+                }
+            }
+        }
+    }
+
+    /// The first answer decides the race (seed 001 [0036]): its session
+    /// takes the outbound index entry and carries the connection; every
+    /// other copy loses and waits, for the race timeout, for its SYN+ACK.
+    fn decide(&mut self, now: Nanos, r: u32, winner: u32) {
+        let Some(race) = self.nat.race(r).cloned() else {
+            return;
+        };
+        for (_, x) in race.live_members() {
+            if x != winner {
+                self.nat.set_out_indexed(x, false);
+                if let Some(s) = self.nat.session_mut(x) {
+                    s.flags |= crate::nat::LOSER;
+                    s.last_seen = now;
+                    let u = s.uplink;
+                    if let Some(c) = self.nat.counters.uplinks.get(usize::from(u)) {
+                        c.races_lost.inc();
+                    }
+                }
+            }
+        }
+        self.nat.set_out_indexed(winner, true);
+        if let Some(x) = self.nat.races.get_mut(r) {
+            x.decided = true;
+        }
+        let Some(s) = self.nat.session(winner) else {
+            return;
+        };
+        let ev = SelEvent::Answer {
+            dst: s.remote_addr(),
+            uplink: s.uplink,
+            rtt: (s.packets_out == 1).then(|| now.since(race.started)),
+            raced: true,
+            decided: true,
+        };
+        if let Some(c) = self.nat.counters.uplinks.get(usize::from(s.uplink)) {
+            c.races_won.inc();
+            c.connections.inc();
+        }
+        self.nat.emit(ev);
+        self.nat.race_detach(r, winner);
+    }
+
+    /// A segment from a losing uplink. Its SYN+ACK is answered with an RST
+    /// toward the server, sequence number taken from the SYN+ACK's
+    /// acknowledgement (RFC 9293 3.10.7.3), so the server's half-open
+    /// connection goes at once (seed 001 [0030], [0036]); the loser's
+    /// session is freed. Its RST just frees the session.
+    fn answer_loser<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+        idx: u32,
+        race: &crate::race::Race,
+        synack: bool,
+        rst: bool,
+    ) -> Result<(), DropReason> {
+        let Some(s) = self.nat.session(idx) else {
+            return Err(DropReason::NoSession);
+        };
+        if rst {
+            self.nat.remove(idx);
+            self.nat.counters.race_closed.inc();
+            return Err(DropReason::RaceLoser);
+        }
+        if !synack {
+            return Err(DropReason::RaceLoser);
+        }
+        let ev = SelEvent::Answer {
+            dst: s.remote_addr(),
+            uplink: s.uplink,
+            rtt: (s.packets_out == 1).then(|| now.since(race.started)),
+            raced: true,
+            decided: false,
+        };
+        let uplink = &self.topo.uplinks[usize::from(s.uplink)];
+        let next_hop = uplink.next_hop_mac;
+        let (_, ack) = tcp_seq_ack(pkt).ok_or(DropReason::TruncatedTcp)?;
+        self.nat.emit(ev);
+        self.nat.remove(idx);
+        self.nat.counters.race_closed.inc();
+        reflect_tcp(pkt, TCP_RST, ack, 0, 0, next_hop)
     }
 }
 

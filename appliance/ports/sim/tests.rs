@@ -108,17 +108,25 @@ impl MiniAppliance {
                     continue;
                 }
                 moved += n;
-                let (mut a, mut b, mut c) = (Burst::new(), Burst::new(), Burst::new());
+                let mut a = Burst::new();
                 self.classify.process(&mut rx, &mut a);
-                self.replicate.process(&mut a, &mut b);
-                self.translate.process(now, &mut b, &mut c);
-                while !c.is_empty() {
-                    self.transmit.process(&mut c, &mut self.per_port);
-                    for (out, port) in self.per_port.iter_mut().zip(&mut self.ports) {
-                        if !out.is_empty() {
-                            port.tx[0].tx_burst(out);
-                            self.transmit.tx_rejected(out.len());
-                            out.clear();
+                // Race copies can outgrow a burst: each stage is called
+                // again for what it left.
+                while !a.is_empty() {
+                    let mut b = Burst::new();
+                    self.replicate.process(now, &mut a, &mut b);
+                    while !b.is_empty() {
+                        let mut c = Burst::new();
+                        self.translate.process(now, &mut b, &mut c);
+                        while !c.is_empty() {
+                            self.transmit.process(&mut c, &mut self.per_port);
+                            for (out, port) in self.per_port.iter_mut().zip(&mut self.ports) {
+                                if !out.is_empty() {
+                                    port.tx[0].tx_burst(out);
+                                    self.transmit.tx_rejected(out.len());
+                                    out.clear();
+                                }
+                            }
                         }
                     }
                 }
