@@ -89,7 +89,73 @@ pub struct Race {
     /// client's ACK (and SACK) numbers, taken off the server's sequence
     /// numbers.
     pub(crate) offset: u32,
+    /// First-payload mode: the client's segments with payload sent before
+    /// the race was decided (replay slots), for members whose handshake
+    /// completes after them.
+    pub(crate) replay: [u16; REPLAY_MAX],
+    pub(crate) replay_n: u8,
+    /// A segment did not fit the replay slots: late members cannot be
+    /// caught up.
+    pub(crate) replay_lost: bool,
     next_free: u32,
+}
+
+/// Client segments a first-payload race keeps for late members.
+pub const REPLAY_MAX: usize = 2;
+/// Replay slots per shard, and their size.
+pub const REPLAY_SLOTS: usize = 256;
+const REPLAY_BYTES: usize = 2048;
+
+/// Copies of client segments, in slots reserved up front.
+pub(crate) struct ReplayStore {
+    bytes: Vec<u8>,
+    len: Vec<u16>,
+    meta: Vec<crate::buf::PacketMeta>,
+    free: Vec<u16>,
+}
+
+impl ReplayStore {
+    fn new() -> ReplayStore {
+        ReplayStore {
+            bytes: vec![0; REPLAY_SLOTS * REPLAY_BYTES],
+            len: vec![0; REPLAY_SLOTS],
+            meta: vec![crate::buf::PacketMeta::default(); REPLAY_SLOTS],
+            free: (0..REPLAY_SLOTS as u16).rev().collect(),
+        }
+    }
+
+    /// Keeps a copy of `pkt`; `None` when no slot is free or it is too big.
+    pub(crate) fn keep<B: PacketBuf>(&mut self, pkt: &B) -> Option<u16> {
+        let d = pkt.data();
+        if d.len() > REPLAY_BYTES {
+            return None;
+        }
+        let slot = self.free.pop()?;
+        let at = usize::from(slot) * REPLAY_BYTES;
+        self.bytes[at..at + d.len()].copy_from_slice(d);
+        self.len[usize::from(slot)] = d.len() as u16;
+        self.meta[usize::from(slot)] = *pkt.meta();
+        Some(slot)
+    }
+
+    /// Writes slot `slot` into `pkt` (frame and metadata).
+    pub(crate) fn restore<B: PacketBuf>(&self, slot: u16, pkt: &mut B) -> bool {
+        let i = usize::from(slot);
+        let len = usize::from(self.len[i]);
+        if !pkt.set_len(len) {
+            return false;
+        }
+        let at = i * REPLAY_BYTES;
+        pkt.data_mut().copy_from_slice(&self.bytes[at..at + len]);
+        *pkt.meta_mut() = self.meta[i];
+        true
+    }
+
+    fn release(&mut self, slot: u16) {
+        if usize::from(slot) < REPLAY_SLOTS && !self.free.contains(&slot) {
+            self.free.push(slot);
+        }
+    }
 }
 
 impl Race {
@@ -107,6 +173,9 @@ impl Race {
         client_next: 0,
         data_sent: false,
         offset: 0,
+        replay: [0; REPLAY_MAX],
+        replay_n: 0,
+        replay_lost: false,
         next_free: NONE,
     };
 
@@ -132,6 +201,7 @@ pub struct RaceTable {
     free: u32,
     live: usize,
     cap: usize,
+    pub(crate) replay: ReplayStore,
 }
 
 impl RaceTable {
@@ -141,6 +211,7 @@ impl RaceTable {
             free: NONE,
             live: 0,
             cap,
+            replay: ReplayStore::new(),
         }
     }
 
@@ -183,7 +254,18 @@ impl RaceTable {
         self.races.get_mut(r as usize)
     }
 
+    /// Lets the replay slots of race `r` go (when it is decided).
+    pub(crate) fn release_replay(&mut self, r: u32) {
+        if let Some(x) = self.races.get_mut(r as usize) {
+            for &slot in &x.replay[..usize::from(x.replay_n)] {
+                self.replay.release(slot);
+            }
+            x.replay_n = 0;
+        }
+    }
+
     fn free(&mut self, r: u32) {
+        self.release_replay(r);
         if let Some(x) = self.races.get_mut(r as usize) {
             *x = Race {
                 next_free: self.free,
@@ -281,9 +363,8 @@ pub(crate) fn tcp_payload_len<B: PacketBuf>(pkt: &B) -> usize {
 
 /// Turns a classified TCP packet into a bare segment (no options, no
 /// payload) from its receiver back to its sender: addresses and ports
-/// swapped, the given sequence, acknowledgement, flags and window, TTL 64,
-/// both checksums computed in full. The packet then leaves by the port it
-/// came in on (`meta.out_port`), toward `next_hop`.
+/// swapped, the given sequence, acknowledgement, flags and window. The
+/// packet then leaves by the port it came in on, toward `next_hop`.
 pub(crate) fn reflect_tcp<B: PacketBuf>(
     pkt: &mut B,
     flags: u8,
@@ -293,20 +374,51 @@ pub(crate) fn reflect_tcp<B: PacketBuf>(
     next_hop: [u8; 6],
 ) -> Result<(), DropReason> {
     let m = *pkt.meta();
+    let f = m.flow.reversed();
+    write_tcp(pkt, &f, flags, seq, ack, window)?;
+    let meta = pkt.meta_mut();
+    meta.direction = match m.direction {
+        Direction::Inbound => Direction::Outbound,
+        Direction::Outbound => Direction::Inbound,
+        Direction::Unknown => Direction::Unknown,
+    };
+    meta.out_port = m.in_port;
+    meta.next_hop_mac = next_hop;
+    Ok(())
+}
+
+/// Rewrites a classified TCP packet of the same IP version as `f` into a
+/// bare segment (no options, no payload) for the 5-tuple `f`: TTL 64, both
+/// checksums computed in full. Sets `meta.flow`, `l4_offset` and
+/// `tcp_flags`; the caller sets where it goes.
+pub(crate) fn write_tcp<B: PacketBuf>(
+    pkt: &mut B,
+    f: &crate::flow::FlowKey,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> Result<(), DropReason> {
+    let m = *pkt.meta();
     let (l3, l4) = (usize::from(m.l3_offset), usize::from(m.l4_offset));
     let v6 = m.is_ipv6();
     let (ip_len, alen, src_at, dst_at) = if v6 { (40, 16, 8, 24) } else { (20, 4, 12, 16) };
     let new_l4 = l3 + ip_len;
+    let (src, dst) = match (f.src, f.dst, v6) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d), false) => {
+            let mut a = [0u8; 16];
+            let mut b = [0u8; 16];
+            a[..4].copy_from_slice(&s.octets());
+            b[..4].copy_from_slice(&d.octets());
+            (a, b)
+        }
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d), true) => (s.octets(), d.octets()),
+        _ => return Err(DropReason::NoNatAddress),
+    };
     if pkt.data().len() < l4 + 20 || l4 < new_l4 {
         return Err(DropReason::TruncatedTcp);
     }
     let d = pkt.data_mut();
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src[..alen].copy_from_slice(&d[l3 + src_at..l3 + src_at + alen]);
-    dst[..alen].copy_from_slice(&d[l3 + dst_at..l3 + dst_at + alen]);
-    let (sport, dport) = ([d[l4], d[l4 + 1]], [d[l4 + 2], d[l4 + 3]]);
-    // The new IP header, sender and receiver swapped.
     let ip = &mut d[l3..new_l4];
     if v6 {
         ip[..4].copy_from_slice(&[0x60, 0, 0, 0]);
@@ -316,15 +428,15 @@ pub(crate) fn reflect_tcp<B: PacketBuf>(
     } else {
         ip[..12].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
     }
-    ip[src_at..src_at + alen].copy_from_slice(&dst[..alen]);
-    ip[dst_at..dst_at + alen].copy_from_slice(&src[..alen]);
+    ip[src_at..src_at + alen].copy_from_slice(&src[..alen]);
+    ip[dst_at..dst_at + alen].copy_from_slice(&dst[..alen]);
     if !v6 {
         let c = !fold(sum(ip, 0));
         ip[10..12].copy_from_slice(&c.to_be_bytes());
     }
     let tcp = &mut d[new_l4..new_l4 + 20];
-    tcp[0..2].copy_from_slice(&dport);
-    tcp[2..4].copy_from_slice(&sport);
+    tcp[0..2].copy_from_slice(&f.src_port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&f.dst_port.to_be_bytes());
     tcp[4..8].copy_from_slice(&seq.to_be_bytes());
     tcp[8..12].copy_from_slice(&ack.to_be_bytes());
     tcp[12] = 5 << 4;
@@ -339,15 +451,8 @@ pub(crate) fn reflect_tcp<B: PacketBuf>(
     }
     let meta = pkt.meta_mut();
     meta.l4_offset = new_l4 as u16;
-    meta.flow = m.flow.reversed();
+    meta.flow = *f;
     meta.tcp_flags = flags;
-    meta.direction = match m.direction {
-        Direction::Inbound => Direction::Outbound,
-        Direction::Outbound => Direction::Inbound,
-        Direction::Unknown => Direction::Unknown,
-    };
-    meta.out_port = m.in_port;
-    meta.next_hop_mac = next_hop;
     Ok(())
 }
 
@@ -718,6 +823,243 @@ mod tests {
         );
         assert_eq!(rig.send(&tfo, LAN_PORT, T0).len(), 1);
         assert_eq!(rig.translate.nat.counters.races.get(), 0);
+    }
+
+    /// A TCP segment with chosen sequence numbers between `src` and `dst`,
+    /// framed for the port it arrives on.
+    #[allow(clippy::too_many_arguments)]
+    fn seg(
+        src: &str,
+        dst: &str,
+        ports: (u16, u16),
+        syn: bool,
+        seq: u32,
+        ack: Option<u32>,
+        payload: &[u8],
+        port: u16,
+    ) -> Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::{IpAddress, TcpRepr, TcpSeqNumber};
+        let repr = TcpRepr {
+            src_port: ports.0,
+            dst_port: ports.1,
+            control: if syn {
+                TcpControl::Syn
+            } else {
+                TcpControl::None
+            },
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: 64_000,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let (s, d) = (ip(src), ip(dst));
+        let mut b = vec![0; repr.buffer_len()];
+        repr.emit(
+            &mut TcpPacket::new_unchecked(&mut b[..]),
+            &IpAddress::from(s),
+            &IpAddress::from(d),
+            &ChecksumCapabilities::default(),
+        );
+        let dgram = raw_ip(s, d, 6, 64, &b);
+        match port {
+            LAN_PORT => ethernet(LAN_MAC, CLIENT_MAC, None, 0x0800, &dgram),
+            WAN_PORT => ethernet(WAN_MAC, ISP0_MAC, None, 0x0800, &dgram),
+            _ => ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(TAGGED_VLAN), 0x0800, &dgram),
+        }
+    }
+
+    fn summary(b: &HeapBuf) -> (u16, bool, bool, bool, u32, u32, usize) {
+        let t = tcp_of(b);
+        (
+            b.meta().out_port,
+            t.syn(),
+            t.ack(),
+            t.rst(),
+            t.seq_number().0 as u32,
+            t.ack_number().0 as u32,
+            t.payload().len(),
+        )
+    }
+
+    /// Uplink 0 has a transparent proxy: its SYN+ACK comes first, its data
+    /// late. First-payload mode completes uplink 1's handshake itself,
+    /// replays the client's request there, and picks uplink 1 when its data
+    /// comes first, translating sequence numbers for the rest of the
+    /// connection.
+    #[test]
+    fn first_payload_mode_picks_the_uplink_whose_data_comes_first() {
+        let mut rig = Rig::new(SelectionPolicy {
+            mode: RaceMode::FirstPayload,
+            ..SelectionPolicy::default()
+        });
+        let client = "10.0.0.2";
+        let t = |ms| T0.saturating_add(Nanos::from_millis(ms));
+        let copies = rig.send(
+            &seg(client, SERVER, (40000, 80), true, 5000, None, b"", LAN_PORT),
+            LAN_PORT,
+            t(0),
+        );
+        let src = sources(&copies);
+        assert_eq!(copies.len(), 2);
+        let (n0, n1) = (src[0].1, src[1].1);
+
+        // The proxy's SYN+ACK (ISN 7000) reaches the client.
+        let out = rig.send(
+            &seg(
+                SERVER,
+                NAT4,
+                (80, n0),
+                true,
+                7000,
+                Some(5001),
+                b"",
+                WAN_PORT,
+            ),
+            WAN_PORT,
+            t(1),
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            summary(&out[0]),
+            (LAN_PORT, true, true, false, 7000, 5001, 0)
+        );
+        // The client's ACK and request go out by the proxy's uplink only
+        // (uplink 1 has not answered yet).
+        let out = rig.send(
+            &seg(
+                client,
+                SERVER,
+                (40000, 80),
+                false,
+                5001,
+                Some(7001),
+                b"",
+                LAN_PORT,
+            ),
+            LAN_PORT,
+            t(2),
+        );
+        assert_eq!(out.len(), 1);
+        let out = rig.send(
+            &seg(
+                client,
+                SERVER,
+                (40000, 80),
+                false,
+                5001,
+                Some(7001),
+                b"GET",
+                LAN_PORT,
+            ),
+            LAN_PORT,
+            t(2),
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(summary(&out[0]).0, WAN_PORT);
+
+        // Uplink 1's server answers (ISN 9000): the appliance ACKs it and
+        // replays the request, its ACK number in that server's space.
+        let out = rig.send(
+            &seg(
+                SERVER,
+                NAT4_TAGGED,
+                (80, n1),
+                true,
+                9000,
+                Some(5001),
+                b"",
+                WAN_TAGGED_PORT,
+            ),
+            WAN_TAGGED_PORT,
+            t(40),
+        );
+        let got: Vec<_> = out.iter().map(summary).collect();
+        assert_eq!(
+            got,
+            vec![
+                (WAN_TAGGED_PORT, false, true, false, 5001, 9001, 0),
+                (WAN_TAGGED_PORT, false, true, false, 5001, 9001, 3),
+            ]
+        );
+        for b in &out {
+            assert_checksums_valid(b.data(), usize::from(b.meta().l3_offset));
+            assert_eq!(sources(std::slice::from_ref(b))[0], src[1]);
+        }
+
+        // Its response is the first payload: uplink 1 wins. The data reaches
+        // the client in the proxy's sequence space, and the proxy's uplink
+        // gets an RST at the client's next sequence number.
+        let out = rig.send(
+            &seg(
+                SERVER,
+                NAT4_TAGGED,
+                (80, n1),
+                false,
+                9001,
+                Some(5004),
+                b"HTTP",
+                WAN_TAGGED_PORT,
+            ),
+            WAN_TAGGED_PORT,
+            t(80),
+        );
+        let got: Vec<_> = out.iter().map(summary).collect();
+        assert_eq!(
+            got,
+            vec![
+                (LAN_PORT, false, true, false, 7001, 5004, 4),
+                (WAN_PORT, false, false, true, 5004, 0, 0),
+            ]
+        );
+        for b in &out {
+            assert_checksums_valid(b.data(), usize::from(b.meta().l3_offset));
+        }
+        let up = &rig.translate.nat.counters.uplinks;
+        assert_eq!((up[1].races_won.get(), up[0].races_lost.get()), (1, 1));
+
+        // From now on the client's ACKs are moved into uplink 1's space.
+        let out = rig.send(
+            &seg(
+                client,
+                SERVER,
+                (40000, 80),
+                false,
+                5004,
+                Some(7005),
+                b"",
+                LAN_PORT,
+            ),
+            LAN_PORT,
+            t(81),
+        );
+        assert_eq!(
+            summary(&out[0]),
+            (WAN_TAGGED_PORT, false, true, false, 5004, 9005, 0)
+        );
+        assert_checksums_valid(out[0].data(), usize::from(out[0].meta().l3_offset));
+        // The proxy's late data finds no session.
+        let out = rig.send(
+            &seg(
+                SERVER,
+                NAT4,
+                (80, n0),
+                false,
+                7001,
+                Some(5004),
+                b"late",
+                WAN_PORT,
+            ),
+            WAN_PORT,
+            t(200),
+        );
+        assert!(out.is_empty());
+        assert_eq!(rig.translate.nat.len(), 1);
     }
 
     #[test]

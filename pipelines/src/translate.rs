@@ -20,7 +20,9 @@ use crate::drop::DropReason;
 use crate::flow::proto;
 use crate::icmp_error::rewrite_icmp_error;
 use crate::nat::{NatConfig, NatShard, NONE, TCP_ACK, TCP_RST, TCP_SYN};
-use crate::race::{reflect_tcp, tcp_seq_ack, RaceMode};
+use crate::race::{
+    reflect_tcp, shift_seq, tcp_payload_len, tcp_seq_ack, write_tcp, RaceMode, REPLAY_MAX,
+};
 use crate::replicate::{
     candidates, family_masks, initial_snapshot, SelectionCounters, SelectionPolicy,
 };
@@ -81,7 +83,18 @@ impl Translate {
         input: &mut Burst<B>,
         output: &mut Burst<B>,
     ) {
-        let n = input.len().min(output.remaining_capacity());
+        // First-payload races copy client segments to every racing uplink
+        // and replay them to late ones: while any is open, each packet
+        // needs room for its extras.
+        let per_packet = if self.nat.races_live() > 0 && self.policy.mode == RaceMode::FirstPayload
+        {
+            1 + crate::select::RACE_MAX + crate::race::REPLAY_MAX
+        } else {
+            1
+        };
+        let n = input
+            .len()
+            .min((output.remaining_capacity() / per_packet).max(usize::from(output.is_empty())));
         // Look the whole burst up first (see `NatShard::find`), then
         // translate with the slots found as hints.
         let mut hints = [None; crate::burst::BURST_MAX];
@@ -95,11 +108,19 @@ impl Translate {
                 };
             }
         }
+        let mut extra = Burst::new();
         for (i, mut pkt) in input.drain(..n).enumerate() {
             self.counters.packets.inc();
-            match self.translate_hinted(now, &mut pkt, hints[i]) {
+            match self.translate_hinted(now, &mut pkt, hints[i], &mut extra) {
                 Ok(()) => output.push(pkt),
                 Err(reason) => self.counters.count_drop(reason),
+            }
+            for x in extra.drain(..) {
+                if output.is_full() {
+                    self.counters.count_drop(DropReason::RingFull);
+                } else {
+                    output.push(x);
+                }
             }
         }
     }
@@ -110,7 +131,8 @@ impl Translate {
     }
 
     pub fn translate<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
-        self.translate_hinted(now, pkt, None)
+        let mut extra = Burst::new();
+        self.translate_hinted(now, pkt, None, &mut extra)
     }
 
     fn translate_hinted<B: PacketBuf>(
@@ -118,18 +140,19 @@ impl Translate {
         now: Nanos,
         pkt: &mut B,
         hint: Option<u32>,
+        extra: &mut Burst<B>,
     ) -> Result<(), DropReason> {
         let m = pkt.meta_mut();
         if m.is_icmp_error() {
             return self.icmp_error(now, pkt);
         }
         match m.direction {
-            Direction::Outbound => self.outbound(now, pkt, hint),
+            Direction::Outbound => self.outbound(now, pkt, hint, extra),
             Direction::Inbound => {
                 // The second half of a hairpin handed over by another
                 // shard: its TTL was decremented by the first half.
                 let first_pass = !std::mem::take(&mut m.hairpin);
-                self.inbound(now, pkt, first_pass, hint)
+                self.inbound(now, pkt, first_pass, hint, extra)
             }
             Direction::Unknown => Err(DropReason::UnknownPort),
         }
@@ -188,6 +211,7 @@ impl Translate {
         now: Nanos,
         pkt: &mut B,
         hint: Option<u32>,
+        extra: &mut Burst<B>,
     ) -> Result<(), DropReason> {
         let m = *pkt.meta();
         // A LAN client sending to an outside address of this appliance:
@@ -207,12 +231,16 @@ impl Translate {
             Some(i) => {
                 let race = self.nat.session(i).map_or(NONE, |s| s.race);
                 if m.race > 0 || race != NONE {
-                    self.race_outbound(now, &m, i, race, client_mac())?
+                    let mac = client_mac();
+                    self.race_outbound(now, pkt, i, race, mac, extra)?
                 } else {
                     i
                 }
             }
-            None if m.race > 0 && hairpin.is_none() => self.race_start(now, &m, client_mac())?,
+            None if m.race > 0 && hairpin.is_none() => {
+                let isn = tcp_seq_ack(pkt).map_or(0, |(seq, _)| seq);
+                self.race_start(now, &m, client_mac(), isn)?
+            }
             None => {
                 let uplink = match hairpin {
                     Some(h) => h,
@@ -239,7 +267,7 @@ impl Translate {
             c.tx_bytes.add(len as u64);
         }
         if let Some(via) = hairpin {
-            return self.hairpin(now, pkt, via, addr, port);
+            return self.hairpin(now, pkt, via, addr, port, extra);
         }
         let u = &self.topo.uplinks[usize::from(uplink)];
         let meta = pkt.meta_mut();
@@ -259,6 +287,7 @@ impl Translate {
         via: UplinkId,
         src: IpAddr,
         src_port: u16,
+        extra: &mut Burst<B>,
     ) -> Result<(), DropReason> {
         let m = pkt.meta_mut();
         m.flow.src = src;
@@ -272,7 +301,7 @@ impl Translate {
         m.in_port = self.topo.uplinks[usize::from(via)].port;
         m.shard = shard;
         if shard == self.shard {
-            self.inbound(now, pkt, false, None)
+            self.inbound(now, pkt, false, None, extra)
         } else {
             m.hairpin = true;
             Ok(())
@@ -285,6 +314,7 @@ impl Translate {
         pkt: &mut B,
         decrement_ttl: bool,
         hint: Option<u32>,
+        extra: &mut Burst<B>,
     ) -> Result<(), DropReason> {
         let m = *pkt.meta();
         if decrement_ttl {
@@ -297,7 +327,7 @@ impl Translate {
         if m.flow.proto == proto::TCP {
             if let Some(s) = self.nat.session(idx) {
                 if s.in_race() {
-                    if !self.race_inbound(now, pkt, idx)? {
+                    if !self.race_inbound(now, pkt, idx, extra)? {
                         return Ok(());
                     }
                 } else if m.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
@@ -364,6 +394,7 @@ impl Translate {
         now: Nanos,
         m: &crate::buf::PacketMeta,
         client_mac: [u8; 6],
+        client_isn: u32,
     ) -> Result<u32, DropReason> {
         if usize::from(m.uplink) >= self.topo.uplinks.len() {
             return Err(DropReason::NoUplink);
@@ -382,34 +413,52 @@ impl Translate {
             }
         };
         self.nat.race_attach(r, idx);
+        if let Some(x) = self.nat.races.get_mut(r) {
+            x.client_next = client_isn.wrapping_add(1);
+        }
         self.nat.counters.races.inc();
         Ok(idx)
     }
 
     /// An outbound packet of a flow that has a session `i` (the indexed one)
-    /// while it races or is a race copy. Returns the session to send it by.
-    fn race_outbound(
+    /// while it races or is a race copy. Returns the session to send it by;
+    /// may add copies of it for other uplinks to `extra`.
+    fn race_outbound<B: PacketBuf>(
         &mut self,
         now: Nanos,
-        m: &crate::buf::PacketMeta,
+        pkt: &mut B,
         i: u32,
         race: u32,
         client_mac: [u8; 6],
+        extra: &mut Burst<B>,
     ) -> Result<u32, DropReason> {
-        let undecided = self.nat.race(race).filter(|r| !r.decided);
-        if m.race == 0 {
-            // The client's own packets go by the indexed session.
-            return Ok(i);
-        }
-        let Some(r) = undecided.cloned() else {
-            // Settled (or never raced: the race table was full): one copy
-            // goes by the connection's session, the others are not needed.
+        let m = *pkt.meta();
+        let Some(r) = self.nat.race(race).cloned() else {
             return if m.race_index == 0 {
                 Ok(i)
             } else {
                 Err(DropReason::RaceSuppressed)
             };
         };
+        if m.race == 0 {
+            // The client's own packets go by the indexed session.
+            if r.mode == RaceMode::FirstPayload {
+                if r.decided {
+                    shift_seq(pkt, 0, r.offset);
+                } else {
+                    self.first_payload_outbound(now, pkt, race, &r, extra);
+                }
+            }
+            return Ok(i);
+        }
+        if r.decided {
+            // Settled: one copy goes by the connection's session.
+            return if m.race_index == 0 {
+                Ok(i)
+            } else {
+                Err(DropReason::RaceSuppressed)
+            };
+        }
         // A copy for an uplink already racing: the first SYN's own copy
         // never meets one, a retransmitted SYN's copies go out again by
         // their uplink's session (whose packet count then marks its RTT
@@ -432,6 +481,84 @@ impl Translate {
         Ok(j)
     }
 
+    /// First-payload mode, before the decision: a client segment also goes
+    /// to every other uplink whose handshake the appliance completed, its
+    /// ACK (and SACK) numbers moved into that server's sequence space
+    /// (seed 001 [0032]); a segment with payload is also kept for uplinks
+    /// whose SYN+ACK is still to come.
+    fn first_payload_outbound<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+        race: u32,
+        r: &crate::race::Race,
+        extra: &mut Burst<B>,
+    ) {
+        let payload = tcp_payload_len(pkt);
+        if let Some((seq, _)) = tcp_seq_ack(pkt) {
+            let end = seq.wrapping_add(payload as u32);
+            let room = r.replay_n < REPLAY_MAX as u8;
+            let slot = if payload > 0 && room {
+                self.nat.races.replay.keep(pkt)
+            } else {
+                None
+            };
+            if let Some(x) = self.nat.races.get_mut(race) {
+                if end.wrapping_sub(x.client_next) as i32 > 0 {
+                    x.client_next = end;
+                }
+                if payload > 0 {
+                    x.data_sent = true;
+                    match slot {
+                        Some(slot) => {
+                            x.replay[usize::from(x.replay_n)] = slot;
+                            x.replay_n += 1;
+                        }
+                        None => x.replay_lost = true,
+                    }
+                }
+            }
+        }
+        for (k, member) in r.live_members() {
+            if member == r.client_side || r.answered & (1 << k) == 0 {
+                continue;
+            }
+            let Some(mut copy) = pkt.try_clone() else {
+                self.counters.count_drop(DropReason::NoBuffer);
+                continue;
+            };
+            shift_seq(&mut copy, 0, r.isn[k].wrapping_sub(r.client_isn));
+            if self.send_by(now, &mut copy, member).is_ok() {
+                extra.push(copy);
+            }
+        }
+    }
+
+    /// Source-translates an outbound packet by session `idx` and points it
+    /// at that session's uplink.
+    fn send_by<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+        idx: u32,
+    ) -> Result<(), DropReason> {
+        let len = pkt.data().len();
+        let flags = pkt.meta().tcp_flags;
+        self.nat.touch(idx, now, len, flags, false);
+        let s = self.nat.session(idx).ok_or(DropReason::NoSession)?;
+        let (addr, port, uplink) = (self.nat.nat_addr(s), s.nat_port, s.uplink);
+        rewrite(pkt, Side::Src, addr, port)?;
+        if let Some(c) = self.nat.counters.uplinks.get(usize::from(uplink)) {
+            c.tx_packets.inc();
+            c.tx_bytes.add(len as u64);
+        }
+        let u = &self.topo.uplinks[usize::from(uplink)];
+        let meta = pkt.meta_mut();
+        meta.out_port = u.port;
+        meta.next_hop_mac = u.next_hop_mac;
+        Ok(())
+    }
+
     /// An inbound TCP segment on a session that races (or lost a race).
     /// Returns true when the segment is to be translated to the client as
     /// usual, false when it was turned into the appliance's own answer
@@ -441,6 +568,7 @@ impl Translate {
         now: Nanos,
         pkt: &mut B,
         idx: u32,
+        extra: &mut Burst<B>,
     ) -> Result<bool, DropReason> {
         let m = *pkt.meta();
         let Some(s) = self.nat.session(idx) else {
@@ -452,49 +580,177 @@ impl Translate {
         };
         let synack = m.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
         let rst = m.tcp_flags & TCP_RST != 0;
+        let payload = tcp_payload_len(pkt) > 0;
         if s.is_race_loser() {
+            let answer = synack || (race.mode == RaceMode::FirstPayload && payload);
             return self
-                .answer_loser(now, pkt, idx, &race, synack, rst)
+                .answer_loser(now, pkt, idx, &race, answer, rst)
                 .map(|()| false);
         }
         if race.decided {
+            // A first-payload winner in another sequence space.
+            shift_seq(pkt, race.offset.wrapping_neg(), 0);
             return Ok(true);
         }
-        match race.mode {
-            RaceMode::SynAck | RaceMode::FirstPayload => {
-                if synack || rst {
-                    self.decide(now, r, idx);
-                    Ok(true)
-                } else {
-                    Err(DropReason::RacePending)
+        if race.mode == RaceMode::SynAck {
+            return if synack || rst {
+                self.decide(now, r, idx, 0, &*pkt, extra);
+                Ok(true)
+            } else {
+                Err(DropReason::RacePending)
+            };
+        }
+        self.first_payload_inbound(now, pkt, r, &race, idx, synack, rst, payload, extra)
+    }
+
+    /// First-payload mode, before the decision (seed 001 [0031]-[0033]).
+    #[allow(clippy::too_many_arguments)]
+    fn first_payload_inbound<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+        r: u32,
+        race: &crate::race::Race,
+        idx: u32,
+        synack: bool,
+        rst: bool,
+        payload: bool,
+        extra: &mut Burst<B>,
+    ) -> Result<bool, DropReason> {
+        let k = race.position(idx).ok_or(DropReason::NoSession)?;
+        let (seq, ack) = tcp_seq_ack(pkt).ok_or(DropReason::TruncatedTcp)?;
+        if payload {
+            // The first payload decides; the winner's sequence numbers are
+            // moved into the space of the SYN+ACK the client got.
+            let offset = if race.client_side == NONE || race.answered & (1 << k) == 0 {
+                0
+            } else {
+                race.isn[k].wrapping_sub(race.client_isn)
+            };
+            self.decide(now, r, idx, offset, &*pkt, extra);
+            shift_seq(pkt, offset.wrapping_neg(), 0);
+            return Ok(true);
+        }
+        if rst {
+            let others = race
+                .live_members()
+                .any(|(j, x)| x != idx && race.answered & (1 << j) != 0);
+            if idx == race.client_side && !others {
+                self.decide(now, r, idx, 0, &*pkt, extra);
+                return Ok(true);
+            }
+            self.nat.remove(idx);
+            self.nat.counters.race_closed.inc();
+            return Err(DropReason::RaceLoser);
+        }
+        if !synack {
+            // The client's side may talk to it (window updates, ACKs).
+            return if idx == race.client_side {
+                Ok(true)
+            } else {
+                Err(DropReason::RacePending)
+            };
+        }
+        if race.client_side == NONE || race.client_side == idx {
+            // The first SYN+ACK (or its retransmission) goes to the client,
+            // and the client's packets now follow this session.
+            for (_, x) in race.live_members() {
+                if x != idx {
+                    self.nat.set_out_indexed(x, false);
                 }
             }
+            self.nat.set_out_indexed(idx, true);
+            if let Some(x) = self.nat.races.get_mut(r) {
+                x.client_side = idx;
+                x.client_isn = seq;
+                x.isn[k] = seq;
+                x.answered |= 1 << k;
+            }
+            return Ok(true);
         }
+        // Another uplink's SYN+ACK: the appliance completes that handshake
+        // itself and replays what the client already sent.
+        if race.data_sent && (race.replay_lost || race.replay_n == 0) {
+            let next_hop = self.next_hop_of(idx);
+            self.nat.remove(idx);
+            self.nat.counters.race_closed.inc();
+            reflect_tcp(pkt, TCP_RST, ack, 0, 0, next_hop)?;
+            return Ok(false);
+        }
+        if let Some(x) = self.nat.races.get_mut(r) {
+            x.isn[k] = seq;
+            x.answered |= 1 << k;
+        }
+        let offset = seq.wrapping_sub(race.client_isn);
+        for &slot in &race.replay[..usize::from(race.replay_n)] {
+            let Some(mut copy) = pkt.try_clone() else {
+                self.counters.count_drop(DropReason::NoBuffer);
+                continue;
+            };
+            if !self.nat.races.replay.restore(slot, &mut copy) {
+                continue;
+            }
+            shift_seq(&mut copy, 0, offset);
+            if self.send_by(now, &mut copy, idx).is_ok() {
+                extra.push(copy);
+            }
+        }
+        let next_hop = self.next_hop_of(idx);
+        self.nat
+            .touch(idx, now, pkt.data().len(), TCP_SYN | TCP_ACK, true);
+        reflect_tcp(pkt, TCP_ACK, ack, seq.wrapping_add(1), u16::MAX, next_hop)?;
+        // The ACK leaves before the replayed data.
+        Ok(false)
+    }
+
+    fn next_hop_of(&self, idx: u32) -> [u8; 6] {
+        self.nat
+            .session(idx)
+            .and_then(|s| self.topo.uplinks.get(usize::from(s.uplink)))
+            .map_or([0; 6], |u| u.next_hop_mac)
     }
 
     /// The first answer decides the race (seed 001 [0036]): its session
     /// takes the outbound index entry and carries the connection; every
-    /// other copy loses and waits, for the race timeout, for its SYN+ACK.
-    fn decide(&mut self, now: Nanos, r: u32, winner: u32) {
+    /// other copy loses. In first-payload mode the losers whose handshake the
+    /// appliance completed get an RST at once (their servers hold an
+    /// established connection); the others, as in SYN+ACK mode, wait for the
+    /// race timeout for their SYN+ACK, which is answered with an RST.
+    fn decide<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        r: u32,
+        winner: u32,
+        offset: u32,
+        template: &B,
+        extra: &mut Burst<B>,
+    ) {
         let Some(race) = self.nat.race(r).cloned() else {
             return;
         };
-        for (_, x) in race.live_members() {
-            if x != winner {
-                self.nat.set_out_indexed(x, false);
-                if let Some(s) = self.nat.session_mut(x) {
-                    s.flags |= crate::nat::LOSER;
-                    s.last_seen = now;
-                    let u = s.uplink;
-                    if let Some(c) = self.nat.counters.uplinks.get(usize::from(u)) {
-                        c.races_lost.inc();
-                    }
-                }
+        for (k, x) in race.live_members() {
+            if x == winner {
+                continue;
+            }
+            self.nat.set_out_indexed(x, false);
+            let Some(s) = self.nat.session_mut(x) else {
+                continue;
+            };
+            s.flags |= crate::nat::LOSER;
+            s.last_seen = now;
+            let u = s.uplink;
+            if let Some(c) = self.nat.counters.uplinks.get(usize::from(u)) {
+                c.races_lost.inc();
+            }
+            if race.mode == RaceMode::FirstPayload && race.answered & (1 << k) != 0 {
+                self.reset_member(x, race.client_next, template, extra);
             }
         }
         self.nat.set_out_indexed(winner, true);
+        self.nat.races.release_replay(r);
         if let Some(x) = self.nat.races.get_mut(r) {
             x.decided = true;
+            x.offset = offset;
         }
         let Some(s) = self.nat.session(winner) else {
             return;
@@ -502,7 +758,8 @@ impl Translate {
         let ev = SelEvent::Answer {
             dst: s.remote_addr(),
             uplink: s.uplink,
-            rtt: (s.packets_out == 1).then(|| now.since(race.started)),
+            rtt: (s.packets_out == 1 || race.mode == RaceMode::FirstPayload)
+                .then(|| now.since(race.started)),
             raced: true,
             decided: true,
         };
@@ -511,7 +768,42 @@ impl Translate {
             c.connections.inc();
         }
         self.nat.emit(ev);
-        self.nat.race_detach(r, winner);
+        if offset == 0 {
+            self.nat.race_detach(r, winner);
+        }
+    }
+
+    /// Sends an RST for losing member `x` to its server (a copy of a pool
+    /// buffer written from scratch), sequence number `seq` (the client's
+    /// next), and frees the member.
+    fn reset_member<B: PacketBuf>(&mut self, x: u32, seq: u32, template: &B, extra: &mut Burst<B>) {
+        let Some(s) = self.nat.session(x) else {
+            return;
+        };
+        let f = crate::flow::FlowKey {
+            src: self.nat.nat_addr(s),
+            dst: s.remote_addr(),
+            src_port: s.nat_port,
+            dst_port: s.remote_port,
+            proto: proto::TCP,
+        };
+        let uplink = &self.topo.uplinks[usize::from(s.uplink)];
+        let (port, next_hop) = (uplink.port, uplink.next_hop_mac);
+        // The segment in hand (same IP version, classified) is the template.
+        match template.try_clone() {
+            Some(mut b) => {
+                if write_tcp(&mut b, &f, TCP_RST, seq, 0, 0).is_ok() && !extra.is_full() {
+                    let m = b.meta_mut();
+                    m.direction = Direction::Outbound;
+                    m.out_port = port;
+                    m.next_hop_mac = next_hop;
+                    extra.push(b);
+                }
+            }
+            None => self.counters.count_drop(DropReason::NoBuffer),
+        }
+        self.nat.remove(x);
+        self.nat.counters.race_closed.inc();
     }
 
     /// A segment from a losing uplink. Its SYN+ACK is answered with an RST
