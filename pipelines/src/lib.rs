@@ -25,6 +25,7 @@ pub mod flow;
 pub mod icmp_error;
 pub mod nat;
 pub mod replicate;
+pub mod select;
 #[cfg(test)]
 mod test_frames;
 pub mod time;
