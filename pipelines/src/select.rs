@@ -850,6 +850,13 @@ impl SelectionCore {
                 };
                 if let Some(rec) = rec {
                     rec.seen = rec.seen.max(now);
+                    if decided && rtt.is_some() {
+                        // A race measures every uplink afresh (seed 001
+                        // [0041]): its times replace the stored ones, so a
+                        // path that became faster wins at the next race
+                        // instead of after many smoothed samples.
+                        rec.rtts.clear();
+                    }
                     if decided {
                         rec.raced_at = Some(rec.raced_at.map_or(now, |t| t.max(now)));
                     }
@@ -1701,11 +1708,18 @@ mod tests {
         assert_eq!(c.cache_len(), 1);
         assert!(c.snapshot(ms(3)).rtt.is_empty());
         c.on_event(&answer(dst, 0, Some(ms(10)), true), ms(4));
+        // The deciding answer starts the destination's figures afresh; the
+        // loser's answer comes after it.
+        let snap = c.snapshot(ms(4));
+        let e = snap.fresh(dst, ms(4)).unwrap();
+        assert_eq!(e.iter().collect::<Vec<_>>(), vec![(0, ms(10))]);
+        c.on_event(&answer(dst, 1, Some(ms(30)), false), ms(4));
         let snap = c.snapshot(ms(5));
         let e = snap.fresh(dst, ms(5)).unwrap();
         assert_eq!(e.raced_at, ms(4));
-        // Most recently sampled first.
-        assert_eq!(e.iter().collect::<Vec<_>>(), vec![(0, ms(10)), (1, ms(30))]);
+        let mut got: Vec<_> = e.iter().collect();
+        got.sort();
+        assert_eq!(got, vec![(0, ms(10)), (1, ms(30))]);
         // Now a non-raced answer (a cache hit) refreshes the record.
         c.on_event(
             &SelEvent::Answer {
@@ -1734,12 +1748,14 @@ mod tests {
         c.on_event(&answer(dst, 1, Some(ms(25)), true), t);
         let snap = c.snapshot(t);
         let e = snap.fresh(dst, t).unwrap();
-        // (7*20 + 25)/8 = 20.625 ms; uplink 0's 100 s old figure is out.
-        assert_eq!(e.iter().collect::<Vec<_>>(), vec![(1, Nanos(20_625_000))]);
+        // The new race's time replaces the stored ones; uplink 0's 100 s
+        // old figure is out.
+        assert_eq!(e.iter().collect::<Vec<_>>(), vec![(1, ms(25))]);
         // Within the ttl before raced_at both stay offered.
         let mut c = core(2);
         c.on_event(&answer(dst, 0, Some(ms(10)), true), Nanos::from_secs(50));
         c.on_event(&answer(dst, 1, Some(ms(25)), true), Nanos::from_secs(100));
+        c.on_event(&answer(dst, 0, Some(ms(12)), false), Nanos::from_secs(100));
         assert_eq!(
             c.snapshot(Nanos::from_secs(100)).rtt[&DestKey::new(dst, 32, 128)].n,
             2

@@ -227,7 +227,22 @@ impl Translate {
                 .and_then(|s| s.try_into().ok())
                 .unwrap_or([0u8; 6])
         };
-        let idx = match self.nat.lookup(&m.flow, false, hint, now) {
+        let mut found = self.nat.lookup(&m.flow, false, hint, now);
+        if let Some(i) = found.filter(|&i| self.policy.reset_on_down && self.on_down_uplink(i)) {
+            // on_uplink_down = "reset": the session does not wait for its
+            // uplink to come back.
+            if m.flow.proto == proto::TCP {
+                let mac = self.nat.session(i).map_or([0; 6], |s| s.client_mac);
+                let (seq, ack) = tcp_seq_ack(pkt).ok_or(DropReason::TruncatedTcp)?;
+                let len = crate::race::tcp_payload_len(pkt) as u32;
+                self.nat.remove(i);
+                // An RST to the client, as from its server, in its window.
+                return reflect_tcp(pkt, TCP_RST | TCP_ACK, ack, seq.wrapping_add(len), 0, mac);
+            }
+            self.nat.remove(i);
+            found = None;
+        }
+        let idx = match found {
             Some(i) => {
                 let race = self.nat.session(i).map_or(NONE, |s| s.race);
                 if m.race > 0 || race != NONE {
@@ -376,6 +391,16 @@ impl Translate {
             .ok_or(DropReason::NoUplink)?;
         self.selection.by_algorithm[alg.index()].inc();
         Ok(u)
+    }
+
+    /// Whether session `idx`'s uplink is down now (and others are up).
+    fn on_down_uplink(&self, idx: u32) -> bool {
+        let Some(s) = self.nat.session(idx) else {
+            return false;
+        };
+        let snap = self.selector.snapshot();
+        let healthy = snap.healthy_mask();
+        healthy != 0 && healthy & (1u64 << s.uplink.min(63)) == 0 && !s.in_race()
     }
 
     fn count_connection(&self, idx: u32) {

@@ -1,0 +1,238 @@
+//! Uplink selection on the simulated site (seed 001): real smoltcp clients
+//! and servers behind three uplinks of 5 / 25 / 60 ms one-way delay.
+
+use std::time::{Duration, Instant};
+
+use appliance::runtime::Runtime;
+use serde_json::Value;
+
+fn demo() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo.toml")).unwrap()
+}
+
+/// The demo site, smaller and busier, with `edits` applied to its text.
+fn site(edits: &[(&str, &str)]) -> appliance::plan::Plan {
+    let mut text = demo()
+        .replace("clients = 300", "clients = 60")
+        .replace("servers = 30", "servers = 6")
+        .replace("tcp_interval_ms = 1000", "tcp_interval_ms = 200")
+        .replace("udp_interval_ms = 1000", "udp_interval_ms = 1000");
+    for (from, to) in edits {
+        assert!(text.contains(from), "demo.toml has no `{from}`");
+        text = text.replace(from, to);
+    }
+    appliance::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap()
+}
+
+fn n(v: &Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[k])
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number at {path:?} in {v:#}"))
+}
+
+fn f(v: &Value, path: &[&str]) -> f64 {
+    path.iter()
+        .fold(v, |v, k| &v[k])
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number at {path:?} in {v:#}"))
+}
+
+/// New TCP connections per uplink.
+fn connections(s: &Value) -> Vec<u64> {
+    (0..3)
+        .map(|u| n(&s["uplinks"][u], &["connections"]))
+        .collect()
+}
+
+fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+/// Waits until `cond` holds on the stats (or fails after `limit`).
+fn wait_for(rt: &Runtime, limit: Duration, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let until = Instant::now() + limit;
+    loop {
+        let s = rt.stats();
+        if cond(&s) {
+            return s;
+        }
+        assert!(Instant::now() < until, "{what} within {limit:?}: {s:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_for(edits: &[(&str, &str)], secs: u64) -> Value {
+    let rt = Runtime::start(&site(edits)).unwrap();
+    std::thread::sleep(Duration::from_secs(secs));
+    rt.sim().unwrap().pause_clients(true);
+    std::thread::sleep(Duration::from_millis(500));
+    rt.stop()
+}
+
+#[test]
+fn connections_take_the_fastest_uplink_and_set_up_in_its_round_trip_time() {
+    let s = run_for(&[], 5);
+    let c = connections(&s);
+    let total: u64 = c.iter().sum();
+    assert!(total >= 500, "{c:?}: {s:#}");
+    assert!(
+        c[0] * 100 >= total * 95,
+        "at least 95% over the 5 ms uplink: {c:?}"
+    );
+    // Races measured every destination, later connections used the cache.
+    assert!(n(&s, &["selection", "races"]) >= 6, "{:#}", s["selection"]);
+    assert!(n(&s, &["selection", "cache_hits"]) > n(&s, &["selection", "races"]));
+    assert_eq!(n(&s, &["selection", "rtt_cache_entries"]), 6);
+    // Every race was won by the 5 ms uplink and lost by the others.
+    let races = n(&s, &["selection", "races"]);
+    assert_eq!(n(&s["uplinks"][0], &["races_won"]), races);
+    assert_eq!(n(&s["uplinks"][1], &["races_lost"]), races);
+    assert_eq!(n(&s["uplinks"][2], &["races_lost"]), races);
+    // The clients' setup time is the fastest uplink's round trip, as the
+    // appliance measured it on the same run.
+    let setup = f(&s, &["sim", "tcp_connect_ms_mean"]);
+    let rtt = f(&s["uplinks"][0], &["rtt_ms", "smoothed"]);
+    let ratio = setup / rtt;
+    println!("raced: mean connection setup {setup:.2} ms, isp-a smoothed RTT {rtt:.2} ms, ratio {ratio:.3}");
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "setup {setup} ms vs RTT {rtt} ms"
+    );
+    assert_eq!(
+        n(&s, &["sim", "tcp_connections_failed"]),
+        0,
+        "{:#}",
+        s["sim"]
+    );
+
+    // Round robin on the same site, for comparison.
+    let rr = run_for(
+        &[
+            ("mode = \"syn-ack\"", "mode = \"off\""),
+            (
+                "algorithm = \"weighted-least-load\"",
+                "algorithm = \"round-robin\"",
+            ),
+        ],
+        5,
+    );
+    let c = connections(&rr);
+    let rr_setup = f(&rr, &["sim", "tcp_connect_ms_mean"]);
+    println!(
+        "round robin: mean connection setup {rr_setup:.2} ms ({:.1}x the raced), connections per uplink {c:?}",
+        rr_setup / setup
+    );
+    assert_eq!(n(&rr, &["selection", "races"]), 0);
+    let total: u64 = c.iter().sum();
+    assert!(
+        c.iter().all(|&x| x * 4 >= total),
+        "round robin spreads: {c:?}"
+    );
+    assert!(rr_setup > 3.0 * setup);
+}
+
+#[test]
+fn the_choice_follows_a_delay_swap_within_one_cache_ttl() {
+    let ttl = 2;
+    let rt = Runtime::start(&site(&[("rtt_cache_ttl_s = 60", "rtt_cache_ttl_s = 2")])).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let before = connections(&rt.stats());
+    assert!(
+        before[0] > 0 && before[0] * 100 >= before.iter().sum::<u64>() * 95,
+        "{before:?}"
+    );
+    let h = rt.sim().unwrap();
+    h.set_uplink(0, 60.0, 5.0, 0.0);
+    h.set_uplink(2, 5.0, 1.0, 0.0);
+    // One cache TTL (and a little for connections in flight), then count.
+    std::thread::sleep(Duration::from_millis(ttl * 1000 + 500));
+    let from = connections(&rt.stats());
+    std::thread::sleep(Duration::from_secs(2));
+    let to = connections(&rt.stats());
+    let s = rt.stop();
+    let d = delta(&to, &from);
+    let total: u64 = d.iter().sum();
+    assert!(total > 100, "{d:?}");
+    assert!(
+        d[2] * 100 >= total * 95,
+        "after the swap, the now-5 ms uplink: {d:?}: {:#}",
+        s["uplinks"]
+    );
+}
+
+#[test]
+fn losing_servers_are_reset_and_keep_no_half_open_connection() {
+    let rt = Runtime::start(&site(&[])).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    rt.sim().unwrap().pause_clients(true);
+    // Every loser answers within its path's round trip; its SYN+ACK gets
+    // the RST, so no server socket stays in SYN-RECEIVED.
+    let s = wait_for(
+        &rt,
+        Duration::from_secs(5),
+        "servers back to no half-open socket",
+        |s| {
+            n(s, &["sim", "server_syn_received"]) == 0
+                && n(s, &["nat", "race_closed"])
+                    == n(&s["uplinks"][1], &["races_lost"]) + n(&s["uplinks"][2], &["races_lost"])
+        },
+    );
+    let lost = n(&s["uplinks"][1], &["races_lost"]) + n(&s["uplinks"][2], &["races_lost"]);
+    assert!(lost > 0);
+    assert_eq!(
+        n(&s, &["sim", "server_half_open_reset"]),
+        lost,
+        "every losing server got an RST in SYN-RECEIVED: {:#}",
+        s["sim"]
+    );
+    assert_eq!(n(&s, &["stages", "translate", "drops", "race_loser"]), 0);
+    rt.stop();
+}
+
+#[test]
+fn a_failed_uplink_is_avoided_and_used_again_when_it_answers() {
+    let rt = Runtime::start(&site(&[
+        ("rtt_cache_ttl_s = 60", "rtt_cache_ttl_s = 1"),
+        ("race_timeout_ms = 3000", "race_timeout_ms = 300"),
+        ("probe_interval_s = 5", "probe_interval_s = 1"),
+    ]))
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let h = rt.sim().unwrap();
+    // isp-a's path dies: its race copies go unanswered.
+    h.set_uplink(0, 5.0, 1.0, 1.0);
+    let down = wait_for(&rt, Duration::from_secs(10), "isp-a marked down", |s| {
+        s["uplinks"][0]["up"] == false
+    });
+    assert!(n(&down["uplinks"][0], &["race_unanswered"]) >= 3);
+    let from = connections(&down);
+    std::thread::sleep(Duration::from_secs(2));
+    let to = connections(&rt.stats());
+    let d = delta(&to, &from);
+    assert!(
+        d[1] > 0,
+        "new connections moved to the next fastest uplink: {d:?}"
+    );
+    assert!(
+        d[0] * 100 <= (d[1] + d[2]) * 5,
+        "only probes try the dead uplink: {d:?}"
+    );
+    // It comes back: a probe copy is answered.
+    h.set_uplink(0, 5.0, 1.0, 0.0);
+    let up = wait_for(&rt, Duration::from_secs(10), "isp-a back up", |s| {
+        s["uplinks"][0]["up"] == true
+    });
+    assert!(n(&up, &["selection", "probes"]) > 0);
+    // The next race to each destination (within one cache TTL) finds it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let from = connections(&rt.stats());
+    std::thread::sleep(Duration::from_secs(2));
+    let d = delta(&connections(&rt.stats()), &from);
+    let s = rt.stop();
+    assert!(
+        d[0] * 100 >= d.iter().sum::<u64>() * 90,
+        "isp-a carries again: {d:?}: {:#}",
+        s["uplinks"]
+    );
+}
