@@ -41,4 +41,9 @@ pub trait BackendControl: Send + Sync {
     /// The backend's own counters, placed in the stats JSON under the
     /// backend's name (`sim`, `pcap`).
     fn stats(&self) -> serde_json::Value;
+    /// Whether port `port`'s link is up (the sim can take an uplink's link
+    /// down; backends without link state report every port up).
+    fn link_up(&self, _port: usize) -> bool {
+        true
+    }
 }
