@@ -329,6 +329,16 @@ pub struct SimUplinkConfig {
     /// Probability that a frame is lost, in each direction, 0.0..=1.0.
     #[serde(default)]
     pub loss: f64,
+    /// A transparent TCP proxy (a SYN proxy) sits on this uplink near the
+    /// appliance: it answers SYNs itself and opens the connection to the
+    /// server only once the client completed the handshake with it. The
+    /// uplink's `delay_ms`, `jitter_ms` and `loss` then apply between the
+    /// proxy and the servers.
+    #[serde(default)]
+    pub proxy: bool,
+    /// One-way delay between the appliance and the proxy (no jitter, no
+    /// loss); only with `proxy = true`. Default 1 ms.
+    pub proxy_delay_ms: Option<f64>,
 }
 
 /// Parses TOML into a [`Config`]; errors name the field's path.

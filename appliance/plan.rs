@@ -130,7 +130,14 @@ pub struct SimUplinkPlan {
     pub delay_ms: f64,
     pub jitter_ms: f64,
     pub loss: f64,
+    /// A SYN proxy sits on the uplink, `proxy_delay_ms` (one way) from the
+    /// appliance; `delay_ms`, `jitter_ms` and `loss` apply beyond it.
+    pub proxy: bool,
+    pub proxy_delay_ms: f64,
 }
+
+/// `proxy_delay_ms` when a proxy uplink does not give one.
+pub const SIM_PROXY_DELAY_MS_DEFAULT: f64 = 1.0;
 
 #[derive(Debug, Clone)]
 pub struct SimPlan {
@@ -967,10 +974,28 @@ fn plan_sim(s: &SimConfig, topo: &Topology) -> Result<SimPlan, ConfigError> {
                 format!("{}; allowed: 0.0 <= loss <= 1.0", u.loss),
             );
         }
+        let proxy_delay_ms = match (u.proxy, u.proxy_delay_ms) {
+            (false, Some(_)) => {
+                return err(
+                    format!("{path}.proxy_delay_ms"),
+                    "only allowed with proxy = true (it is the delay between the appliance and the proxy)",
+                )
+            }
+            (false, None) => 0.0,
+            (true, d) => d.unwrap_or(SIM_PROXY_DELAY_MS_DEFAULT),
+        };
+        if !(0.0..=10_000.0).contains(&proxy_delay_ms) {
+            return err(
+                format!("{path}.proxy_delay_ms"),
+                format!("{proxy_delay_ms}; allowed: 0..=10000"),
+            );
+        }
         uplinks[id] = Some(SimUplinkPlan {
             delay_ms: u.delay_ms,
             jitter_ms: u.jitter_ms,
             loss: u.loss,
+            proxy: u.proxy,
+            proxy_delay_ms,
         });
     }
     let uplinks = uplinks
@@ -1144,11 +1169,19 @@ impl Plan {
                 sim.cfg.clients, sim.client_base, sim.cfg.servers, sim.server_base
             );
             for (i, u) in sim.uplinks.iter().enumerate() {
-                let _ = writeln!(
+                let _ = write!(
                     s,
                     "  {:<10} delay {} ms  jitter {} ms  loss {}",
                     t.uplinks[i].name, u.delay_ms, u.jitter_ms, u.loss
                 );
+                if u.proxy {
+                    let _ = write!(
+                        s,
+                        "  SYN proxy {} ms from the appliance (delay, jitter, loss beyond it)",
+                        u.proxy_delay_ms
+                    );
+                }
+                s.push('\n');
             }
         }
         s
@@ -1274,6 +1307,58 @@ mod tests {
         assert!(plan
             .describe()
             .contains("lcore 1 -> lcore 0 (hairpin, shard 0)"));
+    }
+
+    /// The demo site with `extra` added to the first `[[sim.uplinks]]` entry.
+    fn demo_with_first_sim_uplink(extra: &str) -> Result<Plan, ConfigError> {
+        let demo = include_str!("../conf/demo.toml");
+        let anchor = "[[sim.uplinks]]\nname = \"isp-a\"\n";
+        assert!(demo.contains(anchor), "demo.toml changed its sim uplinks");
+        let text = demo.replace(anchor, &format!("{anchor}{extra}\n"));
+        let cfg = crate::config::parse(&text).expect("demo variant parses");
+        validate_with_cpus(&cfg, 8)
+    }
+
+    #[test]
+    fn sim_proxy_keys_are_validated_and_described() {
+        let plan = demo_with_first_sim_uplink("").unwrap();
+        let sim = plan.sim.as_ref().unwrap();
+        assert!(sim
+            .uplinks
+            .iter()
+            .all(|u| !u.proxy && u.proxy_delay_ms == 0.0));
+        assert!(!plan.describe().contains("proxy"));
+
+        let plan = demo_with_first_sim_uplink("proxy = true").unwrap();
+        let u = &plan.sim.as_ref().unwrap().uplinks[0];
+        assert!(u.proxy && u.proxy_delay_ms == SIM_PROXY_DELAY_MS_DEFAULT);
+        let plan = demo_with_first_sim_uplink("proxy = true\nproxy_delay_ms = 2.5").unwrap();
+        assert_eq!(plan.sim.as_ref().unwrap().uplinks[0].proxy_delay_ms, 2.5);
+        let text = plan.describe();
+        assert!(
+            text.contains("isp-a") && text.contains("SYN proxy 2.5 ms from the appliance"),
+            "{text}"
+        );
+
+        for (extra, msg) in [
+            ("proxy = true\nproxy_delay_ms = -1.0", "allowed: 0..=10000"),
+            (
+                "proxy = true\nproxy_delay_ms = 20000.0",
+                "allowed: 0..=10000",
+            ),
+            ("proxy = true\nproxy_delay_ms = nan", "allowed: 0..=10000"),
+            ("proxy_delay_ms = 1.0", "only allowed with proxy = true"),
+        ] {
+            let e = demo_with_first_sim_uplink(extra).unwrap_err();
+            assert_eq!(e.path, "sim.uplinks[0].proxy_delay_ms", "{extra}: {e:?}");
+            assert!(e.msg.contains(msg), "{extra}: {e:?}");
+        }
+        let e = crate::config::parse(&include_str!("../conf/demo.toml").replace(
+            "name = \"isp-a\"\ndelay_ms",
+            "name = \"isp-a\"\nproxy = 1\ndelay_ms",
+        ))
+        .unwrap_err();
+        assert!(e.contains("sim.uplinks[0].proxy"), "{e}");
     }
 
     #[test]

@@ -42,8 +42,9 @@ pub trait BackendControl: Send + Sync {
     /// backend's name (`sim`, `pcap`).
     fn stats(&self) -> serde_json::Value;
     /// Whether port `port`'s link is up (uplink health, seed 001 [0054]).
-    fn link_up(&self, port: usize) -> bool {
-        let _ = port;
+    /// The sim can take an uplink's link down; backends without link state
+    /// report every port up.
+    fn link_up(&self, _port: usize) -> bool {
         true
     }
 }

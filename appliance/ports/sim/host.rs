@@ -221,6 +221,7 @@ impl Host {
             App::Server(ServerApp {
                 udp,
                 conns: Vec::new(),
+                syn_received: 0,
             }),
         )
     }
@@ -478,6 +479,7 @@ impl ClientApp {
                 if complete {
                     cx.stats.tcp_ok.inc();
                     cx.stats.tcp_connect_us.add(c.setup);
+                    cx.stats.tcp_exchange_us.add(cx.now - c.started);
                     s.close();
                     c.phase = Phase::Closing {
                         until: cx.now + cfg.tcp_timeout_ms * 1000,
@@ -571,17 +573,53 @@ impl ClientApp {
     }
 }
 
+/// What a server socket was doing when last looked at (after a service).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Listen,
+    /// In SYN-RECEIVED, first seen there at `since`.
+    SynReceived {
+        since: Micros,
+    },
+    /// Reached ESTABLISHED (or a later state).
+    Established,
+}
+
 struct ServerConn {
     handle: SocketHandle,
     received: usize,
     sent: usize,
     closed: bool,
+    seen: Seen,
 }
 
 pub struct ServerApp {
     udp: SocketHandle,
     /// Listening and connected TCP sockets.
     conns: Vec<ServerConn>,
+    /// This server's share of the `server_syn_received` gauge.
+    syn_received: u64,
+}
+
+/// The timeout of a server's TCP sockets: a connection that stops
+/// answering (a half-open one included) is aborted after this long.
+fn server_socket_timeout_ms(cfg: &SimConfig) -> u64 {
+    cfg.tcp_timeout_ms.max(1000) * 2
+}
+
+/// Counts a server socket's move out of SYN-RECEIVED without reaching
+/// ESTABLISHED: back to LISTEN is smoltcp's answer to an RST; CLOSED is its
+/// timeout, unless it came early (then something reset it too).
+fn count_half_open_end(seen: Seen, now_listen: bool, cx: &AppCtx) {
+    let Seen::SynReceived { since } = seen else {
+        return;
+    };
+    let timeout_us = server_socket_timeout_ms(cx.cfg) * 1000;
+    if !now_listen && cx.now.saturating_sub(since) >= timeout_us / 2 {
+        cx.stats.server_half_open_timeout.inc();
+    } else {
+        cx.stats.server_half_open_reset.inc();
+    }
 }
 
 impl ServerApp {
@@ -603,22 +641,46 @@ impl ServerApp {
         }
 
         // TCP: read the request, send the response, close; reap the dead.
+        // Half-open accounting: smoltcp returns a listening socket in
+        // SYN-RECEIVED to LISTEN when an RST comes, so a socket is followed
+        // from one look to the next (a SYN and its RST within one poll's
+        // frames would go unseen).
         let mut idle = 0;
+        let mut syn_received = 0;
         let mut i = 0;
         while i < self.conns.len() {
             let c = &mut self.conns[i];
             let s = sockets.get_mut::<tcp::Socket>(c.handle);
-            match s.state() {
-                tcp::State::Listen => idle += 1,
+            let state = s.state();
+            match state {
+                tcp::State::Listen => {
+                    count_half_open_end(c.seen, true, cx);
+                    c.seen = Seen::Listen;
+                    idle += 1;
+                }
                 // TIME-WAIT is reaped at once: a lost last ACK then costs the
                 // client an RST after its exchange already counted as OK.
                 tcp::State::Closed | tcp::State::TimeWait => {
+                    if state == tcp::State::TimeWait && c.seen != Seen::Established {
+                        cx.stats.server_connections_established.inc();
+                    } else if state == tcp::State::Closed {
+                        count_half_open_end(c.seen, false, cx);
+                    }
                     sockets.remove(c.handle);
                     self.conns.swap_remove(i);
                     continue;
                 }
-                tcp::State::SynReceived => {}
+                tcp::State::SynReceived => {
+                    if !matches!(c.seen, Seen::SynReceived { .. }) {
+                        c.seen = Seen::SynReceived { since: cx.now };
+                    }
+                    syn_received += 1;
+                }
                 _ => {
+                    if c.seen != Seen::Established {
+                        c.seen = Seen::Established;
+                        cx.stats.server_connections_established.inc();
+                    }
                     let n = drain(s, cx.scratch);
                     c.received += n;
                     changed |= n > 0;
@@ -640,9 +702,7 @@ impl ServerApp {
             let mut s = tcp_socket(rx, tx);
             // A connection that stops answering is aborted by smoltcp, so a
             // vanished client cannot pin a socket forever.
-            s.set_timeout(Some(Duration::from_millis(
-                cfg.tcp_timeout_ms.max(1000) * 2,
-            )));
+            s.set_timeout(Some(Duration::from_millis(server_socket_timeout_ms(cfg))));
             if s.listen(cfg.tcp_port).is_err() {
                 break;
             }
@@ -652,9 +712,15 @@ impl ServerApp {
                 received: 0,
                 sent: 0,
                 closed: false,
+                seen: Seen::Listen,
             });
             idle += 1;
             changed = true;
+        }
+        if syn_received != self.syn_received {
+            let g = &cx.stats.server_syn_received;
+            g.set((g.get() + syn_received).saturating_sub(self.syn_received));
+            self.syn_received = syn_received;
         }
         changed
     }

@@ -15,7 +15,14 @@
 //! Everything but the queues lives on one site thread ([`site`]), which
 //! runs in real time and sleeps when nothing is due. Counters are written
 //! by that thread only and read lock-free by [`SimHandle::stats`]; uplink
-//! conditions are atomics written by [`SimHandle::set_uplink`].
+//! conditions are atomics written by [`SimHandle::set_uplink`] and
+//! [`SimHandle::set_link`] (an uplink's link up or down).
+//!
+//! An uplink may carry a transparent SYN proxy ([`proxy`], `proxy = true`)
+//! near the appliance: it answers SYNs itself and joins the server only
+//! after the client's ACK, as SYNPROXY or a TCP-terminating middlebox does.
+//! Servers count their half-open connections (SYN-RECEIVED now, and how
+//! those ended: RST or timeout), which SYN racing's RSTs show up in.
 //!
 //! Ownership: frames toward the appliance are copied into pool buffers when
 //! they are queued (an empty pool or a full RX queue drops and counts them);
@@ -24,6 +31,7 @@
 //! delay line's duration.
 
 mod host;
+mod proxy;
 mod site;
 #[cfg(test)]
 mod tests;
@@ -50,6 +58,8 @@ struct Counters {
     tcp_reset: Counter,
     /// Sum of the setup times (µs) of OK connections.
     tcp_connect_us: Counter,
+    /// Sum of the exchange times (µs, connect to full response) of OK connections.
+    tcp_exchange_us: Counter,
     udp_requests: Counter,
     udp_replies: Counter,
     udp_timeouts: Counter,
@@ -58,6 +68,15 @@ struct Counters {
     rx_nombuf: Counter,
     rx_queue_full: Counter,
     unroutable: Counter,
+    /// Gauge: server sockets in SYN-RECEIVED as of their last service.
+    server_syn_received: Counter,
+    /// Server connections that left SYN-RECEIVED for LISTEN or CLOSED
+    /// without reaching ESTABLISHED, by an RST (or soon, as after one).
+    server_half_open_reset: Counter,
+    /// ... that left it by the socket's timeout.
+    server_half_open_timeout: Counter,
+    /// Server sockets that reached ESTABLISHED.
+    server_connections_established: Counter,
 }
 
 /// An `f64` readable and writable from any thread without a lock.
@@ -83,12 +102,25 @@ impl AtomicF64 {
 #[derive(Debug)]
 struct UplinkPath {
     name: String,
+    /// The appliance port the uplink leaves through.
+    port: usize,
     delay_ms: AtomicF64,
     jitter_ms: AtomicF64,
     loss: AtomicF64,
+    /// The link between the appliance and the uplink's path (written by
+    /// [`SimHandle::set_link`]).
+    link_up: AtomicBool,
+    /// A SYN proxy sits on the uplink, `proxy_delay_ms` from the appliance.
+    proxy: bool,
+    proxy_delay_ms: f64,
     frames_up: Counter,
     frames_down: Counter,
     lost: Counter,
+    link_down_drops: Counter,
+    proxy_syn_answered: Counter,
+    proxy_connections: Counter,
+    proxy_passed: Counter,
+    proxy_dropped: Counter,
 }
 
 /// State shared by the site thread, [`SimSite`] and every [`SimHandle`].
@@ -117,6 +149,9 @@ pub struct SimStats {
     pub tcp_connections_reset: u64,
     /// Mean time from `connect()` to ESTABLISHED of the OK connections.
     pub tcp_connect_ms_mean: f64,
+    /// Mean time from `connect()` to the last byte of the response of the
+    /// OK connections.
+    pub tcp_exchange_ms_mean: f64,
     pub udp_requests: u64,
     /// Replies matching an outstanding request within `udp_timeout_ms`.
     pub udp_replies: u64,
@@ -131,6 +166,18 @@ pub struct SimStats {
     pub rx_queue_full: u64,
     /// Frames from the appliance (or a server) with no host or uplink to go to.
     pub unroutable: u64,
+    /// Server sockets in SYN-RECEIVED now (a gauge, summed over servers, as
+    /// of each server's last service).
+    pub server_syn_received: u64,
+    /// Server connections that left SYN-RECEIVED without ever reaching
+    /// ESTABLISHED because of an RST (smoltcp returns the listener to
+    /// LISTEN), or left it early for CLOSED.
+    pub server_half_open_reset: u64,
+    /// Server connections that left SYN-RECEIVED for CLOSED after at least
+    /// half the server sockets' timeout: nobody completed the handshake.
+    pub server_half_open_timeout: u64,
+    /// Server sockets that reached ESTABLISHED.
+    pub server_connections_established: u64,
     pub uplinks: Vec<SimUplinkStats>,
 }
 
@@ -140,12 +187,32 @@ pub struct SimUplinkStats {
     pub delay_ms: f64,
     pub jitter_ms: f64,
     pub loss: f64,
-    /// Frames that entered the UP line (appliance → servers), lost ones included.
+    /// Frames that entered the UP line (appliance or proxy → servers), lost
+    /// ones included.
     pub frames_up: u64,
-    /// Frames that entered the DOWN line (servers → appliance), lost ones included.
+    /// Frames that entered the DOWN line (servers → appliance or proxy),
+    /// lost ones included.
     pub frames_down: u64,
     /// Frames the line lost, both directions.
     pub lost: u64,
+    /// The link between the appliance and the path is up
+    /// ([`SimHandle::set_link`]).
+    pub link_up: bool,
+    /// Frames dropped because the link was down: sent by the appliance, or
+    /// on their way to it (not counted in `frames_up` / `frames_down`).
+    pub link_down_drops: u64,
+    /// A SYN proxy sits on this uplink.
+    pub proxy: bool,
+    /// One-way delay between the appliance and the proxy (0 without one).
+    pub proxy_delay_ms: f64,
+    /// SYNs the proxy answered itself (retransmitted SYNs included).
+    pub proxy_syn_answered: u64,
+    /// Connections the proxy spliced to their server (server's SYN+ACK came).
+    pub proxy_connections: u64,
+    /// Datagrams the proxy passed unchanged (not TCP, malformed, untracked).
+    pub proxy_passed: u64,
+    /// Segments the proxy dropped (bad checksum, full hold queue, wrong state).
+    pub proxy_dropped: u64,
 }
 
 impl Shared {
@@ -161,6 +228,11 @@ impl Shared {
             } else {
                 c.tcp_connect_us.get() as f64 / ok as f64 / 1000.0
             },
+            tcp_exchange_ms_mean: if ok == 0 {
+                0.0
+            } else {
+                c.tcp_exchange_us.get() as f64 / ok as f64 / 1000.0
+            },
             udp_requests: c.udp_requests.get(),
             udp_replies: c.udp_replies.get(),
             udp_timeouts: c.udp_timeouts.get(),
@@ -169,6 +241,10 @@ impl Shared {
             rx_nombuf: c.rx_nombuf.get(),
             rx_queue_full: c.rx_queue_full.get(),
             unroutable: c.unroutable.get(),
+            server_syn_received: c.server_syn_received.get(),
+            server_half_open_reset: c.server_half_open_reset.get(),
+            server_half_open_timeout: c.server_half_open_timeout.get(),
+            server_connections_established: c.server_connections_established.get(),
             uplinks: self
                 .uplinks
                 .iter()
@@ -180,6 +256,14 @@ impl Shared {
                     frames_up: u.frames_up.get(),
                     frames_down: u.frames_down.get(),
                     lost: u.lost.get(),
+                    link_up: u.link_up.load(Ordering::Relaxed),
+                    link_down_drops: u.link_down_drops.get(),
+                    proxy: u.proxy,
+                    proxy_delay_ms: u.proxy_delay_ms,
+                    proxy_syn_answered: u.proxy_syn_answered.get(),
+                    proxy_connections: u.proxy_connections.get(),
+                    proxy_passed: u.proxy_passed.get(),
+                    proxy_dropped: u.proxy_dropped.get(),
                 })
                 .collect(),
         }
@@ -275,12 +359,21 @@ impl SimSite {
                 .zip(&sim.uplinks)
                 .map(|(u, p)| UplinkPath {
                     name: u.name.clone(),
+                    port: usize::from(u.port),
                     delay_ms: AtomicF64::new(p.delay_ms),
                     jitter_ms: AtomicF64::new(p.jitter_ms),
                     loss: AtomicF64::new(p.loss),
+                    link_up: AtomicBool::new(true),
+                    proxy: p.proxy,
+                    proxy_delay_ms: if p.proxy { p.proxy_delay_ms } else { 0.0 },
                     frames_up: Counter::new(),
                     frames_down: Counter::new(),
                     lost: Counter::new(),
+                    link_down_drops: Counter::new(),
+                    proxy_syn_answered: Counter::new(),
+                    proxy_connections: Counter::new(),
+                    proxy_passed: Counter::new(),
+                    proxy_dropped: Counter::new(),
                 })
                 .collect(),
             stop: AtomicBool::new(false),
@@ -395,6 +488,67 @@ impl SimHandle {
     }
 }
 
+/// An uplink of the site, by index (into `plan.topology.uplinks`) or by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimUplink<'a> {
+    Index(usize),
+    Name(&'a str),
+}
+
+impl From<usize> for SimUplink<'_> {
+    fn from(i: usize) -> Self {
+        SimUplink::Index(i)
+    }
+}
+
+impl<'a> From<&'a str> for SimUplink<'a> {
+    fn from(name: &'a str) -> Self {
+        SimUplink::Name(name)
+    }
+}
+
+impl<'a> From<&'a String> for SimUplink<'a> {
+    fn from(name: &'a String) -> Self {
+        SimUplink::Name(name)
+    }
+}
+
+impl SimHandle {
+    /// The index of an uplink (`None`: no such uplink).
+    pub fn uplink_index<'a>(&self, uplink: impl Into<SimUplink<'a>>) -> Option<usize> {
+        match uplink.into() {
+            SimUplink::Index(i) => (i < self.shared.uplinks.len()).then_some(i),
+            SimUplink::Name(n) => self.shared.uplinks.iter().position(|u| u.name == n),
+        }
+    }
+
+    /// Takes an uplink's link down (or up again) while running, like pulling
+    /// its cable between the appliance and the path (or its proxy): while
+    /// it is down, frames the appliance sends on the uplink and frames on
+    /// their way to the appliance over it are dropped (counted in
+    /// `link_down_drops`), and [`BackendControl::link_up`] reports the
+    /// uplink's port as down. Frames already beyond the appliance's link
+    /// keep going. Returns false (and changes nothing) for an unknown uplink.
+    pub fn set_link<'a>(&self, uplink: impl Into<SimUplink<'a>>, up: bool) -> bool {
+        let Some(i) = self.uplink_index(uplink) else {
+            return false;
+        };
+        self.shared.uplinks[i].link_up.store(up, Ordering::Relaxed);
+        if let Some(t) = self.shared.site_thread.get() {
+            t.unpark();
+        }
+        true
+    }
+
+    /// Whether an uplink's link is up (`None`: no such uplink).
+    pub fn link(&self, uplink: usize) -> Option<bool> {
+        self.shared
+            .uplinks
+            .get(uplink)
+            .map(|u| u.link_up.load(Ordering::Relaxed))
+    }
+}
+
 impl SimHandle {
     /// Pauses (or resumes) the clients: while paused they open no TCP
     /// connection and send no UDP request; what is under way finishes.
@@ -409,5 +563,15 @@ impl SimHandle {
 impl BackendControl for SimHandle {
     fn stats(&self) -> serde_json::Value {
         serde_json::to_value(self.shared.stats()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A port is down while any uplink leaving through it has its link down
+    /// ([`SimHandle::set_link`]); the LAN port is always up.
+    fn link_up(&self, port: usize) -> bool {
+        !self
+            .shared
+            .uplinks
+            .iter()
+            .any(|u| u.port == port && !u.link_up.load(Ordering::Relaxed))
     }
 }

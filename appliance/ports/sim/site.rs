@@ -13,6 +13,21 @@
 //! Delay lines keep per-direction order: a frame's release time is
 //! `max(previous release, now + delay + U[0, jitter])`, so each line is a
 //! FIFO whose front is its next deadline.
+//!
+//! An uplink with a SYN proxy ([`super::proxy`]) has two more lines, NEAR
+//! UP and NEAR DOWN, between the appliance and the proxy (`proxy_delay_ms`,
+//! no jitter, no loss); its UP and DOWN lines then join the proxy and the
+//! servers:
+//!
+//! ```text
+//!  appliance ─▶ NEAR UP ─▶ proxy ─▶ UP ─▶ servers
+//!  appliance ◀─ NEAR DOWN ◀─ proxy ◀─ DOWN ◀─ servers
+//! ```
+//!
+//! An uplink's link ([`super::SimHandle::set_link`]) joins the appliance to
+//! the first line: while it is down, frames entering that line from the
+//! appliance, frames entering the line toward the appliance and frames
+//! leaving it for the appliance are dropped (`link_down_drops`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -30,6 +45,7 @@ use rand::{Rng, SeedableRng};
 use smoltcp::wire::Ipv4Packet;
 
 use super::host::{AppCtx, Host, Micros, NEVER};
+use super::proxy::{Proxy, ProxyOut, Toward};
 use super::Shared;
 use crate::config::SimConfig;
 use crate::plan::SimPlan;
@@ -62,6 +78,33 @@ struct DelayLine {
     last_release: Micros,
 }
 
+impl DelayLine {
+    /// Queues a frame due at `due`, but never before the frame ahead of it.
+    fn push(&mut self, due: Micros, ip: Vec<u8>) {
+        let release = due.max(self.last_release);
+        self.last_release = release;
+        self.frames.push_back((release, ip));
+    }
+
+    /// The front frame if its release time has come.
+    fn pop_due(&mut self, now: Micros) -> Option<Vec<u8>> {
+        if self.frames.front().is_some_and(|f| f.0 <= now) {
+            self.frames.pop_front().map(|f| f.1)
+        } else {
+            None
+        }
+    }
+}
+
+/// The SYN proxy of one uplink and its lines to the appliance.
+struct ProxySite {
+    proxy: Proxy,
+    /// One-way delay between the appliance and the proxy.
+    delay_us: Micros,
+    near_up: DelayLine,
+    near_down: DelayLine,
+}
+
 #[derive(Clone, Copy)]
 enum Dir {
     Up,
@@ -84,6 +127,10 @@ pub struct Site {
     ready_spare: Vec<u32>,
     up: Vec<DelayLine>,
     down: Vec<DelayLine>,
+    /// Per uplink: its SYN proxy, if it has one.
+    proxies: Vec<Option<ProxySite>>,
+    /// What a proxy emitted, before it goes on a line (kept for its capacity).
+    proxy_out: ProxyOut,
     ports: Vec<PortIo>,
     /// Clients' choices (intervals, servers).
     rng: SmallRng,
@@ -167,6 +214,19 @@ impl Site {
             ));
         }
         let n_up = topo.uplinks.len();
+        // Proxies forget a connection silent for longer than a server socket lives.
+        let proxy_idle_us = (cfg.tcp_timeout_ms.max(1000) * 2 + 1000) * 1000;
+        let proxies = (0..n_up)
+            .map(|u| {
+                let p = sim.uplinks.get(u).filter(|p| p.proxy)?;
+                Some(ProxySite {
+                    proxy: Proxy::new(mix(cfg.seed, u64::MAX - 3 - u as u64), proxy_idle_us),
+                    delay_us: (p.proxy_delay_ms * 1000.0) as Micros,
+                    near_up: DelayLine::default(),
+                    near_down: DelayLine::default(),
+                })
+            })
+            .collect();
         Site {
             epoch: std::time::Instant::now(),
             rng: SmallRng::seed_from_u64(mix(cfg.seed, u64::MAX - 1)),
@@ -184,6 +244,8 @@ impl Site {
             ready_spare: Vec::new(),
             up: (0..n_up).map(|_| DelayLine::default()).collect(),
             down: (0..n_up).map(|_| DelayLine::default()).collect(),
+            proxies,
+            proxy_out: Vec::new(),
             ports,
             scratch: vec![0; 64 * 1024],
             frame: Vec::with_capacity(2048),
@@ -232,13 +294,20 @@ impl Site {
     }
 
     fn next_deadline(&self) -> Micros {
+        let proxies = self.proxies.iter().flatten();
         let lines = self
             .up
             .iter()
             .chain(&self.down)
+            .chain(proxies.clone().flat_map(|p| [&p.near_up, &p.near_down]))
             .filter_map(|l| l.frames.front().map(|f| f.0));
         let timers = self.heap.peek().map_or(NEVER, |Reverse((t, _))| *t);
-        lines.fold(timers, Micros::min)
+        let proxy_timers = proxies.map(|p| p.proxy.next_deadline());
+        lines.chain(proxy_timers).fold(timers, Micros::min)
+    }
+
+    fn link_up(&self, u: usize) -> bool {
+        self.shared.uplinks[u].link_up.load(Ordering::Relaxed)
     }
 
     fn mark_ready(&mut self, h: usize) {
@@ -290,7 +359,15 @@ impl Site {
         }
         match self.topo.nat_addr_uplink.get(&flow.src) {
             Some(&u) if usize::from(self.topo.uplinks[usize::from(u)].port) == port => {
-                self.offer(usize::from(u), Dir::Up, ip, now);
+                let u = usize::from(u);
+                if !self.link_up(u) {
+                    self.shared.uplinks[u].link_down_drops.inc();
+                    return;
+                }
+                match &mut self.proxies[u] {
+                    Some(p) => p.near_up.push(now.saturating_add(p.delay_us), ip),
+                    None => self.offer(u, Dir::Up, ip, now),
+                }
             }
             _ => self.shared.counters.unroutable.inc(),
         }
@@ -311,6 +388,11 @@ impl Site {
     /// Puts a datagram on uplink `u`'s line in direction `dir` (or loses it).
     fn offer(&mut self, u: usize, dir: Dir, ip: Vec<u8>, now: Micros) {
         let path = &self.shared.uplinks[u];
+        // Without a proxy the DOWN line ends at the appliance's link.
+        if matches!(dir, Dir::Down) && self.proxies[u].is_none() && !self.link_up(u) {
+            path.link_down_drops.inc();
+            return;
+        }
         let line = match dir {
             Dir::Up => {
                 path.frames_up.inc();
@@ -333,19 +415,14 @@ impl Site {
             0.0
         };
         let delay_us = ((path.delay_ms.get() + extra) * 1000.0) as Micros;
-        let release = (now + delay_us).max(line.last_release);
-        line.last_release = release;
-        line.frames.push_back((release, ip));
+        line.push(now.saturating_add(delay_us), ip);
     }
 
     /// Delivers every frame whose release time has come.
     fn release_lines(&mut self, now: Micros) -> bool {
         let mut any = false;
         for u in 0..self.up.len() {
-            while self.up[u].frames.front().is_some_and(|f| f.0 <= now) {
-                let Some((_, ip)) = self.up[u].frames.pop_front() else {
-                    break;
-                };
+            while let Some(ip) = self.up[u].pop_due(now) {
                 any = true;
                 let dst = flow_of(&ip).map(|f| f.dst);
                 match dst.and_then(|d| self.server_of(d)) {
@@ -356,17 +433,94 @@ impl Site {
                     None => self.shared.counters.unroutable.inc(),
                 }
             }
-            while self.down[u].frames.front().is_some_and(|f| f.0 <= now) {
-                let Some((_, ip)) = self.down[u].frames.pop_front() else {
-                    break;
-                };
+            while let Some(ip) = self.down[u].pop_due(now) {
                 any = true;
-                let uplink = &self.topo.uplinks[u];
-                let (port, src_mac) = (usize::from(uplink.port), uplink.next_hop_mac);
-                self.queue_to_appliance(port, src_mac, &ip);
+                let Some(p) = &mut self.proxies[u] else {
+                    self.deliver_to_appliance(u, &ip);
+                    continue;
+                };
+                let mut out = std::mem::take(&mut self.proxy_out);
+                p.proxy.on_server(now, ip, &mut out);
+                self.dispatch_proxy_out(u, &mut out, now);
+                self.proxy_out = out;
+            }
+            if self.proxies[u].is_some() {
+                any |= self.release_proxy_lines(u, now);
             }
         }
         any
+    }
+
+    /// Moves uplink `u`'s proxy lines and runs its proxy's timers.
+    fn release_proxy_lines(&mut self, u: usize, now: Micros) -> bool {
+        let mut any = false;
+        let path = &self.shared.uplinks[u];
+        let rto_us =
+            (((path.delay_ms.get() + path.jitter_ms.get()) * 2.0 + 200.0) * 1000.0) as Micros;
+        let mut out = std::mem::take(&mut self.proxy_out);
+        while let Some(p) = &mut self.proxies[u] {
+            let Some(ip) = p.near_up.pop_due(now) else {
+                break;
+            };
+            any = true;
+            p.proxy.on_appliance(now, ip, rto_us, &mut out);
+            self.dispatch_proxy_out(u, &mut out, now);
+        }
+        if let Some(p) = &mut self.proxies[u] {
+            if p.proxy.next_deadline() <= now {
+                any = true;
+                p.proxy.poll(now, rto_us, &mut out);
+                self.dispatch_proxy_out(u, &mut out, now);
+            }
+        }
+        while let Some(p) = &mut self.proxies[u] {
+            let Some(ip) = p.near_down.pop_due(now) else {
+                break;
+            };
+            any = true;
+            self.deliver_to_appliance(u, &ip);
+        }
+        self.proxy_out = out;
+        any
+    }
+
+    /// Sends what uplink `u`'s proxy emitted on its way (toward the servers
+    /// on the UP line, toward the appliance on the NEAR DOWN line) and
+    /// publishes the proxy's counters.
+    fn dispatch_proxy_out(&mut self, u: usize, out: &mut ProxyOut, now: Micros) {
+        for (to, ip) in out.drain(..) {
+            match to {
+                Toward::Server => self.offer(u, Dir::Up, ip, now),
+                Toward::Appliance => {
+                    if !self.link_up(u) {
+                        self.shared.uplinks[u].link_down_drops.inc();
+                        continue;
+                    }
+                    if let Some(p) = &mut self.proxies[u] {
+                        p.near_down.push(now.saturating_add(p.delay_us), ip);
+                    }
+                }
+            }
+        }
+        if let Some(p) = &self.proxies[u] {
+            let (c, path) = (&p.proxy.counts, &self.shared.uplinks[u]);
+            path.proxy_syn_answered.set(c.syn_answered);
+            path.proxy_connections.set(c.connections);
+            path.proxy_passed.set(c.passed);
+            path.proxy_dropped.set(c.dropped);
+        }
+    }
+
+    /// Hands a datagram that crossed uplink `u` to the appliance, unless
+    /// the uplink's link is down.
+    fn deliver_to_appliance(&mut self, u: usize, ip: &[u8]) {
+        if !self.link_up(u) {
+            self.shared.uplinks[u].link_down_drops.inc();
+            return;
+        }
+        let uplink = &self.topo.uplinks[u];
+        let (port, src_mac) = (usize::from(uplink.port), uplink.next_hop_mac);
+        self.queue_to_appliance(port, src_mac, ip);
     }
 
     /// Wraps a datagram in Ethernet for port `port` (its MAC as destination,

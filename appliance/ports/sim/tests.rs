@@ -386,3 +386,224 @@ fn idle_cpu_of_the_site_thread() {
         s.udp_requests
     );
 }
+
+/// Drives one server host directly: a SYN puts a listener in SYN-RECEIVED
+/// (the gauge shows it), an RST puts it back to LISTEN (a half-open reset),
+/// an ACK establishes the next one, and a third that nobody answers times out.
+#[test]
+fn server_half_open_connections_are_counted_by_how_they_end() {
+    use super::host::{AppCtx, Host, Micros};
+    use super::proxy::{build, parse, SegSpec, TCP_ACK, TCP_RST, TCP_SYN};
+    use rand::SeedableRng;
+    use std::net::Ipv4Addr;
+
+    let cfg = crate::config::SimConfig {
+        tcp_timeout_ms: 1000,
+        ..Default::default()
+    };
+    let counters = Counters::default();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    let mut scratch = vec![0u8; 64 * 1024];
+    let server = Ipv4Addr::new(203, 0, 113, 1);
+    let mut host = Host::new_server(server, 5, &cfg);
+    let mut service = |host: &mut Host, now: Micros| -> (Micros, Vec<Vec<u8>>) {
+        let mut cx = AppCtx {
+            now,
+            cfg: &cfg,
+            server_base: u32::from(server),
+            rng: &mut rng,
+            stats: &counters,
+            scratch: &mut scratch,
+            paused: false,
+        };
+        let next = host.service(&mut cx);
+        (next, std::mem::take(&mut host.dev.tx))
+    };
+    let from_client = |port: u16, flags: u8, seq: u32, ack: u32| {
+        build(
+            &SegSpec {
+                src: [198, 51, 100, 1],
+                dst: server.octets(),
+                sport: port,
+                dport: cfg.tcp_port,
+                seq,
+                ack,
+                flags,
+                win: 8192,
+                mss: (flags & TCP_SYN != 0).then_some(1460),
+            },
+            &[],
+        )
+    };
+    service(&mut host, 0);
+
+    // SYN, then an RST from the client side (as SYN racing's loser gets).
+    host.dev.rx.push_back(from_client(50_000, TCP_SYN, 1000, 0));
+    let (_, sent) = service(&mut host, 1_000);
+    let synack = sent
+        .iter()
+        .filter_map(|ip| parse(ip))
+        .find(|s| s.flags == TCP_SYN | TCP_ACK)
+        .expect("the server answers the SYN");
+    assert_eq!(synack.ack, 1001);
+    assert_eq!(counters.server_syn_received.get(), 1);
+    host.dev.rx.push_back(from_client(50_000, TCP_RST, 1001, 0));
+    service(&mut host, 3_000);
+    assert_eq!(counters.server_syn_received.get(), 0);
+    assert_eq!(counters.server_half_open_reset.get(), 1);
+    assert_eq!(counters.server_half_open_timeout.get(), 0);
+
+    // SYN, ACK: established.
+    host.dev.rx.push_back(from_client(50_001, TCP_SYN, 5000, 0));
+    let (_, sent) = service(&mut host, 4_000);
+    let synack = sent.iter().filter_map(|ip| parse(ip)).next().unwrap();
+    host.dev.rx.push_back(from_client(
+        50_001,
+        TCP_ACK,
+        5001,
+        synack.seq.wrapping_add(1),
+    ));
+    service(&mut host, 5_000);
+    assert_eq!(counters.server_connections_established.get(), 1);
+    assert_eq!(counters.server_syn_received.get(), 0);
+
+    // SYN and silence: the socket's timeout (2 s here) ends it.
+    host.dev.rx.push_back(from_client(50_002, TCP_SYN, 9000, 0));
+    let (mut next, _) = service(&mut host, 6_000);
+    assert_eq!(counters.server_syn_received.get(), 1);
+    let mut now = 6_000;
+    while now < 4_000_000 {
+        now = next.clamp(now + 1, now + 100_000);
+        next = service(&mut host, now).0;
+    }
+    assert_eq!(counters.server_syn_received.get(), 0);
+    assert_eq!(counters.server_half_open_timeout.get(), 1);
+    assert_eq!(counters.server_half_open_reset.get(), 1);
+    assert_eq!(counters.server_connections_established.get(), 1);
+}
+
+#[test]
+fn a_link_taken_down_drops_its_frames_and_reports_its_port_down() {
+    let (mut site, mut app) = open(&site_toml(20, 4, 100, 100, 800));
+    let handle = site.handle();
+    site.start();
+    app.run_for(Duration::from_millis(1000));
+    let before = handle.stats();
+    assert!(before.uplinks[0].link_up && BackendControl::link_up(&handle, 1));
+    assert!(before.tcp_connections_ok > 20, "{before:#?}");
+
+    assert!(handle.set_link(0, false));
+    assert!(!handle.set_link("no-such-uplink", false));
+    assert!(!handle.set_link(7, false));
+    assert!(!BackendControl::link_up(&handle, 1), "wan0 is down");
+    assert!(BackendControl::link_up(&handle, 0), "the LAN port stays up");
+    app.run_for(Duration::from_millis(1500));
+    let during = handle.stats();
+    assert!(!during.uplinks[0].link_up && handle.link(0) == Some(false));
+    let ok = during.tcp_connections_ok - before.tcp_connections_ok;
+    let failed = during.tcp_connections_failed - before.tcp_connections_failed;
+    assert!(
+        failed > 30 && ok <= 10,
+        "ok +{ok} failed +{failed}\n{during:#?}"
+    );
+    assert!(during.uplinks[0].link_down_drops > 30, "{during:#?}");
+    // Nothing new entered the line while the link was down.
+    let up_frames = during.uplinks[0].frames_up;
+    app.run_for(Duration::from_millis(300));
+    assert_eq!(handle.stats().uplinks[0].frames_up, up_frames);
+
+    assert!(handle.set_link("isp1", true));
+    assert!(BackendControl::link_up(&handle, 1));
+    app.run_for(Duration::from_millis(1500));
+    let after = site.stop();
+    assert!(
+        after.tcp_connections_ok > during.tcp_connections_ok + 20,
+        "{after:#?}"
+    );
+    let json = BackendControl::stats(&handle);
+    assert_eq!(json["uplinks"][0]["link_up"], true);
+    assert!(json["uplinks"][0]["link_down_drops"].as_u64().unwrap() > 30);
+}
+
+/// A site whose only uplink has a SYN proxy 1 ms from the appliance and the
+/// servers 40 ms beyond it.
+fn proxy_site_toml(loss: f64) -> String {
+    site_toml(20, 4, 150, 150, 3000).replace(
+        "delay_ms = 5.0\njitter_ms = 2.0\n",
+        &format!(
+            "delay_ms = 40.0\njitter_ms = 0.0\nloss = {loss}\nproxy = true\nproxy_delay_ms = 1.0\n"
+        ),
+    )
+}
+
+#[test]
+fn a_syn_proxy_answers_at_once_while_the_data_crosses_the_long_path() {
+    let toml = proxy_site_toml(0.0);
+    assert!(toml.contains("proxy = true"));
+    let (mut site, mut app) = open(&toml);
+    let handle = site.handle();
+    site.start();
+    app.run_for(Duration::from_millis(2500));
+    handle.pause_clients(true);
+    app.run_for(Duration::from_millis(800));
+    let s = site.stop();
+    let diag = format!("{s:#?}\n{}", app.drops());
+    println!("{diag}");
+    let u = &s.uplinks[0];
+    assert!(u.proxy && u.proxy_delay_ms == 1.0, "{diag}");
+    assert!(s.tcp_connections_ok > 100, "{diag}");
+    assert!(
+        s.tcp_connections_failed <= s.tcp_connections_ok / 50,
+        "{diag}"
+    );
+    // The proxy's SYN+ACK comes back after 2 x 1 ms (plus scheduling; the
+    // server's would take 80 ms) ...
+    assert!(
+        s.tcp_connect_ms_mean >= 1.5 && s.tcp_connect_ms_mean < 20.0,
+        "{diag}"
+    );
+    // ... while the exchange needs the server, 40 ms beyond: its handshake
+    // (80 ms) and the request and response (another 80 ms).
+    assert!(s.tcp_exchange_ms_mean >= 160.0, "{diag}");
+    assert!(u.proxy_syn_answered >= s.tcp_connections_ok, "{diag}");
+    assert!(u.proxy_connections >= s.tcp_connections_ok, "{diag}");
+    assert!(
+        s.server_connections_established >= s.tcp_connections_ok,
+        "{diag}"
+    );
+    assert_eq!(
+        s.server_half_open_reset + s.server_half_open_timeout,
+        0,
+        "{diag}"
+    );
+    // UDP is not the proxy's business: it passes.
+    assert!(
+        s.udp_replies > 100 && u.proxy_passed >= s.udp_requests,
+        "{diag}"
+    );
+    assert_eq!(u.proxy_dropped, 0, "{diag}");
+    assert_eq!(s.unroutable + s.rx_nombuf + s.rx_queue_full, 0, "{diag}");
+}
+
+/// With loss between the proxy and the servers, the proxy's SYN resends
+/// and the hosts' retransmissions still finish the exchanges.
+#[test]
+fn a_syn_proxy_on_a_lossy_path_still_completes_exchanges() {
+    let (mut site, mut app) = open(&proxy_site_toml(0.03));
+    let handle = site.handle();
+    site.start();
+    app.run_for(Duration::from_millis(2500));
+    handle.pause_clients(true);
+    // Retransmissions (1 s RTO, doubling) drain.
+    app.run_for(Duration::from_millis(3500));
+    let s = site.stop();
+    let diag = format!("{s:#?}\n{}", app.drops());
+    println!("{diag}");
+    assert!(s.uplinks[0].lost > 0, "{diag}");
+    assert!(s.tcp_connections_ok > 100, "{diag}");
+    assert!(
+        s.tcp_connections_failed <= s.tcp_connections_ok / 20,
+        "{diag}"
+    );
+    assert!(s.tcp_connect_ms_mean < 20.0, "{diag}");
+}
