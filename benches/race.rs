@@ -1,0 +1,260 @@
+//! One full SYN race per core (seed 001 [0036]): a client SYN in, one copy
+//! out per uplink, every uplink's SYN+ACK in, the first forwarded to the
+//! client and an RST out for each of the others. Beside it, in the same
+//! run, the same connection opened without racing (SYN in, one copy out,
+//! one SYN+ACK in, forwarded): the ratio is what racing costs.
+//!
+//!   cargo bench --bench race -- --warm-up-time 1 --measurement-time 4
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pipelines::checksum::{checksum, fold, sum};
+use pipelines::classify::Classify;
+use pipelines::nat::NatConfig;
+use pipelines::replicate::{Replicate, SelectionPolicy};
+use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo};
+use pipelines::translate::Translate;
+use pipelines::transmit::Transmit;
+use pipelines::{Burst, HeapBuf, HeapPool, Nanos, PacketBuf, BURST_MAX};
+
+const UPLINKS: u8 = 3;
+/// Races per fresh NAT shard (its setup is not timed).
+const BATCH: usize = 8 * 1024;
+
+/// A LAN port and one port per uplink, each uplink with one NAT address.
+fn topology() -> Arc<Topology> {
+    let port = |name: String, mac: u8| PortInfo {
+        name,
+        mac: [2, 0, 0, 0, 0, mac],
+        vlan: None,
+        role: PortRole::Unused,
+    };
+    let mut ports = vec![port("lan".into(), 1)];
+    let mut uplinks = Vec::new();
+    for u in 0..UPLINKS {
+        ports.push(port(format!("wan{u}"), 2 + u));
+        uplinks.push(UplinkInfo {
+            name: format!("isp{u}"),
+            port: u16::from(u) + 1,
+            nat_addrs: vec![IpAddr::V4([198, 51, 100, 10 + u].into())],
+            next_hop_mac: [2, 0, 0, 0, 0xfe, u],
+            weight: 1,
+        });
+    }
+    Arc::new(Topology::new(
+        ports,
+        0,
+        vec!["10.0.0.0/8".parse::<IpPrefix>().unwrap()],
+        vec!["10.0.0.1".parse().unwrap()],
+        uplinks,
+        NatPortRange {
+            first: 1024,
+            last: 65535,
+        },
+        1,
+    ))
+}
+
+/// Ethernet + IPv4 + 20-byte TCP, checksums computed.
+#[allow(clippy::too_many_arguments)]
+fn tcp_frame(
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&[2, 0, 0, 9, 9, 9]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let c = checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let t = &mut f[34..54];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&64_000u16.to_be_bytes());
+    let pseudo = sum(&dst, sum(&src, 0)) + 6 + 20;
+    let c = !fold(sum(t, pseudo));
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// The client SYN of race `i`: its own client port.
+fn syn(i: usize) -> Vec<u8> {
+    let c = i / 50_000;
+    tcp_frame(
+        [2, 0, 0, 0, 0, 1],
+        [10, 1, (c >> 8) as u8, c as u8],
+        [203, 0, 113, (i % 200) as u8 + 1],
+        10_000 + (i % 50_000) as u16,
+        443,
+        0x02,
+        1_000,
+        0,
+    )
+}
+
+struct Path {
+    classify: Classify,
+    replicate: Replicate,
+    translate: Translate,
+    transmit: Transmit,
+    per_port: Vec<Burst<HeapBuf>>,
+    pool: &'static HeapPool,
+    topo: Arc<Topology>,
+    /// Copies sent to the uplinks, turned into their servers' SYN+ACKs.
+    answers: Vec<HeapBuf>,
+    to_lan: u64,
+    rsts: u64,
+}
+
+impl Path {
+    fn new(race: bool, pool: &'static HeapPool) -> Path {
+        let topo = topology();
+        let policy = Arc::new(SelectionPolicy {
+            race_tcp: race,
+            ..SelectionPolicy::default()
+        });
+        Path {
+            classify: Classify::new(topo.clone()),
+            replicate: Replicate::with_policy(topo.clone(), policy.clone()),
+            translate: Translate::with_policy(
+                topo.clone(),
+                0,
+                NatConfig {
+                    max_sessions: 4 * BATCH,
+                    seed: 1,
+                    ..NatConfig::default()
+                },
+                policy,
+            ),
+            transmit: Transmit::new(topo.clone()),
+            per_port: (0..=UPLINKS).map(|_| Burst::new()).collect(),
+            pool,
+            topo,
+            answers: Vec::with_capacity(BURST_MAX * 4),
+            to_lan: 0,
+            rsts: 0,
+        }
+    }
+
+    /// classify → replicate → translate → transmit, as a worker chains them
+    /// (stages that leave packets are called again).
+    fn run(&mut self, now: Nanos, x: &mut Burst<HeapBuf>) {
+        let mut y = Burst::new();
+        self.classify.process(x, &mut y);
+        while !y.is_empty() {
+            let mut z = Burst::new();
+            self.replicate.process(now, &mut y, &mut z);
+            while !z.is_empty() {
+                let mut out = Burst::new();
+                self.translate.process(now, &mut z, &mut out);
+                self.transmit.process(&mut out, &mut self.per_port);
+                self.collect();
+            }
+        }
+    }
+
+    /// What transmit sorted per port: SYN copies on uplink ports become
+    /// their server's SYN+ACK; RSTs and packets to the LAN are counted.
+    fn collect(&mut self) {
+        for (port, out) in self.per_port.iter_mut().enumerate() {
+            for b in out.drain(..) {
+                let d = b.data();
+                if port == 0 {
+                    self.to_lan += 1;
+                    continue;
+                }
+                let flags = d[14 + 20 + 13];
+                if flags & 0x04 != 0 {
+                    self.rsts += 1;
+                    continue;
+                }
+                let nat: [u8; 4] = d[26..30].try_into().unwrap();
+                let server: [u8; 4] = d[30..34].try_into().unwrap();
+                let nat_port = u16::from_be_bytes([d[34], d[35]]);
+                let seq = u32::from_be_bytes(d[38..42].try_into().unwrap());
+                let mac = self.topo.ports[port].mac;
+                let f = tcp_frame(mac, server, nat, 443, nat_port, 0x12, 9_000, seq + 1);
+                let mut a = self.pool.alloc_with(&f).expect("pool");
+                a.meta_mut().in_port = port as u16;
+                self.answers.push(a);
+            }
+        }
+    }
+
+    /// The servers' answers, a burst at a time.
+    fn answer(&mut self, now: Nanos) {
+        while !self.answers.is_empty() {
+            let mut x = Burst::new();
+            let n = self.answers.len().min(BURST_MAX);
+            for a in self.answers.drain(..n) {
+                x.push(a);
+            }
+            self.run(now, &mut x);
+        }
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let now = Nanos::from_secs(1);
+    let pool = HeapPool::new_static(16 * 1024);
+    let syns: Vec<Vec<u8>> = (0..BATCH).map(syn).collect();
+    let mut g = c.benchmark_group("race");
+    g.throughput(Throughput::Elements(BURST_MAX as u64));
+    g.sample_size(20);
+    for (name, race) in [("no_race_1_uplink", false), ("race_3_uplinks", true)] {
+        g.bench_function(name, |bn| {
+            bn.iter_custom(|bursts| {
+                let mut total = Duration::ZERO;
+                let mut left = bursts as usize;
+                while left > 0 {
+                    let n = left.min(BATCH / BURST_MAX);
+                    let mut p = Path::new(race, pool);
+                    let t = Instant::now();
+                    for b in 0..n {
+                        let mut x = Burst::new();
+                        for s in &syns[b * BURST_MAX..(b + 1) * BURST_MAX] {
+                            x.push(pool.alloc_with(s).expect("pool"));
+                        }
+                        p.run(now, &mut x);
+                        p.answer(now);
+                    }
+                    total += t.elapsed();
+                    let conns = (n * BURST_MAX) as u64;
+                    assert_eq!(
+                        p.to_lan, conns,
+                        "one SYN+ACK per connection reached the client"
+                    );
+                    let losers = if race { u64::from(UPLINKS) - 1 } else { 0 };
+                    assert_eq!(p.rsts, conns * losers, "an RST per losing uplink");
+                    assert_eq!(p.translate.nat.len() as u64, conns);
+                    left -= n;
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(race, benches);
+criterion_main!(race);
