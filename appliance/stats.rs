@@ -324,12 +324,19 @@ pub fn summary(stats: &Value) -> String {
     if let Some(ups) = stats["uplinks"].as_array() {
         for u in ups {
             s.push_str(&format!(
-                "  {:<10} tx {:>10}  rx {:>10}  tcp sessions {:>6}  udp sessions {:>6}\n",
+                "  {:<10} tx {:>10}  rx {:>10}  tcp sessions {:>6}  udp sessions {:>6}  {}  connections {:>6}  races won {:>5} lost {:>5}  rtt {}\n",
                 u["name"].as_str().unwrap_or("?"),
                 num(u, &["tx_packets"]),
                 num(u, &["rx_packets"]),
                 num(u, &["tcp_sessions"]),
-                num(u, &["udp_sessions"])
+                num(u, &["udp_sessions"]),
+                if u["up"].as_bool().unwrap_or(true) { "up  " } else { "DOWN" },
+                num(u, &["connections"]),
+                num(u, &["races_won"]),
+                num(u, &["races_lost"]),
+                u["rtt_ms"]["smoothed"]
+                    .as_f64()
+                    .map_or("-".to_string(), |r| format!("{r:.1} ms")),
             ));
         }
     }
@@ -345,6 +352,18 @@ pub fn summary(stats: &Value) -> String {
         num(n, &["port_exhausted"]),
         num(n, &["table_full"]),
         num(n, &["filtered"])
+    ));
+    let sel = &stats["selection"];
+    s.push_str(&format!(
+        "selection: mode {}  races {}  cache hits {}  rtt cache entries {}  algorithm {} picks {}\n",
+        sel["mode"].as_str().unwrap_or("?"),
+        num(sel, &["races"]),
+        num(sel, &["cache_hits"]),
+        num(sel, &["rtt_cache_entries"]),
+        sel["algorithm"].as_str().unwrap_or("?"),
+        sel["algorithm"]
+            .as_str()
+            .map_or(0, |a| num(sel, &["by_algorithm", a])),
     ));
     if let Some(sim) = stats.get("sim") {
         s.push_str(&format!(

@@ -185,3 +185,56 @@ fn other_bad_values_name_their_field() {
         "1..=60000",
     );
 }
+
+#[test]
+fn bad_selection_settings_name_the_field_and_what_is_allowed() {
+    let d = demo();
+    let cases = [
+        (
+            "mode = \"syn-ack\"",
+            "mode = \"fastest\"",
+            "selection.mode",
+            "first-payload",
+        ),
+        (
+            "algorithm = \"weighted-least-load\"",
+            "algorithm = \"random\"",
+            "selection.algorithm",
+            "least-traffic",
+        ),
+        (
+            "rtt_cache_ttl_s = 60",
+            "rtt_cache_ttl_s = 0",
+            "selection.rtt_cache_ttl_s",
+            "1..=86400",
+        ),
+        (
+            "dest_prefix_v4 = 32",
+            "dest_prefix_v4 = 33",
+            "selection.dest_prefix_v4",
+            "1..=32",
+        ),
+        (
+            "on_uplink_down = \"keep\"",
+            "on_uplink_down = \"drop\"",
+            "selection.on_uplink_down",
+            "keep, reset",
+        ),
+        (
+            "# algorithm = \"round-robin\"",
+            "[[selection.policies]]\nprotocol = \"sctp\"",
+            "selection.policies[0].protocol",
+            "tcp, udp, icmp, any",
+        ),
+        (
+            "# algorithm = \"round-robin\"",
+            "[[selection.policies]]\nports = [443, 80]",
+            "selection.policies[0].ports",
+            "must not exceed",
+        ),
+    ];
+    for (from, to, field, allowed) in cases {
+        assert!(d.contains(from), "demo.toml lacks `{from}`");
+        rejected(&d.replacen(from, to, 1), field, allowed);
+    }
+}

@@ -808,6 +808,29 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_keeps_matching_connections_out_of_races() {
+        use crate::replicate::Policy;
+        use crate::select::Algorithm;
+        let mut rig = Rig::new(SelectionPolicy {
+            policies: vec![Policy {
+                protocol: Some(crate::flow::proto::TCP),
+                ports: (25, 25),
+                race: false,
+                algorithm: Algorithm::RoundRobin,
+            }],
+            ..SelectionPolicy::default()
+        });
+        let smtp = from_client("10.0.0.2", SERVER, tcp(40001, 25, TcpControl::Syn));
+        assert_eq!(rig.send(&smtp, LAN_PORT, T0).len(), 1);
+        assert_eq!(
+            rig.replicate.selection.by_algorithm[Algorithm::RoundRobin.index()].get(),
+            1
+        );
+        assert_eq!(rig.send(&syn(), LAN_PORT, T0).len(), 2, "other ports race");
+        assert_eq!(rig.translate.nat.counters.races.get(), 1);
+    }
+
+    #[test]
     fn a_fast_open_syn_does_not_race() {
         let mut rig = Rig::new(SelectionPolicy::default());
         let tfo = from_client(
