@@ -831,6 +831,80 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_connections_race_too() {
+        use crate::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology};
+        let base = site(1);
+        let mut uplinks = base.uplinks.clone();
+        uplinks[1].nat_addrs.push(ip("2001:db8:1::1"));
+        let ports: Vec<PortInfo> = base
+            .ports
+            .iter()
+            .map(|p| PortInfo {
+                role: PortRole::Unused,
+                ..p.clone()
+            })
+            .collect();
+        let topo = Arc::new(Topology::new(
+            ports,
+            LAN_PORT,
+            vec![
+                "10.0.0.0/16".parse::<IpPrefix>().unwrap(),
+                "fd00::/64".parse().unwrap(),
+            ],
+            vec![ip("10.0.0.1"), ip("fd00::1")],
+            uplinks,
+            NatPortRange {
+                first: 1024,
+                last: 65535,
+            },
+            1,
+        ));
+        let policy = Arc::new(SelectionPolicy::default());
+        let mut rig = Rig {
+            classify: Classify::new(topo.clone()),
+            replicate: Replicate::with_policy(topo.clone(), policy.clone()),
+            translate: Translate::with_policy(topo, 0, NatConfig::default(), policy),
+        };
+        let server = "2001:db8:ffff::5";
+        let copies = rig.send(
+            &from_client("fd00::2", server, tcp(40000, 443, TcpControl::Syn)),
+            LAN_PORT,
+            T0,
+        );
+        let src = sources(&copies);
+        assert_eq!(
+            src.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![ip(NAT6), ip("2001:db8:1::1")]
+        );
+        for c in &copies {
+            assert_checksums_valid(c.data(), usize::from(c.meta().l3_offset));
+        }
+        let answer = |nat: &str, port: u16| {
+            let l4 = L4::Tcp {
+                src_port: 443,
+                dst_port: port,
+                control: TcpControl::Syn,
+                ack: Some(1001),
+                payload: &[],
+            };
+            let dgram = ip_packet(ip(server), ip(nat), 64, &l4);
+            if nat == NAT6 {
+                ethernet(WAN_MAC, ISP0_MAC, None, 0x86DD, &dgram)
+            } else {
+                ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(TAGGED_VLAN), 0x86DD, &dgram)
+            }
+        };
+        let won = rig.send(&answer("2001:db8:1::1", src[1].1), WAN_TAGGED_PORT, T0);
+        assert_eq!(won[0].meta().out_port, LAN_PORT);
+        let rst = rig.send(&answer(NAT6, src[0].1), WAN_PORT, T0);
+        assert_eq!(rst.len(), 1);
+        assert!(tcp_of(&rst[0]).rst());
+        assert_eq!(tcp_of(&rst[0]).seq_number().0, 1001);
+        assert_checksums_valid(rst[0].data(), usize::from(rst[0].meta().l3_offset));
+        assert_eq!(rig.translate.nat.len(), 1);
+    }
+
+    #[test]
     fn a_fast_open_syn_does_not_race() {
         let mut rig = Rig::new(SelectionPolicy::default());
         let tfo = from_client(
