@@ -198,20 +198,37 @@ impl Replicate {
                 output.push(pkt);
                 continue;
             }
-            let set = self.race_set(now, &pkt);
-            let n = set.count_ones() as usize;
-            if n >= 2 {
-                if room < n && !output.is_empty() {
-                    rest.push(pkt);
-                    continue;
-                }
-                self.counters.packets.inc();
-                self.replicate(pkt, room_mask(set, room), output);
+            // Room for a whole race is checked before anything is decided,
+            // so a deferred SYN has changed no state (probe times, counters).
+            if output.remaining_capacity() < RACE_MAX && !output.is_empty() {
+                rest.push(pkt);
                 continue;
             }
             self.counters.packets.inc();
-            match self.single(now, &m.flow) {
+            let f = m.flow;
+            let (race, alg) = self.policy.rule(&f);
+            let cands = candidates(&self.families, &self.selector, &f);
+            if let Some(u) = self.selector.cached(f.dst, cands, alg, f.proto, now) {
+                self.selection.cache_hits.inc();
+                pkt.meta_mut().uplink = u;
+                output.push(pkt);
+                continue;
+            }
+            // TCP Fast Open: the SYN's data would reach the server once per
+            // uplink, so it does not race.
+            if race
+                && tcp_payload_len(&pkt) == 0
+                && self.selector.snapshot().fresh(f.dst, now).is_none()
+            {
+                let set = self.race_set(now, &f, cands);
+                if set.count_ones() >= 2 {
+                    self.replicate(pkt, set, output);
+                    continue;
+                }
+            }
+            match self.selector.pick(alg, f.dst, f.proto, cands) {
                 Some(u) => {
+                    self.selection.by_algorithm[alg.index()].inc();
                     pkt.meta_mut().uplink = u;
                     output.push(pkt);
                 }
@@ -221,23 +238,19 @@ impl Replicate {
         *input = rest;
     }
 
-    /// The uplinks a SYN races over (empty when it does not race): the
-    /// candidates, plus down uplinks due for a probe.
-    fn race_set<B: PacketBuf>(&mut self, now: Nanos, pkt: &B) -> u64 {
-        let f = pkt.meta().flow;
-        let (race, _) = self.policy.rule(&f);
-        // TCP Fast Open: the SYN's data would reach the server once per uplink.
-        if !race || tcp_payload_len(pkt) > 0 {
-            return 0;
-        }
-        let cands = candidates(&self.families, &self.selector, &f);
-        if self.selector.snapshot().fresh(f.dst, now).is_some() {
-            return 0;
-        }
+    /// The uplinks a SYN races over: the candidates, plus down uplinks due
+    /// for a probe; at most [`RACE_MAX`], the lowest-numbered.
+    fn race_set(&mut self, now: Nanos, f: &FlowKey, cands: u64) -> u64 {
         let fam = self.families[usize::from(f.dst.is_ipv6())];
-        let snap = self.selector.snapshot().clone();
         let mut set = cands;
-        for (u, v) in snap.uplinks.iter().enumerate().take(MAX_UPLINKS) {
+        for (u, v) in self
+            .selector
+            .snapshot()
+            .uplinks
+            .iter()
+            .enumerate()
+            .take(MAX_UPLINKS)
+        {
             if fam & (1 << u) != 0 && !v.healthy && v.link_up {
                 let last = &mut self.last_probe[u];
                 if now.since(*last) >= self.policy.probe_interval || *last == Nanos::ZERO {
@@ -247,29 +260,13 @@ impl Replicate {
                 }
             }
         }
-        // At most RACE_MAX uplinks race: the lowest-numbered ones.
         let mut kept = 0u64;
-        let mut s = set;
-        while s != 0 && kept.count_ones() < RACE_MAX as u32 {
-            let bit = s & s.wrapping_neg();
+        while set != 0 && (kept.count_ones() as usize) < RACE_MAX {
+            let bit = set & set.wrapping_neg();
             kept |= bit;
-            s &= !bit;
+            set &= !bit;
         }
         kept
-    }
-
-    /// A SYN that does not race: the cache's best uplink, else the policy's
-    /// algorithm.
-    fn single(&mut self, now: Nanos, f: &FlowKey) -> Option<UplinkId> {
-        let (_, alg) = self.policy.rule(f);
-        let cands = candidates(&self.families, &self.selector, f);
-        if let Some(u) = self.selector.cached(f.dst, cands, alg, f.proto, now) {
-            self.selection.cache_hits.inc();
-            return Some(u);
-        }
-        let u = self.selector.pick(alg, f.dst, f.proto, cands)?;
-        self.selection.by_algorithm[alg.index()].inc();
-        Some(u)
     }
 
     /// One copy of `pkt` per uplink of `set`, in uplink order, all stamped
@@ -304,17 +301,4 @@ impl Replicate {
             output.push(c);
         }
     }
-}
-
-/// `set` limited to its lowest `room` bits (an empty output burst always
-/// takes a whole race: `room` is then 32 >= RACE_MAX).
-fn room_mask(set: u64, room: usize) -> u64 {
-    let mut kept = 0u64;
-    let mut s = set;
-    while s != 0 && (kept.count_ones() as usize) < room {
-        let bit = s & s.wrapping_neg();
-        kept |= bit;
-        s &= !bit;
-    }
-    kept
 }

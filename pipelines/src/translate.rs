@@ -272,23 +272,11 @@ impl Translate {
                 idx
             }
         };
-        let len = pkt.data().len();
-        self.nat.touch(idx, now, len, m.tcp_flags, false);
-        let s = self.nat.session(idx).ok_or(DropReason::NoSession)?;
-        let (addr, port, uplink) = (self.nat.nat_addr(s), s.nat_port, s.uplink);
-        rewrite(pkt, Side::Src, addr, port)?;
-        if let Some(c) = self.nat.counters.uplinks.get(usize::from(uplink)) {
-            c.tx_packets.inc();
-            c.tx_bytes.add(len as u64);
+        let (addr, port) = self.send_by(now, pkt, idx)?;
+        match hairpin {
+            Some(via) => self.hairpin(now, pkt, via, addr, port, extra),
+            None => Ok(()),
         }
-        if let Some(via) = hairpin {
-            return self.hairpin(now, pkt, via, addr, port, extra);
-        }
-        let u = &self.topo.uplinks[usize::from(uplink)];
-        let meta = pkt.meta_mut();
-        meta.out_port = u.port;
-        meta.next_hop_mac = u.next_hop_mac;
-        Ok(())
     }
 
     /// Turns a source-translated hairpin packet into the inbound packet it
@@ -560,13 +548,13 @@ impl Translate {
     }
 
     /// Source-translates an outbound packet by session `idx` and points it
-    /// at that session's uplink.
+    /// at that session's uplink; returns the NAT address and port it took.
     fn send_by<B: PacketBuf>(
         &mut self,
         now: Nanos,
         pkt: &mut B,
         idx: u32,
-    ) -> Result<(), DropReason> {
+    ) -> Result<(IpAddr, u16), DropReason> {
         let len = pkt.data().len();
         let flags = pkt.meta().tcp_flags;
         self.nat.touch(idx, now, len, flags, false);
@@ -581,7 +569,7 @@ impl Translate {
         let meta = pkt.meta_mut();
         meta.out_port = u.port;
         meta.next_hop_mac = u.next_hop_mac;
-        Ok(())
+        Ok((addr, port))
     }
 
     /// An inbound TCP segment on a session that races (or lost a race).
