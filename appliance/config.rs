@@ -12,6 +12,14 @@ pub enum BackendKind {
     Sim,
     /// Read a capture per input port, write a capture per output port.
     Pcap,
+    /// Linux interfaces through memory-mapped AF_PACKET rings (no DPDK).
+    AfPacket,
+    /// DPDK ports: PCI devices (SR-IOV VFs) or vdevs (cargo feature `dpdk`).
+    Dpdk,
+}
+
+impl BackendKind {
+    pub const NAMES: &'static str = "\"sim\", \"pcap\", \"af-packet\", \"dpdk\"";
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +37,79 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Required when `backend = "sim"`.
     pub sim: Option<SimConfig>,
+    /// Only with `backend = "af-packet"` (all keys defaulted).
+    pub af_packet: Option<AfPacketConfig>,
+    /// Only with `backend = "dpdk"` (all keys defaulted).
+    pub dpdk: Option<DpdkConfig>,
+}
+
+/// The af_packet backend's rings (TPACKET_V3), per port and queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AfPacketConfig {
+    /// RX ring: blocks of `block_kib` KiB each; a block is handed to the
+    /// appliance when full or after `block_timeout_ms`.
+    pub rx_blocks: u32,
+    pub block_kib: u32,
+    pub block_timeout_ms: u32,
+    /// TX ring: frames of 2 KiB.
+    pub tx_frames: u32,
+}
+
+impl Default for AfPacketConfig {
+    fn default() -> Self {
+        AfPacketConfig {
+            rx_blocks: 64,
+            block_kib: 256,
+            block_timeout_ms: 1,
+            tx_frames: 2048,
+        }
+    }
+}
+
+/// The DPDK backend: EAL, mempools, port queues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpdkConfig {
+    /// Virtual devices to create, as EAL `--vdev` values
+    /// ("net_af_packet0,iface=lan0", "net_null0", "net_tap0,iface=tap0").
+    pub vdevs: Vec<String>,
+    /// PCI devices the EAL may use (`-a`); empty with only vdevs.
+    pub allow: Vec<String>,
+    /// Use hugepages (false: `--no-huge`, for labs and CI).
+    pub hugepages: bool,
+    /// Memory the EAL reserves, MiB.
+    pub memory_mb: u32,
+    /// Mbufs per NUMA socket's pool.
+    pub mbufs_per_socket: u32,
+    /// Per-lcore mbuf cache.
+    pub mbuf_cache: u32,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    /// How return traffic reaches the lcore owning its NAT shard when
+    /// several lcores receive: "software" (hand-off rings; any NIC) or
+    /// "flow" (rte_flow rules on the NAT port slices; NICs with flow
+    /// steering).
+    pub return_steering: String,
+    /// Extra EAL arguments, passed last.
+    pub eal_args: Vec<String>,
+}
+
+impl Default for DpdkConfig {
+    fn default() -> Self {
+        DpdkConfig {
+            vdevs: Vec::new(),
+            allow: Vec::new(),
+            hugepages: true,
+            memory_mb: 1024,
+            mbufs_per_socket: 32_768,
+            mbuf_cache: 256,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            return_steering: "software".into(),
+            eal_args: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,8 +128,15 @@ pub struct LanConfig {
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     pub name: String,
-    /// The port's MAC address, "aa:bb:cc:dd:ee:ff".
-    pub mac: String,
+    /// The port's MAC address, "aa:bb:cc:dd:ee:ff". Required with the sim
+    /// and pcap backends; with af-packet and dpdk, omitted means the
+    /// interface's / device's own MAC.
+    pub mac: Option<String>,
+    /// af-packet: the Linux interface this port is.
+    pub interface: Option<String>,
+    /// dpdk: the DPDK device name: a PCI address ("0000:3b:02.0") or a
+    /// vdev's name ("net_af_packet0").
+    pub device: Option<String>,
     /// 802.1Q VLAN id (1..=4094) if the port's frames are tagged.
     pub vlan: Option<u16>,
     /// pcap backend: capture replayed as this port's received traffic.
@@ -65,8 +153,14 @@ pub struct UplinkConfig {
     pub port: String,
     /// Source-NAT addresses: single addresses or prefixes, IPv4 and/or IPv6.
     pub nat_addresses: Vec<String>,
-    /// MAC of the next hop (the ISP's router).
-    pub next_hop_mac: String,
+    /// MAC of the next hop (the ISP's router), fixed. Omit it to resolve
+    /// `next_hop` / `next_hop_v6` by ARP / neighbour discovery instead.
+    pub next_hop_mac: Option<String>,
+    /// IPv4 address of the next hop (needed without `next_hop_mac` when
+    /// the uplink has IPv4 NAT addresses).
+    pub next_hop: Option<String>,
+    /// IPv6 address of the next hop (likewise for IPv6 NAT addresses).
+    pub next_hop_v6: Option<String>,
     /// Relative capacity, for weighted algorithms (default 1).
     #[serde(default = "one")]
     pub weight: u32,

@@ -3,7 +3,7 @@
 //! names the offending field and what is allowed. Nothing starts before this
 //! has succeeded.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,7 +17,9 @@ use pipelines::topology::{
 use pipelines::wire::parse_mac;
 use pipelines::{Nanos, BURST_MAX};
 
-use crate::config::{BackendKind, Config, Mode, SelectionSection, SimConfig};
+use crate::config::{
+    AfPacketConfig, BackendKind, Config, DpdkConfig, Mode, SelectionSection, SimConfig,
+};
 
 /// A configuration error: `path` is the field (e.g. `uplinks[1].port`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +70,11 @@ impl Stage {
 #[derive(Debug, Clone)]
 pub struct PortPlan {
     pub name: String,
+    /// All zeros with the af-packet and dpdk backends when the config
+    /// omits it: the runtime then takes the interface's / device's MAC.
     pub mac: [u8; 6],
+    pub interface: Option<String>,
+    pub device: Option<String>,
     pub vlan: Option<u16>,
     pub pcap_in: Option<PathBuf>,
     pub pcap_out: Option<PathBuf>,
@@ -169,6 +175,10 @@ pub struct Plan {
     pub tx_queues: usize,
     pub sim: Option<SimPlan>,
     pub selection: SelectionPlan,
+    /// The af_packet backend's ring sizes (defaults unless configured).
+    pub af_packet: AfPacketConfig,
+    /// The DPDK backend's settings; `Some` exactly with backend = "dpdk".
+    pub dpdk: Option<DpdkConfig>,
 }
 
 impl Plan {
@@ -215,10 +225,67 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
                 format!("duplicate port name `{}`", p.name),
             );
         }
-        let mac = parse_mac(&p.mac).ok_or_else(|| ConfigError {
-            path: format!("{path}.mac"),
-            msg: format!("`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)", p.mac),
-        })?;
+        let live = matches!(cfg.backend, BackendKind::AfPacket | BackendKind::Dpdk);
+        let mac = match &p.mac {
+            Some(m) => parse_mac(m).ok_or_else(|| ConfigError {
+                path: format!("{path}.mac"),
+                msg: format!("`{m}` is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+            })?,
+            None if live => [0; 6],
+            None => {
+                return err(
+                    format!("{path}.mac"),
+                    "required with the sim and pcap backends (aa:bb:cc:dd:ee:ff)",
+                )
+            }
+        };
+        let (want, have_other) = match cfg.backend {
+            BackendKind::AfPacket => (Some(("interface", &p.interface)), p.device.is_some()),
+            BackendKind::Dpdk => (Some(("device", &p.device)), p.interface.is_some()),
+            _ => (None, p.interface.is_some() || p.device.is_some()),
+        };
+        if have_other {
+            return err(
+                path.clone(),
+                "`interface` is only for backend = \"af-packet\", `device` only for backend = \"dpdk\"",
+            );
+        }
+        if let Some((key, v)) = want {
+            match v.as_deref() {
+                None | Some("") => {
+                    return err(
+                        format!("{path}.{key}"),
+                        match key {
+                            "interface" => "required with backend = \"af-packet\": the Linux interface name",
+                            _ => "required with backend = \"dpdk\": a PCI address (0000:3b:02.0) or a vdev name (net_af_packet0)",
+                        },
+                    )
+                }
+                Some(name) if key == "interface" && (name.len() > 15 || name.contains('/')) => {
+                    return err(
+                        format!("{path}.interface"),
+                        format!("`{name}` is not a Linux interface name (at most 15 characters, no '/')"),
+                    )
+                }
+                Some(_) => {}
+            }
+            if cfg.ports[..i].iter().any(|q| {
+                let o = if key == "interface" {
+                    &q.interface
+                } else {
+                    &q.device
+                };
+                o == v
+            }) {
+                return err(
+                    format!("{path}.{key}"),
+                    format!(
+                        "`{}` is already used by another port",
+                        v.as_deref().unwrap_or("")
+                    ),
+                );
+            }
+        }
         if let Some(v) = p.vlan {
             if !(1..=4094).contains(&v) {
                 return err(
@@ -236,6 +303,8 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         ports.push(PortPlan {
             name: p.name.clone(),
             mac,
+            interface: p.interface.clone(),
+            device: p.device.clone(),
             vlan: p.vlan,
             pcap_in: p.pcap_in.clone(),
             pcap_out: p.pcap_out.clone(),
@@ -355,13 +424,46 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
             }
             all_nat.push((*p, format!("{}.nat_addresses[{j}] ({})", path, u.name)));
         }
-        let next_hop_mac = parse_mac(&u.next_hop_mac).ok_or_else(|| ConfigError {
-            path: format!("{path}.next_hop_mac"),
-            msg: format!(
-                "`{}` is not a MAC address (aa:bb:cc:dd:ee:ff)",
-                u.next_hop_mac
-            ),
-        })?;
+        let next_hop_mac = match &u.next_hop_mac {
+            Some(m) => parse_mac(m)
+                .filter(|m| m[0] & 1 == 0 && *m != [0; 6])
+                .ok_or_else(|| ConfigError {
+                    path: format!("{path}.next_hop_mac"),
+                    msg: format!("`{m}` is not a unicast MAC address (aa:bb:cc:dd:ee:ff)"),
+                })?,
+            None => [0; 6],
+        };
+        let next_hop_v4 = match &u.next_hop {
+            Some(a) => Some(a.parse::<Ipv4Addr>().map_err(|_| ConfigError {
+                path: format!("{path}.next_hop"),
+                msg: format!("`{a}` is not an IPv4 address (IPv6: next_hop_v6)"),
+            })?),
+            None => None,
+        };
+        let next_hop_v6 = match &u.next_hop_v6 {
+            Some(a) => Some(a.parse::<Ipv6Addr>().map_err(|_| ConfigError {
+                path: format!("{path}.next_hop_v6"),
+                msg: format!("`{a}` is not an IPv6 address"),
+            })?),
+            None => None,
+        };
+        if u.next_hop_mac.is_none() {
+            for (v6, key, have) in [
+                (false, "next_hop", next_hop_v4.is_some()),
+                (true, "next_hop_v6", next_hop_v6.is_some()),
+            ] {
+                if !have && nat_addrs.iter().any(|a| a.is_ipv6() == v6) {
+                    return err(
+                        format!("{path}.{key}"),
+                        format!(
+                            "required when next_hop_mac is not given: the uplink has IPv{} NAT addresses and its next hop's MAC must be resolved ({})",
+                            if v6 { 6 } else { 4 },
+                            if v6 { "neighbour discovery" } else { "ARP" }
+                        ),
+                    );
+                }
+            }
+        }
         if u.weight == 0 {
             return err(format!("{path}.weight"), "must be at least 1");
         }
@@ -370,6 +472,8 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
             port,
             nat_addrs,
             next_hop_mac,
+            next_hop_v4,
+            next_hop_v6,
             weight: u.weight,
         });
     }
@@ -501,6 +605,9 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         (_, None) => None,
     };
 
+    let af_packet = plan_af_packet(cfg)?;
+    let dpdk = plan_dpdk(cfg)?;
+
     let rings = plan_rings(&groups);
     let hairpin_rings = plan_hairpin_rings(&groups);
     let rx_queues = groups.first().map(|g| g.lcores.len()).unwrap_or(1);
@@ -526,7 +633,117 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         tx_queues,
         sim,
         selection,
+        af_packet,
+        dpdk,
     })
+}
+
+fn plan_af_packet(cfg: &Config) -> Result<AfPacketConfig, ConfigError> {
+    let a = match (&cfg.af_packet, cfg.backend) {
+        (Some(_), b) if b != BackendKind::AfPacket => {
+            return err(
+                "af_packet",
+                "an [af_packet] section is only allowed with backend = \"af-packet\"",
+            )
+        }
+        (Some(a), _) => a.clone(),
+        (None, _) => AfPacketConfig::default(),
+    };
+    if !(2..=65_536).contains(&a.rx_blocks) {
+        return err(
+            "af_packet.rx_blocks",
+            format!("{}; allowed: 2..=65536", a.rx_blocks),
+        );
+    }
+    if !a.block_kib.is_power_of_two() || !(4..=4096).contains(&a.block_kib) {
+        return err(
+            "af_packet.block_kib",
+            format!("{}; allowed: a power of two in 4..=4096", a.block_kib),
+        );
+    }
+    if !(1..=1000).contains(&a.block_timeout_ms) {
+        return err(
+            "af_packet.block_timeout_ms",
+            format!("{}; allowed: 1..=1000", a.block_timeout_ms),
+        );
+    }
+    if !a.tx_frames.is_power_of_two() || !(64..=65_536).contains(&a.tx_frames) {
+        return err(
+            "af_packet.tx_frames",
+            format!("{}; allowed: a power of two in 64..=65536", a.tx_frames),
+        );
+    }
+    Ok(a)
+}
+
+fn plan_dpdk(cfg: &Config) -> Result<Option<DpdkConfig>, ConfigError> {
+    let d = match (&cfg.dpdk, cfg.backend) {
+        (Some(_), b) if b != BackendKind::Dpdk => {
+            return err(
+                "dpdk",
+                "a [dpdk] section is only allowed with backend = \"dpdk\"",
+            )
+        }
+        (_, b) if b != BackendKind::Dpdk => return Ok(None),
+        (Some(d), _) => d.clone(),
+        (None, _) => DpdkConfig::default(),
+    };
+    if !matches!(d.return_steering.as_str(), "software" | "flow") {
+        return err(
+            "dpdk.return_steering",
+            format!("`{}`; allowed: \"software\", \"flow\"", d.return_steering),
+        );
+    }
+    if d.memory_mb < 64 {
+        return err(
+            "dpdk.memory_mb",
+            format!("{}; allowed: at least 64", d.memory_mb),
+        );
+    }
+    if !(1_024..=16_777_216).contains(&d.mbufs_per_socket) {
+        return err(
+            "dpdk.mbufs_per_socket",
+            format!("{}; allowed: 1024..=16777216", d.mbufs_per_socket),
+        );
+    }
+    if d.mbuf_cache > 512 {
+        return err(
+            "dpdk.mbuf_cache",
+            format!("{}; allowed: 0..=512", d.mbuf_cache),
+        );
+    }
+    for (key, v) in [("rx_desc", d.rx_desc), ("tx_desc", d.tx_desc)] {
+        if !v.is_power_of_two() || !(64..=16_384).contains(&v) {
+            return err(
+                format!("dpdk.{key}"),
+                format!("{v}; allowed: a power of two in 64..=16384"),
+            );
+        }
+    }
+    for (i, a) in d.allow.iter().enumerate() {
+        if !is_pci_address(a) {
+            return err(
+                format!("dpdk.allow[{i}]"),
+                format!("`{a}` is not a PCI address (0000:3b:02.0)"),
+            );
+        }
+    }
+    Ok(Some(d))
+}
+
+/// `dddd:bb:dd.f` (domain optional), as DPDK's `-a` takes it.
+fn is_pci_address(s: &str) -> bool {
+    let hex = |p: &str, n: usize| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit());
+    let parts: Vec<&str> = s.split(':').collect();
+    let (bus, rest) = match parts.as_slice() {
+        [dom, bus, rest] if hex(dom, 4) => (*bus, *rest),
+        [bus, rest] => (*bus, *rest),
+        _ => return false,
+    };
+    let Some((dev, func)) = rest.split_once('.') else {
+        return false;
+    };
+    hex(bus, 2) && hex(dev, 2) && func.len() == 1 && func.chars().all(|c| ('0'..='7').contains(&c))
 }
 
 /// Uplink selection as planned: the policy every replicate and translate
@@ -1032,6 +1249,8 @@ impl Plan {
         let backend = match self.backend {
             BackendKind::Sim => "sim",
             BackendKind::Pcap => "pcap",
+            BackendKind::AfPacket => "af-packet",
+            BackendKind::Dpdk => "dpdk",
         };
         let _ = writeln!(s, "backend   {backend}");
         let _ = writeln!(
@@ -1149,7 +1368,7 @@ impl Plan {
                 "  {:<10} port {:<8} snat {addrs}  next hop {}  weight {}",
                 u.name,
                 self.ports[u.port as usize].name,
-                pipelines::wire::fmt_mac(&u.next_hop_mac),
+                next_hop_text(u),
                 u.weight
             );
         }
@@ -1249,6 +1468,20 @@ stages = ["translate"]
 [[runtime.lcores]]
 stages = ["transmit"]
 "#;
+
+/// How `check` shows an uplink's next hop: its fixed MAC, or the addresses
+/// resolved on the wire.
+fn next_hop_text(u: &UplinkInfo) -> String {
+    if u.next_hop_mac != [0; 6] {
+        return pipelines::wire::fmt_mac(&u.next_hop_mac);
+    }
+    let ips: Vec<String> = [u.next_hop_v4.map(IpAddr::V4), u.next_hop_v6.map(IpAddr::V6)]
+        .into_iter()
+        .flatten()
+        .map(|a| a.to_string())
+        .collect();
+    format!("{} (ARP/ND)", ips.join(", "))
+}
 
 #[cfg(test)]
 mod tests {

@@ -15,14 +15,14 @@ use pipelines::nat::NatCounters;
 use pipelines::replicate::Replicate;
 use pipelines::translate::Translate;
 use pipelines::transmit::Transmit;
-use pipelines::{HeapBuf, HeapPool, StageCounters};
+use pipelines::{BufPool, HeapPool, PacketBuf, StageCounters};
 
 use crate::config::BackendKind;
 use crate::plan::{Plan, RingKind, Stage};
 use crate::ports::{BackendControl, PortQueues};
 use crate::selection::{SelectionInputs, SelectionView};
 use crate::stats::{self, LcoreView, StatsSources};
-use crate::worker::{LcoreCounters, NextGroup, PortCounters, Ring, Stages, Worker};
+use crate::worker::{Alloc, LcoreCounters, NextGroup, PortCounters, Ring, Solicit, Stages, Worker};
 use pipelines::select::SelectionCore;
 
 /// How a run ends and what it shows.
@@ -44,9 +44,20 @@ pub struct Runtime {
     selection: Arc<Mutex<SelectionView>>,
     selection_counters: Vec<Arc<pipelines::replicate::SelectionCounters>>,
     lcores: Vec<LcoreView>,
-    rings: Vec<Arc<Ring<HeapBuf>>>,
+    rings: Vec<Arc<dyn QueuedLen>>,
     backend: Backend,
     started: Instant,
+}
+
+/// How many packets a ring holds now (rings of any buffer type).
+trait QueuedLen: Send + Sync {
+    fn queued(&self) -> usize;
+}
+
+impl<B: PacketBuf> QueuedLen for Ring<B> {
+    fn queued(&self) -> usize {
+        self.len()
+    }
 }
 
 enum Backend {
@@ -54,21 +65,22 @@ enum Backend {
         Option<Box<crate::ports::sim::SimSite>>,
         crate::ports::sim::SimHandle,
     ),
-    Pcap(Arc<crate::ports::pcap::PcapControl>),
+    /// Every other backend: only its control side stays here.
+    Other(&'static str, Arc<dyn BackendControl>),
 }
 
 impl Backend {
     fn control(&self) -> &dyn BackendControl {
         match self {
             Backend::Sim(_, h) => h,
-            Backend::Pcap(c) => &**c,
+            Backend::Other(_, c) => &**c,
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
             Backend::Sim(..) => "sim",
-            Backend::Pcap(_) => "pcap",
+            Backend::Other(n, _) => n,
         }
     }
 
@@ -85,7 +97,7 @@ impl Backend {
                 let h = h.clone();
                 Box::new(move |u| ports.get(u).is_none_or(|&p| h.link_up(p)))
             }
-            Backend::Pcap(c) => {
+            Backend::Other(_, c) => {
                 let c = c.clone();
                 Box::new(move |u| ports.get(u).is_none_or(|&p| c.link_up(p)))
             }
@@ -96,27 +108,33 @@ impl Backend {
 impl Runtime {
     /// Opens the ports and starts every lcore (and the sim site, if any).
     pub fn start(plan: &Plan) -> anyhow::Result<Runtime> {
-        let pool = HeapPool::new_static(plan.pool_size);
-        let (queues, backend) = match plan.backend {
+        match plan.backend {
             BackendKind::Sim => {
+                let pool = HeapPool::new_static(plan.pool_size);
                 let (q, site) = crate::ports::sim::SimSite::open(plan, pool)
                     .map_err(|e| anyhow!("sim backend: {e}"))?;
                 let h = site.handle();
-                (q, Backend::Sim(Some(Box::new(site)), h))
+                let mut rt = build(
+                    plan,
+                    q,
+                    Backend::Sim(Some(Box::new(site)), h),
+                    heap_alloc(pool),
+                )?;
+                if let Backend::Sim(Some(site), _) = &mut rt.backend {
+                    site.start();
+                }
+                Ok(rt)
             }
             BackendKind::Pcap => {
+                let pool = HeapPool::new_static(plan.pool_size);
                 let (q, c) = crate::ports::pcap::open(plan, pool)
                     .map_err(|e| anyhow!("pcap backend: {e}"))?;
-                (q, Backend::Pcap(c))
+                build(plan, q, Backend::Other("pcap", c), heap_alloc(pool))
             }
-        };
-        let mut rt = build(plan, queues, backend)?;
-        if let Backend::Sim(Some(site), _) = &mut rt.backend {
-            site.start();
+            BackendKind::AfPacket => start_af_packet(plan),
+            BackendKind::Dpdk => start_dpdk(plan),
         }
-        Ok(rt)
     }
-
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
@@ -144,7 +162,7 @@ impl Runtime {
 
     /// Packets still queued in rings between lcores.
     fn in_flight(&self) -> usize {
-        self.rings.iter().map(|r| r.len()).sum()
+        self.rings.iter().map(|r| r.queued()).sum()
     }
 
     /// Stops the site (no new traffic), then the lcores; returns final stats.
@@ -175,10 +193,11 @@ impl Drop for Runtime {
 
 /// Builds workers and rings from the plan and the opened port queues, and
 /// starts the lcore threads.
-fn build(
+fn build<B: PacketBuf>(
     plan: &Plan,
-    queues: Vec<PortQueues<HeapBuf>>,
+    queues: Vec<PortQueues<B>>,
     backend: Backend,
+    alloc: Alloc<B>,
 ) -> anyhow::Result<Runtime> {
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
@@ -187,7 +206,7 @@ fn build(
         views,
         rings,
         selection,
-    } = assemble(plan, queues, &stop, epoch)?;
+    } = assemble(plan, queues, &stop, epoch, alloc)?;
     let mut threads = Vec::new();
     let selection_view = Arc::new(Mutex::new(SelectionView::default()));
     let selection_counters = selection.counters.clone();
@@ -254,32 +273,33 @@ fn build(
 /// Everything [`build`] starts, not yet started: one worker per lcore with
 /// the CPU to pin it to, the counters the management core reads, and every
 /// ring (to see what is still in flight).
-struct Assembly {
-    workers: Vec<(Worker<HeapBuf>, Option<usize>)>,
+struct Assembly<B: PacketBuf> {
+    workers: Vec<(Worker<B>, Option<usize>)>,
     views: Vec<LcoreView>,
-    rings: Vec<Arc<Ring<HeapBuf>>>,
+    rings: Vec<Arc<dyn QueuedLen>>,
     /// The management core's ends of the selection rings.
     selection: crate::selection::SelectionRings,
 }
 
 /// Creates the rings of the plan and one worker per lcore, wired to them and
 /// to the port queues.
-fn assemble(
+fn assemble<B: PacketBuf>(
     plan: &Plan,
-    mut queues: Vec<PortQueues<HeapBuf>>,
+    mut queues: Vec<PortQueues<B>>,
     stop: &Arc<AtomicBool>,
     epoch: Instant,
-) -> anyhow::Result<Assembly> {
+    alloc: Alloc<B>,
+) -> anyhow::Result<Assembly<B>> {
     let topo = plan.topology.clone();
     let nports = plan.ports.len();
 
     // One ring per planned (from, to, kind).
-    let rings: Vec<Arc<Ring<HeapBuf>>> = plan
+    let rings: Vec<Arc<Ring<B>>> = plan
         .rings
         .iter()
         .map(|_| Arc::new(Ring::new(plan.ring_size)))
         .collect();
-    let ring_to = |to: usize, kind: RingKind| -> Vec<Arc<Ring<HeapBuf>>> {
+    let ring_to = |to: usize, kind: RingKind| -> Vec<Arc<Ring<B>>> {
         plan.rings
             .iter()
             .zip(&rings)
@@ -287,7 +307,7 @@ fn assemble(
             .map(|(_, q)| q.clone())
             .collect()
     };
-    let ring_between = |from: usize, to: usize, kind: RingKind| -> Option<Arc<Ring<HeapBuf>>> {
+    let ring_between = |from: usize, to: usize, kind: RingKind| -> Option<Arc<Ring<B>>> {
         plan.rings
             .iter()
             .zip(&rings)
@@ -295,12 +315,12 @@ fn assemble(
             .map(|(_, q)| q.clone())
     };
     // One hairpin ring per translate lcore, shared by its senders.
-    let hairpin: Vec<Arc<Ring<HeapBuf>>> = plan
+    let hairpin: Vec<Arc<Ring<B>>> = plan
         .hairpin_rings
         .iter()
         .map(|_| Arc::new(Ring::new(plan.ring_size)))
         .collect();
-    let hairpin_to = |to: usize| -> Option<Arc<Ring<HeapBuf>>> {
+    let hairpin_to = |to: usize| -> Option<Arc<Ring<B>>> {
         plan.hairpin_rings
             .iter()
             .zip(&hairpin)
@@ -464,6 +484,8 @@ fn assemble(
             counters,
             snapshots,
             events,
+            solicit: (has(Stage::Transmit) && lc.index == 0)
+                .then(|| Solicit::new(topo.clone(), alloc.clone())),
             stop: stop.clone(),
             epoch,
         };
@@ -473,9 +495,75 @@ fn assemble(
     Ok(Assembly {
         workers,
         views,
-        rings: rings.into_iter().chain(hairpin).collect(),
+        rings: rings
+            .into_iter()
+            .chain(hairpin)
+            .map(|r| r as Arc<dyn QueuedLen>)
+            .collect(),
         selection,
     })
+}
+
+/// Buffers for packets the appliance originates, from a heap pool.
+fn heap_alloc(pool: &'static HeapPool) -> Alloc<pipelines::HeapBuf> {
+    Arc::new(move || pool.alloc())
+}
+
+/// The plan with the ports whose config omits `mac` given `macs[i]`.
+fn with_port_macs(plan: &Plan, macs: &[[u8; 6]]) -> Plan {
+    let mut plan = plan.clone();
+    for (p, mac) in plan.ports.iter_mut().zip(macs) {
+        if p.mac == [0; 6] {
+            p.mac = *mac;
+        }
+    }
+    let t = &plan.topology;
+    let ports = t
+        .ports
+        .iter()
+        .zip(&plan.ports)
+        .map(|(info, p)| pipelines::topology::PortInfo {
+            mac: p.mac,
+            ..info.clone()
+        })
+        .collect();
+    plan.topology = Arc::new(pipelines::Topology::new(
+        ports,
+        t.lan_port,
+        t.lan_prefixes.clone(),
+        t.lan_addrs.clone(),
+        t.uplinks.clone(),
+        t.nat_ports,
+        t.shards,
+    ));
+    plan
+}
+
+#[cfg(target_os = "linux")]
+fn start_af_packet(plan: &Plan) -> anyhow::Result<Runtime> {
+    use crate::ports::afpacket;
+    let macs = afpacket::interface_macs(plan).map_err(|e| anyhow!("af-packet backend: {e}"))?;
+    let plan = with_port_macs(plan, &macs);
+    let pool = HeapPool::new_static(plan.pool_size);
+    let (q, c) = afpacket::open(&plan, pool).map_err(|e| anyhow!("af-packet backend: {e}"))?;
+    build(&plan, q, Backend::Other("af_packet", c), heap_alloc(pool))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_af_packet(_: &Plan) -> anyhow::Result<Runtime> {
+    Err(anyhow!("the af-packet backend needs Linux"))
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn start_dpdk(_: &Plan) -> anyhow::Result<Runtime> {
+    Err(anyhow!(
+        "backend = \"dpdk\" needs a build with the DPDK backend: cargo build --release --features dpdk (see the README's DPDK section)"
+    ))
+}
+
+#[cfg(feature = "dpdk")]
+fn start_dpdk(plan: &Plan) -> anyhow::Result<Runtime> {
+    crate::ports::dpdk_glue::start(plan)
 }
 
 /// Runs the plan until the duration ends, `opts.stop` is set, or a finite
@@ -535,7 +623,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> anyhow::Result<serde_json::Value> 
 mod tests {
     use std::sync::Mutex;
 
-    use pipelines::{Burst, Direction, DropReason, HeapPool, Nanos, PacketBuf};
+    use pipelines::{Burst, Direction, DropReason, HeapBuf, HeapPool, Nanos, PacketBuf};
 
     use super::*;
     use crate::plan::{test_plan, TEST_PIPELINE_3_SHARDS};
@@ -589,7 +677,15 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let a = assemble(plan, queues, &Arc::default(), Instant::now()).unwrap();
+        let pool = HeapPool::new_static(16);
+        let a = assemble(
+            plan,
+            queues,
+            &Arc::default(),
+            Instant::now(),
+            heap_alloc(pool),
+        )
+        .unwrap();
         let rings = a.rings.len();
         (a.workers.into_iter().map(|(w, _)| w).collect(), rings, sent)
     }

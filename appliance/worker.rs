@@ -22,17 +22,85 @@ use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
 use pipelines::classify::Classify;
+use pipelines::neighbour::{self, Solicitor};
 use pipelines::replicate::Replicate;
 use pipelines::select::{SelEvent, Snapshot};
 use pipelines::translate::Translate;
 use pipelines::transmit::Transmit;
-use pipelines::{Burst, Counter, DropReason, Nanos, PacketBuf, StageCounters};
+use pipelines::{Burst, Counter, Direction, DropReason, Nanos, PacketBuf, StageCounters, Topology};
 
 use crate::plan::Stage;
 use crate::ports::{RxQueue, TxQueue};
 
 /// A lock-free ring of bursts. `push` hands the burst back when full.
 pub type Ring<B> = ArrayQueue<Burst<B>>;
+
+/// Where an lcore gets buffers for packets the appliance originates (ARP
+/// requests, neighbour solicitations): the backend's pool.
+pub type Alloc<B> = Arc<dyn Fn() -> Option<B> + Send + Sync>;
+
+/// ARP / neighbour discovery for the uplinks' next hops, run by one
+/// transmit lcore (see [`pipelines::neighbour`]).
+pub struct Solicit<B: PacketBuf> {
+    topo: Arc<Topology>,
+    solicitor: Solicitor,
+    alloc: Alloc<B>,
+    next_check: Nanos,
+    /// Requests not sent for want of a buffer.
+    pub no_buffer: u64,
+}
+
+impl<B: PacketBuf> Solicit<B> {
+    /// How often the lcore looks whether a request is due.
+    const CHECK_EVERY: Nanos = Nanos::from_millis(100);
+
+    pub fn new(topo: Arc<Topology>, alloc: Alloc<B>) -> Self {
+        Solicit {
+            solicitor: Solicitor::new(&topo.neighbours),
+            topo,
+            alloc,
+            next_check: Nanos::ZERO,
+            no_buffer: 0,
+        }
+    }
+
+    /// The requests due at `now`, as complete frames marked to leave by
+    /// their next hop's port untouched (`Direction::Local`).
+    fn due(&mut self, now: Nanos) -> Burst<B> {
+        let mut out = Burst::new();
+        if now < self.next_check {
+            return out;
+        }
+        self.next_check = now.saturating_add(Self::CHECK_EVERY);
+        let (topo, alloc) = (&self.topo, &self.alloc);
+        let mut no_buffer = 0;
+        self.solicitor.poll(now, &topo.neighbours, |hop| {
+            if out.is_full() {
+                return false;
+            }
+            let mut frame = [0u8; neighbour::REQUEST_MAX_LEN];
+            let Some(len) = neighbour::write_request(topo, hop, &mut frame) else {
+                return false;
+            };
+            let Some(mut b) = alloc() else {
+                no_buffer += 1;
+                return false;
+            };
+            if !b.set_len(len) {
+                return false;
+            }
+            b.data_mut().copy_from_slice(&frame[..len]);
+            let m = b.meta_mut();
+            m.direction = Direction::Local;
+            m.in_port = hop.port;
+            m.out_port = hop.port;
+            out.push(b);
+            true
+        });
+        self.no_buffer += no_buffer;
+        out
+    }
+}
 
 /// Packets and bytes one lcore moved through one port.
 #[derive(Debug, Default)]
@@ -99,6 +167,8 @@ pub struct Worker<B: PacketBuf> {
     /// Selection events (RTT samples, unanswered race copies) toward the
     /// management core; translate lcores only.
     pub events: Option<Arc<ArrayQueue<SelEvent>>>,
+    /// ARP / ND requests for the next hops: the first transmit lcore only.
+    pub solicit: Option<Solicit<B>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
 }
@@ -185,6 +255,13 @@ impl<B: PacketBuf> Worker<B> {
             };
             work += burst.len().max(1);
             self.run_from_translate(now, burst, pending);
+        }
+        if let Some(s) = self.solicit.as_mut() {
+            let requests = s.due(now);
+            if !requests.is_empty() {
+                work += requests.len();
+                self.transmit(requests, pending);
+            }
         }
         self.flush_rings(pending);
         if let Some(t) = self.stages.translate.as_mut() {
@@ -537,8 +614,8 @@ fn backoff(idle_streak: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo};
-    use pipelines::{Direction, HeapBuf, HeapPool};
+    use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, UplinkInfo};
+    use pipelines::{HeapBuf, HeapPool};
 
     fn topology() -> Arc<Topology> {
         let port = |name: &str, mac: u8| PortInfo {
@@ -557,6 +634,8 @@ mod tests {
                 port: 1,
                 nat_addrs: vec!["198.51.100.1".parse().unwrap()],
                 next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
+                next_hop_v4: None,
+                next_hop_v6: None,
                 weight: 1,
             }],
             NatPortRange {
@@ -616,6 +695,7 @@ mod tests {
             snapshots: None,
             events: None,
             counters: Arc::default(),
+            solicit: None,
             stop: Arc::default(),
             epoch: Instant::now(),
         };

@@ -41,6 +41,8 @@ fn topology() -> Arc<Topology> {
             port: u16::from(u) + 1,
             nat_addrs: vec![IpAddr::V4([198, 51, 100, 10 + u].into())],
             next_hop_mac: [2, 0, 0, 0, 0xfe, u],
+            next_hop_v4: None,
+            next_hop_v6: None,
             weight: 1,
         });
     }

@@ -7,6 +7,8 @@
 
 use pipelines::{Burst, PacketBuf};
 
+#[cfg(target_os = "linux")]
+pub mod afpacket;
 pub mod pcap;
 #[cfg(target_os = "linux")]
 pub mod rawsock;

@@ -394,7 +394,7 @@ pub fn enter_netns(name: &str) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! These tests need root: each makes its own namespace with a veth pair
     //! (`ip netns add`), so all traffic stays inside it. Without root they
     //! fail, by design.
@@ -419,10 +419,10 @@ mod tests {
 
     /// A namespace holding veth `v0` (02:00:00:00:99:00) ⟷ `v1`
     /// (02:00:00:00:99:01), both up, IPv6 off so the kernel sends nothing.
-    struct VethNs(String);
+    pub(crate) struct VethNs(pub(crate) String);
 
     impl VethNs {
-        fn new() -> VethNs {
+        pub(crate) fn new() -> VethNs {
             let name = format!(
                 "rawsock-{}-{}",
                 std::process::id(),
@@ -459,7 +459,7 @@ mod tests {
         }
 
         /// Runs `f` on a thread inside the namespace.
-        fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        pub(crate) fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
             let name = self.0.clone();
             std::thread::spawn(move || {
                 enter_netns(&name).expect("setns");

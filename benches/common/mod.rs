@@ -27,6 +27,8 @@ pub fn topology(nat_addrs: u8, shards: u16) -> Arc<Topology> {
                 .map(|i| IpAddr::V4([198, 51, 100, i].into()))
                 .collect(),
             next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
+            next_hop_v4: None,
+            next_hop_v6: None,
             weight: 1,
         }],
         NatPortRange {

@@ -25,6 +25,10 @@ pub enum Direction {
     Outbound,
     /// Uplink → LAN: the reverse translation applies.
     Inbound,
+    /// An answer the appliance built in place (an ARP reply, a neighbour
+    /// advertisement): its frame is complete, L2 header included, and it
+    /// leaves by `out_port` untouched by translate and transmit.
+    Local,
 }
 
 /// Per-packet metadata carried beside the frame from stage to stage.

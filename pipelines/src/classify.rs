@@ -29,6 +29,7 @@ use crate::checksum;
 use crate::counter::StageCounters;
 use crate::drop::DropReason;
 use crate::flow::{proto, FlowKey};
+use crate::neighbour;
 use crate::topology::{PortRole, Topology};
 use crate::wire::*;
 
@@ -129,7 +130,18 @@ impl Classify {
         if vlan != port.vlan {
             return Err(DropReason::UnexpectedVlan);
         }
-        let parsed = parse_l3_l4(pkt.data(), l2, ethertype == ETHERTYPE_IPV4)?;
+        if ethertype == ETHERTYPE_ARP {
+            let a = neighbour::answer_arp(pkt.data_mut(), l2, in_port, &self.topo);
+            return self.local(pkt, a, None, vlan);
+        }
+        let parsed = match parse_l3_l4(pkt.data(), l2, ethertype == ETHERTYPE_IPV4) {
+            Err(DropReason::NeighborDiscovery) => {
+                let mut len = 0;
+                let a = neighbour::answer_nd(pkt.data_mut(), l2, in_port, &self.topo, &mut len);
+                return self.local(pkt, a, Some(len), vlan);
+            }
+            r => r?,
+        };
         let (direction, uplink, shard) = match &port.role {
             PortRole::Lan => self.outbound(&parsed)?,
             PortRole::Uplink(ids) => self.inbound(&parsed, ids)?,
@@ -148,6 +160,36 @@ impl Classify {
         m.uplink = uplink;
         m.shard = shard;
         Ok(())
+    }
+
+    /// An ARP or neighbour discovery frame answered (or consumed) by
+    /// [`neighbour`]: the answer leaves by the port it came in on.
+    fn local<B: PacketBuf>(
+        &self,
+        pkt: &mut B,
+        a: neighbour::Answer,
+        len: Option<usize>,
+        vlan: Option<u16>,
+    ) -> Result<(), DropReason> {
+        match a {
+            neighbour::Answer::Consumed(r) => Err(r),
+            neighbour::Answer::Reply => {
+                if let Some(len) = len {
+                    if !pkt.set_len(len) {
+                        return Err(DropReason::NdMalformed);
+                    }
+                }
+                let m = pkt.meta_mut();
+                m.direction = Direction::Local;
+                m.out_port = m.in_port;
+                m.vlan = vlan;
+                m.shard = 0;
+                m.inner_l3 = 0;
+                m.inner_l4 = 0;
+                m.race = 0;
+                Ok(())
+            }
+        }
     }
 
     fn outbound(&self, p: &Parsed) -> Result<(Direction, u8, u16), DropReason> {
@@ -211,8 +253,7 @@ fn parse_l2(d: &[u8]) -> Result<(usize, Option<u16>, u16), DropReason> {
         l2 += VLAN_TAG_LEN;
     }
     match ethertype {
-        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Ok((l2, vlan, ethertype)),
-        ETHERTYPE_ARP => Err(DropReason::ArpUnhandled),
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 | ETHERTYPE_ARP => Ok((l2, vlan, ethertype)),
         _ => Err(DropReason::UnknownEthertype),
     }
 }
@@ -790,13 +831,21 @@ mod tests {
             0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01,
             // sender MAC, sender IP 10.0.0.2
             0x02, 0x00, 0x00, 0x00, 0x00, 0x10, 0x0a, 0x00, 0x00, 0x02,
-            // target MAC (unknown), target IP 10.0.0.1
-            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x01,
+            // target MAC (unknown), target IP 10.0.0.9
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x09,
         ];
+        // Not for the appliance: not answered.
         assert_eq!(
             drop_reason(&arp_request, LAN_PORT),
             DropReason::ArpUnhandled
         );
+        // For its gateway address: answered out of the same port.
+        let mut for_gateway = arp_request;
+        for_gateway[41] = 1;
+        let b = run(&stage(1), &for_gateway, LAN_PORT).expect("answered");
+        let m = b.meta();
+        assert_eq!((m.direction, m.out_port), (Direction::Local, LAN_PORT));
+        assert_eq!(&b.data()[0..6], &CLIENT_MAC);
     }
 
     #[test]
@@ -900,8 +949,10 @@ mod tests {
                 "next header {next}"
             );
         }
+        // Neighbour discovery goes to the responder (see `neighbour`),
+        // which checks the hop limit (255) first.
         let ns = client_raw("fd00::2", "fd00::1", 58, &[135, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(d(&ns), DropReason::NeighborDiscovery);
+        assert_eq!(d(&ns), DropReason::NdMalformed);
     }
 
     #[test]

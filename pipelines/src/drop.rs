@@ -32,7 +32,11 @@ drop_reasons! {
     TruncatedVlan => "truncated_vlan", "802.1Q tag cut short";
     UnknownEthertype => "unknown_ethertype", "EtherType that is neither IPv4, IPv6, ARP nor 802.1Q";
     UnexpectedVlan => "unexpected_vlan", "VLAN tag that does not match the ingress port's VLAN";
-    ArpUnhandled => "arp_unhandled", "ARP frame: no ARP responder on this backend yet";
+    ArpUnhandled => "arp_unhandled", "ARP request the appliance does not answer: not for one of its addresses on that port";
+    ArpMalformed => "arp_malformed", "ARP frame cut short or not Ethernet/IPv4";
+    NeighbourConsumed => "neighbour_consumed", "ARP reply or neighbour advertisement taken in by the appliance (a next hop's MAC learned from it when it is one)";
+    NdMalformed => "nd_malformed", "neighbour discovery message with a hop limit other than 255, a bad checksum or bad options";
+    NextHopUnresolved => "next_hop_unresolved", "the uplink's next hop has no MAC yet (ARP / neighbour discovery still asking)";
     TruncatedIpv4 => "truncated_ipv4", "shorter than a minimal IPv4 header";
     BadIpVersion => "bad_ip_version", "IP version field disagrees with the EtherType";
     BadIhl => "bad_ihl", "IPv4 IHL below 5 or past the end of the frame";
@@ -49,7 +53,7 @@ drop_reasons! {
     IcmpErrorMalformed => "icmp_error_malformed", "ICMP error whose embedded IP header or first 8 transport bytes are cut short or invalid";
     IcmpErrorNested => "icmp_error_nested", "ICMP error about an ICMP error (RFC 1122 3.2.2, RFC 4443 2.4 (e): never answered, not translated)";
     IcmpErrorMismatch => "icmp_error_mismatch", "ICMP error whose outer addresses do not fit its embedded packet";
-    NeighborDiscovery => "neighbor_discovery", "IPv6 neighbour discovery: no ND responder on this backend yet";
+    NeighborDiscovery => "neighbor_discovery", "IPv6 neighbour discovery the appliance does not answer: router solicitations and advertisements, redirects, solicitations for other addresses";
     UnsupportedProtocol => "unsupported_protocol", "IP protocol other than TCP, UDP, ICMP";
     SpoofedSource => "spoofed_source", "LAN packet whose source is outside the LAN prefixes";
     LocalDestination => "local_destination", "addressed to the appliance itself";

@@ -24,6 +24,7 @@ pub mod drop;
 pub mod flow;
 pub mod icmp_error;
 pub mod nat;
+pub mod neighbour;
 pub mod race;
 pub mod replicate;
 pub mod select;

@@ -380,7 +380,7 @@ pub(crate) fn reflect_tcp<B: PacketBuf>(
     meta.direction = match m.direction {
         Direction::Inbound => Direction::Outbound,
         Direction::Outbound => Direction::Inbound,
-        Direction::Unknown => Direction::Unknown,
+        d => d,
     };
     meta.out_port = m.in_port;
     meta.next_hop_mac = next_hop;

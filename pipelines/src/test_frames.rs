@@ -73,6 +73,8 @@ pub fn site_with(nat_ports: NatPortRange, shards: u16) -> Arc<Topology> {
                 port: WAN_PORT,
                 nat_addrs: vec![ip(NAT4), ip(NAT6)],
                 next_hop_mac: ISP0_MAC,
+                next_hop_v4: None,
+                next_hop_v6: None,
                 weight: 1,
             },
             UplinkInfo {
@@ -80,6 +82,8 @@ pub fn site_with(nat_ports: NatPortRange, shards: u16) -> Arc<Topology> {
                 port: WAN_TAGGED_PORT,
                 nat_addrs: vec![ip(NAT4_TAGGED)],
                 next_hop_mac: ISP1_MAC,
+                next_hop_v4: None,
+                next_hop_v6: None,
                 weight: 1,
             },
         ],

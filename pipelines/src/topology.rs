@@ -4,7 +4,10 @@
 //! afterwards and shared by every stage instance.
 
 use hashbrown::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use crate::neighbour::Neighbours;
 
 /// Index of an uplink in [`Topology::uplinks`].
 pub type UplinkId = u8;
@@ -124,8 +127,14 @@ pub struct UplinkInfo {
     pub port: u16,
     /// Source-NAT addresses of this uplink, IPv4 and IPv6.
     pub nat_addrs: Vec<IpAddr>,
-    /// MAC of the uplink's next hop (the ISP router).
+    /// MAC of the uplink's next hop (the ISP router), fixed by the
+    /// configuration; all zeros when it is resolved on the wire from
+    /// `next_hop_v4` / `next_hop_v6` (see [`crate::neighbour`]).
     pub next_hop_mac: [u8; 6],
+    /// The next hop's addresses, resolved by ARP / neighbour discovery when
+    /// `next_hop_mac` is not given.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
     pub weight: u32,
 }
 
@@ -150,6 +159,9 @@ pub struct Topology {
     pub nat_addr_uplink: HashMap<IpAddr, UplinkId>,
     pub nat_ports: NatPortRange,
     pub shards: u16,
+    /// The uplinks' next hops and their MACs (learned ones change while
+    /// running; every lcore shares this).
+    pub neighbours: Arc<Neighbours>,
 }
 
 impl Topology {
@@ -183,6 +195,7 @@ impl Topology {
                 }
             }
         }
+        let neighbours = Arc::new(Neighbours::new(&uplinks));
         Topology {
             ports,
             lan_port,
@@ -192,6 +205,7 @@ impl Topology {
             nat_addr_uplink,
             nat_ports,
             shards: shards.max(1),
+            neighbours,
         }
     }
 

@@ -104,7 +104,7 @@ impl Translate {
                 *h = match m.direction {
                     Direction::Outbound => self.nat.find(&m.flow, false),
                     Direction::Inbound => self.nat.find(&m.flow, true),
-                    Direction::Unknown => None,
+                    Direction::Unknown | Direction::Local => None,
                 };
             }
         }
@@ -154,6 +154,7 @@ impl Translate {
                 let first_pass = !std::mem::take(&mut m.hairpin);
                 self.inbound(now, pkt, first_pass, hint, extra)
             }
+            Direction::Local => Ok(()),
             Direction::Unknown => Err(DropReason::UnknownPort),
         }
     }
@@ -168,7 +169,7 @@ impl Translate {
         let inbound = match m.direction {
             Direction::Inbound => true,
             Direction::Outbound => false,
-            Direction::Unknown => return Err(DropReason::UnknownPort),
+            Direction::Unknown | Direction::Local => return Err(DropReason::UnknownPort),
         };
         if !inbound && self.topo.nat_addr_uplink.contains_key(&m.flow.dst) {
             // About a hairpinned packet: its sender is inside too.

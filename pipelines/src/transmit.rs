@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::buf::PacketBuf;
+use crate::buf::{Direction, PacketBuf};
 use crate::burst::Burst;
 use crate::counter::StageCounters;
 use crate::drop::DropReason;
@@ -54,7 +54,24 @@ impl Transmit {
 
     /// Rewrites the L2 header for the egress port.
     pub fn prepare<B: PacketBuf>(&self, pkt: &mut B) -> Result<(), DropReason> {
-        let m = *pkt.meta();
+        let mut m = *pkt.meta();
+        if m.direction == Direction::Local {
+            // Built complete by `neighbour`.
+            return Ok(());
+        }
+        let to_uplink = self
+            .topo
+            .uplinks
+            .get(usize::from(m.uplink))
+            .is_some_and(|u| u.port == m.out_port && m.out_port != self.topo.lan_port);
+        if to_uplink {
+            // To an uplink: its next hop's MAC, fixed or learned.
+            m.next_hop_mac = self
+                .topo
+                .neighbours
+                .mac_for(m.uplink, m.is_ipv6())
+                .ok_or(DropReason::NextHopUnresolved)?;
+        }
         let port = self
             .topo
             .ports
