@@ -198,6 +198,7 @@ impl Translate {
             let u = &self.topo.uplinks[usize::from(uplink)];
             let meta = pkt.meta_mut();
             meta.out_port = u.port;
+            meta.uplink = uplink;
             meta.next_hop_mac = u.next_hop_mac;
             if let Some(c) = self.nat.counters.uplinks.get(usize::from(uplink)) {
                 c.tx_packets.inc();
@@ -569,6 +570,7 @@ impl Translate {
         let u = &self.topo.uplinks[usize::from(uplink)];
         let meta = pkt.meta_mut();
         meta.out_port = u.port;
+        meta.uplink = uplink;
         meta.next_hop_mac = u.next_hop_mac;
         Ok((addr, port))
     }
@@ -810,6 +812,7 @@ impl Translate {
                     let m = b.meta_mut();
                     m.direction = Direction::Outbound;
                     m.out_port = port;
+                    m.uplink = s.uplink;
                     m.next_hop_mac = next_hop;
                     extra.push(b);
                 }
