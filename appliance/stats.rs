@@ -235,9 +235,31 @@ pub fn build(src: &StatsSources<'_>) -> Value {
     root.insert("uplinks".into(), Value::Array(uplinks));
     root.insert("nat".into(), nat);
     root.insert("selection".into(), selection);
+    root.insert("neighbours".into(), neighbours(plan));
     root.insert("lcores".into(), Value::Array(lcore_list));
     root.insert(src.backend_name.into(), src.backend.clone());
     Value::Object(root)
+}
+
+/// Each uplink's next hop per family: its address, its MAC (`null` while
+/// unresolved), whether the MAC is configured, and how often it was learned.
+fn neighbours(plan: &Plan) -> Value {
+    let t = &plan.topology;
+    Value::Array(
+        t.neighbours
+            .hops()
+            .iter()
+            .map(|h| {
+                json!({
+                    "uplink": t.uplinks.get(usize::from(h.uplink)).map(|u| u.name.as_str()),
+                    "ip": h.ip.map(|a| a.to_string()),
+                    "mac": h.mac().map(|m| pipelines::wire::fmt_mac(&m)),
+                    "fixed": h.fixed,
+                    "learned": h.times_learned(),
+                })
+            })
+            .collect(),
+    )
 }
 
 fn num(v: &Value, path: &[&str]) -> u64 {
