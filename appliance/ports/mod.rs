@@ -8,6 +8,8 @@
 use pipelines::{Burst, PacketBuf};
 
 pub mod pcap;
+#[cfg(target_os = "linux")]
+pub mod rawsock;
 pub mod sim;
 
 /// One receive queue of a port.

@@ -1,0 +1,607 @@
+//! A minimal AF_PACKET raw socket on one Linux interface, plus the interface
+//! queries the live backends need (index, MAC, link state) and a `ppoll`
+//! wrapper.
+//!
+//! This module is the I/O layer: it is the one place in the crate allowed
+//! `unsafe`, and every `unsafe` block says why it holds. Nothing here panics on
+//! a received frame; a frame longer than the caller's buffer is reported as a
+//! [`Truncated`] error (see [`truncated_len`]), never as a length past the
+//! buffer.
+//!
+//! All queries use the calling thread's network namespace (ioctls on a socket
+//! of that namespace, never `/sys`, whose view belongs to whoever mounted it),
+//! so they stay right for a thread moved by [`enter_netns`].
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// `ETH_P_ALL` in network byte order, as `sockaddr_ll.sll_protocol` wants it.
+const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
+
+/// An AF_PACKET/SOCK_RAW socket bound to one interface: non-blocking, not
+/// reading back its own transmissions, the interface promiscuous while it is
+/// open (the kernel drops the membership when the socket closes).
+#[derive(Debug)]
+pub struct RawSocket {
+    fd: OwnedFd,
+    ifindex: i32,
+}
+
+/// The error payload of a [`RawSocket::recv`] whose frame did not fit: the
+/// frame's real length. The part that fit is in the buffer; the rest is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncated {
+    pub frame_len: usize,
+    pub buf_len: usize,
+}
+
+impl std::fmt::Display for Truncated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "frame of {} bytes truncated to the {}-byte buffer",
+            self.frame_len, self.buf_len
+        )
+    }
+}
+
+impl std::error::Error for Truncated {}
+
+/// `Some(frame length)` when `e` is the truncation error of
+/// [`RawSocket::recv`] (kind `InvalidData`, payload [`Truncated`]).
+pub fn truncated_len(e: &io::Error) -> Option<usize> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Truncated>())
+        .map(|t| t.frame_len)
+}
+
+/// `err` with `what` in front, keeping its kind.
+fn context(err: io::Error, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+impl RawSocket {
+    /// AF_PACKET/SOCK_RAW/ETH_P_ALL socket bound to `ifname`, non-blocking,
+    /// PACKET_IGNORE_OUTGOING set (so frames we send are not read back),
+    /// promiscuous via PACKET_ADD_MEMBERSHIP/PACKET_MR_PROMISC.
+    pub fn open(ifname: &str) -> io::Result<RawSocket> {
+        let ifindex = ifindex(ifname)?;
+        // Protocol 0 at creation: the socket receives nothing until bind()
+        // names the interface and ETH_P_ALL, so no frame of another
+        // interface can slip in between the two calls.
+        // SAFETY: plain syscall with constant arguments; no pointers.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(context(
+                io::Error::last_os_error(),
+                format!("AF_PACKET socket for {ifname} (needs CAP_NET_RAW)"),
+            ));
+        }
+        // SAFETY: `raw` is a descriptor socket() just returned and nothing
+        // else owns it; OwnedFd closes it exactly once.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let sock = RawSocket { fd, ifindex };
+
+        let one: libc::c_int = 1;
+        sock.setsockopt(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
+            .map_err(|e| context(e, format!("PACKET_IGNORE_OUTGOING on {ifname}")))?;
+        // SAFETY: packet_mreq is plain old data; all-zero is a valid value.
+        let mut mreq: libc::packet_mreq = unsafe { zeroed() };
+        mreq.mr_ifindex = ifindex;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        sock.setsockopt(libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
+            .map_err(|e| context(e, format!("promiscuous mode on {ifname}")))?;
+
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL_BE;
+        sll.sll_ifindex = ifindex;
+        // SAFETY: `sll` is a live, initialised sockaddr_ll and the length
+        // passed is its exact size; the fd is open.
+        let rc = unsafe {
+            libc::bind(
+                sock.fd(),
+                (&sll as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(context(
+                io::Error::last_os_error(),
+                format!("binding the AF_PACKET socket to {ifname}"),
+            ));
+        }
+        Ok(sock)
+    }
+
+    /// One frame into `buf`; `Ok(None)` when nothing is queued (EAGAIN).
+    /// A frame longer than `buf` is consumed and reported as an
+    /// `InvalidData` error carrying [`Truncated`] (see [`truncated_len`]);
+    /// `buf` then holds its first `buf.len()` bytes.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
+            // duration of the call; MSG_TRUNC makes the kernel return the
+            // real frame length but never write past `buf.len()`.
+            let n = unsafe {
+                libc::recv(
+                    self.fd(),
+                    buf.as_mut_ptr().cast::<libc::c_void>(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                )
+            };
+            if n >= 0 {
+                let n = n as usize;
+                if n > buf.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        Truncated {
+                            frame_len: n,
+                            buf_len: buf.len(),
+                        },
+                    ));
+                }
+                return Ok(Some(n));
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Ok(None),
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Sends one frame (Ethernet header included); `Ok(false)` when the
+    /// socket's queue is full (EAGAIN/ENOBUFS) and the frame was not sent.
+    /// A frame the interface cannot carry (longer than its MTU plus the
+    /// Ethernet header) is an error (EMSGSIZE).
+    pub fn send(&self, frame: &[u8]) -> io::Result<bool> {
+        loop {
+            // SAFETY: `frame` is valid for reads of `frame.len()` bytes for
+            // the duration of the call.
+            let n = unsafe {
+                libc::send(
+                    self.fd(),
+                    frame.as_ptr().cast::<libc::c_void>(),
+                    frame.len(),
+                    0,
+                )
+            };
+            if n >= 0 {
+                return Ok(true);
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => return Ok(false),
+                _ => return Err(err),
+            }
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn ifindex(&self) -> i32 {
+        self.ifindex
+    }
+
+    /// Sets a socket option whose value is the plain struct or integer `T`
+    /// (the af_packet backend sets PACKET_VERSION, PACKET_RX_RING, ...).
+    pub fn setsockopt<T: Copy>(&self, level: i32, name: i32, value: &T) -> io::Result<()> {
+        // SAFETY: `value` points at a live `T` of exactly `size_of::<T>()`
+        // bytes, which the kernel only reads during the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd(),
+                level,
+                name,
+                (value as *const T).cast::<libc::c_void>(),
+                size_of::<T>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The kernel's PACKET_STATISTICS since the previous call (reading
+    /// resets them): (frames received, frames dropped because the socket's
+    /// receive buffer was full).
+    pub fn kernel_stats(&self) -> io::Result<(u32, u32)> {
+        // SAFETY: tpacket_stats is plain old data; all-zero is valid.
+        let mut st: libc::tpacket_stats = unsafe { zeroed() };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` is writable for `len` bytes and `len` is a live
+        // socklen_t the kernel updates.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast::<libc::c_void>(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((st.tp_packets, st.tp_drops))
+    }
+}
+
+/// `ifname` as a NUL-terminated C string, rejecting names the kernel could
+/// never have (empty, too long, NUL or '/' inside).
+fn c_ifname(ifname: &str) -> io::Result<CString> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "interface name {ifname:?} is invalid: 1 to {} bytes, no '/'",
+                libc::IFNAMSIZ - 1
+            ),
+        ));
+    }
+    CString::new(ifname).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {ifname:?} contains a NUL byte"),
+        )
+    })
+}
+
+/// The index of interface `ifname` in the calling thread's namespace.
+pub fn ifindex(ifname: &str) -> io::Result<i32> {
+    let name = c_ifname(ifname)?;
+    // SAFETY: `name` is a valid NUL-terminated string for the call.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        return Err(context(
+            io::Error::last_os_error(),
+            format!("interface {ifname}"),
+        ));
+    }
+    Ok(idx as i32)
+}
+
+/// An `ifreq` naming `ifname`, filled by ioctl `request` on a throwaway
+/// datagram socket of the calling thread's namespace.
+fn ifreq_ioctl(ifname: &str, request: libc::Ioctl, what: &str) -> io::Result<libc::ifreq> {
+    let name = c_ifname(ifname)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: plain syscall with constant arguments.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(context(io::Error::last_os_error(), "ioctl socket"));
+    }
+    // SAFETY: fresh descriptor owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: the request is one of the SIOCGIF* reads, which write at most
+    // one `ifreq` into the live, writable `ifr`.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut ifr as *mut libc::ifreq) };
+    if rc < 0 {
+        return Err(context(
+            io::Error::last_os_error(),
+            format!("{what} of interface {ifname}"),
+        ));
+    }
+    Ok(ifr)
+}
+
+/// The hardware address of `ifname` (SIOCGIFHWADDR).
+pub fn if_mac(ifname: &str) -> io::Result<[u8; 6]> {
+    let ifr = ifreq_ioctl(ifname, libc::SIOCGIFHWADDR, "hardware address")?;
+    // SAFETY: SIOCGIFHWADDR fills the `ifru_hwaddr` member of the union.
+    let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    if hw.sa_family != libc::ARPHRD_ETHER {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "interface {ifname} is not Ethernet (ARPHRD type {})",
+                hw.sa_family
+            ),
+        ));
+    }
+    let mut mac = [0u8; 6];
+    for (dst, src) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *dst = *src as u8;
+    }
+    Ok(mac)
+}
+
+/// Whether `ifname` is administratively up and has carrier (IFF_UP and
+/// IFF_RUNNING): the link state uplink health watches.
+pub fn if_up(ifname: &str) -> io::Result<bool> {
+    let ifr = ifreq_ioctl(ifname, libc::SIOCGIFFLAGS, "flags")?;
+    // SAFETY: SIOCGIFFLAGS fills the `ifru_flags` member of the union.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags } as libc::c_int;
+    Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
+}
+
+/// Waits until any fd is readable (or has an error to report, which the
+/// next read returns) or the timeout passes; returns which are readable.
+/// Nanosecond timeout (ppoll), so a delay line can sleep to a due time. A
+/// signal cuts the wait short and returns all `false`.
+pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `pfds` is a live array of `pfds.len()` pollfds the kernel may
+    // update; `ts` is a valid timespec; a null sigmask keeps the current one.
+    let rc = unsafe {
+        libc::ppoll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EINTR) {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(err);
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+        .collect())
+}
+
+/// Moves the calling thread (only it) into the network namespace
+/// `/run/netns/<name>` made by `ip netns add`. Sockets it opens afterwards
+/// belong to that namespace for their whole life, whichever thread uses
+/// them. Tests use it to open raw sockets inside the namespaces they made.
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    let path = format!("/run/netns/{name}");
+    let file = std::fs::File::open(&path).map_err(|e| context(e, &path))?;
+    // SAFETY: `file` is an open namespace file for the call; setns changes
+    // only the calling thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc < 0 {
+        return Err(context(io::Error::last_os_error(), format!("setns {path}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! These tests need root: each makes its own namespace with a veth pair
+    //! (`ip netns add`), so all traffic stays inside it. Without root they
+    //! fail, by design.
+    use super::*;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+    fn sh(args: &[&str]) {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("spawn");
+        assert!(
+            out.status.success(),
+            "{args:?} failed (these tests need root and `ip netns`): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A namespace holding veth `v0` (02:00:00:00:99:00) ⟷ `v1`
+    /// (02:00:00:00:99:01), both up, IPv6 off so the kernel sends nothing.
+    struct VethNs(String);
+
+    impl VethNs {
+        fn new() -> VethNs {
+            let name = format!(
+                "rawsock-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            );
+            sh(&["ip", "netns", "add", &name]);
+            let ns = VethNs(name);
+            let n = ns.0.as_str();
+            let x = |cmd: &[&str]| {
+                let mut full = vec!["ip", "netns", "exec", n];
+                full.extend_from_slice(cmd);
+                sh(&full);
+            };
+            x(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            x(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+            x(&[
+                "ip",
+                "link",
+                "add",
+                "v0",
+                "address",
+                "02:00:00:00:99:00",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "v1",
+                "address",
+                "02:00:00:00:99:01",
+            ]);
+            x(&["ip", "link", "set", "v0", "up"]);
+            x(&["ip", "link", "set", "v1", "up"]);
+            ns
+        }
+
+        /// Runs `f` on a thread inside the namespace.
+        fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+            let name = self.0.clone();
+            std::thread::spawn(move || {
+                enter_netns(&name).expect("setns");
+                f()
+            })
+            .join()
+            .expect("test thread panicked")
+        }
+    }
+
+    impl Drop for VethNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    /// An Ethernet frame from v0's MAC to v1's with the local experimental
+    /// EtherType 0x88b5 and `len` bytes in all, marked with `tag`.
+    fn test_frame(tag: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; len.max(15)];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0x99, 1]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0x99, 0]);
+        f[12..14].copy_from_slice(&[0x88, 0xb5]);
+        f[14] = tag;
+        f
+    }
+
+    /// The next 0x88b5 frame on `s` within `wait` (other traffic skipped).
+    fn recv_test_frame(s: &RawSocket, buf: &mut [u8], wait: Duration) -> io::Result<Option<usize>> {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            poll_readable(&[s.fd()], Duration::from_millis(20))?;
+            while let Some(n) = s.recv(buf)? {
+                if n >= 14 && buf[12..14] == [0x88, 0xb5] {
+                    return Ok(Some(n));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn frame_crosses_the_veth_and_is_not_read_back() {
+        let ns = VethNs::new();
+        ns.run(|| {
+            let a = RawSocket::open("v0").unwrap();
+            let b = RawSocket::open("v1").unwrap();
+            assert_eq!(a.ifindex(), ifindex("v0").unwrap());
+            assert_ne!(a.ifindex(), b.ifindex());
+            let sent = test_frame(7, 60);
+            assert!(a.send(&sent).unwrap());
+            let mut buf = [0u8; 2048];
+            let n = recv_test_frame(&b, &mut buf, Duration::from_secs(2))
+                .unwrap()
+                .expect("frame arrives on v1");
+            assert_eq!(&buf[..n], &sent[..]);
+            // PACKET_IGNORE_OUTGOING: the sender does not see its own frame.
+            assert_eq!(
+                recv_test_frame(&a, &mut buf, Duration::from_millis(200)).unwrap(),
+                None
+            );
+            // Nothing queued now: Ok(None), not an error or a block.
+            assert_eq!(b.recv(&mut buf).unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error_with_the_real_length() {
+        let ns = VethNs::new();
+        ns.run(|| {
+            let a = RawSocket::open("v0").unwrap();
+            let b = RawSocket::open("v1").unwrap();
+            assert!(a.send(&test_frame(1, 300)).unwrap());
+            let mut small = [0u8; 64];
+            let until = Instant::now() + Duration::from_secs(2);
+            let err = loop {
+                assert!(Instant::now() < until, "no truncated frame arrived");
+                poll_readable(&[b.fd()], Duration::from_millis(20)).unwrap();
+                match b.recv(&mut small) {
+                    Err(e) => break e,
+                    Ok(_) => continue, // other (short) traffic, or nothing yet
+                }
+            };
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(truncated_len(&err), Some(300));
+            assert_eq!(&small[12..15], &[0x88, 0xb5, 1]);
+            // An unrelated error is not mistaken for truncation.
+            assert_eq!(truncated_len(&io::Error::other("x")), None);
+        });
+    }
+
+    #[test]
+    fn oversized_send_is_an_error() {
+        let ns = VethNs::new();
+        ns.run(|| {
+            let a = RawSocket::open("v0").unwrap();
+            // MTU 1500 + 14-byte header is the largest frame.
+            assert!(a.send(&test_frame(2, 1514)).unwrap());
+            let err = a.send(&test_frame(3, 1515)).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE));
+        });
+    }
+
+    #[test]
+    fn poll_reports_which_fd_is_readable() {
+        let ns = VethNs::new();
+        ns.run(|| {
+            let a = RawSocket::open("v0").unwrap();
+            let b = RawSocket::open("v1").unwrap();
+            let mut buf = [0u8; 2048];
+            // Drain whatever the kernel sent when the links came up.
+            while b.recv(&mut buf).unwrap().is_some() {}
+            while a.recv(&mut buf).unwrap().is_some() {}
+            let t0 = Instant::now();
+            let r = poll_readable(&[a.fd(), b.fd()], Duration::from_millis(50)).unwrap();
+            assert_eq!(r, vec![false, false]);
+            assert!(t0.elapsed() >= Duration::from_millis(50));
+            assert!(a.send(&test_frame(4, 60)).unwrap());
+            let r = poll_readable(&[a.fd(), b.fd()], Duration::from_secs(2)).unwrap();
+            assert_eq!(r, vec![false, true]);
+        });
+    }
+
+    #[test]
+    fn interface_queries() {
+        let ns = VethNs::new();
+        let name = ns.0.clone();
+        ns.run(|| {
+            assert_eq!(if_mac("v0").unwrap(), [2, 0, 0, 0, 0x99, 0]);
+            assert_eq!(if_mac("v1").unwrap(), [2, 0, 0, 0, 0x99, 1]);
+            assert!(if_up("v0").unwrap());
+            assert!(!if_up("lo").unwrap(), "lo of a fresh namespace is down");
+            // Loopback is not Ethernet.
+            assert_eq!(if_mac("lo").unwrap_err().kind(), io::ErrorKind::Unsupported);
+            let err = RawSocket::open("nosuch0").unwrap_err();
+            assert!(err.to_string().contains("nosuch0"), "{err}");
+            let err = ifindex("a/b").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(ifindex("waytoolonginterfacename").is_err());
+        });
+        // Taking the peer down removes v0's carrier: not up any more.
+        sh(&["ip", "-n", &name, "link", "set", "v1", "down"]);
+        ns.run(|| assert!(!if_up("v0").unwrap()));
+    }
+}
