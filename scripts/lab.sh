@@ -29,7 +29,8 @@
 #
 # Environment: LAB (namespace prefix, default apl), DELAY_A/B/C (one-way ms,
 # default 2/15/30), JITTER_A/B/C (ms, default 0), LOSS_A/B/C (0..1, default
-# 0), APPLIANCE (binary; default target/release/appliance, built if missing).
+# 0), APPLIANCE (binary; default target/release/appliance, built if missing),
+# DELAY_LINE_NICE (niceness of the delay lines, default -10).
 # Delay lines keep their pid, control, stats and log files in /run/<LAB>/.
 set -euo pipefail
 
@@ -37,6 +38,7 @@ LAB=${LAB:-apl}
 RUN_DIR=/run/$LAB
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ISPS=(a b c)
+DELAY_LINE_NICE=${DELAY_LINE_NICE:--10}
 
 die() {
     echo "lab.sh: $*" >&2
@@ -132,8 +134,9 @@ start_delay_line() {
         >"$RUN_DIR/$name.control"
     # setsid: its own session, so a terminal's Ctrl-C does not reach it; it
     # does not fork here (not a group leader), so $! is the delay line's pid
-    # (ip netns exec execs the command too).
-    setsid ip netns exec "$(ns "$name")" "$bin" delay-line --a up0 --b down0 \
+    # (nice and ip netns exec exec the command too). nice: on a loaded
+    # machine a delay line woken for a due frame runs before builders.
+    setsid nice -n "$DELAY_LINE_NICE" ip netns exec "$(ns "$name")" "$bin" delay-line --a up0 --b down0 \
         --delay-ms "$delay" --jitter-ms "$jitter" --loss "$loss" \
         --control "$RUN_DIR/$name.control" --stats "$RUN_DIR/$name.stats.json" \
         </dev/null >"$RUN_DIR/$name.log" 2>&1 &
