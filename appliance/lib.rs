@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod delayline;
 pub mod plan;
 pub mod ports;
 pub mod runtime;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use appliance::{config, plan, runtime, stats};
+use appliance::{config, delayline, plan, runtime, stats};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,9 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Carry frames between two interfaces with a delay, jitter and loss (the
+    /// netns lab's ISP wire; this kernel has no netem).
+    DelayLine(delayline::DelayLineArgs),
     /// Benchmark the packet path (reserved: arrives with the benchmark issue).
     Bench,
     /// Query a running appliance's stats (reserved: arrives with the control socket).
@@ -88,6 +91,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::DelayLine(args) => match delayline::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Bench | Cmd::Stats => {
             eprintln!("error: this subcommand is reserved and not available in this version");
             ExitCode::from(2)

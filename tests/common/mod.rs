@@ -1,5 +1,8 @@
-//! Helpers the integration tests share: frames and captures.
+//! Helpers the integration tests share: frames and captures; `lab` drives
+//! the network-namespace lab.
 #![allow(dead_code)]
+
+pub mod lab;
 
 use std::path::Path;
 
