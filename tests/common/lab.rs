@@ -9,7 +9,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,8 @@ pub struct NsProcess {
     child: Child,
     pub log: PathBuf,
     what: String,
+    /// How it exited, once [`NsProcess::stop`] has reaped it.
+    pub status: Option<ExitStatus>,
 }
 
 impl NsProcess {
@@ -92,6 +94,7 @@ impl NsProcess {
             child,
             log: log.to_path_buf(),
             what: format!("{ns}: {args:?}"),
+            status: None,
         }
     }
 
@@ -110,7 +113,8 @@ impl NsProcess {
         }
     }
 
-    /// SIGTERM, up to `grace` to exit, then SIGKILL; returns the log.
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; returns the log and
+    /// records the exit status in `status`.
     pub fn stop(&mut self, grace: Duration) -> String {
         if let Ok(None) = self.child.try_wait() {
             let _ = Command::new("kill")
@@ -127,7 +131,9 @@ impl NsProcess {
                 let _ = self.child.kill();
             }
         }
-        let _ = self.child.wait();
+        if let Ok(status) = self.child.wait() {
+            self.status = Some(status);
+        }
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
