@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use appliance::ports::rawsock::{enter_netns, poll_readable, RawSocket};
-use common::lab::{appliance_bin, ns_ok, run_ok, NsProcess};
+use common::lab::{appliance_bin, ns_ok, run_ok, wait_carrier, NsProcess};
 use serde_json::Value;
 
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
@@ -50,6 +50,9 @@ impl Netns {
                     "ethtool", "-K", i, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
                 ],
             );
+        }
+        for i in ["s0", "dla", "dlb", "r0"] {
+            wait_carrier(n, i, Duration::from_secs(5));
         }
         ns
     }

@@ -166,6 +166,23 @@ pub fn wait_for_port(ns: &str, addr: SocketAddr, timeout: Duration) {
     .expect("wait_for_port");
 }
 
+/// Waits until `ifname` in namespace `ns` has carrier (operstate UP): a
+/// veth gets it a moment after `ip link set up`, and drops frames before.
+pub fn wait_carrier(ns: &str, ifname: &str, timeout: Duration) {
+    let until = Instant::now() + timeout;
+    loop {
+        let out = run_ok(Command::new("ip").args(["-n", ns, "-o", "link", "show", ifname]));
+        if out.contains("state UP") {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{ifname} in {ns}: no carrier after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// What `ping` reported.
 #[derive(Debug, Clone)]
 pub struct Ping {
