@@ -159,6 +159,13 @@ cmd_up() {
             *) die "up: unknown option $arg (allowed: --kernel-router)" ;;
         esac
     done
+    local v var
+    for v in A B C; do
+        for var in "DELAY_$v" "JITTER_$v" "LOSS_$v"; do
+            [[ -z ${!var:-} ]] || is_number "${!var}" ||
+                die "$var=${!var}: must be a non-negative number (ms for DELAY/JITTER, 0..1 for LOSS)"
+        done
+    done
     [[ $(id -u) == 0 ]] || die "up needs root (network namespaces)"
     local existing
     existing=$(lab_namespaces)
