@@ -401,44 +401,76 @@ pub fn if_up(ifname: &str) -> io::Result<bool> {
     Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
 }
 
+/// Most descriptors one [`poll_readable`] call takes.
+pub const MAX_POLL_FDS: usize = 64;
+
 /// Waits until any fd is readable (or has an error to report, which the
 /// next read returns) or the timeout passes; returns which are readable.
 /// Nanosecond timeout (ppoll), so a delay line can sleep to a due time. A
-/// signal cuts the wait short and returns all `false`.
+/// signal cuts the wait short and returns all `false`. At most
+/// [`MAX_POLL_FDS`] descriptors.
 pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut readable = vec![false; fds.len()];
+    poll_readable_into(fds, timeout, &mut readable)?;
+    Ok(readable)
+}
+
+/// [`poll_readable`] without allocating, for loops that poll per frame:
+/// sets `readable[i]` for `fds[i]` (the slices must be equally long) and
+/// returns how many are readable.
+pub fn poll_readable_into(
+    fds: &[RawFd],
+    timeout: Duration,
+    readable: &mut [bool],
+) -> io::Result<usize> {
+    if fds.len() > MAX_POLL_FDS || readable.len() != fds.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "poll_readable: {} descriptors and {} result slots: at most {MAX_POLL_FDS}, equally many",
+                fds.len(),
+                readable.len()
+            ),
+        ));
+    }
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; MAX_POLL_FDS];
+    for (p, &fd) in pfds.iter_mut().zip(fds) {
+        p.fd = fd;
+        p.events = libc::POLLIN;
+    }
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: `pfds` is a live array of `pfds.len()` pollfds the kernel may
-    // update; `ts` is a valid timespec; a null sigmask keeps the current one.
+    // SAFETY: `pfds` is a live array of at least `fds.len()` pollfds the
+    // kernel may update; `ts` is a valid timespec; a null sigmask keeps the
+    // current one.
     let rc = unsafe {
         libc::ppoll(
             pfds.as_mut_ptr(),
-            pfds.len() as libc::nfds_t,
+            fds.len() as libc::nfds_t,
             &ts,
             std::ptr::null(),
         )
     };
+    readable.fill(false);
     if rc < 0 {
         let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EINTR) {
-            return Ok(vec![false; fds.len()]);
+            return Ok(0);
         }
         return Err(err);
     }
-    Ok(pfds
-        .iter()
-        .map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
-        .collect())
+    let mut count = 0;
+    for (r, p) in readable.iter_mut().zip(&pfds[..fds.len()]) {
+        *r = p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
+        count += usize::from(*r);
+    }
+    Ok(count)
 }
 
 /// Sets the calling thread's timer slack (how late the kernel may wake a
@@ -718,6 +750,13 @@ mod tests {
             assert!(a.send(&test_frame(4, 60)).unwrap());
             let r = poll_readable(&[a.fd(), b.fd()], Duration::from_secs(2)).unwrap();
             assert_eq!(r, vec![false, true]);
+            let mut into = [true, false];
+            let n = poll_readable_into(&[a.fd(), b.fd()], Duration::ZERO, &mut into).unwrap();
+            assert_eq!((n, into), (1, [false, true]));
+            let err = poll_readable_into(&[a.fd()], Duration::ZERO, &mut into).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            let many = vec![a.fd(); MAX_POLL_FDS + 1];
+            assert!(poll_readable(&many, Duration::ZERO).is_err());
         });
     }
 
