@@ -462,6 +462,10 @@ mod io_loop {
     const BUSY_RETRY: Duration = Duration::from_micros(200);
     /// Frames read from one socket per turn before due frames are sent again.
     const RX_BUDGET: usize = 256;
+    /// Frames sent per lane per turn before the sockets are read again (a
+    /// backlog that fell due at once must not starve reception); the rest
+    /// are due already, so the next wait is zero.
+    const TX_BUDGET: usize = 256;
     /// Receive buffer: larger than any frame a veth without GSO carries.
     const RX_BUF: usize = 65536;
 
@@ -537,6 +541,7 @@ mod io_loop {
         let now_ns = || start.elapsed().as_nanos() as u64;
         let mut rx = vec![0u8; RX_BUF];
         let fds = [sides[0].sock.fd(), sides[1].sock.fd()];
+        let mut readable = [false; 2];
         let mut next_control = start + CONTROL_EVERY;
         let mut next_stats = start;
         let mut dirty = true;
@@ -557,12 +562,15 @@ mod io_loop {
         );
 
         while !stop.load(Ordering::Relaxed) {
-            // Send what is due; lane i leaves on side 1 - i.
+            // Send what is due (up to TX_BUDGET); lane i leaves on side 1 - i.
             let mut busy = false;
             for (i, lane) in lanes.iter_mut().enumerate() {
                 let out = &sides[1 - i].sock;
                 let now = now_ns();
-                while let Some(frame) = lane.due_front(now) {
+                for _ in 0..TX_BUDGET {
+                    let Some(frame) = lane.due_front(now) else {
+                        break;
+                    };
                     match out.send(frame) {
                         Ok(true) => lane.pop_front(true),
                         Ok(false) => {
@@ -588,9 +596,9 @@ mod io_loop {
                     wait = wait.min(Duration::from_nanos(due.saturating_sub(elapsed)));
                 }
             }
-            let readable = rawsock::poll_readable(&fds, wait).context("ppoll")?;
+            rawsock::poll_readable_into(&fds, wait, &mut readable).context("ppoll")?;
 
-            for (i, ready) in readable.into_iter().enumerate() {
+            for (i, &ready) in readable.iter().enumerate() {
                 if !ready {
                     continue;
                 }

@@ -98,6 +98,14 @@ veth() {
     wire_up "$ns2" "$if2"
 }
 
+wait_carrier() {
+    local n=$1 ifname=$2 tries=0
+    until ip -n "$(ns "$n")" -o link show "$ifname" | grep -q "state UP"; do
+        ((++tries <= 250)) || die "$(ns "$n") $ifname has no carrier after 5 s"
+        sleep 0.02
+    done
+}
+
 sysctl_in() {
     local n=$1
     shift
@@ -151,6 +159,13 @@ cmd_up() {
             *) die "up: unknown option $arg (allowed: --kernel-router)" ;;
         esac
     done
+    local v var
+    for v in A B C; do
+        for var in "DELAY_$v" "JITTER_$v" "LOSS_$v"; do
+            [[ -z ${!var:-} ]] || is_number "${!var}" ||
+                die "$var=${!var}: must be a non-negative number (ms for DELAY/JITTER, 0..1 for LOSS)"
+        done
+    done
     [[ $(id -u) == 0 ]] || die "up needs root (network namespaces)"
     local existing
     existing=$(lab_namespaces)
@@ -188,6 +203,14 @@ cmd_up() {
     for x in "${ISPS[@]}"; do
         veth app "wan-$x" "02:00:00:00:0$x:01" "isp-$x" up0 -
         veth "isp-$x" down0 - srv "isp-${x}0" "02:00:00:00:0$x:fe"
+    done
+
+    # Carrier follows `up` after a moment (linkwatch); frames sent before it
+    # are dropped, so the lab is up only once every end has it.
+    local pair
+    for pair in cli:eth0 app:lan0 app:wan-a app:wan-b app:wan-c srv:isp-a0 srv:isp-b0 srv:isp-c0 \
+        isp-a:up0 isp-a:down0 isp-b:up0 isp-b:down0 isp-c:up0 isp-c:down0; do
+        wait_carrier "${pair%%:*}" "${pair#*:}"
     done
 
     nsx cli ip link set lo up

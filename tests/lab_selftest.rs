@@ -5,13 +5,19 @@
 //! returns a file's exact bytes, `lab.sh set` changes the delay and the loss
 //! of a running delay line, and `down` removes everything.
 //!
+//! A second test checks the lab as the appliance gets it (no
+//! --kernel-router): the app namespace's kernel is silent and the server's
+//! and client's ARP requests reach its ports through the delay lines.
+//!
 //! Needs root and network namespaces: it fails (never skips) without them.
 
 mod common;
 
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use common::lab::{ns_ok, ns_output, ping, wait_for_port, Lab, LabOptions, NsProcess};
+use appliance::ports::rawsock::{enter_netns, poll_readable, RawSocket};
+use common::lab::{ns_cmd, ns_ok, ns_output, ping, wait_for_port, Lab, LabOptions, NsProcess};
 
 /// One-way delay of isp-a for this test, ms (larger than the lab's default
 /// 2 ms so that "the delay is there" stands out from scheduling noise).
@@ -194,4 +200,139 @@ fn kernel_router_lab_wiring_delay_and_loss() {
     assert!(lab.namespaces().is_empty(), "{:?}", lab.namespaces());
     assert!(!run_dir.exists());
     assert!(lab.down().status.success(), "down twice");
+}
+
+/// The frame on `sock` within `wait` that `pred` accepts, with its arrival.
+fn wait_frame(
+    sock: &RawSocket,
+    wait: Duration,
+    pred: impl Fn(&[u8]) -> bool,
+) -> Option<(Vec<u8>, Instant)> {
+    let until = Instant::now() + wait;
+    let mut buf = vec![0u8; 2048];
+    while Instant::now() < until {
+        poll_readable(&[sock.fd()], Duration::from_millis(10)).unwrap();
+        while let Some(n) = sock.recv(&mut buf).unwrap() {
+            if pred(&buf[..n]) {
+                return Some((buf[..n].to_vec(), Instant::now()));
+            }
+        }
+    }
+    None
+}
+
+/// An ARP request for `target`.
+fn is_arp_request_for(f: &[u8], target: [u8; 4]) -> bool {
+    f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 1] && f[38..42] == target
+}
+
+/// The lab as the appliance gets it: the app namespace's kernel stays
+/// silent on every port (no addresses, IPv6 off), the client's and the
+/// server's ARP requests for the gateway and the NAT addresses reach the
+/// app namespace's ports, through each ISP's delay line.
+#[test]
+fn appliance_mode_lab_is_wired_and_silent() {
+    let lab = Lab::up(&LabOptions::default());
+    let (app, srv, cli) = (lab.ns("app"), lab.ns("srv"), lab.ns("cli"));
+    let addrs = ns_ok(&app, &["ip", "-o", "addr", "show"]);
+    assert!(
+        addrs.lines().all(|l| l.contains(" lo ")),
+        "app namespace has addresses: {addrs}"
+    );
+    let s = lab.delay_line_stats("isp-b");
+    assert_eq!(s["a_to_b"]["delay_ms"], 15.0, "{s}");
+
+    // Raw sockets on the app namespace's ports.
+    let app_ns = app.clone();
+    let (srv2, cli2) = (srv.clone(), cli.clone());
+    std::thread::spawn(move || {
+        enter_netns(&app_ns).unwrap();
+        let ports: Vec<RawSocket> = ["lan0", "wan-a", "wan-b", "wan-c"]
+            .iter()
+            .map(|i| RawSocket::open(i).unwrap())
+            .collect();
+        // Server -> NAT address of each ISP: its ARP request crosses that
+        // ISP's delay line (one way: 2, 15, 30 ms) to that port only.
+        for (i, (addr, one_way_ms)) in [("100.64.1.10", 2u64), ("100.64.2.10", 15), ("100.64.3.10", 30)]
+            .into_iter()
+            .enumerate()
+        {
+            let target: std::net::Ipv4Addr = addr.parse().unwrap();
+            let sent = Instant::now();
+            let mut ping = ns_cmd(&srv2, &["ping", "-c", "1", "-W", "1", addr])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            let got = wait_frame(&ports[1 + i], Duration::from_secs(3), |f| {
+                is_arp_request_for(f, target.octets())
+            });
+            let _ = ping.wait();
+            let (frame, at) = got.unwrap_or_else(|| panic!("no ARP for {addr} on wan port {i}"));
+            let isp_mac = [2, 0, 0, 0, [0x0a, 0x0b, 0x0c][i], 0xfe];
+            assert_eq!(frame[6..12], isp_mac, "ARP for {addr} not from the ISP router");
+            let took = at.duration_since(sent);
+            assert!(
+                took >= Duration::from_millis(one_way_ms),
+                "ARP for {addr} after {took:?}, under the {one_way_ms} ms delay"
+            );
+            println!("srv ARP for {addr} reached the app namespace after {took:?} (delay {one_way_ms} ms)");
+        }
+        // Client -> its gateway, on lan0 (no delay line on the LAN).
+        let mut ping = ns_cmd(&cli2, &["ping", "-c", "1", "-W", "1", "10.0.0.1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let got = wait_frame(&ports[0], Duration::from_secs(3), |f| {
+            is_arp_request_for(f, [10, 0, 0, 1])
+        });
+        let _ = ping.wait();
+        let (frame, _) = got.expect("client's ARP for 10.0.0.1 on lan0");
+        assert_eq!(frame[6..12], [2, 0, 0, 0, 0, 2]);
+    })
+    .join()
+    .expect("app namespace checks");
+
+    // Nothing leaves the app namespace's kernel: watch the far ends.
+    let quiet = std::thread::spawn({
+        let (srv, cli) = (srv.clone(), cli.clone());
+        move || {
+            let watch = |ns: &str, ifs: &[&str]| -> Vec<RawSocket> {
+                enter_netns(ns).unwrap();
+                ifs.iter().map(|i| RawSocket::open(i).unwrap()).collect()
+            };
+            let mut socks = watch(&srv, &["isp-a0", "isp-b0", "isp-c0"]);
+            socks.extend(watch(&cli, &["eth0"]));
+            let app_macs: [[u8; 6]; 4] = [
+                [2, 0, 0, 0, 0, 1],
+                [2, 0, 0, 0, 0x0a, 1],
+                [2, 0, 0, 0, 0x0b, 1],
+                [2, 0, 0, 0, 0x0c, 1],
+            ];
+            let mut from_app = 0;
+            let until = Instant::now() + Duration::from_millis(1500);
+            let mut buf = vec![0u8; 2048];
+            while Instant::now() < until {
+                let fds: Vec<_> = socks.iter().map(|s| s.fd()).collect();
+                poll_readable(&fds, Duration::from_millis(20)).unwrap();
+                for s in &socks {
+                    while let Some(n) = s.recv(&mut buf).unwrap() {
+                        if n >= 12 && app_macs.iter().any(|m| buf[6..12] == m[..]) {
+                            from_app += 1;
+                        }
+                    }
+                }
+            }
+            from_app
+        }
+    });
+    assert_eq!(
+        quiet.join().unwrap(),
+        0,
+        "the app namespace's kernel sent frames"
+    );
+
+    let status = lab.status();
+    assert!(!status.contains("STOPPED"), "{status}");
+    assert!(lab.down().status.success());
+    assert!(lab.namespaces().is_empty());
 }

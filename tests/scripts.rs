@@ -197,6 +197,20 @@ fn lab_arguments_are_checked() {
         .output()
         .unwrap();
     assert!(text(&out.stderr).contains("unknown option --frob"));
+    // Settings are checked before anything is built.
+    let out = Command::new("bash")
+        .arg(script("lab.sh"))
+        .arg("up")
+        .env("LAB", "nosuchlab")
+        .env("DELAY_B", "slow")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("DELAY_B=slow"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::{size_of, size_of_val, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -95,6 +95,9 @@ impl RawSocket {
         let one: libc::c_int = 1;
         sock.setsockopt(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
             .map_err(|e| context(e, format!("PACKET_IGNORE_OUTGOING on {ifname}")))?;
+        // The stripped VLAN tag of each frame, so recv can put it back.
+        sock.setsockopt(libc::SOL_PACKET, libc::PACKET_AUXDATA, &one)
+            .map_err(|e| context(e, format!("PACKET_AUXDATA on {ifname}")))?;
         // SAFETY: packet_mreq is plain old data; all-zero is a valid value.
         let mut mreq: libc::packet_mreq = unsafe { zeroed() };
         mreq.mr_ifindex = ifindex;
@@ -128,39 +131,61 @@ impl RawSocket {
     /// One frame into `buf`; `Ok(None)` when nothing is queued (EAGAIN).
     /// A frame longer than `buf` is consumed and reported as an
     /// `InvalidData` error carrying [`Truncated`] (see [`truncated_len`]);
-    /// `buf` then holds its first `buf.len()` bytes.
+    /// `buf` then holds its first bytes.
+    ///
+    /// The frame is as it was on the wire: the kernel strips an 802.1Q/802.1ad
+    /// tag into metadata before packet sockets see the frame, so the tag is
+    /// put back after the MAC addresses (it then counts in the length).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // Room for one cmsghdr + tpacket_auxdata, 8-byte aligned.
+        let mut control = [0u64; 8];
         loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
-            // duration of the call; MSG_TRUNC makes the kernel return the
-            // real frame length but never write past `buf.len()`.
-            let n = unsafe {
-                libc::recv(
-                    self.fd(),
-                    buf.as_mut_ptr().cast::<libc::c_void>(),
-                    buf.len(),
-                    libc::MSG_TRUNC,
-                )
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast::<libc::c_void>(),
+                iov_len: buf.len(),
             };
-            if n >= 0 {
-                let n = n as usize;
-                if n > buf.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        Truncated {
-                            frame_len: n,
-                            buf_len: buf.len(),
-                        },
-                    ));
+            // SAFETY: msghdr is plain old data; all-zero is a valid value.
+            let mut msg: libc::msghdr = unsafe { zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast::<libc::c_void>();
+            msg.msg_controllen = size_of_val(&control) as _;
+            // SAFETY: `msg` points at one iovec covering exactly `buf`
+            // (valid for writes of `buf.len()` bytes) and at `control`
+            // (writable for `msg_controllen` bytes), all live for the call.
+            // MSG_TRUNC makes the kernel return the real frame length but
+            // never write past the buffers.
+            let n = unsafe { libc::recvmsg(self.fd(), &mut msg, libc::MSG_TRUNC) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return Ok(None),
+                    _ => return Err(err),
                 }
-                return Ok(Some(n));
             }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => return Ok(None),
-                _ => return Err(err),
+            let vlan = vlan_tag(&msg);
+            let stripped = n as usize;
+            let frame_len = stripped + if vlan.is_some() { 4 } else { 0 };
+            if frame_len > buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    Truncated {
+                        frame_len,
+                        buf_len: buf.len(),
+                    },
+                ));
             }
+            if let Some((tpid, tci)) = vlan {
+                if stripped < 12 {
+                    // No room for a tag in a runt: hand it over as it came.
+                    return Ok(Some(stripped));
+                }
+                buf.copy_within(12..stripped, 16);
+                buf[12..14].copy_from_slice(&tpid.to_be_bytes());
+                buf[14..16].copy_from_slice(&tci.to_be_bytes());
+            }
+            return Ok(Some(frame_len));
         }
     }
 
@@ -243,6 +268,45 @@ impl RawSocket {
         }
         Ok((st.tp_packets, st.tp_drops))
     }
+}
+
+/// The VLAN tag (TPID, TCI) the kernel stripped from the frame `msg`
+/// received, from its PACKET_AUXDATA control message.
+fn vlan_tag(msg: &libc::msghdr) -> Option<(u16, u16)> {
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/CMSG_NXTHDR only
+    // walk within msg_control/msg_controllen, which the kernel set.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null cmsg pointers from CMSG_FIRSTHDR/NXTHDR point at a
+        // complete cmsghdr inside the control buffer.
+        let hdr = unsafe { &*cmsg };
+        let aux_len = size_of::<libc::tpacket_auxdata>();
+        if hdr.cmsg_level == libc::SOL_PACKET
+            && hdr.cmsg_type == libc::PACKET_AUXDATA
+            // SAFETY: CMSG_LEN is arithmetic on its argument.
+            && hdr.cmsg_len as usize >= unsafe { libc::CMSG_LEN(aux_len as u32) } as usize
+        {
+            // SAFETY: the length check above guarantees a whole
+            // tpacket_auxdata at CMSG_DATA; it may be unaligned.
+            let aux: libc::tpacket_auxdata = unsafe {
+                std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>())
+            };
+            // A TCI of 0 without VLAN_VALID means no tag (old kernels set
+            // only the TCI).
+            if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 || aux.tp_vlan_tci != 0 {
+                let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                    aux.tp_vlan_tpid
+                } else {
+                    0x8100
+                };
+                return Some((tpid, aux.tp_vlan_tci));
+            }
+            return None;
+        }
+        // SAFETY: as for CMSG_FIRSTHDR; returns null past the last header.
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
+    }
+    None
 }
 
 /// `ifname` as a NUL-terminated C string, rejecting names the kernel could
@@ -337,44 +401,76 @@ pub fn if_up(ifname: &str) -> io::Result<bool> {
     Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
 }
 
+/// Most descriptors one [`poll_readable`] call takes.
+pub const MAX_POLL_FDS: usize = 64;
+
 /// Waits until any fd is readable (or has an error to report, which the
 /// next read returns) or the timeout passes; returns which are readable.
 /// Nanosecond timeout (ppoll), so a delay line can sleep to a due time. A
-/// signal cuts the wait short and returns all `false`.
+/// signal cuts the wait short and returns all `false`. At most
+/// [`MAX_POLL_FDS`] descriptors.
 pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut readable = vec![false; fds.len()];
+    poll_readable_into(fds, timeout, &mut readable)?;
+    Ok(readable)
+}
+
+/// [`poll_readable`] without allocating, for loops that poll per frame:
+/// sets `readable[i]` for `fds[i]` (the slices must be equally long) and
+/// returns how many are readable.
+pub fn poll_readable_into(
+    fds: &[RawFd],
+    timeout: Duration,
+    readable: &mut [bool],
+) -> io::Result<usize> {
+    if fds.len() > MAX_POLL_FDS || readable.len() != fds.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "poll_readable: {} descriptors and {} result slots: at most {MAX_POLL_FDS}, equally many",
+                fds.len(),
+                readable.len()
+            ),
+        ));
+    }
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; MAX_POLL_FDS];
+    for (p, &fd) in pfds.iter_mut().zip(fds) {
+        p.fd = fd;
+        p.events = libc::POLLIN;
+    }
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: `pfds` is a live array of `pfds.len()` pollfds the kernel may
-    // update; `ts` is a valid timespec; a null sigmask keeps the current one.
+    // SAFETY: `pfds` is a live array of at least `fds.len()` pollfds the
+    // kernel may update; `ts` is a valid timespec; a null sigmask keeps the
+    // current one.
     let rc = unsafe {
         libc::ppoll(
             pfds.as_mut_ptr(),
-            pfds.len() as libc::nfds_t,
+            fds.len() as libc::nfds_t,
             &ts,
             std::ptr::null(),
         )
     };
+    readable.fill(false);
     if rc < 0 {
         let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EINTR) {
-            return Ok(vec![false; fds.len()]);
+            return Ok(0);
         }
         return Err(err);
     }
-    Ok(pfds
-        .iter()
-        .map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
-        .collect())
+    let mut count = 0;
+    for (r, p) in readable.iter_mut().zip(&pfds[..fds.len()]) {
+        *r = p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
+        count += usize::from(*r);
+    }
+    Ok(count)
 }
 
 /// Sets the calling thread's timer slack (how late the kernel may wake a
@@ -468,6 +564,22 @@ pub(crate) mod tests {
             ]);
             x(&["ip", "link", "set", "v0", "up"]);
             x(&["ip", "link", "set", "v1", "up"]);
+            // Carrier comes a moment after `up` (linkwatch); a frame sent
+            // before it would be dropped by the veth.
+            let until = Instant::now() + Duration::from_secs(5);
+            for v in ["v0", "v1"] {
+                loop {
+                    let out = Command::new("ip")
+                        .args(["-n", n, "-o", "link", "show", v])
+                        .output()
+                        .expect("ip link show");
+                    if String::from_utf8_lossy(&out.stdout).contains("state UP") {
+                        break;
+                    }
+                    assert!(Instant::now() < until, "{v} in {n} never got carrier");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             ns
         }
 
@@ -565,6 +677,51 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn vlan_tag_survives_the_kernel() {
+        let ns = VethNs::new();
+        ns.run(|| {
+            let a = RawSocket::open("v0").unwrap();
+            let b = RawSocket::open("v1").unwrap();
+            #[rustfmt::skip]
+            let sent: Vec<u8> = [
+                &[2, 0, 0, 0, 0x99, 1][..],  // destination
+                &[2, 0, 0, 0, 0x99, 0],      // source
+                &[0x81, 0x00],               // TPID 802.1Q
+                &[0x20, 0x64],               // PCP 1, VID 100
+                &[0x88, 0xb5],               // inner EtherType
+                &[0xab; 50],                 // payload
+            ]
+            .concat();
+            assert!(a.send(&sent).unwrap());
+            let mut buf = [0u8; 2048];
+            let until = Instant::now() + Duration::from_secs(2);
+            let n = loop {
+                assert!(Instant::now() < until, "tagged frame did not arrive");
+                poll_readable(&[b.fd()], Duration::from_millis(20)).unwrap();
+                if let Some(n) = b.recv(&mut buf).unwrap() {
+                    if n > 16 && buf[16..18] == [0x88, 0xb5] {
+                        break n;
+                    }
+                }
+            };
+            assert_eq!(&buf[..n], &sent[..], "tag restored in place");
+            // The restored tag counts toward truncation.
+            assert!(a.send(&sent).unwrap());
+            let mut exact = [0u8; 66]; // 68-byte frame: 64 without its tag
+            let until = Instant::now() + Duration::from_secs(2);
+            let err = loop {
+                assert!(Instant::now() < until, "tagged frame did not arrive");
+                poll_readable(&[b.fd()], Duration::from_millis(20)).unwrap();
+                match b.recv(&mut exact) {
+                    Err(e) => break e,
+                    Ok(_) => continue,
+                }
+            };
+            assert_eq!(truncated_len(&err), Some(68));
+        });
+    }
+
+    #[test]
     fn oversized_send_is_an_error() {
         let ns = VethNs::new();
         ns.run(|| {
@@ -593,6 +750,13 @@ pub(crate) mod tests {
             assert!(a.send(&test_frame(4, 60)).unwrap());
             let r = poll_readable(&[a.fd(), b.fd()], Duration::from_secs(2)).unwrap();
             assert_eq!(r, vec![false, true]);
+            let mut into = [true, false];
+            let n = poll_readable_into(&[a.fd(), b.fd()], Duration::ZERO, &mut into).unwrap();
+            assert_eq!((n, into), (1, [false, true]));
+            let err = poll_readable_into(&[a.fd()], Duration::ZERO, &mut into).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            let many = vec![a.fd(); MAX_POLL_FDS + 1];
+            assert!(poll_readable(&many, Duration::ZERO).is_err());
         });
     }
 

@@ -9,7 +9,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,8 @@ pub struct NsProcess {
     child: Child,
     pub log: PathBuf,
     what: String,
+    /// How it exited, once [`NsProcess::stop`] has reaped it.
+    pub status: Option<ExitStatus>,
 }
 
 impl NsProcess {
@@ -92,6 +94,7 @@ impl NsProcess {
             child,
             log: log.to_path_buf(),
             what: format!("{ns}: {args:?}"),
+            status: None,
         }
     }
 
@@ -110,7 +113,8 @@ impl NsProcess {
         }
     }
 
-    /// SIGTERM, up to `grace` to exit, then SIGKILL; returns the log.
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; returns the log and
+    /// records the exit status in `status`.
     pub fn stop(&mut self, grace: Duration) -> String {
         if let Ok(None) = self.child.try_wait() {
             let _ = Command::new("kill")
@@ -127,7 +131,9 @@ impl NsProcess {
                 let _ = self.child.kill();
             }
         }
-        let _ = self.child.wait();
+        if let Ok(status) = self.child.wait() {
+            self.status = Some(status);
+        }
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -158,6 +164,23 @@ pub fn wait_for_port(ns: &str, addr: SocketAddr, timeout: Duration) {
     })
     .join()
     .expect("wait_for_port");
+}
+
+/// Waits until `ifname` in namespace `ns` has carrier (operstate UP): a
+/// veth gets it a moment after `ip link set up`, and drops frames before.
+pub fn wait_carrier(ns: &str, ifname: &str, timeout: Duration) {
+    let until = Instant::now() + timeout;
+    loop {
+        let out = run_ok(Command::new("ip").args(["-n", ns, "-o", "link", "show", ifname]));
+        if out.contains("state UP") {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{ifname} in {ns}: no carrier after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// What `ping` reported.
