@@ -238,3 +238,97 @@ fn bad_selection_settings_name_the_field_and_what_is_allowed() {
         rejected(&d.replacen(from, to, 1), field, allowed);
     }
 }
+
+fn conf(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/conf/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[test]
+fn every_shipped_site_config_is_valid() {
+    for name in ["demo.toml", "lab-afpacket.toml", "lab-dpdk.toml"] {
+        let (ok, out, err) = check(&conf(name));
+        assert!(ok, "{name}: {err}");
+        assert!(out.contains("is valid"), "{name}: {out}");
+    }
+    // The bare-metal example names 6 lcores: valid on a machine that has them.
+    let cfg = appliance::config::parse(&conf("sriov-example.toml")).unwrap();
+    let plan = appliance::plan::validate_with_cpus(&cfg, 16).unwrap();
+    assert_eq!(plan.backend, appliance::config::BackendKind::Dpdk);
+    assert!(plan.dpdk.as_ref().unwrap().hugepages);
+}
+
+#[test]
+fn live_backend_keys_name_the_field_and_what_is_allowed() {
+    let lab = conf("lab-afpacket.toml");
+    // af-packet ports need an interface; dpdk ports a device.
+    rejected(
+        &lab.replacen("interface = \"lan0\"", "", 1),
+        "ports[0].interface",
+        "the Linux interface name",
+    );
+    rejected(
+        &lab.replacen("interface = \"lan0\"", "interface = \"wan-a\"", 1),
+        "ports[1].interface",
+        "`wan-a` is already used",
+    );
+    rejected(
+        &lab.replacen("interface = \"lan0\"", "device = \"net_null0\"", 1),
+        "ports[0]",
+        "`device` only for backend = \"dpdk\"",
+    );
+    // Without next_hop_mac, each family with NAT addresses needs its next hop.
+    rejected(
+        &lab.replacen("next_hop_v6 = \"2001:db8:a::1\"", "", 1),
+        "uplinks[0].next_hop_v6",
+        "neighbour discovery",
+    );
+    rejected(
+        &lab.replacen(
+            "next_hop = \"100.64.1.1\"",
+            "next_hop = \"2001:db8:a::1\"",
+            1,
+        ),
+        "uplinks[0].next_hop",
+        "not an IPv4 address",
+    );
+    rejected(
+        &lab.replacen(
+            "next_hop = \"100.64.1.1\"",
+            "next_hop = \"100.64.1.1\"\nnext_hop_mac = \"01:00:5e:00:00:01\"",
+            1,
+        ),
+        "uplinks[0].next_hop_mac",
+        "unicast",
+    );
+    // The sim and pcap backends still need every port's MAC.
+    rejected(
+        &demo().replacen("mac = \"02:00:00:00:00:01\"", "", 1),
+        "ports[0].mac",
+        "required with the sim and pcap backends",
+    );
+    let dpdk = conf("lab-dpdk.toml");
+    rejected(
+        &dpdk.replacen(
+            "return_steering = \"software\"",
+            "return_steering = \"rss\"",
+            1,
+        ),
+        "dpdk.return_steering",
+        "\"software\", \"flow\"",
+    );
+    rejected(
+        &dpdk.replacen("rx_desc = 1024", "rx_desc = 1000", 1),
+        "dpdk.rx_desc",
+        "a power of two in 64..=16384",
+    );
+    rejected(
+        &format!("{dpdk}\n[af_packet]\nrx_blocks = 8\n"),
+        "af_packet",
+        "only allowed with backend = \"af-packet\"",
+    );
+    rejected(
+        &format!("{lab}\n[af_packet]\nblock_kib = 100\n"),
+        "af_packet.block_kib",
+        "a power of two in 4..=4096",
+    );
+}

@@ -224,7 +224,8 @@ fn through_the_lab(config: &str, http_loop: u32) {
             .collect();
         println!("HTTP loop: {ok} of {http_loop} requests complete");
         assert_eq!(
-            ok, http_loop as usize,
+            ok,
+            http_loop as usize,
             "every request completes; first failures: {failed:?}, curl: {}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -260,7 +261,11 @@ fn through_the_lab(config: &str, http_loop: u32) {
     assert_eq!(n(&a["races_lost"]), 0);
     assert_eq!(n(&b["races_won"]) + n(&c["races_won"]), 0);
     let lost = n(&b["races_lost"]) + n(&c["races_lost"]);
-    assert_eq!(lost, 2 * n(&a["races_won"]), "each race lost on isp-b and isp-c");
+    assert_eq!(
+        lost,
+        2 * n(&a["races_won"]),
+        "each race lost on isp-b and isp-c"
+    );
     assert_eq!(
         server_embryonic_resets(&lab),
         lost,
@@ -279,7 +284,11 @@ fn through_the_lab(config: &str, http_loop: u32) {
         .iter()
         .filter(|h| h["mac"].is_string())
         .count();
-    assert_eq!(resolved, 6, "3 uplinks x 2 families: {}", stats["neighbours"]);
+    assert_eq!(
+        resolved, 6,
+        "3 uplinks x 2 families: {}",
+        stats["neighbours"]
+    );
 }
 
 #[test]
