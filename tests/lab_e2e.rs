@@ -234,6 +234,11 @@ fn through_the_lab(config: &str, http_loop: u32) {
     app.assert_running();
     // SIGTERM: the appliance stops cleanly and writes its stats.
     let log = app.stop(Duration::from_secs(10));
+    assert!(
+        app.status.is_some_and(|s| s.success()),
+        "appliance exit {:?}; log:\n{log}",
+        app.status
+    );
     let text = std::fs::read_to_string(&stats_path)
         .unwrap_or_else(|e| panic!("no stats after SIGTERM ({e}); log:\n{log}"));
     let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
