@@ -7,6 +7,8 @@
 
 use pipelines::{Burst, PacketBuf};
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod pcap;
 pub mod sim;
 
