@@ -303,6 +303,8 @@ fn stats_carry_xstats_link_offloads_and_pools() {
         "one socket, one pool"
     );
     assert!(stats["pools"][0]["available"].as_u64().unwrap() > 0);
+    let priv_size = stats["mbuf"]["meta_priv_size"].as_u64().unwrap() as usize;
+    assert!(priv_size >= std::mem::size_of::<PacketMeta>() && priv_size % 8 == 0);
 }
 
 #[test]

@@ -463,6 +463,11 @@ impl BackendControl for DpdkControl {
                 ReturnSteering::Flow => "flow",
             },
             "pools": pools,
+            "mbuf": {
+                "headroom": pipelines::buf::HEADROOM,
+                "data_room": pipelines::buf::DATA_ROOM,
+                "meta_priv_size": META_PRIV_SIZE,
+            },
             "ports": ports,
         })
     }
