@@ -140,9 +140,10 @@ fn main() {
     let (forwarded, refused, elapsed) = run(Duration::from_secs_f64(args.seconds));
     let mpps = forwarded as f64 / elapsed.as_secs_f64() / 1e6;
     println!(
-        "dpdk_io: rx->tx over 2 x net_null, 1 core (CPU {}, lcore {lcore}, {}): \
+        "dpdk_io: rx->tx over 2 x net_null, 1 core (CPU {}, lcore {}, {}): \
          {forwarded} packets in {:.2} s, tx refused {refused}, {:.1} ns/packet",
         args.cpu,
+        lcore.lcore_id(),
         if args.huge { "hugepages" } else { "--no-huge" },
         elapsed.as_secs_f64(),
         elapsed.as_nanos() as f64 / forwarded.max(1) as f64,

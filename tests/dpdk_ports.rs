@@ -439,14 +439,30 @@ fn setup_errors_name_the_problem() {
 fn worker_threads_get_their_own_lcore() {
     let _g = dpdk();
     let ids: Vec<u32> = (0..2)
-        .map(|_| std::thread::spawn(|| (register_thread().unwrap(), register_thread().unwrap())))
-        .map(|t| t.join().unwrap())
-        .map(|(a, b)| {
-            assert_eq!(a, b, "registering twice keeps the id");
-            a
+        .map(|_| {
+            std::thread::spawn(|| {
+                let first = register_thread().unwrap();
+                let again = register_thread().unwrap();
+                assert_eq!(
+                    first.lcore_id(),
+                    again.lcore_id(),
+                    "registering twice keeps the id"
+                );
+                first.lcore_id()
+            })
         })
+        .map(|t| t.join().unwrap())
         .collect();
-    assert_ne!(ids[0], 0, "lcore 0 is the EAL's main lcore");
+    assert!(
+        ids.iter().all(|&id| id != 0 && id < 128),
+        "lcore 0 is the EAL's main lcore: {ids:?}"
+    );
+    // Each thread gave its id back when it ended, so ids are reused rather
+    // than used up.
+    let later = std::thread::spawn(|| register_thread().unwrap().lcore_id())
+        .join()
+        .unwrap();
+    assert!(ids.contains(&later), "{later} not reused from {ids:?}");
 }
 
 // ---- Mbuf semantics, mirrored from HeapBuf's tests in pipelines/src/buf.rs

@@ -16,6 +16,7 @@ use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::marker::{PhantomData, PhantomPinned};
 use std::mem::{offset_of, size_of};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::mbuf::{MbufPool, RxHandle, TxHandle};
@@ -241,6 +242,7 @@ extern "C" {
     // DPDK (real symbols)
     fn rte_strerror(errnum: c_int) -> *const c_char;
     fn rte_thread_register() -> c_int;
+    fn rte_thread_unregister();
     fn rte_eth_find_next(port_id: u16) -> u16;
     fn rte_eth_dev_get_port_by_name(name: *const c_char, port_id: *mut u16) -> c_int;
     fn rte_eth_dev_get_name_by_port(port_id: u16, name: *mut c_char) -> c_int;
@@ -357,19 +359,28 @@ fn eal_init_once(args: &[String]) -> Result<(), String> {
 }
 
 /// Gives the calling thread its own DPDK lcore id (so it gets a mempool
-/// cache); returns the id. Idempotent for a thread that already has one.
-pub fn register_thread() -> Result<u32, i32> {
+/// cache). Returns the id and whether this call registered the thread
+/// (false: it already had an id, e.g. the EAL's main thread).
+pub fn register_thread() -> Result<(u32, bool), i32> {
     // SAFETY: reads the calling thread's lcore id.
     let id = unsafe { shim_lcore_id() };
     if id != u32::MAX {
-        return Ok(id);
+        return Ok((id, false));
     }
     // SAFETY: registers the calling thread with the (initialised) EAL.
     if unsafe { rte_thread_register() } != 0 {
         return Err(errno());
     }
     // SAFETY: as above.
-    Ok(unsafe { shim_lcore_id() })
+    Ok((unsafe { shim_lcore_id() }, true))
+}
+
+/// Gives the calling thread's lcore id back (after `register_thread`
+/// registered it). Must run on the registered thread.
+pub fn unregister_thread() {
+    // SAFETY: releases the calling thread's own registration; DPDK ignores
+    // the call for a thread that has none.
+    unsafe { rte_thread_unregister() }
 }
 
 // ---- Ports ----------------------------------------------------------------
@@ -526,7 +537,10 @@ impl PortClaim {
         if ret != 0 {
             return Err((self, ret));
         }
-        let port = Arc::new(RunningPort { claim: self });
+        let port = Arc::new(RunningPort {
+            claim: self,
+            has_flows: AtomicBool::new(false),
+        });
         let rx = (0..rxq)
             // SAFETY: queue `q` was set up with `pool` by `setup`, the port is
             // started, and this loop makes the only handle per queue.
@@ -554,6 +568,8 @@ impl Drop for PortClaim {
 /// can be opened again in the same process).
 pub struct RunningPort {
     claim: PortClaim,
+    /// Whether `flow_create` installed a rule (to flush at stop).
+    has_flows: AtomicBool,
 }
 
 impl RunningPort {
@@ -653,6 +669,9 @@ impl RunningPort {
         let mut msg = [0 as c_char; 256];
         // SAFETY: as flow_validate.
         let ret = unsafe { shim_flow_create(self.port_id(), rule, msg.as_mut_ptr(), msg.len()) };
+        if ret == 0 {
+            self.has_flows.store(true, Ordering::Relaxed);
+        }
         // SAFETY: as flow_validate.
         let text = unsafe { cstr_lossy(msg.as_ptr()) };
         if ret == 0 {
@@ -667,12 +686,13 @@ impl Drop for RunningPort {
     fn drop(&mut self) {
         // Every queue handle holds an Arc to this port, so no thread polls
         // it any more.
-        // SAFETY: plain calls on a port we own; errors (e.g. no flow
-        // support) leave nothing to undo.
-        unsafe {
-            shim_flow_flush(self.port_id());
-            rte_eth_dev_stop(self.port_id());
+        if self.has_flows.load(Ordering::Relaxed) {
+            // SAFETY: a plain call on a port we own; a failure leaves
+            // nothing to undo (stopping removes the rules on most PMDs).
+            unsafe { shim_flow_flush(self.port_id()) };
         }
+        // SAFETY: as above.
+        unsafe { rte_eth_dev_stop(self.port_id()) };
     }
 }
 

@@ -218,15 +218,48 @@ pub fn init_eal(args: &[String]) -> Result<(), DpdkError> {
     })
 }
 
+/// A thread's DPDK lcore id, from [`register_thread`]. Dropping it gives
+/// the id back if `register_thread` took one for this thread; it must be
+/// dropped on that thread, hence not `Send`.
+#[derive(Debug)]
+pub struct LcoreRegistration {
+    id: u32,
+    registered: bool,
+    _same_thread: std::marker::PhantomData<*const ()>,
+}
+
+impl LcoreRegistration {
+    /// The thread's DPDK lcore id.
+    pub fn lcore_id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Drop for LcoreRegistration {
+    fn drop(&mut self) {
+        if self.registered {
+            ffi::unregister_thread();
+        }
+    }
+}
+
 /// Gives the calling thread a DPDK lcore id, so its mbuf allocations and
 /// frees use a per-lcore mempool cache instead of the shared ring. Call once
-/// in each thread that polls queues or allocates mbufs; returns the id.
-pub fn register_thread() -> Result<u32, DpdkError> {
+/// at the start of each thread that polls queues or allocates mbufs, and
+/// keep the registration for the thread's life (lcore ids are limited: 128
+/// including the EAL's `-l` lcores). A thread that already has an id (the
+/// EAL's main thread) keeps it.
+pub fn register_thread() -> Result<LcoreRegistration, DpdkError> {
     if !ffi::eal_ready() {
         return Err(DpdkError::EalNotReady);
     }
-    ffi::register_thread().map_err(|code| DpdkError::ThreadRegister {
+    let (id, registered) = ffi::register_thread().map_err(|code| DpdkError::ThreadRegister {
         reason: describe(code),
+    })?;
+    Ok(LcoreRegistration {
+        id,
+        registered,
+        _same_thread: std::marker::PhantomData,
     })
 }
 
