@@ -304,7 +304,7 @@ fn stats_carry_xstats_link_offloads_and_pools() {
     );
     assert!(stats["pools"][0]["available"].as_u64().unwrap() > 0);
     let priv_size = stats["mbuf"]["meta_priv_size"].as_u64().unwrap() as usize;
-    assert!(priv_size >= std::mem::size_of::<PacketMeta>() && priv_size % 8 == 0);
+    assert!(priv_size >= std::mem::size_of::<PacketMeta>() && priv_size.is_multiple_of(8));
 }
 
 #[test]
