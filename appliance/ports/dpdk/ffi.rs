@@ -35,6 +35,8 @@ pub const RX_OFFLOAD_IPV4_CKSUM: u64 = 0x2;
 pub const RX_OFFLOAD_UDP_CKSUM: u64 = 0x4;
 pub const RX_OFFLOAD_TCP_CKSUM: u64 = 0x8;
 pub const TX_OFFLOAD_MBUF_FAST_FREE: u64 = 0x10000;
+/// Linux `EINVAL`, for errors found before reaching DPDK.
+pub const EINVAL: i32 = 22;
 const XSTAT_NAME_SIZE: usize = 64;
 const ETH_NAME_MAX_LEN: usize = 64;
 
@@ -530,7 +532,7 @@ impl PortClaim {
         in_port: u16,
     ) -> Result<(Arc<RunningPort>, Vec<RxHandle>, Vec<TxHandle>), (PortClaim, i32)> {
         let (Some((rxq, txq)), Some(pool)) = (self.queues, self.pool) else {
-            return Err((self, -22));
+            return Err((self, -EINVAL));
         };
         // SAFETY: claimed, configured port.
         let ret = unsafe { rte_eth_dev_start(self.port_id) };

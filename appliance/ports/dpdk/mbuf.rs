@@ -272,7 +272,7 @@ impl MbufPool {
     /// on NUMA socket `socket` (`-1`: any). The EAL must be up
     /// ([`super::init_eal`]). Errors carry DPDK's errno.
     pub(super) fn create(name: &str, mbufs: u32, cache: u32, socket: i32) -> Result<MbufPool, i32> {
-        let cname = CString::new(name).map_err(|_| libc_einval())?;
+        let cname = CString::new(name).map_err(|_| ffi::EINVAL)?;
         // SAFETY: `cname` is a NUL-terminated string that outlives the call
         // (DPDK copies the name); the EAL is initialised (checked by the
         // callers in ffi/mod). Sizes are plain numbers DPDK validates.
@@ -348,9 +348,6 @@ impl BufPool for MbufPool {
     }
 }
 
-fn libc_einval() -> i32 {
-    22 // EINVAL
-}
 
 /// What one RX burst did, for the caller's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
