@@ -348,7 +348,6 @@ impl BufPool for MbufPool {
     }
 }
 
-
 /// What one RX burst did, for the caller's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RxOutcome {
