@@ -9,6 +9,8 @@ use pipelines::{Burst, PacketBuf};
 
 #[cfg(target_os = "linux")]
 pub mod afpacket;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod pcap;
 #[cfg(target_os = "linux")]
 pub mod rawsock;
