@@ -607,6 +607,14 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
 
     let af_packet = plan_af_packet(cfg)?;
     let dpdk = plan_dpdk(cfg)?;
+    if dpdk.as_ref().is_some_and(|d| d.return_steering == "flow")
+        && (rt.mode != Mode::RunToCompletion || groups.len() != 1)
+    {
+        return err(
+            "dpdk.return_steering",
+            "\"flow\" steers each NAT shard's return traffic to the RX queue of the worker that owns it: it needs runtime.mode = \"run-to-completion\"; use \"software\" with pipeline mode",
+        );
+    }
 
     let rings = plan_rings(&groups);
     let hairpin_rings = plan_hairpin_rings(&groups);

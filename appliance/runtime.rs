@@ -199,6 +199,21 @@ fn build<B: PacketBuf>(
     backend: Backend,
     alloc: Alloc<B>,
 ) -> anyhow::Result<Runtime> {
+    build_with(plan, queues, backend, alloc, None)
+}
+
+/// Called first on every lcore thread; what it returns lives as long as the
+/// thread's loop (DPDK: the thread's lcore registration, which gives it a
+/// mempool cache).
+type ThreadInit = Arc<dyn Fn() -> Box<dyn std::any::Any> + Send + Sync>;
+
+fn build_with<B: PacketBuf>(
+    plan: &Plan,
+    queues: Vec<PortQueues<B>>,
+    backend: Backend,
+    alloc: Alloc<B>,
+    thread_init: Option<ThreadInit>,
+) -> anyhow::Result<Runtime> {
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let Assembly {
@@ -234,6 +249,7 @@ fn build<B: PacketBuf>(
         .context("spawning the management core's selection thread")?,
     );
     for (worker, core) in workers {
+        let init = thread_init.clone();
         let t = std::thread::Builder::new()
             .name(format!("lcore-{}", worker.id))
             .spawn(move || {
@@ -242,6 +258,7 @@ fn build<B: PacketBuf>(
                     // still runs, unpinned.
                     core_affinity::set_for_current(core_affinity::CoreId { id: c });
                 }
+                let _registration = init.map(|f| f());
                 worker.run();
             });
         match t {
@@ -561,9 +578,106 @@ fn start_dpdk(_: &Plan) -> anyhow::Result<Runtime> {
     ))
 }
 
+/// The EAL arguments for the plan's `[dpdk]` section: memory, vdevs, the
+/// PCI allow-list (no PCI scan without one), a file prefix of this process
+/// (several appliances on one host), then the operator's extra arguments.
+#[cfg(feature = "dpdk")]
+pub fn eal_args(d: &crate::config::DpdkConfig) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-l".into(), "0".into()];
+    if d.hugepages {
+        a.extend(["-m".into(), d.memory_mb.to_string()]);
+    } else {
+        a.extend(["--no-huge".into(), "-m".into(), d.memory_mb.to_string()]);
+        a.push("--no-shconf".into());
+    }
+    a.extend([
+        "--file-prefix".into(),
+        format!("appliance-{}", std::process::id()),
+    ]);
+    for v in &d.vdevs {
+        a.extend(["--vdev".into(), v.clone()]);
+    }
+    if d.allow.is_empty() {
+        a.push("--no-pci".into());
+    }
+    for p in &d.allow {
+        a.extend(["-a".into(), p.clone()]);
+    }
+    a.extend(d.eal_args.iter().cloned());
+    a
+}
+
 #[cfg(feature = "dpdk")]
 fn start_dpdk(plan: &Plan) -> anyhow::Result<Runtime> {
-    crate::ports::dpdk_glue::start(plan)
+    use crate::ports::dpdk::{
+        open, register_thread, DeviceSpec, DpdkSettings, NatSteering, ReturnSteering,
+    };
+    let d = plan
+        .dpdk
+        .as_ref()
+        .ok_or_else(|| anyhow!("dpdk backend without a [dpdk] plan"))?;
+    let flow = d.return_steering == "flow";
+    let settings = DpdkSettings {
+        eal_args: eal_args(d),
+        mbufs_per_socket: d.mbufs_per_socket,
+        mbuf_cache: d.mbuf_cache,
+        rx_desc: d.rx_desc,
+        tx_desc: d.tx_desc,
+        return_steering: if flow {
+            ReturnSteering::Flow
+        } else {
+            ReturnSteering::Software
+        },
+    };
+    let t = &plan.topology;
+    let devices: Vec<DeviceSpec> = plan
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let addresses: Vec<std::net::IpAddr> = t
+                .uplinks
+                .iter()
+                .filter(|u| usize::from(u.port) == i)
+                .flat_map(|u| u.nat_addrs.iter().copied())
+                .collect();
+            DeviceSpec {
+                name: p.device.clone().unwrap_or_default(),
+                mac: (p.mac != [0; 6]).then_some(p.mac),
+                // Solicited-node multicast (ND) and frames for the
+                // appliance's addresses on a shared segment.
+                promiscuous: true,
+                nat_steering: (flow && !addresses.is_empty()).then(|| NatSteering {
+                    addresses,
+                    queue_ports: (0..plan.rx_queues as u16)
+                        .map(|q| t.shard_ports(q))
+                        .collect(),
+                }),
+            }
+        })
+        .collect();
+    let (queues, control) = open(&settings, &devices, plan.rx_queues, plan.tx_queues)
+        .map_err(|e| anyhow!("dpdk backend: {e}"))?;
+    let macs: Vec<[u8; 6]> = (0..plan.ports.len())
+        .map(|i| control.port_mac(i).unwrap_or([0; 6]))
+        .collect();
+    let plan = with_port_macs(plan, &macs);
+    let pool = control.pool();
+    let alloc: Alloc<crate::ports::dpdk::Mbuf> = Arc::new(move || pool.alloc());
+    let init: ThreadInit = Arc::new(|| match register_thread() {
+        Ok(r) => Box::new(r) as Box<dyn std::any::Any>,
+        Err(e) => {
+            eprintln!("warning: lcore thread without a DPDK lcore id (no mempool cache): {e}");
+            Box::new(())
+        }
+    });
+    build_with(
+        &plan,
+        queues,
+        Backend::Other("dpdk", control),
+        alloc,
+        Some(init),
+    )
 }
 
 /// Runs the plan until the duration ends, `opts.stop` is set, or a finite
