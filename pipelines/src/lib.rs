@@ -25,6 +25,7 @@ pub mod flow;
 pub mod icmp_error;
 pub mod nat;
 pub mod race;
+pub mod redirect;
 pub mod replicate;
 pub mod select;
 #[cfg(test)]
