@@ -6,4 +6,5 @@
 //! Like the rest of this crate: no threads, no sockets, no clock reads;
 //! everything that needs time takes `now`.
 
+pub mod db;
 pub mod header;
