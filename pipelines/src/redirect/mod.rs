@@ -6,5 +6,6 @@
 //! Like the rest of this crate: no threads, no sockets, no clock reads;
 //! everything that needs time takes `now`.
 
+pub mod client;
 pub mod db;
 pub mod header;
