@@ -6,6 +6,7 @@
 pub mod config;
 pub mod plan;
 pub mod ports;
+pub mod redirect;
 pub mod runtime;
 pub mod selection;
 pub mod stats;

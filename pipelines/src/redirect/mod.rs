@@ -9,3 +9,4 @@
 pub mod client;
 pub mod db;
 pub mod header;
+pub mod service;
