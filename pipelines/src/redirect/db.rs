@@ -300,7 +300,14 @@ impl RedirectDb {
                     return Some(Load::default());
                 }
                 let svc = self.spec.services.get(usize::from(s))?;
-                Some(svc.members.iter().fold(Load::default(), |acc, x| {
+                // Only what runs here: a peer's load is its own appliance's
+                // (counting it would feed loads back and forth between two
+                // appliances through the shared store).
+                let local = svc
+                    .members
+                    .iter()
+                    .filter(|x| !matches!(x.member, Member::Peer(_)));
+                Some(local.fold(Load::default(), |acc, x| {
                     acc.add(
                         self.member_load_depth(x.member, depth + 1)
                             .unwrap_or_default(),
