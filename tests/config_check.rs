@@ -242,13 +242,12 @@ fn bad_selection_settings_name_the_field_and_what_is_allowed() {
 #[test]
 fn bad_redirection_settings_name_the_field_and_what_is_allowed() {
     let site = |extra: &str| {
-        let base = appliance::redirect::lab::site_config("a", "198.51.100", 2, None, extra)
+        appliance::redirect::lab::site_config("a", "198.51.100", 2, None, extra)
             .replace("backend = \"external\"", "backend = \"pcap\"")
             .replace(
                 "mac = \"02:00:00:00:00:01\"",
                 "mac = \"02:00:00:00:00:01\"\npcap_in = \"in.pcap\"",
-            );
-        base
+            )
     };
     // The lab's own site is valid (as a pcap site, so `check` can run it).
     let (ok, out, err) = check(&site(""));
