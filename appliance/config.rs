@@ -16,10 +16,9 @@ pub enum BackendKind {
     AfPacket,
     /// DPDK ports: PCI devices (SR-IOV VFs) or vdevs (cargo feature `dpdk`).
     Dpdk,
-}
-
-impl BackendKind {
-    pub const NAMES: &'static str = "\"sim\", \"pcap\", \"af-packet\", \"dpdk\"";
+    /// Ports attached by the program that embeds the appliance
+    /// (`Runtime::start_with_ports`: tests, the redirection lab).
+    External,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +34,10 @@ pub struct Config {
     pub selection: SelectionSection,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Server-cluster rerouting (seed 000): service addresses, the servers
+    /// behind them, the redirection database.
+    #[serde(default)]
+    pub redirection: RedirectionSection,
     /// Required when `backend = "sim"`.
     pub sim: Option<SimConfig>,
     /// Only with `backend = "af-packet"` (all keys defaulted).
@@ -433,6 +436,128 @@ pub struct SimUplinkConfig {
     /// One-way delay between the appliance and the proxy (no jitter, no
     /// loss); only with `proxy = true`. Default 1 ms.
     pub proxy_delay_ms: Option<f64>,
+}
+
+/// Server-cluster rerouting (seed 000 [25]-[66], `docs/redirection.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedirectionSection {
+    /// This appliance's name in the shared store.
+    pub appliance: String,
+    /// Where loads are shared: "embedded" (this appliance alone) or "redis".
+    pub store: String,
+    /// The Redis server (`host:port`) with `store = "redis"`.
+    pub redis: String,
+    /// How often the management core recounts loads and publishes a
+    /// decision snapshot to the lcores.
+    pub publish_interval_ms: u64,
+    /// How often loads are written to and read from the shared store
+    /// (seed 000 [65]: "every N seconds").
+    pub report_interval_ms: u64,
+    /// A load in the shared store expires after this (a dead appliance
+    /// disappears).
+    pub load_ttl_ms: u64,
+    /// Failure reports within `failure_window_ms` that make a target avoided.
+    pub failure_threshold: u32,
+    pub failure_window_ms: u64,
+    /// How long an avoided target is left out (seed 000 [62]).
+    pub avoid_ms: u64,
+    /// Weight of one TCP / one artificial UDP session in a load.
+    pub tcp_session_weight: u64,
+    pub udp_session_weight: u64,
+    pub servers: Vec<ServerConfig>,
+    pub services: Vec<ServiceConfig>,
+    pub peers: Vec<PeerConfig>,
+}
+
+impl Default for RedirectionSection {
+    fn default() -> Self {
+        RedirectionSection {
+            appliance: "appliance".into(),
+            store: "embedded".into(),
+            redis: "127.0.0.1:6379".into(),
+            publish_interval_ms: 100,
+            report_interval_ms: 1_000,
+            load_ttl_ms: 5_000,
+            failure_threshold: 3,
+            failure_window_ms: 30_000,
+            avoid_ms: 30_000,
+            tcp_session_weight: 1,
+            udp_session_weight: 1,
+            servers: Vec::new(),
+            services: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// A server behind the appliance, on the LAN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub name: String,
+    /// Its LAN address and service port, e.g. "10.0.2.1:7000".
+    pub address: String,
+    /// Its MAC; absent: broadcast until ARP arrives.
+    pub mac: Option<String>,
+}
+
+/// A service address on an uplink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Address and port, e.g. "198.51.100.10:7000".
+    pub address: String,
+    /// The uplink the address is reached over.
+    pub uplink: String,
+    /// "tcp", "udp".
+    #[serde(default = "both_protocols")]
+    pub protocols: Vec<String>,
+    /// What its redirections tell the client: "once", "permanent",
+    /// "leased" or "none".
+    #[serde(default = "once")]
+    pub persistence: String,
+    /// The lease of `persistence = "leased"`, seconds.
+    #[serde(default = "hour")]
+    pub lease_s: u32,
+    pub members: Vec<MemberConfig>,
+}
+
+fn both_protocols() -> Vec<String> {
+    vec!["tcp".into(), "udp".into()]
+}
+
+fn once() -> String {
+    "once".into()
+}
+
+fn hour() -> u32 {
+    3600
+}
+
+/// One member of a service: exactly one of `server`, `service`, `peer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub server: Option<String>,
+    pub service: Option<String>,
+    pub peer: Option<String>,
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Client prefixes the member is for (default: all).
+    #[serde(default)]
+    pub clients: Vec<String>,
+}
+
+/// A service of another appliance, its load read from the shared store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// "APPLIANCE/SERVICE": its key in the shared store.
+    pub name: String,
+    /// Where redirections to it send the client.
+    pub address: String,
 }
 
 /// Parses TOML into a [`Config`]; errors name the field's path.

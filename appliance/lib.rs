@@ -3,10 +3,12 @@
 //! the command line. Packet logic lives in the `pipelines` crate.
 #![deny(unsafe_code)]
 
+pub mod client;
 pub mod config;
 pub mod delayline;
 pub mod plan;
 pub mod ports;
+pub mod redirect;
 pub mod runtime;
 pub mod selection;
 pub mod stats;

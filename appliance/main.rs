@@ -45,6 +45,33 @@ enum Cmd {
     /// Carry frames between two interfaces with a delay, jitter and loss (the
     /// netns lab's ISP wire; this kernel has no netem).
     DelayLine(delayline::DelayLineArgs),
+    /// A redirecting client (seed 000): request a service, follow
+    /// redirections, resend on failure, print each step.
+    Client {
+        /// A lab site (`backend = "external"`, e.g. conf/redirect-lab.toml)
+        /// started in-process to run against.
+        #[arg(long)]
+        lab: PathBuf,
+        /// The service address and port.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        /// Use TCP (default UDP).
+        #[arg(long)]
+        tcp: bool,
+        #[arg(long, default_value = "GET /")]
+        request: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// The client's address.
+        #[arg(long, default_value = "203.0.113.7")]
+        from: std::net::IpAddr,
+        /// Stop this lab server first (repeatable), to see failure handling.
+        #[arg(long)]
+        stop: Vec<String>,
+        /// Sends per request before a service failure is reported.
+        #[arg(long, default_value_t = 4)]
+        attempts: u32,
+    },
     /// Benchmark the packet path (reserved: arrives with the benchmark issue).
     Bench,
     /// Query a running appliance's stats (reserved: arrives with the control socket).
@@ -98,6 +125,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Client {
+            lab,
+            to,
+            tcp,
+            request,
+            count,
+            from,
+            stop,
+            attempts,
+        } => {
+            let args = appliance::client::ClientArgs {
+                lab: &lab,
+                to,
+                proto: if tcp {
+                    pipelines::redirect::client::Proto::Tcp
+                } else {
+                    pipelines::redirect::client::Proto::Udp
+                },
+                request: &request,
+                count,
+                from,
+                stop: &stop,
+                max_attempts: attempts,
+            };
+            match appliance::client::run(&args) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Bench | Cmd::Stats => {
             eprintln!("error: this subcommand is reserved and not available in this version");
             ExitCode::from(2)

@@ -179,6 +179,9 @@ pub struct Plan {
     pub af_packet: AfPacketConfig,
     /// The DPDK backend's settings; `Some` exactly with backend = "dpdk".
     pub dpdk: Option<DpdkConfig>,
+    /// Service addresses and the redirection database (seed 000); `None`
+    /// when no service is configured.
+    pub redirection: Option<RedirectionPlan>,
 }
 
 impl Plan {
@@ -616,6 +619,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         );
     }
 
+    let redirection = plan_redirection(&cfg.redirection, &topology)?;
     let rings = plan_rings(&groups);
     let hairpin_rings = plan_hairpin_rings(&groups);
     let rx_queues = groups.first().map(|g| g.lcores.len()).unwrap_or(1);
@@ -643,6 +647,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         selection,
         af_packet,
         dpdk,
+        redirection,
     })
 }
 
@@ -752,6 +757,357 @@ fn is_pci_address(s: &str) -> bool {
         return false;
     };
     hex(bus, 2) && hex(dev, 2) && func.len() == 1 && func.chars().all(|c| ('0'..='7').contains(&c))
+}
+
+/// Where the redirection database shares loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectStore {
+    /// In the management core, this appliance alone.
+    Embedded,
+    /// A Redis server (`host:port`) shared by several appliances.
+    Redis(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedirectionPlan {
+    pub appliance: String,
+    pub store: RedirectStore,
+    pub spec: pipelines::redirect::db::DbSpec,
+    /// The uplink of each service address (indexed like `spec.services`).
+    pub service_uplinks: Vec<pipelines::UplinkId>,
+    pub publish_interval: std::time::Duration,
+    pub report_interval: std::time::Duration,
+    pub load_ttl: std::time::Duration,
+}
+
+impl RedirectionPlan {
+    /// Classify's view: service endpoints and server endpoints.
+    pub fn service_map(&self) -> pipelines::redirect::service::ServiceMap {
+        let mut m = pipelines::redirect::service::ServiceMap::default();
+        for (i, s) in self.spec.services.iter().enumerate() {
+            m.add_service(i as u16, s.addr, s.tcp, s.udp, self.service_uplinks[i]);
+        }
+        for (i, s) in self.spec.servers.iter().enumerate() {
+            m.add_server(i as u16, s.addr);
+        }
+        m
+    }
+
+    /// Redirection targets counted in the stats: services, then peers.
+    pub fn target_names(&self) -> Vec<String> {
+        let s = self.spec.services.iter().map(|s| s.name.clone());
+        s.chain(self.spec.peers.iter().map(|p| p.name.clone()))
+            .collect()
+    }
+}
+
+/// Validates `[redirection]`; `None` when it configures no service.
+pub fn plan_redirection(
+    r: &crate::config::RedirectionSection,
+    topo: &Topology,
+) -> Result<Option<RedirectionPlan>, ConfigError> {
+    use pipelines::redirect::db::{
+        DbConfig, DbSpec, Member, MemberDef, PeerDef, ServerDef, ServiceDef,
+    };
+    use pipelines::redirect::header::Persistence;
+    use std::net::SocketAddr;
+    if r.services.is_empty() {
+        if !r.servers.is_empty() || !r.peers.is_empty() {
+            return err(
+                "redirection.services",
+                "servers or peers are configured but no service address uses them",
+            );
+        }
+        return Ok(None);
+    }
+    let at = |f: String| format!("redirection.{f}");
+    let sock = |v: &str, path: String| -> Result<SocketAddr, ConfigError> {
+        v.parse::<SocketAddr>().map_err(|_| ConfigError {
+            path,
+            msg: format!(
+                "`{v}` is not an address and port (e.g. 198.51.100.10:7000, [2001:db8::1]:7000)"
+            ),
+        })
+    };
+    let store = match r.store.as_str() {
+        "embedded" => RedirectStore::Embedded,
+        "redis" => {
+            if r.redis.parse::<SocketAddr>().is_err() {
+                return err(
+                    at("redis".into()),
+                    format!(
+                        "`{}` is not host:port of a Redis server (e.g. 127.0.0.1:6379)",
+                        r.redis
+                    ),
+                );
+            }
+            RedirectStore::Redis(r.redis.clone())
+        }
+        v => {
+            return err(
+                at("store".into()),
+                format!("`{v}`; allowed: embedded, redis"),
+            )
+        }
+    };
+    if r.appliance.is_empty() || r.appliance.contains([':', '/', ' ']) {
+        return err(
+            at("appliance".into()),
+            format!(
+                "`{}`: a non-empty name without ':', '/' or spaces",
+                r.appliance
+            ),
+        );
+    }
+    for (name, v, lo, hi) in [
+        ("publish_interval_ms", r.publish_interval_ms, 5, 60_000),
+        ("report_interval_ms", r.report_interval_ms, 10, 3_600_000),
+        ("load_ttl_ms", r.load_ttl_ms, 100, 86_400_000),
+        (
+            "failure_threshold",
+            u64::from(r.failure_threshold),
+            1,
+            1_000,
+        ),
+        ("failure_window_ms", r.failure_window_ms, 1, 86_400_000),
+        ("avoid_ms", r.avoid_ms, 1, 86_400_000),
+        ("tcp_session_weight", r.tcp_session_weight, 1, 1_000),
+        ("udp_session_weight", r.udp_session_weight, 1, 1_000),
+    ] {
+        if !(lo..=hi).contains(&v) {
+            return err(at(name.into()), format!("{v}; allowed: {lo}..={hi}"));
+        }
+    }
+    if r.load_ttl_ms <= r.report_interval_ms {
+        return err(
+            at("load_ttl_ms".into()),
+            format!(
+                "{} must exceed report_interval_ms ({}), or loads expire between reports",
+                r.load_ttl_ms, r.report_interval_ms
+            ),
+        );
+    }
+    let mut servers = Vec::new();
+    for (i, s) in r.servers.iter().enumerate() {
+        let p = |f: &str| at(format!("servers[{i}].{f}"));
+        if s.name.is_empty() || r.servers[..i].iter().any(|o| o.name == s.name) {
+            return err(
+                p("name"),
+                format!("`{}`: empty or duplicate server name", s.name),
+            );
+        }
+        let addr = sock(&s.address, p("address"))?;
+        if !topo.is_lan_source(addr.ip()) {
+            return err(
+                p("address"),
+                format!("{} is not inside the LAN prefixes", addr.ip()),
+            );
+        }
+        let mac = match &s.mac {
+            None => [0xff; 6],
+            Some(m) => parse_mac(m).ok_or_else(|| ConfigError {
+                path: p("mac"),
+                msg: format!("`{m}` is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+            })?,
+        };
+        servers.push(ServerDef {
+            name: s.name.clone(),
+            addr,
+            mac,
+        });
+    }
+    let mut peers = Vec::new();
+    for (i, pc) in r.peers.iter().enumerate() {
+        let p = |f: &str| at(format!("peers[{i}].{f}"));
+        let ok = pc.name.split('/').count() == 2 && pc.name.split('/').all(|x| !x.is_empty());
+        if !ok || r.peers[..i].iter().any(|o| o.name == pc.name) {
+            return err(
+                p("name"),
+                format!("`{}`: APPLIANCE/SERVICE, unique", pc.name),
+            );
+        }
+        if store == RedirectStore::Embedded {
+            return err(
+                p("name"),
+                "a peer's load comes from the shared store; set redirection.store = \"redis\"",
+            );
+        }
+        peers.push(PeerDef {
+            name: pc.name.clone(),
+            addr: sock(&pc.address, p("address"))?,
+        });
+    }
+    let mut services = Vec::new();
+    let mut uplinks = Vec::new();
+    for (i, s) in r.services.iter().enumerate() {
+        let p = |f: &str| at(format!("services[{i}].{f}"));
+        if s.name.is_empty()
+            || s.name.contains(['/', ':', ' '])
+            || r.services[..i].iter().any(|o| o.name == s.name)
+        {
+            return err(
+                p("name"),
+                format!("`{}`: empty, duplicate, or with '/', ':' or spaces", s.name),
+            );
+        }
+        let addr = sock(&s.address, p("address"))?;
+        let Some(u) = topo.uplinks.iter().position(|u| u.name == s.uplink) else {
+            return err(
+                p("uplink"),
+                format!(
+                    "no uplink named `{}`; uplinks are: {}",
+                    s.uplink,
+                    topo.uplinks
+                        .iter()
+                        .map(|u| u.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        };
+        if topo.is_lan_source(addr.ip()) || addr.port() == 0 {
+            return err(
+                p("address"),
+                format!("{addr}: a service address is outside the LAN prefixes, with a port"),
+            );
+        }
+        if let Some(&owner) = topo.nat_addr_uplink.get(&addr.ip()) {
+            let r = topo.nat_ports;
+            if (r.first..=r.last).contains(&addr.port()) || usize::from(owner) != u {
+                return err(
+                    p("address"),
+                    format!(
+                        "{addr} is a NAT address: its port must be outside nat.port_range [{}, {}] and its uplink the address's own",
+                        r.first, r.last
+                    ),
+                );
+            }
+        }
+        let (mut tcp, mut udp) = (false, false);
+        for (j, pr) in s.protocols.iter().enumerate() {
+            match pr.as_str() {
+                "tcp" => tcp = true,
+                "udp" => udp = true,
+                v => {
+                    return err(
+                        p(&format!("protocols[{j}]")),
+                        format!("`{v}`; allowed: tcp, udp"),
+                    )
+                }
+            }
+        }
+        if !(tcp || udp) {
+            return err(p("protocols"), "at least one of tcp, udp");
+        }
+        let persistence = match s.persistence.as_str() {
+            "once" => Persistence::Once,
+            "permanent" => Persistence::Permanent,
+            "none" => Persistence::None,
+            "leased" if s.lease_s > 0 => Persistence::Leased(s.lease_s),
+            "leased" => return err(p("lease_s"), "a lease is at least 1 second"),
+            v => {
+                return err(
+                    p("persistence"),
+                    format!("`{v}`; allowed: once, permanent, leased, none"),
+                )
+            }
+        };
+        if s.members.is_empty() {
+            return err(
+                p("members"),
+                "at least one member (server, service or peer)",
+            );
+        }
+        let mut members = Vec::new();
+        for (j, m) in s.members.iter().enumerate() {
+            let mp = |f: &str| p(&format!("members[{j}].{f}"));
+            let find = |list: Vec<&str>, name: &str, kind: &str| -> Result<u16, ConfigError> {
+                list.iter()
+                    .position(|n| *n == name)
+                    .map(|x| x as u16)
+                    .ok_or_else(|| ConfigError {
+                        path: mp(kind),
+                        msg: format!("no {kind} named `{name}`; {kind}s are: {}", list.join(", ")),
+                    })
+            };
+            let member = match (&m.server, &m.service, &m.peer) {
+                (Some(n), None, None) => Member::Server(find(
+                    r.servers.iter().map(|x| x.name.as_str()).collect(),
+                    n,
+                    "server",
+                )?),
+                (None, Some(n), None) => Member::Service(find(
+                    r.services.iter().map(|x| x.name.as_str()).collect(),
+                    n,
+                    "service",
+                )?),
+                (None, None, Some(n)) => Member::Peer(find(
+                    r.peers.iter().map(|x| x.name.as_str()).collect(),
+                    n,
+                    "peer",
+                )?),
+                _ => {
+                    return err(
+                        p(&format!("members[{j}]")),
+                        "exactly one of server, service, peer",
+                    )
+                }
+            };
+            if m.weight == 0 {
+                return err(mp("weight"), "must be at least 1");
+            }
+            let clients = parse_prefixes(&m.clients, &mp("clients"))?;
+            members.push(MemberDef {
+                member,
+                weight: m.weight,
+                clients,
+            });
+        }
+        services.push(ServiceDef {
+            name: s.name.clone(),
+            addr,
+            tcp,
+            udp,
+            persistence,
+            members,
+        });
+        uplinks.push(u as pipelines::UplinkId);
+    }
+    if let Some((i, _)) = services
+        .iter()
+        .enumerate()
+        .find(|(i, s)| services[..*i].iter().any(|o| o.addr == s.addr))
+    {
+        return err(
+            at(format!("services[{i}].address")),
+            "two services on one address and port",
+        );
+    }
+    let spec = DbSpec {
+        services,
+        servers,
+        peers,
+        cfg: DbConfig {
+            failure_threshold: r.failure_threshold,
+            failure_window: Nanos::from_millis(r.failure_window_ms),
+            avoid_for: Nanos::from_millis(r.avoid_ms),
+            tcp_session_weight: r.tcp_session_weight,
+            udp_session_weight: r.udp_session_weight,
+        },
+    };
+    spec.check().map_err(|m| ConfigError {
+        path: "redirection.services".into(),
+        msg: m,
+    })?;
+    Ok(Some(RedirectionPlan {
+        appliance: r.appliance.clone(),
+        store,
+        spec,
+        service_uplinks: uplinks,
+        publish_interval: std::time::Duration::from_millis(r.publish_interval_ms),
+        report_interval: std::time::Duration::from_millis(r.report_interval_ms),
+        load_ttl: std::time::Duration::from_millis(r.load_ttl_ms),
+    }))
 }
 
 /// Uplink selection as planned: the policy every replicate and translate
@@ -1259,6 +1615,7 @@ impl Plan {
             BackendKind::Pcap => "pcap",
             BackendKind::AfPacket => "af-packet",
             BackendKind::Dpdk => "dpdk",
+            BackendKind::External => "external",
         };
         let _ = writeln!(s, "backend   {backend}");
         let _ = writeln!(

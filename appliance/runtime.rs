@@ -43,6 +43,8 @@ pub struct Runtime {
     threads: Vec<std::thread::JoinHandle<()>>,
     selection: Arc<Mutex<SelectionView>>,
     selection_counters: Vec<Arc<pipelines::replicate::SelectionCounters>>,
+    redirect: Arc<Mutex<crate::redirect::RedirectView>>,
+    redirect_counters: Vec<Arc<pipelines::redirect::service::ServiceCounters>>,
     lcores: Vec<LcoreView>,
     rings: Vec<Arc<dyn QueuedLen>>,
     backend: Backend,
@@ -133,8 +135,28 @@ impl Runtime {
             }
             BackendKind::AfPacket => start_af_packet(plan),
             BackendKind::Dpdk => start_dpdk(plan),
+            BackendKind::External => Err(anyhow!(
+                "backend = \"external\" has its ports attached by the program that embeds the appliance (Runtime::start_with_ports: tests, `appliance client --lab`); `appliance run` cannot open them"
+            )),
         }
     }
+
+    /// Starts every lcore over port queues the caller built (one entry per
+    /// port of the plan, `plan.rx_queues` RX and `plan.tx_queues` TX queues
+    /// each) and answers for with `control`.
+    pub fn start_with_ports(
+        plan: &Plan,
+        queues: Vec<PortQueues<pipelines::HeapBuf>>,
+        control: Arc<dyn BackendControl>,
+    ) -> anyhow::Result<Runtime> {
+        build(
+            plan,
+            queues,
+            Backend::Other("external", control),
+            heap_alloc(HeapPool::new_static(1024)),
+        )
+    }
+
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
@@ -157,6 +179,13 @@ impl Runtime {
             backend: self.backend.control().stats(),
             selection: &self.selection.lock().map(|v| v.clone()).unwrap_or_default(),
             selection_counters: &self.selection_counters,
+            redirect: self.plan.redirection.as_ref().map(|p| {
+                (
+                    p,
+                    self.redirect.lock().map(|v| v.clone()).unwrap_or_default(),
+                    &self.redirect_counters[..],
+                )
+            }),
         })
     }
 
@@ -221,7 +250,10 @@ fn build_with<B: PacketBuf>(
         views,
         rings,
         selection,
+        redirect,
     } = assemble(plan, queues, &stop, epoch, alloc)?;
+    let redirect_view = Arc::new(Mutex::new(crate::redirect::RedirectView::default()));
+    let redirect_counters = redirect.counters.clone();
     let mut threads = Vec::new();
     let selection_view = Arc::new(Mutex::new(SelectionView::default()));
     let selection_counters = selection.counters.clone();
@@ -248,6 +280,14 @@ fn build_with<B: PacketBuf>(
         )
         .context("spawning the management core's selection thread")?,
     );
+    if let Some(rp) = &plan.redirection {
+        let mut redirect = redirect;
+        redirect.nat = views.iter().filter_map(|v| v.nat.clone()).collect();
+        threads.push(
+            crate::redirect::spawn(rp, redirect, epoch, stop.clone(), redirect_view.clone())
+                .context("spawning the management core's redirection thread")?,
+        );
+    }
     for (worker, core) in workers {
         let init = thread_init.clone();
         let t = std::thread::Builder::new()
@@ -280,6 +320,8 @@ fn build_with<B: PacketBuf>(
         threads,
         selection: selection_view,
         selection_counters,
+        redirect: redirect_view,
+        redirect_counters,
         lcores: views,
         rings,
         backend,
@@ -296,6 +338,8 @@ struct Assembly<B: PacketBuf> {
     rings: Vec<Arc<dyn QueuedLen>>,
     /// The management core's ends of the selection rings.
     selection: crate::selection::SelectionRings,
+    /// ... and of the redirection rings.
+    redirect: crate::redirect::RedirectRings,
 }
 
 /// Creates the rings of the plan and one worker per lcore, wired to them and
@@ -373,10 +417,27 @@ fn assemble<B: PacketBuf>(
     let mut workers = Vec::new();
     let mut views = Vec::new();
     let mut selection = crate::selection::SelectionRings::default();
+    let mut redirect = crate::redirect::RedirectRings::default();
+    let services = plan.redirection.as_ref().map(|r| {
+        let db = pipelines::redirect::db::RedirectDb::new(r.spec.clone());
+        let addrs: Vec<(std::net::IpAddr, pipelines::UplinkId)> = r
+            .spec
+            .services
+            .iter()
+            .zip(&r.service_uplinks)
+            .map(|(s, &u)| (s.addr.ip(), u))
+            .collect();
+        (
+            r,
+            Arc::new(r.service_map()),
+            Arc::new(db.snapshot(pipelines::Nanos::ZERO)),
+            addrs,
+        )
+    });
     for lc in &plan.lcores {
         let group = &plan.groups[lc.group];
         let has = |s: Stage| group.stages.contains(&s);
-        let stages = Stages {
+        let mut stages = Stages {
             classify: has(Stage::Classify).then(|| Classify::new(topo.clone())),
             replicate: has(Stage::Replicate)
                 .then(|| Replicate::with_policy(topo.clone(), plan.selection.policy.clone())),
@@ -390,6 +451,29 @@ fn assemble<B: PacketBuf>(
             }),
             transmit: has(Stage::Transmit).then(|| Transmit::new(topo.clone())),
         };
+        let (mut service_snapshots, mut service_events) = (None, None);
+        if let Some((r, map, snap, addrs)) = &services {
+            if let Some(c) = stages.classify.as_mut() {
+                c.set_services(map.clone());
+            }
+            if let Some(t) = stages.translate.as_mut() {
+                let plane = pipelines::redirect::service::ServicePlane::new(
+                    snap.clone(),
+                    r.spec.services.len() + r.spec.peers.len(),
+                    plan.nat.seed ^ (lc.index as u64).wrapping_mul(0x9E37_79B9),
+                );
+                redirect.counters.push(plane.counters.clone());
+                t.enable_services(plane, addrs, r.spec.servers.len());
+                let q = Arc::new(crossbeam::queue::ArrayQueue::new(1));
+                redirect.snapshots.push(q.clone());
+                service_snapshots = Some(q);
+                let q = Arc::new(crossbeam::queue::ArrayQueue::new(
+                    crate::redirect::EVENT_RING_SIZE,
+                ));
+                redirect.events.push(q.clone());
+                service_events = Some(q);
+            }
+        }
         let stage_counters: Vec<(Stage, Arc<StageCounters>)> = [
             stages
                 .classify
@@ -503,6 +587,8 @@ fn assemble<B: PacketBuf>(
             events,
             solicit: (has(Stage::Transmit) && lc.index == 0)
                 .then(|| Solicit::new(topo.clone(), alloc.clone())),
+            service_snapshots,
+            service_events,
             stop: stop.clone(),
             epoch,
         };
@@ -518,6 +604,7 @@ fn assemble<B: PacketBuf>(
             .map(|r| r as Arc<dyn QueuedLen>)
             .collect(),
         selection,
+        redirect,
     })
 }
 

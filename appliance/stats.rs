@@ -35,6 +35,55 @@ pub struct StatsSources<'a> {
     pub backend: Value,
     pub selection: &'a SelectionView,
     pub selection_counters: &'a [Arc<SelectionCounters>],
+    /// Server-cluster rerouting, when configured: the plan, the database's
+    /// view, the translate lcores' service counters.
+    pub redirect: Option<(
+        &'a crate::plan::RedirectionPlan,
+        crate::redirect::RedirectView,
+        &'a [Arc<pipelines::redirect::service::ServiceCounters>],
+    )>,
+}
+
+/// `redirection.*` of the stats JSON.
+fn redirection(
+    plan: &crate::plan::RedirectionPlan,
+    view: &crate::redirect::RedirectView,
+    counters: &[Arc<pipelines::redirect::service::ServiceCounters>],
+) -> Value {
+    let sum = |f: &dyn Fn(&pipelines::redirect::service::ServiceCounters) -> u64| -> u64 {
+        counters.iter().map(|c| f(c)).sum()
+    };
+    let by_target: serde_json::Map<String, Value> = plan
+        .target_names()
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let n: u64 = counters
+                .iter()
+                .map(|c| c.by_target.get(i).map_or(0, |x| x.get()))
+                .sum();
+            (name, json!(n))
+        })
+        .collect();
+    json!({
+        "appliance": plan.appliance,
+        "store": view.store,
+        "requests": sum(&|c| c.requests.get()),
+        "plain": sum(&|c| c.plain.get()),
+        "served": sum(&|c| c.served.get()),
+        "redirected": sum(&|c| c.redirected.get()),
+        "no_server": sum(&|c| c.no_server.get()),
+        "failures": sum(&|c| c.failures.get()),
+        "avoided": view.avoided,
+        "by_target": by_target,
+        "servers": view.servers,
+        "services": view.services,
+        "peers": view.peers,
+        "snapshots_published": view.snapshots_published,
+        "store_reports": view.store_reports,
+        "store_errors": view.store_errors,
+        "last_store_error": view.last_store_error,
+    })
 }
 
 /// Milliseconds, three decimals.
@@ -236,6 +285,9 @@ pub fn build(src: &StatsSources<'_>) -> Value {
     root.insert("nat".into(), nat);
     root.insert("selection".into(), selection);
     root.insert("neighbours".into(), neighbours(plan));
+    if let Some((plan, view, counters)) = &src.redirect {
+        root.insert("redirection".into(), redirection(plan, view, counters));
+    }
     root.insert("lcores".into(), Value::Array(lcore_list));
     root.insert(src.backend_name.into(), src.backend.clone());
     Value::Object(root)

@@ -169,6 +169,10 @@ pub struct Worker<B: PacketBuf> {
     pub events: Option<Arc<ArrayQueue<SelEvent>>>,
     /// ARP / ND requests for the next hops: the first transmit lcore only.
     pub solicit: Option<Solicit<B>>,
+    /// Redirection decision snapshots and failure reports (translate lcores
+    /// of a site with service addresses).
+    pub service_snapshots: Option<Arc<ArrayQueue<Arc<pipelines::redirect::db::Snapshot>>>>,
+    pub service_events: Option<Arc<ArrayQueue<pipelines::redirect::service::ServiceEvent>>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
 }
@@ -276,6 +280,16 @@ impl<B: PacketBuf> Worker<B> {
     /// every published snapshot until it is the last holder, so no table is
     /// freed on a data-plane lcore.
     fn install_snapshot(&mut self) {
+        if let Some(snap) = self.service_snapshots.as_ref().and_then(|q| q.pop()) {
+            if let Some(p) = self
+                .stages
+                .translate
+                .as_mut()
+                .and_then(|t| t.service.as_mut())
+            {
+                p.install(snap);
+            }
+        }
         let Some(snap) = self.snapshots.as_ref().and_then(|q| q.pop()) else {
             return;
         };
@@ -290,6 +304,17 @@ impl<B: PacketBuf> Worker<B> {
     /// Moves translate's selection events onto the ring to the management
     /// core; a full ring counts them `events_dropped`.
     fn send_events(&mut self) {
+        if let (Some(p), Some(ring)) = (
+            self.stages
+                .translate
+                .as_mut()
+                .and_then(|t| t.service.as_mut()),
+            self.service_events.as_ref(),
+        ) {
+            for ev in p.events.drain(..) {
+                let _ = ring.push(ev);
+            }
+        }
         let (Some(t), Some(ring)) = (self.stages.translate.as_mut(), self.events.as_ref()) else {
             return;
         };
@@ -694,6 +719,8 @@ mod tests {
             ports: Arc::new(Vec::new()),
             snapshots: None,
             events: None,
+            service_snapshots: None,
+            service_events: None,
             counters: Arc::default(),
             solicit: None,
             stop: Arc::default(),

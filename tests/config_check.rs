@@ -332,3 +332,74 @@ fn live_backend_keys_name_the_field_and_what_is_allowed() {
         "a power of two in 4..=4096",
     );
 }
+
+#[test]
+fn bad_redirection_settings_name_the_field_and_what_is_allowed() {
+    let site = |extra: &str| {
+        appliance::redirect::lab::site_config("a", "198.51.100", 2, None, extra)
+            .replace("backend = \"external\"", "backend = \"pcap\"")
+            .replace(
+                "mac = \"02:00:00:00:00:01\"",
+                "mac = \"02:00:00:00:00:01\"\npcap_in = \"in.pcap\"",
+            )
+    };
+    // The lab's own site is valid (as a pcap site, so `check` can run it).
+    let (ok, out, err) = check(&site(""));
+    assert!(ok, "{out}{err}");
+    rejected(
+        &site("store = \"etcd\""),
+        "redirection.store",
+        "allowed: embedded, redis",
+    );
+    rejected(
+        &site("avoid_ms = 0"),
+        "redirection.avoid_ms",
+        "allowed: 1..=",
+    );
+    rejected(
+        &site("report_interval_ms = 2000\nload_ttl_ms = 1000"),
+        "redirection.load_ttl_ms",
+        "must exceed report_interval_ms",
+    );
+    rejected(
+        &site("").replace(
+            "address = \"10.0.2.1:7000\"",
+            "address = \"192.0.2.1:7000\"",
+        ),
+        "redirection.servers[0].address",
+        "not inside the LAN prefixes",
+    );
+    rejected(
+        &site("").replace("uplink = \"isp\"\n", "uplink = \"isp-z\"\n"),
+        "redirection.services[0].uplink",
+        "uplinks are: isp",
+    );
+    rejected(
+        &site("").replace("server = \"a1\"", "server = \"a9\""),
+        "redirection.services[1].members[0].server",
+        "servers are: a1, a2",
+    );
+    rejected(
+        &site("[[redirection.peers]]\nname = \"b/web\"\naddress = \"192.0.2.10:7000\""),
+        "redirection.peers[0].name",
+        "redirection.store = \"redis\"",
+    );
+    rejected(
+        &site("").replace("persistence = \"none\"", "persistence = \"sometimes\""),
+        "redirection.services[1].persistence",
+        "allowed: once, permanent, leased, none",
+    );
+    rejected(
+        &site("").replace(
+            "address = \"198.51.100.11:7000\"",
+            "address = \"198.51.100.1:7000\"",
+        ),
+        "redirection.services[1].address",
+        "outside nat.port_range",
+    );
+    rejected(
+        &site("tcp_weight = 2"),
+        "redirection",
+        "unknown field `tcp_weight`",
+    );
+}

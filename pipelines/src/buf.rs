@@ -79,6 +79,12 @@ pub struct PacketMeta {
     /// tells the copies of one SYN (one race) from a retransmission of it
     /// (which must not start a second race).
     pub race_tag: u32,
+    /// A packet to a service address (seed 000 [31]), set by classify:
+    /// the service's id plus one; 0 for every other packet.
+    pub service: u16,
+    /// The DSCP of the packet's IP header, for service packets (a
+    /// redirecting client's capability mark, `docs/redirection.md`).
+    pub dscp: u8,
 }
 
 impl PacketMeta {

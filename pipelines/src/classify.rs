@@ -39,6 +39,8 @@ const IPV6_FRAGMENT: u8 = 44;
 
 pub struct Classify {
     topo: Arc<Topology>,
+    /// Service addresses and the servers behind them (seed 000 [31]).
+    services: Option<Arc<crate::redirect::service::ServiceMap>>,
     /// Shared with the management core, which only reads.
     pub counters: Arc<StageCounters>,
 }
@@ -101,8 +103,16 @@ impl Classify {
     pub fn new(topo: Arc<Topology>) -> Self {
         Classify {
             topo,
+            services: None,
             counters: Arc::default(),
         }
+    }
+
+    /// Classifies packets to service addresses and from the servers behind
+    /// them: both directions of a service flow go to the shard chosen by the
+    /// client's address, since the service port cannot name a shard.
+    pub fn set_services(&mut self, services: Arc<crate::redirect::service::ServiceMap>) {
+        self.services = Some(services);
     }
 
     /// Moves classified packets from `input` to `output` (until `input` is
@@ -142,10 +152,39 @@ impl Classify {
             }
             r => r?,
         };
-        let (direction, uplink, shard) = match &port.role {
-            PortRole::Lan => self.outbound(&parsed)?,
-            PortRole::Uplink(ids) => self.inbound(&parsed, ids)?,
-            PortRole::Unused => return Err(DropReason::UnknownPort),
+        let service = match (&self.services, &port.role) {
+            (Some(s), PortRole::Uplink(_) | PortRole::Lan) if !parsed.is_icmp_error() => {
+                s.classify(&parsed.flow, port.role == PortRole::Lan, self.topo.shards)
+            }
+            _ => None,
+        };
+        let (direction, uplink, shard, service) = match (&port.role, service) {
+            (PortRole::Lan, Some((_, shard, _))) => {
+                let (d, u, _) = self.outbound(&parsed)?;
+                (d, u, shard, 0)
+            }
+            (PortRole::Uplink(ids), Some((uplink, shard, id))) if ids.contains(&uplink) => {
+                (Direction::Inbound, uplink, shard, id)
+            }
+            (PortRole::Lan, None) => {
+                let (d, u, s) = self.outbound(&parsed)?;
+                (d, u, s, 0)
+            }
+            (PortRole::Uplink(ids), _) => {
+                let (d, u, s) = self.inbound(&parsed, ids)?;
+                (d, u, s, 0)
+            }
+            (PortRole::Unused, _) => return Err(DropReason::UnknownPort),
+        };
+        let dscp = match pkt.data().get(parsed.l3..parsed.l3 + 2) {
+            Some(&[a, b]) if service != 0 => {
+                if ethertype == ETHERTYPE_IPV4 {
+                    b >> 2
+                } else {
+                    ((a & 0x0F) << 2) | (b >> 6)
+                }
+            }
+            _ => 0,
         };
         pkt.set_len(parsed.frame_len);
         let m = pkt.meta_mut();
@@ -159,6 +198,8 @@ impl Classify {
         m.direction = direction;
         m.uplink = uplink;
         m.shard = shard;
+        m.service = service;
+        m.dscp = dscp;
         Ok(())
     }
 

@@ -26,6 +26,7 @@ pub mod icmp_error;
 pub mod nat;
 pub mod neighbour;
 pub mod race;
+pub mod redirect;
 pub mod replicate;
 pub mod select;
 #[cfg(test)]

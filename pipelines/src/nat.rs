@@ -226,7 +226,13 @@ pub struct Session {
     /// a racing copy, a loser waiting for its SYN+ACK, or a first-payload
     /// winner whose sequence numbers are translated.
     pub(crate) race: u32,
+    /// A service session (seed 000 [31]): the local server it was given
+    /// to, whose load it counts as; `NO_SERVER` otherwise.
+    pub server: u16,
 }
+
+/// `Session::server` of a session that is not a service session.
+pub const NO_SERVER: u16 = u16::MAX;
 
 const _: () = assert!(std::mem::size_of::<Session>() == 96);
 
@@ -251,6 +257,7 @@ impl Session {
         flags: 0,
         client_mac: [0; 6],
         race: NONE,
+        server: NO_SERVER,
     };
 
     fn is_live(&self) -> bool {
@@ -546,6 +553,15 @@ pub struct NatCounters {
     pub race_closed: Counter,
     /// Per uplink, indexed by [`UplinkId`].
     pub uplinks: Vec<UplinkCounters>,
+    /// Per local server behind a service address (seed 000 [75]): its live
+    /// TCP sessions and artificial UDP sessions in this shard.
+    pub servers: Vec<ServerCounters>,
+}
+
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    pub tcp_sessions: Counter,
+    pub udp_sessions: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -736,6 +752,7 @@ impl NatShard {
                 uplinks: (0..topo.uplinks.len())
                     .map(|_| UplinkCounters::default())
                     .collect(),
+                servers: Vec::new(),
             }),
             cfg,
         }
@@ -1141,7 +1158,8 @@ impl NatShard {
             session_out_hash(hasher, &s),
             session_in_hash(hasher, addrs, &s),
         );
-        let (protocol, uplink, indexed) = (s.proto, s.uplink, s.flags & OUT_INDEXED != 0);
+        let (protocol, uplink, indexed, server) =
+            (s.proto, s.uplink, s.flags & OUT_INDEXED != 0, s.server);
         self.slots[idx as usize] = s;
         let slots = &self.slots;
         if indexed {
@@ -1154,6 +1172,7 @@ impl NatShard {
         self.live += 1;
         self.counters.created.inc();
         self.adjust_gauges(protocol, uplink, true);
+        self.adjust_server(protocol, server, true);
         idx
     }
 
@@ -1238,6 +1257,104 @@ impl NatShard {
         }
     }
 
+    fn adjust_server(&self, protocol: u8, server: u16, up: bool) {
+        let Some(c) = self.counters.servers.get(usize::from(server)) else {
+            return;
+        };
+        let g = match protocol {
+            proto::TCP => &c.tcp_sessions,
+            proto::UDP => &c.udp_sessions,
+            _ => return,
+        };
+        g.set(if up {
+            g.get() + 1
+        } else {
+            g.get().saturating_sub(1)
+        });
+    }
+
+    /// Prepares the shard for service sessions (seed 000 [31], [63]): the
+    /// service addresses that are not NAT addresses join its address list
+    /// (no port pool is ever built for them), and `servers` per-server load
+    /// gauges are made. Call before the counters are shared.
+    pub fn enable_services(&mut self, addrs: &[(IpAddr, UplinkId)], servers: usize) {
+        for &(a, uplink) in addrs {
+            if !self.addr_index.contains_key(&a) {
+                let i = self.addrs.len() as u16;
+                self.addrs.push(NatAddr {
+                    addr: a,
+                    bytes: to16(a),
+                    uplink,
+                });
+                self.addr_index.insert(a, i);
+                self.pools.extend((0..CLASSES).map(|_| None));
+            }
+        }
+        if let Some(c) = Arc::get_mut(&mut self.counters) {
+            c.servers = (0..servers).map(|_| ServerCounters::default()).collect();
+        }
+    }
+
+    /// A service session for a client's first request `key` = (client, CP)
+    /// → (service address, service port), given to local server `server`
+    /// at `server_addr`: its inside endpoint is the server, its outside
+    /// endpoint the service address and port, its remote the client. The
+    /// server's replies then leave as from the service address, the
+    /// client's later packets reach the server, and the session counts as
+    /// the server's load until it expires (seed 000 [72]-[75]).
+    pub fn create_service(
+        &mut self,
+        key: &FlowKey,
+        server: u16,
+        server_addr: std::net::SocketAddr,
+        server_mac: [u8; 6],
+        now: Nanos,
+    ) -> Result<u32, DropReason> {
+        if self.live >= self.cfg.max_sessions {
+            self.counters.table_full.inc();
+            return Err(DropReason::TableFull);
+        }
+        let nat_addr = *self
+            .addr_index
+            .get(&key.dst)
+            .ok_or(DropReason::NotNatAddress)?;
+        let v6 = key.src.is_ipv6();
+        if server_addr.is_ipv6() != v6 {
+            return Err(DropReason::NoNatAddress);
+        }
+        let inside = Tuple {
+            src: to16(server_addr.ip()),
+            dst: to16(key.src),
+            src_port: server_addr.port(),
+            dst_port: key.src_port,
+            proto: key.proto,
+            v6,
+        };
+        let uplink = self.addrs[usize::from(nat_addr)].uplink;
+        // Sessions of one server endpoint behind one service address share a
+        // mapping chain; behind another service address they start their own.
+        let head = self.find_mapping(&inside, uplink).filter(|&h| {
+            let m = &self.slots[h as usize];
+            m.nat_addr == nat_addr && m.nat_port == key.dst_port
+        });
+        let s = Session {
+            client: inside.src,
+            remote: inside.dst,
+            last_seen: now,
+            client_port: inside.src_port,
+            remote_port: inside.dst_port,
+            nat_port: key.dst_port,
+            nat_addr,
+            proto: key.proto,
+            uplink,
+            flags: LIVE | if v6 { V6 } else { 0 } | OUT_INDEXED,
+            client_mac: server_mac,
+            server,
+            ..Session::FREE
+        };
+        Ok(self.insert(s, head))
+    }
+
     /// Removes session `idx`: its index entries, its place in its mapping's
     /// chain, and with the mapping's last session the mapping and its port.
     pub fn remove(&mut self, idx: u32) -> Option<Session> {
@@ -1301,6 +1418,7 @@ impl NatShard {
         self.free_head = idx;
         self.live -= 1;
         self.adjust_gauges(s.proto, s.uplink, false);
+        self.adjust_server(s.proto, s.server, false);
         Some(s)
     }
 

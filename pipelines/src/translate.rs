@@ -42,11 +42,13 @@ pub struct Translate {
     /// Shared with the management core, which only reads.
     pub counters: Arc<StageCounters>,
     pub selection: Arc<SelectionCounters>,
+    /// Service addresses of this appliance (seed 000 [31]), when any.
+    pub service: Option<crate::redirect::service::ServicePlane>,
 }
 
 /// Which endpoint of the packet is rewritten.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(crate) enum Side {
     Src,
     Dst,
 }
@@ -72,7 +74,21 @@ impl Translate {
             nat,
             counters: Arc::default(),
             selection: Arc::default(),
+            service: None,
         }
+    }
+
+    /// Serves service addresses: `addrs` are the service addresses with
+    /// their uplinks, `servers` the number of local servers (load gauges).
+    /// Call before the counters are shared.
+    pub fn enable_services(
+        &mut self,
+        plane: crate::redirect::service::ServicePlane,
+        addrs: &[(IpAddr, UplinkId)],
+        servers: usize,
+    ) {
+        self.nat.enable_services(addrs, servers);
+        self.service = Some(plane);
     }
 
     /// Moves translated packets from `input` to `output` (until `input` is
@@ -327,6 +343,14 @@ impl Translate {
         }
         let idx = match self.nat.lookup(&m.flow, true, hint, now) {
             Some(i) => i,
+            None if m.service != 0 => {
+                use crate::redirect::service::{first_packet, Outcome};
+                let plane = self.service.as_mut().ok_or(DropReason::NoSession)?;
+                match first_packet(&mut self.nat, plane, &self.topo, now, pkt)? {
+                    Outcome::Session(i) => i,
+                    Outcome::Answered => return Ok(()),
+                }
+            }
             None => self.nat.admit_in(&m.flow, m.tcp_flags, now)?,
         };
         if m.flow.proto == proto::TCP {
@@ -898,7 +922,7 @@ fn check_ttl<B: PacketBuf>(pkt: &mut B) -> Result<(), DropReason> {
 /// Rewrites the source or destination address and port (ICMP echo
 /// identifier) of a classified packet, updating the IPv4 header checksum and
 /// the L4 checksum (pseudo-header included) incrementally.
-fn rewrite<B: PacketBuf>(
+pub(crate) fn rewrite<B: PacketBuf>(
     pkt: &mut B,
     side: Side,
     addr: IpAddr,

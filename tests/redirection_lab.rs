@@ -1,0 +1,145 @@
+//! Server-cluster rerouting end to end (seed 000): redirecting clients and
+//! plain clients against appliances running in this process (real lcores
+//! and management cores over external ports), three servers behind each.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use appliance::redirect::lab::{site_config, Lab};
+use pipelines::redirect::client::{ClientConfig, Proto, RedirectClient};
+use pipelines::redirect::db::Mark;
+use serde_json::Value;
+
+fn plan(text: &str) -> appliance::plan::Plan {
+    appliance::plan::validate(&appliance::config::parse(text).unwrap()).unwrap()
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn client_ip(i: u32) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::from(0xCB00_7100 + i)) // 203.0.113.i
+}
+
+/// (tcp, udp) sessions per server, from the stats.
+fn loads(stats: &Value) -> Vec<(u64, u64)> {
+    stats["redirection"]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["tcp_sessions"].as_u64().unwrap(),
+                s["udp_sessions"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn total(l: &[(u64, u64)]) -> Vec<u64> {
+    l.iter().map(|(t, u)| t + u).collect()
+}
+
+#[test]
+fn redirections_follow_the_session_counts_and_avoid_a_failed_server() {
+    let extra = "failure_threshold = 2\navoid_ms = 1500\n";
+    let mut lab = Lab::start(&[plan(&site_config("a", "198.51.100", 3, None, extra))]).unwrap();
+    let master = sa("198.51.100.10:7000");
+    // Plain clients load a1 with TCP and a2 with UDP, straight to their
+    // own addresses; plain requests are always served.
+    for i in 0..4 {
+        let r = lab.plain(
+            client_ip(100 + i),
+            Proto::Tcp,
+            sa("198.51.100.11:7000"),
+            b"hi",
+        );
+        assert_eq!(r.as_deref(), Some(&b"a1: hi"[..]));
+    }
+    for i in 0..2 {
+        let r = lab.plain(
+            client_ip(110 + i),
+            Proto::Udp,
+            sa("198.51.100.12:7000"),
+            b"hi",
+        );
+        assert_eq!(r.as_deref(), Some(&b"a2: hi"[..]));
+    }
+    // A plain request to the master is served by the least loaded server.
+    let r = lab.plain(client_ip(120), Proto::Udp, master, b"hi");
+    assert_eq!(r.as_deref(), Some(&b"a3: hi"[..]));
+    lab.settle(Duration::from_millis(60));
+    let before = loads(&lab.appliances[0].runtime.stats());
+    assert_eq!(before, [(4, 0), (0, 2), (0, 1)]);
+
+    // Redirecting clients, TCP and UDP in turn: each is sent to the least
+    // loaded server's own address, so the loads even out.
+    let mut targets = Vec::new();
+    for i in 0..9u32 {
+        let mut c = RedirectClient::new(ClientConfig::default());
+        let proto = if i % 2 == 0 { Proto::Tcp } else { Proto::Udp };
+        let o = lab.request(&mut c, client_ip(i + 1), proto, master, b"GET /");
+        let (by, resp) = o.result.unwrap_or_else(|e| panic!("{e}: {:#?}", o.steps));
+        assert_eq!(o.sends[0], (master, Mark::Capable));
+        assert_eq!(o.sends[1], (by, Mark::Redirected), "{:#?}", o.steps);
+        assert!(String::from_utf8_lossy(&resp).ends_with("GET /"));
+        targets.push(by.ip().to_string());
+        lab.settle(Duration::from_millis(50));
+    }
+    let after = total(&loads(&lab.appliances[0].runtime.stats()));
+    println!("redirection targets: {targets:?}; loads {after:?}");
+    assert_eq!(targets[0], "198.51.100.13", "a3 had the fewest sessions");
+    assert_eq!(after.iter().sum::<u64>(), 7 + 9);
+    assert!(
+        after.iter().max().unwrap() - after.iter().min().unwrap() <= 1,
+        "{after:?}"
+    );
+    let s = lab.appliances[0].runtime.stats();
+    assert_eq!(s["redirection"]["redirected"], 9);
+    assert!(s["redirection"]["by_target"]["a1"].as_u64().unwrap() <= 2);
+
+    // a2 stops. Clients sent to it time out and resend to the master with
+    // the failure flag; the master serves them elsewhere; after two
+    // reports a2 is avoided although it becomes the least loaded.
+    lab.set_server("a2", false);
+    let mut resends = 0;
+    for i in 0..12u32 {
+        let mut c = RedirectClient::new(ClientConfig::default());
+        let proto = if i % 2 == 0 { Proto::Udp } else { Proto::Tcp };
+        let o = lab.request(&mut c, client_ip(30 + i), proto, master, b"GET /");
+        let (by, _) = o.result.unwrap_or_else(|e| panic!("{e}: {:#?}", o.steps));
+        assert_ne!(by.ip().to_string(), "198.51.100.12");
+        if o.sends.iter().any(|s| s.1 == Mark::Failed) {
+            resends += 1;
+            println!("{}", o.steps.join("\n"));
+        }
+        lab.settle(Duration::from_millis(30));
+    }
+    assert_eq!(resends, 2, "a2 is avoided after two failure reports");
+    let s = lab.appliances[0].runtime.stats();
+    let r = &s["redirection"];
+    assert_eq!(r["failures"], 2);
+    assert_eq!(r["avoided"].as_u64(), Some(1), "{r:#}");
+    assert_eq!(r["services"][2]["avoided"], true, "the service a2: {r:#}");
+    assert_eq!(r["servers"][1]["avoided"], true);
+    let l = total(&loads(&s));
+    assert!(
+        l[1] < l[0] && l[1] < l[2],
+        "a2 is the least loaded now: {l:?}"
+    );
+
+    // After its avoid time a2 (running again) is used again.
+    lab.set_server("a2", true);
+    lab.settle(Duration::from_millis(1600));
+    let mut c = RedirectClient::new(ClientConfig::default());
+    let o = lab.request(&mut c, client_ip(60), Proto::Tcp, master, b"GET /");
+    assert_eq!(
+        o.result.unwrap().0,
+        sa("198.51.100.12:7000"),
+        "{:#?}",
+        o.steps
+    );
+    let s = lab.stop().remove(0);
+    assert_eq!(s["redirection"]["servers"][1]["avoided"], false);
+}
