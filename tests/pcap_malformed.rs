@@ -372,9 +372,10 @@ fn capture() -> Capture {
             fix_ipv4_checksum(f);
         }),
     );
+    // A UDP frame relabelled ARP: not Ethernet/IPv4 ARP inside.
     add_bad(
         &mut c,
-        "arp_unhandled",
+        "arp_malformed",
         edited(udp[..42].to_vec(), |f| {
             f[12..14].copy_from_slice(&[0x08, 0x06])
         }),
