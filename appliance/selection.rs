@@ -70,10 +70,9 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("mgmt-selection".into())
         .spawn(move || {
-            let mut published: VecDeque<Arc<Snapshot>> = VecDeque::new();
+            let mut published = Publisher::default();
             let mut last_publish = Instant::now();
             let mut events = 0u64;
-            let mut count = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let now = Nanos(epoch.elapsed().as_nanos() as u64);
                 for ring in &rings.events {
@@ -96,18 +95,7 @@ pub fn spawn(
                     }
                     let links: Vec<bool> = (0..n).map(|u| (inputs.link_up)(u)).collect();
                     core.tick(now, &loads, &bytes, &links);
-                    let snap = Arc::new(core.snapshot(now));
-                    for q in &rings.snapshots {
-                        // Replace an unread older snapshot.
-                        let _ = q.pop();
-                        let _ = q.push(snap.clone());
-                    }
-                    published.push_back(snap);
-                    count += 1;
-                    // Free what no lcore holds any more, here.
-                    while published.len() > 1 && Arc::strong_count(&published[0]) == 1 {
-                        published.pop_front();
-                    }
+                    let count = published.publish(core.snapshot(now), &rings.snapshots);
                     if let Ok(mut v) = view.lock() {
                         v.uplinks = core.uplink_stats();
                         v.cache_entries = core.cache_len();
@@ -118,4 +106,41 @@ pub fn spawn(
                 std::thread::sleep(DRAIN_EVERY);
             }
         })
+}
+
+/// Publishes immutable snapshots from a management thread to lcores over
+/// one-slot rings, and frees old ones on this thread: each published
+/// snapshot is kept until this holds its last reference, so an lcore
+/// replacing its snapshot only drops a reference, never a table.
+pub struct Publisher<T> {
+    published: VecDeque<Arc<T>>,
+    count: u64,
+}
+
+impl<T> Default for Publisher<T> {
+    fn default() -> Self {
+        Publisher {
+            published: VecDeque::new(),
+            count: 0,
+        }
+    }
+}
+
+impl<T> Publisher<T> {
+    /// Puts `snap` into every ring (replacing an unread older one) and
+    /// frees the snapshots no lcore holds any more. Returns how many
+    /// snapshots have been published.
+    pub fn publish(&mut self, snap: T, rings: &[Arc<ArrayQueue<Arc<T>>>]) -> u64 {
+        let snap = Arc::new(snap);
+        for q in rings {
+            let _ = q.pop();
+            let _ = q.push(snap.clone());
+        }
+        self.published.push_back(snap);
+        self.count += 1;
+        while self.published.len() > 1 && Arc::strong_count(&self.published[0]) == 1 {
+            self.published.pop_front();
+        }
+        self.count
+    }
 }

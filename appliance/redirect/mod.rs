@@ -11,7 +11,6 @@
 pub mod lab;
 pub mod redis;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -284,25 +283,15 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("mgmt-redirect".into())
         .spawn(move || {
-            let mut published: VecDeque<Arc<Snapshot>> = VecDeque::new();
-            let mut count = 0u64;
+            let mut published = crate::selection::Publisher::default();
             while !stop.load(Ordering::Relaxed) {
                 let now = Nanos(epoch.elapsed().as_nanos() as u64);
                 let mut events = rings
                     .events
                     .iter()
                     .flat_map(|r| std::iter::from_fn(|| r.pop()));
-                let snap = Arc::new(core.round(now, &rings.nat, &mut events));
-                for q in &rings.snapshots {
-                    let _ = q.pop();
-                    let _ = q.push(snap.clone());
-                }
-                published.push_back(snap);
-                count += 1;
-                while published.len() > 1 && Arc::strong_count(&published[0]) == 1 {
-                    published.pop_front();
-                }
-                core.view.snapshots_published = count;
+                let snap = core.round(now, &rings.nat, &mut events);
+                core.view.snapshots_published = published.publish(snap, &rings.snapshots);
                 if let Ok(mut v) = view.lock() {
                     *v = core.view.clone();
                 }
