@@ -3,13 +3,9 @@
 //! the command line. Packet logic lives in the `pipelines` crate.
 #![deny(unsafe_code)]
 
-pub mod client;
 pub mod config;
-pub mod delayline;
-pub mod plan;
+pub mod dataplane;
+pub mod lab;
+pub mod mgmt;
 pub mod ports;
-pub mod redirect;
 pub mod runtime;
-pub mod selection;
-pub mod stats;
-pub mod worker;

@@ -10,7 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use appliance::{config, delayline, plan, runtime, stats};
+use appliance::config::{self, plan};
+use appliance::lab::delayline;
+use appliance::mgmt::stats;
+use appliance::runtime;
 
 #[derive(Parser)]
 #[command(
@@ -135,7 +138,7 @@ fn main() -> ExitCode {
             stop,
             attempts,
         } => {
-            let args = appliance::client::ClientArgs {
+            let args = appliance::lab::client::ClientArgs {
                 lab: &lab,
                 to,
                 proto: if tcp {
@@ -149,7 +152,7 @@ fn main() -> ExitCode {
                 stop: &stop,
                 max_attempts: attempts,
             };
-            match appliance::client::run(&args) {
+            match appliance::lab::client::run(&args) {
                 Ok(0) => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::FAILURE,
                 Err(e) => {

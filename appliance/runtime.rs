@@ -10,19 +10,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use pipelines::classify::Classify;
 use pipelines::nat::NatCounters;
-use pipelines::replicate::Replicate;
-use pipelines::translate::Translate;
-use pipelines::transmit::Transmit;
+use pipelines::stages::classify::Classify;
+use pipelines::stages::replicate::Replicate;
+use pipelines::stages::translate::Translate;
+use pipelines::stages::transmit::Transmit;
 use pipelines::{BufPool, HeapPool, PacketBuf, StageCounters};
 
+use crate::config::plan::{Plan, RingKind, Stage};
 use crate::config::BackendKind;
-use crate::plan::{Plan, RingKind, Stage};
+use crate::dataplane::worker::{
+    Alloc, LcoreCounters, NextGroup, PortCounters, Ring, Solicit, Stages, Worker,
+};
+use crate::mgmt::selection::{SelectionInputs, SelectionView};
+use crate::mgmt::stats::{self, LcoreView, StatsSources};
 use crate::ports::{BackendControl, PortQueues};
-use crate::selection::{SelectionInputs, SelectionView};
-use crate::stats::{self, LcoreView, StatsSources};
-use crate::worker::{Alloc, LcoreCounters, NextGroup, PortCounters, Ring, Solicit, Stages, Worker};
 use pipelines::select::SelectionCore;
 
 /// How a run ends and what it shows.
@@ -42,8 +44,8 @@ pub struct Runtime {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     selection: Arc<Mutex<SelectionView>>,
-    selection_counters: Vec<Arc<pipelines::replicate::SelectionCounters>>,
-    redirect: Arc<Mutex<crate::redirect::RedirectView>>,
+    selection_counters: Vec<Arc<pipelines::stages::replicate::SelectionCounters>>,
+    redirect: Arc<Mutex<crate::mgmt::redirect::RedirectView>>,
     redirect_counters: Vec<Arc<pipelines::redirect::service::ServiceCounters>>,
     lcores: Vec<LcoreView>,
     rings: Vec<Arc<dyn QueuedLen>>,
@@ -252,7 +254,7 @@ fn build_with<B: PacketBuf>(
         selection,
         redirect,
     } = assemble(plan, queues, &stop, epoch, alloc)?;
-    let redirect_view = Arc::new(Mutex::new(crate::redirect::RedirectView::default()));
+    let redirect_view = Arc::new(Mutex::new(crate::mgmt::redirect::RedirectView::default()));
     let redirect_counters = redirect.counters.clone();
     let mut threads = Vec::new();
     let selection_view = Arc::new(Mutex::new(SelectionView::default()));
@@ -269,7 +271,7 @@ fn build_with<B: PacketBuf>(
         uplinks: plan.topology.uplinks.len(),
     };
     threads.push(
-        crate::selection::spawn(
+        crate::mgmt::selection::spawn(
             SelectionCore::new(plan.selection.core.clone(), weights),
             selection,
             inputs,
@@ -284,7 +286,7 @@ fn build_with<B: PacketBuf>(
         let mut redirect = redirect;
         redirect.nat = views.iter().filter_map(|v| v.nat.clone()).collect();
         threads.push(
-            crate::redirect::spawn(rp, redirect, epoch, stop.clone(), redirect_view.clone())
+            crate::mgmt::redirect::spawn(rp, redirect, epoch, stop.clone(), redirect_view.clone())
                 .context("spawning the management core's redirection thread")?,
         );
     }
@@ -337,9 +339,9 @@ struct Assembly<B: PacketBuf> {
     views: Vec<LcoreView>,
     rings: Vec<Arc<dyn QueuedLen>>,
     /// The management core's ends of the selection rings.
-    selection: crate::selection::SelectionRings,
+    selection: crate::mgmt::selection::SelectionRings,
     /// ... and of the redirection rings.
-    redirect: crate::redirect::RedirectRings,
+    redirect: crate::mgmt::redirect::RedirectRings,
 }
 
 /// Creates the rings of the plan and one worker per lcore, wired to them and
@@ -416,8 +418,8 @@ fn assemble<B: PacketBuf>(
 
     let mut workers = Vec::new();
     let mut views = Vec::new();
-    let mut selection = crate::selection::SelectionRings::default();
-    let mut redirect = crate::redirect::RedirectRings::default();
+    let mut selection = crate::mgmt::selection::SelectionRings::default();
+    let mut redirect = crate::mgmt::redirect::RedirectRings::default();
     let services = plan.redirection.as_ref().map(|r| {
         let db = pipelines::redirect::db::RedirectDb::new(r.spec.clone());
         let addrs: Vec<(std::net::IpAddr, pipelines::UplinkId)> = r
@@ -468,7 +470,7 @@ fn assemble<B: PacketBuf>(
                 redirect.snapshots.push(q.clone());
                 service_snapshots = Some(q);
                 let q = Arc::new(crossbeam::queue::ArrayQueue::new(
-                    crate::redirect::EVENT_RING_SIZE,
+                    crate::mgmt::redirect::EVENT_RING_SIZE,
                 ));
                 redirect.events.push(q.clone());
                 service_events = Some(q);
@@ -546,7 +548,7 @@ fn assemble<B: PacketBuf>(
         });
         let events = has(Stage::Translate).then(|| {
             let q = Arc::new(crossbeam::queue::ArrayQueue::new(
-                crate::selection::EVENT_RING_SIZE,
+                crate::mgmt::selection::EVENT_RING_SIZE,
             ));
             selection.events.push(q.clone());
             q
@@ -645,7 +647,7 @@ fn with_port_macs(plan: &Plan, macs: &[[u8; 6]]) -> Plan {
 
 #[cfg(target_os = "linux")]
 fn start_af_packet(plan: &Plan) -> anyhow::Result<Runtime> {
-    use crate::ports::afpacket;
+    use crate::ports::linux::afpacket;
     let macs = afpacket::interface_macs(plan).map_err(|e| anyhow!("af-packet backend: {e}"))?;
     let plan = with_port_macs(plan, &macs);
     let pool = HeapPool::new_static(plan.pool_size);
@@ -827,7 +829,7 @@ mod tests {
     use pipelines::{Burst, Direction, DropReason, HeapBuf, HeapPool, Nanos, PacketBuf};
 
     use super::*;
-    use crate::plan::{test_plan, TEST_PIPELINE_3_SHARDS};
+    use crate::config::plan::{test_plan, TEST_PIPELINE_3_SHARDS};
     use crate::ports::{RxQueue, TxQueue};
 
     const RTC_3_LCORES: &str = "[runtime]\nmode = \"run-to-completion\"\n\
@@ -906,7 +908,7 @@ mod tests {
         let mut ip = vec![
             0x45, 0, 0, 29, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 203, 0, 113, 1,
         ];
-        let c = pipelines::checksum::checksum(&ip);
+        let c = pipelines::wire::checksum::checksum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
         f.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 9, 0, 0, tag]);

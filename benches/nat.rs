@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use common::{frame, topology, Refill, PORTS_PER_CLIENT};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pipelines::classify::Classify;
-use pipelines::flow::{proto, FlowKey};
 use pipelines::nat::{NatConfig, NatShard, SWEEP_MAX};
-use pipelines::replicate::Replicate;
-use pipelines::translate::Translate;
-use pipelines::transmit::Transmit;
+use pipelines::packet::flow::{proto, FlowKey};
+use pipelines::stages::classify::Classify;
+use pipelines::stages::replicate::Replicate;
+use pipelines::stages::translate::Translate;
+use pipelines::stages::transmit::Transmit;
 use pipelines::{Burst, HeapBuf, Nanos, PacketBuf, BURST_MAX};
 
 const SESSIONS: usize = 1 << 20;

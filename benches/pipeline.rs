@@ -15,11 +15,11 @@ mod common;
 use common::{frame, topology, Refill};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam::queue::ArrayQueue;
-use pipelines::classify::Classify;
 use pipelines::nat::NatConfig;
-use pipelines::replicate::Replicate;
-use pipelines::translate::Translate;
-use pipelines::transmit::Transmit;
+use pipelines::stages::classify::Classify;
+use pipelines::stages::replicate::Replicate;
+use pipelines::stages::translate::Translate;
+use pipelines::stages::transmit::Transmit;
 use pipelines::{Burst, HeapBuf, Nanos, PacketBuf, BURST_MAX};
 
 const FLOWS: usize = 16_384;

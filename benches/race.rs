@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pipelines::checksum::{checksum, fold, sum};
-use pipelines::classify::Classify;
 use pipelines::nat::NatConfig;
-use pipelines::replicate::{Replicate, SelectionPolicy};
+use pipelines::stages::classify::Classify;
+use pipelines::stages::replicate::{Replicate, SelectionPolicy};
+use pipelines::stages::translate::Translate;
+use pipelines::stages::transmit::Transmit;
 use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo};
-use pipelines::translate::Translate;
-use pipelines::transmit::Transmit;
+use pipelines::wire::checksum::{checksum, fold, sum};
 use pipelines::{Burst, HeapBuf, HeapPool, Nanos, PacketBuf, BURST_MAX};
 
 const UPLINKS: u8 = 3;

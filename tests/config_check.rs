@@ -252,7 +252,7 @@ fn every_shipped_site_config_is_valid() {
     }
     // The bare-metal example names 6 lcores: valid on a machine that has them.
     let cfg = appliance::config::parse(&conf("sriov-example.toml")).unwrap();
-    let plan = appliance::plan::validate_with_cpus(&cfg, 16).unwrap();
+    let plan = appliance::config::plan::validate_with_cpus(&cfg, 16).unwrap();
     assert_eq!(plan.backend, appliance::config::BackendKind::Dpdk);
     assert!(plan.dpdk.as_ref().unwrap().hugepages);
 }
@@ -336,7 +336,7 @@ fn live_backend_keys_name_the_field_and_what_is_allowed() {
 #[test]
 fn bad_redirection_settings_name_the_field_and_what_is_allowed() {
     let site = |extra: &str| {
-        appliance::redirect::lab::site_config("a", "198.51.100", 2, None, extra)
+        appliance::lab::redirect::site_config("a", "198.51.100", 2, None, extra)
             .replace("backend = \"external\"", "backend = \"pcap\"")
             .replace(
                 "mac = \"02:00:00:00:00:01\"",

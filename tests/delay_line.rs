@@ -15,7 +15,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use appliance::ports::rawsock::{enter_netns, poll_readable, RawSocket};
+use appliance::ports::linux::rawsock::{enter_netns, poll_readable, RawSocket};
 use common::lab::{appliance_bin, ns_ok, run_ok, wait_carrier, NsProcess};
 use serde_json::Value;
 

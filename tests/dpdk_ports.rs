@@ -16,7 +16,7 @@ use appliance::ports::dpdk::{
     MbufPool, NatSteering, ReturnSteering, RX_IP_CKSUM_BAD, RX_L4_CKSUM_BAD,
 };
 use appliance::ports::{BackendControl, PortQueues};
-use pipelines::buf::{DATA_ROOM, HEADROOM};
+use pipelines::packet::buf::{DATA_ROOM, HEADROOM};
 use pipelines::topology::NatPortRange;
 use pipelines::{BufPool, Burst, HeapPool, PacketBuf, PacketMeta};
 use proptest::prelude::*;
@@ -465,7 +465,7 @@ fn worker_threads_get_their_own_lcore() {
     assert!(ids.contains(&later), "{later} not reused from {ids:?}");
 }
 
-// ---- Mbuf semantics, mirrored from HeapBuf's tests in pipelines/src/buf.rs
+// ---- Mbuf semantics, mirrored from HeapBuf's tests in pipelines/src/packet/buf.rs
 
 #[test]
 fn mbuf_pool_is_bounded_and_recycles() {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use appliance::runtime::{run, RunOptions};
 use common::{frame, read_capture, udp, write_capture};
-use pipelines::flow::{proto, FlowKey};
+use pipelines::packet::flow::{proto, FlowKey};
 use serde_json::Value;
 
 const NAT: &str = "198.51.100.1";
@@ -75,7 +75,8 @@ stages = ["translate", "transmit"]
 
 fn run_site(dir: &Path, filtering: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Value) {
     let text = site(dir, filtering);
-    let plan = appliance::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap();
+    let plan =
+        appliance::config::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap();
     let stats = run(&plan, &RunOptions::default()).unwrap();
     (
         read_capture(&dir.join("lan-out.pcap")),
@@ -131,7 +132,7 @@ fn hairpin_reaches_the_client_on_another_shard() {
             assert_eq!(&f[42..], b"hairpin");
             assert_eq!(f[22], 63, "one hop: TTL decremented once");
             assert_eq!(
-                pipelines::checksum::checksum(&f[14..34]),
+                pipelines::wire::checksum::checksum(&f[14..34]),
                 0,
                 "IPv4 header checksum"
             );

@@ -16,7 +16,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use appliance::ports::rawsock::{enter_netns, poll_readable, RawSocket};
+use appliance::ports::linux::rawsock::{enter_netns, poll_readable, RawSocket};
 use common::lab::{ns_cmd, ns_ok, ns_output, ping, wait_for_port, Lab, LabOptions, NsProcess};
 
 /// One-way delay of isp-a for this test, ms (larger than the lab's default

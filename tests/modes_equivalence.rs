@@ -93,7 +93,8 @@ fn run_mode(dir: &Path, runtime: &str, tag: &str) -> (Vec<Vec<u8>>, Value) {
         .replace("IN", input.to_str().unwrap())
         .replace("OUT", output.to_str().unwrap())
         + runtime;
-    let plan = appliance::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap();
+    let plan =
+        appliance::config::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap();
     let stats = run(&plan, &RunOptions::default()).unwrap();
     let mut frames = read_capture(&output);
     frames.sort();

@@ -585,7 +585,7 @@ fn replay(mode: &str, runtime: &str) {
         .replace("OUT", output.to_str().unwrap())
         .replace("RUNTIME", runtime);
     let cfg = appliance::config::parse(&toml).unwrap_or_else(|e| panic!("{mode}: {e}"));
-    let plan = appliance::plan::validate(&cfg).unwrap_or_else(|e| panic!("{mode}: {e}"));
+    let plan = appliance::config::plan::validate(&cfg).unwrap_or_else(|e| panic!("{mode}: {e}"));
     let opts = RunOptions {
         duration: Some(Duration::from_secs(60)),
         ..RunOptions::default()

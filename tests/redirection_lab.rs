@@ -5,13 +5,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use appliance::redirect::lab::{site_config, Lab};
+use appliance::lab::redirect::{site_config, Lab};
 use pipelines::redirect::client::{ClientConfig, Proto, RedirectClient};
 use pipelines::redirect::db::Mark;
 use serde_json::Value;
 
-fn plan(text: &str) -> appliance::plan::Plan {
-    appliance::plan::validate(&appliance::config::parse(text).unwrap()).unwrap()
+fn plan(text: &str) -> appliance::config::plan::Plan {
+    appliance::config::plan::validate(&appliance::config::parse(text).unwrap()).unwrap()
 }
 
 fn sa(s: &str) -> SocketAddr {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use appliance::redirect::lab::{site_config, Lab};
+use appliance::lab::redirect::{site_config, Lab};
 use pipelines::redirect::client::{ClientConfig, Proto, RedirectClient};
 use pipelines::redirect::db::Mark;
 
@@ -51,8 +51,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn plan(text: &str) -> appliance::plan::Plan {
-    appliance::plan::validate(&appliance::config::parse(text).unwrap()).unwrap()
+fn plan(text: &str) -> appliance::config::plan::Plan {
+    appliance::config::plan::validate(&appliance::config::parse(text).unwrap()).unwrap()
 }
 
 fn client_ip(i: u32) -> IpAddr {

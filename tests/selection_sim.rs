@@ -11,7 +11,7 @@ fn demo() -> String {
 }
 
 /// The demo site, smaller and busier, with `edits` applied to its text.
-fn site(edits: &[(&str, &str)]) -> appliance::plan::Plan {
+fn site(edits: &[(&str, &str)]) -> appliance::config::plan::Plan {
     let mut text = demo()
         .replace("clients = 300", "clients = 60")
         .replace("servers = 30", "servers = 6")
@@ -20,7 +20,7 @@ fn site(edits: &[(&str, &str)]) -> appliance::plan::Plan {
         assert!(text.contains(from), "demo.toml has no `{from}`");
         text = text.replace(from, to);
     }
-    appliance::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap()
+    appliance::config::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap()
 }
 
 fn n(v: &Value, path: &[&str]) -> u64 {

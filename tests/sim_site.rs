@@ -13,7 +13,7 @@ fn demo() -> String {
 }
 
 /// The demo site, smaller and busier, with the given runtime section.
-fn site(runtime: &str) -> appliance::plan::Plan {
+fn site(runtime: &str) -> appliance::config::plan::Plan {
     let start = demo().find("[runtime]").unwrap();
     let end = demo().find("# The simulated site.").unwrap();
     let text = format!("{}{}\n{}", &demo()[..start], runtime, &demo()[end..])
@@ -22,7 +22,7 @@ fn site(runtime: &str) -> appliance::plan::Plan {
         .replace("tcp_interval_ms = 1000", "tcp_interval_ms = 300")
         .replace("udp_interval_ms = 1000", "udp_interval_ms = 300");
     let cfg = appliance::config::parse(&text).unwrap();
-    appliance::plan::validate(&cfg).unwrap()
+    appliance::config::plan::validate(&cfg).unwrap()
 }
 
 fn n(v: &Value, path: &[&str]) -> u64 {
@@ -161,7 +161,8 @@ fn session_counts_follow_the_clients_and_fall_to_zero_after_they_stop() {
         text.contains("sweep_interval_ms = 100"),
         "demo.toml changed its NAT lines"
     );
-    let plan = appliance::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap();
+    let plan =
+        appliance::config::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap();
     let rt = appliance::runtime::Runtime::start(&plan).unwrap();
     std::thread::sleep(Duration::from_secs(2));
 

@@ -7,13 +7,11 @@
 
 use pipelines::{Burst, PacketBuf};
 
-#[cfg(target_os = "linux")]
-pub mod afpacket;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
-pub mod pcap;
 #[cfg(target_os = "linux")]
-pub mod rawsock;
+pub mod linux;
+pub mod pcap;
 pub mod sim;
 
 /// One receive queue of a port.

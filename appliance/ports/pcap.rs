@@ -30,12 +30,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
-use pipelines::buf::DATA_ROOM;
+use pipelines::packet::buf::DATA_ROOM;
 use pipelines::{BufPool, Burst, Counter, HeapBuf, HeapPool, PacketBuf};
 use serde_json::{json, Map, Value};
 
 use super::{BackendControl, PortQueues, RxQueue, TxQueue};
-use crate::plan::Plan;
+use crate::config::plan::Plan;
 
 /// Snap length written in output captures: every frame fits whole.
 const OUT_SNAPLEN: u32 = 65_535;
@@ -443,7 +443,7 @@ impl TxQueue<HeapBuf> for DiscardTx {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::plan::{self, Plan};
+    use crate::config::plan::{self, Plan};
 
     /// Writes a classic pcap with `link` and `frames` to `path`.
     fn write_capture(path: &Path, link: DataLink, frames: &[Vec<u8>]) {

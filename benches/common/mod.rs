@@ -59,7 +59,7 @@ pub fn frame(i: usize) -> Vec<u8> {
     ip[9] = 17;
     ip[12..16].copy_from_slice(&src);
     ip[16..20].copy_from_slice(&[203, 0, 113, (i % 200) as u8 + 1]);
-    let c = pipelines::checksum::checksum(ip);
+    let c = pipelines::wire::checksum::checksum(ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let udp = &mut f[34..42];
     udp[0..2].copy_from_slice(&(10_000 + (i % PORTS_PER_CLIENT) as u16).to_be_bytes());

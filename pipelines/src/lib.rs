@@ -15,32 +15,22 @@
 //!   [`DropReason`] counted; nothing on the packet path panics on input.
 #![deny(unsafe_code)]
 
-pub mod buf;
-pub mod burst;
-pub mod checksum;
-pub mod classify;
-pub mod counter;
-pub mod drop;
-pub mod flow;
-pub mod icmp_error;
 pub mod nat;
 pub mod neighbour;
+pub mod packet;
 pub mod race;
 pub mod redirect;
-pub mod replicate;
 pub mod select;
-#[cfg(test)]
-mod test_frames;
-pub mod time;
+pub mod stages;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod topology;
-pub mod translate;
-pub mod transmit;
 pub mod wire;
 
-pub use buf::{BufPool, Direction, HeapBuf, HeapPool, PacketBuf, PacketMeta};
-pub use burst::{Burst, BURST_MAX};
-pub use counter::{Counter, StageCounters};
-pub use drop::DropReason;
-pub use flow::FlowKey;
-pub use time::Nanos;
+pub use packet::buf::{BufPool, Direction, HeapBuf, HeapPool, PacketBuf, PacketMeta};
+pub use packet::burst::{Burst, BURST_MAX};
+pub use packet::counter::{Counter, StageCounters};
+pub use packet::drop::DropReason;
+pub use packet::flow::FlowKey;
+pub use packet::time::Nanos;
 pub use topology::{Topology, UplinkId};

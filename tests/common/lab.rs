@@ -149,7 +149,7 @@ impl Drop for NsProcess {
 pub fn wait_for_port(ns: &str, addr: SocketAddr, timeout: Duration) {
     let ns = ns.to_string();
     std::thread::spawn(move || {
-        appliance::ports::rawsock::enter_netns(&ns)
+        appliance::ports::linux::rawsock::enter_netns(&ns)
             .unwrap_or_else(|e| panic!("entering namespace {ns}: {e}"));
         let until = Instant::now() + timeout;
         loop {

@@ -7,7 +7,7 @@ pub mod lab;
 use std::path::Path;
 
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
-use pipelines::checksum::{checksum, fold, sum};
+use pipelines::wire::checksum::{checksum, fold, sum};
 
 /// Ethernet + IPv4 or IPv6 + `l4` (whose checksum field at `csum_at` is
 /// filled in, with the pseudo-header unless `icmp4`).

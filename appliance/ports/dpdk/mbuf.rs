@@ -26,7 +26,7 @@ use std::mem::{align_of, size_of};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
-use pipelines::buf::{DATA_ROOM, HEADROOM};
+use pipelines::packet::buf::{DATA_ROOM, HEADROOM};
 use pipelines::{BufPool, Burst, PacketBuf, PacketMeta, BURST_MAX};
 
 use super::ffi::{self, RteMbuf, RteMempool, RunningPort};

@@ -497,8 +497,8 @@ impl BackendControl for DpdkControl {
             },
             "pools": pools,
             "mbuf": {
-                "headroom": pipelines::buf::HEADROOM,
-                "data_room": pipelines::buf::DATA_ROOM,
+                "headroom": pipelines::packet::buf::HEADROOM,
+                "data_room": pipelines::packet::buf::DATA_ROOM,
                 "meta_priv_size": META_PRIV_SIZE,
             },
             "ports": ports,

@@ -44,7 +44,7 @@ use std::thread::{JoinHandle, Thread};
 use crossbeam::queue::ArrayQueue;
 use pipelines::{Burst, Counter, HeapBuf, HeapPool};
 
-use crate::plan::Plan;
+use crate::config::plan::Plan;
 use crate::ports::{BackendControl, PortQueues, RxQueue, TxQueue};
 
 /// Packets each RX and TX queue holds.

@@ -47,8 +47,8 @@ use smoltcp::wire::Ipv4Packet;
 use super::host::{AppCtx, Host, Micros, NEVER};
 use super::proxy::{Proxy, ProxyOut, Toward};
 use super::Shared;
+use crate::config::plan::SimPlan;
 use crate::config::SimConfig;
-use crate::plan::SimPlan;
 
 /// Longest sleep when nothing is due. Frames from the appliance wake the
 /// thread early (the TX queues unpark it), so this is only a safety net.

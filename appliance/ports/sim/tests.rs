@@ -3,15 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use pipelines::classify::Classify;
-use pipelines::replicate::Replicate;
-use pipelines::translate::Translate;
-use pipelines::transmit::Transmit;
+use pipelines::stages::classify::Classify;
+use pipelines::stages::replicate::Replicate;
+use pipelines::stages::translate::Translate;
+use pipelines::stages::transmit::Transmit;
 use pipelines::{Burst, DropReason, HeapBuf, HeapPool, Nanos, StageCounters, BURST_MAX};
 
 use super::*;
 use crate::config::parse;
-use crate::plan::validate_with_cpus;
+use crate::config::plan::validate_with_cpus;
 
 /// One LAN port, one uplink on a VLAN-tagged port (both L2 shapes).
 fn site_toml(clients: usize, servers: usize, tcp_ms: u64, udp_ms: u64, timeout_ms: u64) -> String {

@@ -12,9 +12,9 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::packet::time::Nanos;
 use crate::redirect::db::Mark;
 use crate::redirect::header::{self, HeaderRepr, Persistence};
-use crate::time::Nanos;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Proto {

@@ -17,8 +17,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::packet::time::Nanos;
 use crate::redirect::header::Persistence;
-use crate::time::Nanos;
 use crate::topology::IpPrefix;
 
 pub type ServiceId = u16;

@@ -13,16 +13,16 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use crate::buf::{Direction, PacketBuf};
-use crate::checksum::{fold, sum};
-use crate::counter::Counter;
-use crate::drop::DropReason;
-use crate::flow::{proto, FlowKey};
 use crate::nat::{NatShard, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::packet::buf::{Direction, PacketBuf};
+use crate::packet::counter::Counter;
+use crate::packet::drop::DropReason;
+use crate::packet::flow::{proto, FlowKey};
+use crate::packet::time::Nanos;
 use crate::redirect::db::{Decision, Mark, Member, Placed, Request, ServerId, ServiceId, Snapshot};
 use crate::redirect::header::{self, HeaderRepr, Persistence};
-use crate::time::Nanos;
 use crate::topology::{Topology, UplinkId};
+use crate::wire::checksum::{fold, sum};
 
 /// Where classify finds services: service endpoints (address, port,
 /// protocol) and the servers' own endpoints behind them.

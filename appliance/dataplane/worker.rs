@@ -1,0 +1,907 @@
+//! One lcore: a thread that busy-polls its inputs (port RX queues, rings from
+//! the previous group, hand-off rings from its own group, its hairpin ring),
+//! runs its contiguous stages on each burst, and hands the result on (rings
+//! to the next group, or port TX queues). It owns all its state; the only
+//! things it shares are lock-free rings and single-writer counters.
+//!
+//! Hairpin hand-off: translate marks a packet `hairpin` when its outbound
+//! half is done and its inbound half belongs to another NAT shard
+//! (`meta.shard`). Right after translate, such packets leave the burst for
+//! the owner's hairpin ring and enter that lcore at translate; the rest of
+//! the burst goes on to transmit. Only translate lcores hold hairpin rings.
+//!
+//! Loop shape (DPDK l3fwd / ip_pipeline): read the clock once per turn, poll
+//! every input once, flush partially filled output bursts at the end of the
+//! turn so no packet waits for a later one, do a bounded slice of NAT expiry,
+//! and back off (spin, then yield, then short sleeps) when a turn found no
+//! work, so an oversubscribed lab machine stays usable.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::queue::ArrayQueue;
+use pipelines::neighbour::{self, Solicitor};
+use pipelines::select::{SelEvent, Snapshot};
+use pipelines::stages::classify::Classify;
+use pipelines::stages::replicate::Replicate;
+use pipelines::stages::translate::Translate;
+use pipelines::stages::transmit::Transmit;
+use pipelines::{Burst, Counter, Direction, DropReason, Nanos, PacketBuf, StageCounters, Topology};
+
+use crate::config::plan::Stage;
+use crate::ports::{RxQueue, TxQueue};
+
+/// A lock-free ring of bursts. `push` hands the burst back when full.
+pub type Ring<B> = ArrayQueue<Burst<B>>;
+
+/// Where an lcore gets buffers for packets the appliance originates (ARP
+/// requests, neighbour solicitations): the backend's pool.
+pub type Alloc<B> = Arc<dyn Fn() -> Option<B> + Send + Sync>;
+
+/// ARP / neighbour discovery for the uplinks' next hops, run by one
+/// transmit lcore (see [`pipelines::neighbour`]).
+pub struct Solicit<B: PacketBuf> {
+    topo: Arc<Topology>,
+    solicitor: Solicitor,
+    alloc: Alloc<B>,
+    next_check: Nanos,
+    /// Requests not sent for want of a buffer.
+    pub no_buffer: u64,
+}
+
+impl<B: PacketBuf> Solicit<B> {
+    /// How often the lcore looks whether a request is due.
+    const CHECK_EVERY: Nanos = Nanos::from_millis(100);
+
+    pub fn new(topo: Arc<Topology>, alloc: Alloc<B>) -> Self {
+        Solicit {
+            solicitor: Solicitor::new(&topo.neighbours),
+            topo,
+            alloc,
+            next_check: Nanos::ZERO,
+            no_buffer: 0,
+        }
+    }
+
+    /// The requests due at `now`, as complete frames marked to leave by
+    /// their next hop's port untouched (`Direction::Local`).
+    fn due(&mut self, now: Nanos) -> Burst<B> {
+        let mut out = Burst::new();
+        if now < self.next_check {
+            return out;
+        }
+        self.next_check = now.saturating_add(Self::CHECK_EVERY);
+        let (topo, alloc) = (&self.topo, &self.alloc);
+        let mut no_buffer = 0;
+        self.solicitor.poll(now, &topo.neighbours, |hop| {
+            if out.is_full() {
+                return false;
+            }
+            let mut frame = [0u8; neighbour::REQUEST_MAX_LEN];
+            let Some(len) = neighbour::write_request(topo, hop, &mut frame) else {
+                return false;
+            };
+            let Some(mut b) = alloc() else {
+                no_buffer += 1;
+                return false;
+            };
+            if !b.set_len(len) {
+                return false;
+            }
+            b.data_mut().copy_from_slice(&frame[..len]);
+            let m = b.meta_mut();
+            m.direction = Direction::Local;
+            m.in_port = hop.port;
+            m.out_port = hop.port;
+            out.push(b);
+            true
+        });
+        self.no_buffer += no_buffer;
+        out
+    }
+}
+
+/// Packets and bytes one lcore moved through one port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+}
+
+/// Loop-turn accounting of one lcore.
+#[derive(Debug, Default)]
+pub struct LcoreCounters {
+    pub busy_turns: Counter,
+    pub idle_turns: Counter,
+}
+
+/// The stage instances of one lcore (only those of its group are `Some`).
+pub struct Stages {
+    pub classify: Option<Classify>,
+    pub replicate: Option<Replicate>,
+    pub translate: Option<Translate>,
+    pub transmit: Option<Transmit>,
+}
+
+/// Where the bursts leaving this lcore's last stage go, when it is not transmit.
+pub struct NextGroup<B: PacketBuf> {
+    /// Indexed by shard when `by_shard`, else a single ring.
+    pub rings: Vec<Arc<Ring<B>>>,
+    pub by_shard: bool,
+}
+
+pub struct Worker<B: PacketBuf> {
+    pub id: usize,
+    /// This lcore's NAT shard (its index within its group).
+    pub shard: u16,
+    pub stages_run: Vec<Stage>,
+    pub stages: Stages,
+    pub burst_size: usize,
+    /// RX queues this lcore polls (first group only).
+    pub rx: Vec<Box<dyn RxQueue<B>>>,
+    /// TX queue per port, indexed by port (transmit group only).
+    pub tx: Vec<Box<dyn TxQueue<B>>>,
+    pub stage_in: Vec<Arc<Ring<B>>>,
+    pub handoff_in: Vec<Arc<Ring<B>>>,
+    /// Indexed by shard; `None` for this lcore's own shard. Empty when the
+    /// group does not hand off.
+    pub handoff_out: Vec<Option<Arc<Ring<B>>>>,
+    /// Hairpinned packets of this lcore's shard, from the other translate
+    /// lcores. `None` unless this lcore translates and there are several
+    /// shards.
+    pub hairpin_in: Option<Arc<Ring<B>>>,
+    /// The other translate lcores' `hairpin_in`, indexed by shard; `None` for
+    /// this lcore's own shard. Empty under the same conditions as
+    /// `hairpin_in`.
+    pub hairpin_out: Vec<Option<Arc<Ring<B>>>>,
+    pub next: Option<NextGroup<B>>,
+    /// Port counters, indexed by port (RX counted where polled, TX where sent).
+    pub ports: Arc<Vec<PortCounters>>,
+    pub counters: Arc<LcoreCounters>,
+    /// Selection snapshots published by the management core for this
+    /// lcore's replicate and translate stages (lcores with neither: `None`).
+    pub snapshots: Option<Arc<ArrayQueue<Arc<Snapshot>>>>,
+    /// Selection events (RTT samples, unanswered race copies) toward the
+    /// management core; translate lcores only.
+    pub events: Option<Arc<ArrayQueue<SelEvent>>>,
+    /// ARP / ND requests for the next hops: the first transmit lcore only.
+    pub solicit: Option<Solicit<B>>,
+    /// Redirection decision snapshots and failure reports (translate lcores
+    /// of a site with service addresses).
+    pub service_snapshots: Option<Arc<ArrayQueue<Arc<pipelines::redirect::db::Snapshot>>>>,
+    pub service_events: Option<Arc<ArrayQueue<pipelines::redirect::service::ServiceEvent>>>,
+    pub stop: Arc<AtomicBool>,
+    pub epoch: Instant,
+}
+
+/// Per-turn scratch: partially filled output bursts.
+pub(crate) struct Pending<B: PacketBuf> {
+    handoff: Vec<Burst<B>>,
+    /// Indexed like `Worker::hairpin_out`.
+    hairpin: Vec<Burst<B>>,
+    next: Vec<Burst<B>>,
+    per_port: Vec<Burst<B>>,
+}
+
+impl<B: PacketBuf> Worker<B> {
+    /// Runs until the stop flag is set.
+    pub fn run(mut self) {
+        let mut pending = self.pending();
+        let mut idle_streak: u32 = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Nanos(self.epoch.elapsed().as_nanos() as u64);
+            let work = self.turn(now, &mut pending);
+            if work > 0 {
+                self.counters.busy_turns.inc();
+                idle_streak = 0;
+            } else {
+                self.counters.idle_turns.inc();
+                idle_streak = idle_streak.saturating_add(1);
+                backoff(idle_streak);
+            }
+        }
+    }
+
+    /// Empty output bursts, one per output this worker has.
+    pub(crate) fn pending(&self) -> Pending<B> {
+        let bursts = |n: usize| (0..n).map(|_| Burst::new()).collect();
+        Pending {
+            handoff: bursts(self.handoff_out.len()),
+            hairpin: bursts(self.hairpin_out.len()),
+            next: bursts(self.next.as_ref().map_or(0, |n| n.rings.len())),
+            per_port: bursts(self.tx.len()),
+        }
+    }
+
+    /// One loop turn: polls every input once, flushes the output bursts and
+    /// sweeps the NAT shard. Returns the amount of work found (0 = idle).
+    pub(crate) fn turn(&mut self, now: Nanos, pending: &mut Pending<B>) -> usize {
+        let entry = self.stages_run[0];
+        let mut work = 0usize;
+        self.install_snapshot();
+
+        for q in 0..self.rx.len() {
+            let mut burst = Burst::new();
+            let n = self.rx[q].rx_burst(&mut burst, self.burst_size);
+            if n > 0 {
+                let port = burst[0].meta().in_port as usize;
+                if let Some(c) = self.ports.get(port) {
+                    c.rx_packets.add(n as u64);
+                    c.rx_bytes
+                        .add(burst.iter().map(|p| p.data().len() as u64).sum());
+                }
+                work += n;
+                self.run_from(now, Stage::Classify, burst, pending);
+            }
+        }
+        for i in 0..self.stage_in.len() {
+            if let Some(burst) = self.stage_in[i].pop() {
+                work += burst.len().max(1);
+                self.run_from(now, entry, burst, pending);
+            }
+        }
+        for i in 0..self.handoff_in.len() {
+            if let Some(burst) = self.handoff_in[i].pop() {
+                work += burst.len().max(1);
+                self.run_from_translate(now, burst, pending);
+            }
+        }
+        // One ring for all senders: take up to one burst per sender, what a
+        // ring per sender polled once a turn would give, so hairpin traffic
+        // neither starves nor is starved by the other inputs.
+        let senders = self.hairpin_out.len().saturating_sub(1);
+        for _ in 0..senders {
+            let Some(burst) = self.hairpin_in.as_ref().and_then(|r| r.pop()) else {
+                break;
+            };
+            work += burst.len().max(1);
+            self.run_from_translate(now, burst, pending);
+        }
+        if let Some(s) = self.solicit.as_mut() {
+            let requests = s.due(now);
+            if !requests.is_empty() {
+                work += requests.len();
+                self.transmit(requests, pending);
+            }
+        }
+        self.flush_rings(pending);
+        if let Some(t) = self.stages.translate.as_mut() {
+            work += t.sweep(now);
+        }
+        self.send_events();
+        work
+    }
+
+    /// Takes the newest selection snapshot, if one was published. The one it
+    /// replaces is only a reference dropped here: the management core keeps
+    /// every published snapshot until it is the last holder, so no table is
+    /// freed on a data-plane lcore.
+    fn install_snapshot(&mut self) {
+        if let Some(snap) = self.service_snapshots.as_ref().and_then(|q| q.pop()) {
+            if let Some(p) = self
+                .stages
+                .translate
+                .as_mut()
+                .and_then(|t| t.service.as_mut())
+            {
+                p.install(snap);
+            }
+        }
+        let Some(snap) = self.snapshots.as_ref().and_then(|q| q.pop()) else {
+            return;
+        };
+        if let Some(r) = self.stages.replicate.as_mut() {
+            r.selector.install(snap.clone());
+        }
+        if let Some(t) = self.stages.translate.as_mut() {
+            t.selector.install(snap);
+        }
+    }
+
+    /// Moves translate's selection events onto the ring to the management
+    /// core; a full ring counts them `events_dropped`.
+    fn send_events(&mut self) {
+        if let (Some(p), Some(ring)) = (
+            self.stages
+                .translate
+                .as_mut()
+                .and_then(|t| t.service.as_mut()),
+            self.service_events.as_ref(),
+        ) {
+            for ev in p.events.drain(..) {
+                let _ = ring.push(ev);
+            }
+        }
+        let (Some(t), Some(ring)) = (self.stages.translate.as_mut(), self.events.as_ref()) else {
+            return;
+        };
+        for ev in t.nat.events.drain(..) {
+            if ring.push(ev).is_err() {
+                t.nat.counters.events_dropped.inc();
+            }
+        }
+    }
+
+    /// Runs `burst` through this lcore's stages starting at `entry`.
+    fn run_from(
+        &mut self,
+        now: Nanos,
+        entry: Stage,
+        mut burst: Burst<B>,
+        pending: &mut Pending<B>,
+    ) {
+        if entry <= Stage::Classify {
+            if let Some(c) = self.stages.classify.as_mut() {
+                let mut out = Burst::new();
+                c.process(&mut burst, &mut out);
+                burst = out;
+            }
+        }
+        if entry <= Stage::Replicate && self.stages.replicate.is_some() {
+            // Race copies can make a burst's output larger than a burst:
+            // replicate takes what fits and is called again for the rest.
+            while !burst.is_empty() {
+                let mut out = Burst::new();
+                if let Some(r) = self.stages.replicate.as_mut() {
+                    r.process(now, &mut burst, &mut out);
+                }
+                self.after_replicate(now, entry, out, pending);
+            }
+        } else {
+            self.after_replicate(now, entry, burst, pending);
+        }
+    }
+
+    fn after_replicate(
+        &mut self,
+        now: Nanos,
+        entry: Stage,
+        mut burst: Burst<B>,
+        pending: &mut Pending<B>,
+    ) {
+        if self.stages.translate.is_some()
+            && !self.handoff_out.is_empty()
+            && entry < Stage::Translate
+        {
+            self.hand_off(&mut burst, pending);
+        }
+        self.run_from_translate(now, burst, pending);
+    }
+
+    /// Sends packets of other shards to their owners' hand-off rings.
+    fn hand_off(&mut self, burst: &mut Burst<B>, pending: &mut Pending<B>) {
+        let mut mine = Burst::new();
+        let shards = self.handoff_out.len();
+        for pkt in burst.drain(..) {
+            let s = usize::from(pkt.meta().shard) % shards;
+            if s == usize::from(self.shard) {
+                mine.push(pkt);
+            } else {
+                if pending.handoff[s].is_full() {
+                    let full = std::mem::take(&mut pending.handoff[s]);
+                    self.enqueue_handoff(s, full);
+                }
+                pending.handoff[s].push(pkt);
+            }
+        }
+        *burst = mine;
+    }
+
+    fn enqueue_handoff(&self, shard: usize, burst: Burst<B>) {
+        if let Some(Some(ring)) = self.handoff_out.get(shard) {
+            if let Err(back) = ring.push(burst) {
+                self.producer_counters(Stage::Replicate)
+                    .count_drops(DropReason::RingFull, back.len() as u64);
+            }
+        }
+    }
+
+    /// Runs translate and transmit (whichever this lcore has) and hands the
+    /// result on.
+    fn run_from_translate(&mut self, now: Nanos, mut burst: Burst<B>, pending: &mut Pending<B>) {
+        if self.stages.translate.is_none() {
+            self.hand_on(burst, pending);
+            return;
+        }
+        while !burst.is_empty() {
+            let mut out = Burst::new();
+            if let Some(t) = self.stages.translate.as_mut() {
+                t.process(now, &mut burst, &mut out);
+            }
+            self.after_translate(out, pending);
+        }
+    }
+
+    /// Sends the hairpinned packets of a burst translate just produced to
+    /// their shards' lcores, and the rest on towards transmit.
+    pub(crate) fn after_translate(&mut self, mut burst: Burst<B>, pending: &mut Pending<B>) {
+        split_hairpin(
+            &mut burst,
+            self.shard,
+            &mut pending.hairpin,
+            &self.hairpin_out,
+            self.producer_counters(Stage::Translate),
+        );
+        self.hand_on(burst, pending);
+    }
+
+    /// Transmits `burst` if this lcore transmits, else queues it for the
+    /// next group.
+    fn hand_on(&mut self, burst: Burst<B>, pending: &mut Pending<B>) {
+        if burst.is_empty() {
+            return;
+        }
+        if self.stages.transmit.is_some() {
+            self.transmit(burst, pending);
+        } else {
+            self.forward_to_next_group(burst, pending);
+        }
+    }
+
+    fn transmit(&mut self, mut burst: Burst<B>, pending: &mut Pending<B>) {
+        while !burst.is_empty() {
+            if let Some(tx) = self.stages.transmit.as_mut() {
+                tx.process(&mut burst, &mut pending.per_port);
+            }
+            self.flush_tx(pending);
+        }
+    }
+
+    fn flush_tx(&mut self, pending: &mut Pending<B>) {
+        for (port, out) in pending.per_port.iter_mut().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            let bytes: u64 = out.iter().map(|p| p.data().len() as u64).sum();
+            let sent = self.tx[port].tx_burst(out);
+            let left_bytes: u64 = out.iter().map(|p| p.data().len() as u64).sum();
+            if let Some(c) = self.ports.get(port) {
+                c.tx_packets.add(sent as u64);
+                c.tx_bytes.add(bytes - left_bytes);
+            }
+            if !out.is_empty() {
+                if let Some(t) = self.stages.transmit.as_ref() {
+                    t.tx_rejected(out.len());
+                }
+                out.clear();
+            }
+        }
+    }
+
+    fn forward_to_next_group(&mut self, mut burst: Burst<B>, pending: &mut Pending<B>) {
+        let Some(next) = self.next.as_ref() else {
+            // A plan always ends with transmit; nothing can reach here.
+            self.producer_counters(Stage::Translate)
+                .count_drops(DropReason::NoTxPort, burst.len() as u64);
+            return;
+        };
+        let n = next.rings.len();
+        for pkt in burst.drain(..) {
+            let i = if next.by_shard {
+                usize::from(pkt.meta().shard) % n
+            } else {
+                0
+            };
+            if pending.next[i].is_full() {
+                let full = std::mem::take(&mut pending.next[i]);
+                self.enqueue_next(i, full);
+            }
+            pending.next[i].push(pkt);
+        }
+    }
+
+    fn enqueue_next(&self, i: usize, burst: Burst<B>) {
+        if let Some(next) = self.next.as_ref() {
+            if let Err(back) = next.rings[i].push(burst) {
+                let last = *self.stages_run.last().unwrap_or(&Stage::Classify);
+                self.producer_counters(last)
+                    .count_drops(DropReason::RingFull, back.len() as u64);
+            }
+        }
+    }
+
+    pub(crate) fn flush_rings(&mut self, pending: &mut Pending<B>) {
+        for s in 0..pending.handoff.len() {
+            if !pending.handoff[s].is_empty() {
+                let b = std::mem::take(&mut pending.handoff[s]);
+                self.enqueue_handoff(s, b);
+            }
+        }
+        flush_hairpin(
+            &mut pending.hairpin,
+            &self.hairpin_out,
+            self.producer_counters(Stage::Translate),
+        );
+        for i in 0..pending.next.len() {
+            if !pending.next[i].is_empty() {
+                let b = std::mem::take(&mut pending.next[i]);
+                self.enqueue_next(i, b);
+            }
+        }
+    }
+
+    /// The counters a ring-full drop is charged to: the stage that produced
+    /// the burst (or the nearest one this lcore runs).
+    fn producer_counters(&self, stage: Stage) -> &StageCounters {
+        let s = &self.stages;
+        let pick = match stage {
+            Stage::Classify => s.classify.as_ref().map(|x| &*x.counters),
+            Stage::Replicate => s.replicate.as_ref().map(|x| &*x.counters),
+            Stage::Translate => s.translate.as_ref().map(|x| &*x.counters),
+            Stage::Transmit => s.transmit.as_ref().map(|x| &*x.counters),
+        };
+        pick.or(s.replicate.as_ref().map(|x| &*x.counters))
+            .or(s.classify.as_ref().map(|x| &*x.counters))
+            .or(s.translate.as_ref().map(|x| &*x.counters))
+            .or(s.transmit.as_ref().map(|x| &*x.counters))
+            .unwrap_or(&UNUSED_COUNTERS)
+    }
+}
+
+/// Moves the hairpinned packets of `burst` (translate's output) into
+/// `pending[shard]`, keeping the others in order. `rings` is indexed by shard
+/// like `pending`; a pending burst that fills is enqueued at once.
+///
+/// A hairpinned packet naming this lcore's own shard (or seen with a single
+/// shard, where there are no rings) breaks translate's contract: translate
+/// finishes those itself. Its inbound half was not done, so it has no egress:
+/// it is dropped and counted `no_tx_port` on translate rather than sent out
+/// half translated or looped back into translate.
+pub(crate) fn split_hairpin<B: PacketBuf>(
+    burst: &mut Burst<B>,
+    own_shard: u16,
+    pending: &mut [Burst<B>],
+    rings: &[Option<Arc<Ring<B>>>],
+    counters: &StageCounters,
+) {
+    // Hairpinning is rare; the common burst is only scanned, never rebuilt.
+    if !burst.iter().any(|p| p.meta().hairpin) {
+        return;
+    }
+    let shards = rings.len().min(pending.len());
+    let mut rest = Burst::new();
+    for pkt in burst.drain(..) {
+        if !pkt.meta().hairpin {
+            rest.push(pkt);
+            continue;
+        }
+        let target = match shards {
+            0 => None,
+            n => Some(usize::from(pkt.meta().shard) % n),
+        };
+        match target {
+            Some(s) if s != usize::from(own_shard) && rings[s].is_some() => {
+                if pending[s].is_full() {
+                    let full = std::mem::take(&mut pending[s]);
+                    enqueue_hairpin(rings, s, full, counters);
+                }
+                pending[s].push(pkt);
+            }
+            // Dropping the buffer returns it to its pool.
+            _ => counters.count_drop(DropReason::NoTxPort),
+        }
+    }
+    *burst = rest;
+}
+
+/// Enqueues every non-empty pending hairpin burst (end of a loop turn).
+pub(crate) fn flush_hairpin<B: PacketBuf>(
+    pending: &mut [Burst<B>],
+    rings: &[Option<Arc<Ring<B>>>],
+    counters: &StageCounters,
+) {
+    for (s, out) in pending.iter_mut().enumerate() {
+        if !out.is_empty() {
+            enqueue_hairpin(rings, s, std::mem::take(out), counters);
+        }
+    }
+}
+
+/// Pushes one burst onto shard `shard`'s hairpin ring. A full ring hands the
+/// burst back: its packets are counted `ring_full` on translate (the stage
+/// that produced them) and freed, so the lcore never waits on its peer.
+fn enqueue_hairpin<B: PacketBuf>(
+    rings: &[Option<Arc<Ring<B>>>],
+    shard: usize,
+    burst: Burst<B>,
+    counters: &StageCounters,
+) {
+    match rings.get(shard) {
+        Some(Some(ring)) => {
+            if let Err(back) = ring.push(burst) {
+                counters.count_drops(DropReason::RingFull, back.len() as u64);
+            }
+        }
+        // `split_hairpin` only queues for shards with a ring.
+        _ => counters.count_drops(DropReason::NoTxPort, burst.len() as u64),
+    }
+}
+
+static UNUSED_COUNTERS: std::sync::LazyLock<StageCounters> =
+    std::sync::LazyLock::new(StageCounters::default);
+
+/// Idle backoff: spin briefly (lowest latency when traffic resumes), then
+/// yield the CPU, then sleep in short steps so idle lcores cost next to
+/// nothing on an oversubscribed machine.
+fn backoff(idle_streak: u32) {
+    if idle_streak < 64 {
+        std::hint::spin_loop();
+    } else if idle_streak < 256 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, UplinkInfo};
+    use pipelines::{HeapBuf, HeapPool};
+
+    fn topology() -> Arc<Topology> {
+        let port = |name: &str, mac: u8| PortInfo {
+            name: name.into(),
+            mac: [2, 0, 0, 0, 0, mac],
+            vlan: None,
+            role: PortRole::Unused,
+        };
+        Arc::new(Topology::new(
+            vec![port("lan", 1), port("wan", 2)],
+            0,
+            vec!["10.0.0.0/8".parse::<IpPrefix>().unwrap()],
+            vec![],
+            vec![UplinkInfo {
+                name: "isp".into(),
+                port: 1,
+                nat_addrs: vec!["198.51.100.1".parse().unwrap()],
+                next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
+                next_hop_v4: None,
+                next_hop_v6: None,
+                weight: 1,
+            }],
+            NatPortRange {
+                first: 1024,
+                last: 65535,
+            },
+            1,
+        ))
+    }
+
+    /// A valid Ethernet/IPv4/UDP frame from 10.0.0.2.
+    fn frame() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x08, 0x00];
+        let mut ip = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 203, 0, 113, 1,
+        ];
+        let c = pipelines::wire::checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 8, 0, 0]);
+        f
+    }
+
+    #[test]
+    fn a_full_ring_hands_the_burst_back_and_its_packets_are_counted() {
+        let topo = topology();
+        let pool = HeapPool::new_static(256);
+        // The next group's ring has room for one burst, and it is taken.
+        let ring: Arc<Ring<HeapBuf>> = Arc::new(Ring::new(1));
+        ring.push(Burst::new()).unwrap();
+        let classify = Classify::new(topo.clone());
+        let replicate = Replicate::new(topo.clone());
+        let replicate_counters = replicate.counters.clone();
+        let mut w: Worker<HeapBuf> = Worker {
+            id: 0,
+            shard: 0,
+            stages_run: vec![Stage::Classify, Stage::Replicate],
+            stages: Stages {
+                classify: Some(classify),
+                replicate: Some(replicate),
+                translate: None,
+                transmit: None,
+            },
+            burst_size: 32,
+            rx: Vec::new(),
+            tx: Vec::new(),
+            stage_in: Vec::new(),
+            handoff_in: Vec::new(),
+            handoff_out: Vec::new(),
+            hairpin_in: None,
+            hairpin_out: Vec::new(),
+            next: Some(NextGroup {
+                rings: vec![ring.clone()],
+                by_shard: false,
+            }),
+            ports: Arc::new(Vec::new()),
+            snapshots: None,
+            events: None,
+            service_snapshots: None,
+            service_events: None,
+            counters: Arc::default(),
+            solicit: None,
+            stop: Arc::default(),
+            epoch: Instant::now(),
+        };
+        let mut pending = w.pending();
+        let mut burst = Burst::new();
+        for _ in 0..20 {
+            burst.push(pool.alloc_with(&frame()).unwrap());
+        }
+        w.run_from(Nanos::ZERO, Stage::Classify, burst, &mut pending);
+        assert_eq!(
+            pool.in_use(),
+            20,
+            "packets wait in the pending burst until the turn ends"
+        );
+        w.flush_rings(&mut pending);
+        assert_eq!(replicate_counters.drops(DropReason::RingFull), 20);
+        assert_eq!(pool.in_use(), 0, "the handed-back packets were freed");
+        // With room in the ring the next burst goes through.
+        ring.pop().unwrap();
+        let mut burst = Burst::new();
+        burst.push(pool.alloc_with(&frame()).unwrap());
+        w.run_from(Nanos::ZERO, Stage::Classify, burst, &mut pending);
+        w.flush_rings(&mut pending);
+        assert_eq!(ring.pop().map(|b| b.len()), Some(1));
+        assert_eq!(replicate_counters.drops(DropReason::RingFull), 20);
+    }
+
+    /// A packet as translate leaves it: `tag` names it (every byte of its
+    /// frame); hairpinned ones are inbound halves for `shard`.
+    fn translated(pool: &'static HeapPool, tag: u8, hairpin: bool, shard: u16) -> HeapBuf {
+        let mut p = pool.alloc_with(&[tag; 60]).unwrap();
+        let m = p.meta_mut();
+        m.hairpin = hairpin;
+        m.shard = shard;
+        m.direction = if hairpin {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        p
+    }
+
+    fn tags(burst: &Burst<HeapBuf>) -> Vec<u8> {
+        burst.iter().map(|p| p.data()[0]).collect()
+    }
+
+    /// Hairpin rings of a translate lcore owning `own` among `shards`.
+    fn hairpin_rings(shards: usize, own: usize, size: usize) -> Vec<Option<Arc<Ring<HeapBuf>>>> {
+        (0..shards)
+            .map(|s| (s != own).then(|| Arc::new(Ring::new(size))))
+            .collect()
+    }
+
+    #[test]
+    fn split_hairpin_sends_hairpinned_packets_to_their_shard_and_keeps_the_rest() {
+        let pool = HeapPool::new_static(64);
+        let counters = StageCounters::default();
+        let rings = hairpin_rings(3, 0, 4);
+        let mut pending: Vec<Burst<HeapBuf>> = (0..3).map(|_| Burst::new()).collect();
+        let mut burst = Burst::new();
+        for (tag, hairpin, shard) in [
+            (1, false, 0),
+            (2, true, 1),
+            (3, false, 2),
+            (4, true, 2),
+            (5, true, 4), // shard 4 of 3 is shard 1
+            (6, false, 1),
+        ] {
+            burst.push(translated(pool, tag, hairpin, shard));
+        }
+        split_hairpin(&mut burst, 0, &mut pending, &rings, &counters);
+        assert_eq!(tags(&burst), [1, 3, 6], "the rest stays, in order");
+        assert_eq!(tags(&pending[1]), [2, 5]);
+        assert_eq!(tags(&pending[2]), [4]);
+        assert!(pending[0].is_empty());
+        assert!(
+            rings.iter().flatten().all(|r| r.is_empty()),
+            "partial bursts wait for the end of the turn"
+        );
+
+        flush_hairpin(&mut pending, &rings, &counters);
+        assert!(pending.iter().all(|b| b.is_empty()));
+        let to1 = rings[1].as_ref().unwrap().pop().unwrap();
+        let to2 = rings[2].as_ref().unwrap().pop().unwrap();
+        assert_eq!(tags(&to1), [2, 5]);
+        assert_eq!(tags(&to2), [4]);
+        for p in to1.iter().chain(&to2) {
+            // Delivered as translate left them, for the receiver's translate.
+            assert!(p.meta().hairpin);
+            assert_eq!(p.meta().direction, Direction::Inbound);
+        }
+        assert_eq!(counters.total_drops(), 0);
+    }
+
+    #[test]
+    fn a_burst_without_hairpinned_packets_is_left_alone() {
+        let pool = HeapPool::new_static(8);
+        let counters = StageCounters::default();
+        let rings = hairpin_rings(2, 1, 4);
+        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
+        let mut burst: Burst<HeapBuf> = (1..=3).map(|t| translated(pool, t, false, 0)).collect();
+        split_hairpin(&mut burst, 1, &mut pending, &rings, &counters);
+        assert_eq!(tags(&burst), [1, 2, 3]);
+        flush_hairpin(&mut pending, &rings, &counters);
+        assert!(rings.iter().flatten().all(|r| r.is_empty()));
+    }
+
+    #[test]
+    fn a_filled_pending_hairpin_burst_is_enqueued_before_the_turn_ends() {
+        let pool = HeapPool::new_static(64);
+        let counters = StageCounters::default();
+        let rings = hairpin_rings(2, 0, 4);
+        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
+        for round in 0..2u8 {
+            let mut burst: Burst<HeapBuf> = (0..20)
+                .map(|i| translated(pool, round * 20 + i, true, 1))
+                .collect();
+            split_hairpin(&mut burst, 0, &mut pending, &rings, &counters);
+            assert!(burst.is_empty());
+        }
+        let ring = rings[1].as_ref().unwrap();
+        assert_eq!(
+            ring.len(),
+            1,
+            "the first 32 left as soon as they filled a burst"
+        );
+        flush_hairpin(&mut pending, &rings, &counters);
+        let first = ring.pop().unwrap();
+        let second = ring.pop().unwrap();
+        assert_eq!(tags(&first), (0..32).collect::<Vec<u8>>());
+        assert_eq!(tags(&second), (32..40).collect::<Vec<u8>>());
+        assert_eq!(counters.total_drops(), 0);
+    }
+
+    #[test]
+    fn a_full_hairpin_ring_counts_ring_full_on_translate_and_frees_the_packets() {
+        let pool = HeapPool::new_static(64);
+        let counters = StageCounters::default();
+        // Shard 1's hairpin ring has room for one burst, and it is taken.
+        let rings = hairpin_rings(2, 0, 1);
+        let ring = rings[1].as_ref().unwrap().clone();
+        ring.push(Burst::new()).unwrap();
+        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
+        let mut burst: Burst<HeapBuf> = (0..20).map(|i| translated(pool, i, true, 1)).collect();
+        burst.push(translated(pool, 99, false, 0));
+        split_hairpin(&mut burst, 0, &mut pending, &rings, &counters);
+        flush_hairpin(&mut pending, &rings, &counters);
+        assert_eq!(counters.drops(DropReason::RingFull), 20);
+        assert_eq!(counters.total_drops(), 20);
+        assert_eq!(tags(&burst), [99], "the rest of the burst goes on");
+        drop(burst);
+        assert_eq!(pool.in_use(), 0, "the handed-back packets were freed");
+        assert_eq!(ring.len(), 1);
+    }
+
+    #[test]
+    fn hairpinned_packets_with_nowhere_to_go_are_dropped_and_counted() {
+        let pool = HeapPool::new_static(16);
+        let counters = StageCounters::default();
+        // Translate finishes packets of its own shard; one naming it anyway
+        // has no egress.
+        let rings = hairpin_rings(2, 1, 4);
+        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
+        let mut burst: Burst<HeapBuf> = Burst::new();
+        burst.push(translated(pool, 1, true, 1));
+        burst.push(translated(pool, 2, true, 3)); // 3 of 2 is shard 1 too
+        burst.push(translated(pool, 3, false, 1));
+        split_hairpin(&mut burst, 1, &mut pending, &rings, &counters);
+        assert_eq!(tags(&burst), [3]);
+        assert_eq!(counters.drops(DropReason::NoTxPort), 2);
+        drop(burst);
+        // A single shard has no rings at all.
+        let mut burst: Burst<HeapBuf> = Burst::new();
+        burst.push(translated(pool, 4, true, 0));
+        split_hairpin(&mut burst, 0, &mut [], &[], &counters);
+        assert!(burst.is_empty());
+        assert_eq!(counters.drops(DropReason::NoTxPort), 3);
+        flush_hairpin(&mut pending, &rings, &counters);
+        assert!(rings.iter().flatten().all(|r| r.is_empty()));
+        assert_eq!(pool.in_use(), 0);
+    }
+}

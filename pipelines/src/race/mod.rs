@@ -1,0 +1,1189 @@
+//! SYN races (seed 001 [0026]-[0036]): the per-shard records that tie the
+//! copies of one client SYN together, and the TCP segments the appliance
+//! writes itself (RSTs to losing servers, ACKs that continue a handshake in
+//! first-payload mode).
+//!
+//! A race has one NAT session per uplink, all with the client's outbound
+//! 5-tuple; only one of them holds the outbound index entry (the one the
+//! client's later packets must find), the others are reached through the
+//! race. The race is decided by the first SYN+ACK (mode 1) or the first
+//! payload (mode 2, [0031]-[0033]); the winner keeps the index entry, every
+//! other copy becomes a *loser*: kept for the race timeout so that its
+//! SYN+ACK can be answered with an RST, then freed.
+//!
+//! Invariants:
+//! - every member slot of a live race names a live session whose `race` is
+//!   that race, and a session with `race != NONE` is a member of it;
+//! - at most one member is `OUT_INDEXED`;
+//! - a race record is freed with its last member, so records never leak.
+
+use crate::nat::{NatShard, NONE};
+use crate::packet::buf::{Direction, PacketBuf};
+use crate::packet::drop::DropReason;
+use crate::packet::time::Nanos;
+use crate::select::RACE_MAX;
+use crate::topology::UplinkId;
+use crate::wire::checksum::{fold, sum};
+
+/// What decides a race.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RaceMode {
+    /// The first SYN+ACK (seed 001 [0036]).
+    #[default]
+    SynAck,
+    /// The first segment with payload (seed 001 [0031]-[0033]): handshakes
+    /// go on over every uplink, so a transparent proxy that answers SYNs
+    /// itself cannot win by doing so.
+    FirstPayload,
+}
+
+impl RaceMode {
+    pub const NAMES: [&'static str; 2] = ["syn-ack", "first-payload"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaceMode::SynAck => Self::NAMES[0],
+            RaceMode::FirstPayload => Self::NAMES[1],
+        }
+    }
+}
+
+impl std::str::FromStr for RaceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "syn-ack" => Ok(RaceMode::SynAck),
+            "first-payload" => Ok(RaceMode::FirstPayload),
+            _ => Err(format!("one of {}", Self::NAMES.join(", "))),
+        }
+    }
+}
+
+/// One race.
+#[derive(Clone, Debug)]
+pub struct Race {
+    /// Session slots, one per uplink raced; `NONE` once a member left.
+    pub(crate) members: [u32; RACE_MAX],
+    pub(crate) n: u8,
+    /// When the first copy went out.
+    pub(crate) started: Nanos,
+    /// Which replicated SYN the copies come from (see `PacketMeta::race_tag`):
+    /// a copy with another tag is a retransmission, not a new racer.
+    pub(crate) tag: u32,
+    pub(crate) decided: bool,
+    pub(crate) mode: RaceMode,
+    /// First-payload mode: the member whose SYN+ACK the client got, and
+    /// that SYN+ACK's sequence number (the server ISN the client knows).
+    pub(crate) client_side: u32,
+    pub(crate) client_isn: u32,
+    /// First-payload mode: each member's server ISN, valid where `answered`
+    /// has its bit.
+    pub(crate) isn: [u32; RACE_MAX],
+    pub(crate) answered: u8,
+    /// First-payload mode: the client's next sequence number as seen so far.
+    pub(crate) client_next: u32,
+    /// First-payload mode: the client has sent payload; members answering
+    /// later cannot be caught up and are reset.
+    pub(crate) data_sent: bool,
+    /// After a first-payload decision: winner ISN - client ISN, added to the
+    /// client's ACK (and SACK) numbers, taken off the server's sequence
+    /// numbers.
+    pub(crate) offset: u32,
+    /// First-payload mode: the client's segments with payload sent before
+    /// the race was decided (replay slots), for members whose handshake
+    /// completes after them.
+    pub(crate) replay: [u16; REPLAY_MAX],
+    pub(crate) replay_n: u8,
+    /// A segment did not fit the replay slots: late members cannot be
+    /// caught up.
+    pub(crate) replay_lost: bool,
+    next_free: u32,
+}
+
+/// Client segments a first-payload race keeps for late members.
+pub const REPLAY_MAX: usize = 2;
+/// Replay slots per shard, and their size.
+pub const REPLAY_SLOTS: usize = 256;
+const REPLAY_BYTES: usize = 2048;
+
+/// Copies of client segments, in slots reserved up front.
+pub(crate) struct ReplayStore {
+    bytes: Vec<u8>,
+    len: Vec<u16>,
+    meta: Vec<crate::packet::buf::PacketMeta>,
+    free: Vec<u16>,
+}
+
+impl ReplayStore {
+    fn new() -> ReplayStore {
+        ReplayStore {
+            bytes: vec![0; REPLAY_SLOTS * REPLAY_BYTES],
+            len: vec![0; REPLAY_SLOTS],
+            meta: vec![crate::packet::buf::PacketMeta::default(); REPLAY_SLOTS],
+            free: (0..REPLAY_SLOTS as u16).rev().collect(),
+        }
+    }
+
+    /// Keeps a copy of `pkt`; `None` when no slot is free or it is too big.
+    pub(crate) fn keep<B: PacketBuf>(&mut self, pkt: &B) -> Option<u16> {
+        let d = pkt.data();
+        if d.len() > REPLAY_BYTES {
+            return None;
+        }
+        let slot = self.free.pop()?;
+        let at = usize::from(slot) * REPLAY_BYTES;
+        self.bytes[at..at + d.len()].copy_from_slice(d);
+        self.len[usize::from(slot)] = d.len() as u16;
+        self.meta[usize::from(slot)] = *pkt.meta();
+        Some(slot)
+    }
+
+    /// Writes slot `slot` into `pkt` (frame and metadata).
+    pub(crate) fn restore<B: PacketBuf>(&self, slot: u16, pkt: &mut B) -> bool {
+        let i = usize::from(slot);
+        let len = usize::from(self.len[i]);
+        if !pkt.set_len(len) {
+            return false;
+        }
+        let at = i * REPLAY_BYTES;
+        pkt.data_mut().copy_from_slice(&self.bytes[at..at + len]);
+        *pkt.meta_mut() = self.meta[i];
+        true
+    }
+
+    fn release(&mut self, slot: u16) {
+        if usize::from(slot) < REPLAY_SLOTS && !self.free.contains(&slot) {
+            self.free.push(slot);
+        }
+    }
+}
+
+impl Race {
+    const FREE: Race = Race {
+        members: [NONE; RACE_MAX],
+        n: 0,
+        started: Nanos::ZERO,
+        tag: 0,
+        decided: false,
+        mode: RaceMode::SynAck,
+        client_side: NONE,
+        client_isn: 0,
+        isn: [0; RACE_MAX],
+        answered: 0,
+        client_next: 0,
+        data_sent: false,
+        offset: 0,
+        replay: [0; REPLAY_MAX],
+        replay_n: 0,
+        replay_lost: false,
+        next_free: NONE,
+    };
+
+    /// Position of member `idx`.
+    pub(crate) fn position(&self, idx: u32) -> Option<usize> {
+        self.members[..usize::from(self.n)]
+            .iter()
+            .position(|&m| m == idx)
+    }
+
+    pub(crate) fn live_members(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.members[..usize::from(self.n)]
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, m)| m != NONE)
+    }
+}
+
+/// The races of one shard: a slab reserved up front with a free list.
+pub struct RaceTable {
+    races: Vec<Race>,
+    free: u32,
+    live: usize,
+    cap: usize,
+    pub(crate) replay: ReplayStore,
+}
+
+impl RaceTable {
+    pub fn with_capacity(cap: usize) -> RaceTable {
+        RaceTable {
+            races: Vec::with_capacity(cap),
+            free: NONE,
+            live: 0,
+            cap,
+            replay: ReplayStore::new(),
+        }
+    }
+
+    /// Races in progress (and first-payload offsets kept).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// A new race record, or `None` at capacity.
+    pub(crate) fn start(&mut self, now: Nanos, tag: u32, mode: RaceMode) -> Option<u32> {
+        let r = if self.free != NONE {
+            let r = self.free;
+            self.free = self.races[r as usize].next_free;
+            r
+        } else if self.races.len() < self.cap {
+            self.races.push(Race::FREE);
+            (self.races.len() - 1) as u32
+        } else {
+            return None;
+        };
+        self.races[r as usize] = Race {
+            started: now,
+            tag,
+            mode,
+            ..Race::FREE
+        };
+        self.live += 1;
+        Some(r)
+    }
+
+    pub(crate) fn get(&self, r: u32) -> Option<&Race> {
+        self.races.get(r as usize)
+    }
+
+    pub(crate) fn get_mut(&mut self, r: u32) -> Option<&mut Race> {
+        self.races.get_mut(r as usize)
+    }
+
+    /// Lets the replay slots of race `r` go (when it is decided).
+    pub(crate) fn release_replay(&mut self, r: u32) {
+        if let Some(x) = self.races.get_mut(r as usize) {
+            for &slot in &x.replay[..usize::from(x.replay_n)] {
+                self.replay.release(slot);
+            }
+            x.replay_n = 0;
+        }
+    }
+
+    fn free(&mut self, r: u32) {
+        self.release_replay(r);
+        if let Some(x) = self.races.get_mut(r as usize) {
+            *x = Race {
+                next_free: self.free,
+                ..Race::FREE
+            };
+            self.free = r;
+            self.live -= 1;
+        }
+    }
+}
+
+impl NatShard {
+    /// Adds session `idx` to race `r` (false when the race is full).
+    pub(crate) fn race_attach(&mut self, r: u32, idx: u32) -> bool {
+        let Some(race) = self.races.get_mut(r) else {
+            return false;
+        };
+        let n = usize::from(race.n);
+        if n >= RACE_MAX {
+            return false;
+        }
+        race.members[n] = idx;
+        race.n += 1;
+        if let Some(s) = self.session_mut(idx) {
+            s.race = r;
+        }
+        true
+    }
+
+    /// Takes session `idx` out of race `r`; the race record goes with its
+    /// last member.
+    pub(crate) fn race_detach(&mut self, r: u32, idx: u32) {
+        if let Some(s) = self.session_mut(idx) {
+            s.race = NONE;
+        }
+        let Some(race) = self.races.get_mut(r) else {
+            return;
+        };
+        if let Some(k) = race.position(idx) {
+            race.members[k] = NONE;
+        }
+        if race.live_members().next().is_none() {
+            self.races.free(r);
+        }
+    }
+
+    /// The member of race `r` on `uplink`, if any.
+    pub(crate) fn race_member_on(&self, r: u32, uplink: UplinkId) -> Option<u32> {
+        let race = self.races.get(r)?;
+        race.live_members()
+            .map(|(_, m)| m)
+            .find(|&m| self.session(m).is_some_and(|s| s.uplink == uplink))
+    }
+
+    pub fn race(&self, r: u32) -> Option<&Race> {
+        self.races.get(r)
+    }
+
+    /// Races held by this shard.
+    pub fn races_live(&self) -> usize {
+        self.races.len()
+    }
+}
+
+/// Sequence and acknowledgement numbers of a classified TCP packet.
+pub(crate) fn tcp_seq_ack<B: PacketBuf>(pkt: &B) -> Option<(u32, u32)> {
+    let l4 = usize::from(pkt.meta().l4_offset);
+    let d = pkt.data().get(l4 + 4..l4 + 12)?;
+    Some((
+        u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
+        u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
+    ))
+}
+
+/// Bytes of TCP payload of a classified packet (SYN and FIN not counted).
+pub(crate) fn tcp_payload_len<B: PacketBuf>(pkt: &B) -> usize {
+    let m = pkt.meta();
+    let (l3, l4) = (usize::from(m.l3_offset), usize::from(m.l4_offset));
+    let d = pkt.data();
+    let Some(&off) = d.get(l4 + 12) else {
+        return 0;
+    };
+    let ip_end = if m.is_ipv6() {
+        d.get(l3 + 4..l3 + 6).map_or(0, |b| {
+            l3 + 40 + usize::from(u16::from_be_bytes([b[0], b[1]]))
+        })
+    } else {
+        d.get(l3 + 2..l3 + 4)
+            .map_or(0, |b| l3 + usize::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    ip_end
+        .min(d.len())
+        .saturating_sub(l4 + usize::from(off >> 4) * 4)
+}
+
+/// Turns a classified TCP packet into a bare segment (no options, no
+/// payload) from its receiver back to its sender: addresses and ports
+/// swapped, the given sequence, acknowledgement, flags and window. The
+/// packet then leaves by the port it came in on, toward `next_hop`.
+pub(crate) fn reflect_tcp<B: PacketBuf>(
+    pkt: &mut B,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    next_hop: [u8; 6],
+) -> Result<(), DropReason> {
+    let m = *pkt.meta();
+    let f = m.flow.reversed();
+    write_tcp(pkt, &f, flags, seq, ack, window)?;
+    let meta = pkt.meta_mut();
+    meta.direction = match m.direction {
+        Direction::Inbound => Direction::Outbound,
+        Direction::Outbound => Direction::Inbound,
+        d => d,
+    };
+    meta.out_port = m.in_port;
+    meta.next_hop_mac = next_hop;
+    Ok(())
+}
+
+/// Rewrites a classified TCP packet of the same IP version as `f` into a
+/// bare segment (no options, no payload) for the 5-tuple `f`: TTL 64, both
+/// checksums computed in full. Sets `meta.flow`, `l4_offset` and
+/// `tcp_flags`; the caller sets where it goes.
+pub(crate) fn write_tcp<B: PacketBuf>(
+    pkt: &mut B,
+    f: &crate::packet::flow::FlowKey,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> Result<(), DropReason> {
+    let m = *pkt.meta();
+    let (l3, l4) = (usize::from(m.l3_offset), usize::from(m.l4_offset));
+    let v6 = m.is_ipv6();
+    let (ip_len, alen, src_at, dst_at) = if v6 { (40, 16, 8, 24) } else { (20, 4, 12, 16) };
+    let new_l4 = l3 + ip_len;
+    let (src, dst) = match (f.src, f.dst, v6) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d), false) => {
+            let mut a = [0u8; 16];
+            let mut b = [0u8; 16];
+            a[..4].copy_from_slice(&s.octets());
+            b[..4].copy_from_slice(&d.octets());
+            (a, b)
+        }
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d), true) => (s.octets(), d.octets()),
+        _ => return Err(DropReason::NoNatAddress),
+    };
+    if pkt.data().len() < l4 + 20 || l4 < new_l4 {
+        return Err(DropReason::TruncatedTcp);
+    }
+    let d = pkt.data_mut();
+    let ip = &mut d[l3..new_l4];
+    if v6 {
+        ip[..4].copy_from_slice(&[0x60, 0, 0, 0]);
+        ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+        ip[6] = crate::packet::flow::proto::TCP;
+        ip[7] = 64;
+    } else {
+        ip[..12].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    }
+    ip[src_at..src_at + alen].copy_from_slice(&src[..alen]);
+    ip[dst_at..dst_at + alen].copy_from_slice(&dst[..alen]);
+    if !v6 {
+        let c = !fold(sum(ip, 0));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    let tcp = &mut d[new_l4..new_l4 + 20];
+    tcp[0..2].copy_from_slice(&f.src_port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&f.dst_port.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&window.to_be_bytes());
+    tcp[16..20].copy_from_slice(&[0; 4]);
+    let pseudo =
+        sum(&dst[..alen], sum(&src[..alen], 0)) + u32::from(crate::packet::flow::proto::TCP) + 20;
+    let c = !fold(sum(tcp, pseudo));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    if !pkt.set_len(new_l4 + 20) {
+        return Err(DropReason::TruncatedTcp);
+    }
+    let meta = pkt.meta_mut();
+    meta.l4_offset = new_l4 as u16;
+    meta.flow = *f;
+    meta.tcp_flags = flags;
+    Ok(())
+}
+
+/// Adds `delta` to the 32-bit field at `at` of a TCP header (`tcp`),
+/// updating its checksum incrementally.
+fn add_to_field(tcp: &mut [u8], at: usize, delta: u32) {
+    let Some(f) = tcp.get(at..at + 4) else {
+        return;
+    };
+    let old = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+    let new = old.wrapping_add(delta);
+    tcp[at..at + 4].copy_from_slice(&new.to_be_bytes());
+    let hc = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let hc = crate::wire::checksum::update_bytes(hc, &old.to_be_bytes(), &new.to_be_bytes());
+    tcp[16..18].copy_from_slice(&hc.to_be_bytes());
+}
+
+/// Shifts a segment between two sequence spaces (first-payload mode):
+/// `ack_delta` is added to the acknowledgement number and to every SACK
+/// block edge, `seq_delta` to the sequence number.
+pub(crate) fn shift_seq<B: PacketBuf>(pkt: &mut B, seq_delta: u32, ack_delta: u32) {
+    let l4 = usize::from(pkt.meta().l4_offset);
+    let d = pkt.data_mut();
+    let Some(tcp) = d.get_mut(l4..) else {
+        return;
+    };
+    if tcp.len() < 20 {
+        return;
+    }
+    if seq_delta != 0 {
+        add_to_field(tcp, 4, seq_delta);
+    }
+    if ack_delta == 0 {
+        return;
+    }
+    if tcp[13] & crate::nat::TCP_ACK != 0 {
+        add_to_field(tcp, 8, ack_delta);
+    }
+    // SACK blocks (kind 5) in the options.
+    let end = (usize::from(tcp[12] >> 4) * 4).min(tcp.len());
+    let mut i = 20;
+    while i < end {
+        match tcp[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = tcp.get(i + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || i + len > end {
+                    break;
+                }
+                if kind == 5 {
+                    let mut e = i + 2;
+                    while e + 4 <= i + len {
+                        add_to_field(tcp, e, ack_delta);
+                        e += 4;
+                    }
+                }
+                i += len;
+            }
+        }
+    }
+}
+
+impl NatShard {
+    /// Frees race `r` if it has no member (a race whose first session could
+    /// not be created).
+    pub(crate) fn race_free_empty(&mut self, r: u32) {
+        if self
+            .races
+            .get(r)
+            .is_some_and(|x| x.live_members().next().is_none())
+        {
+            self.races.free(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::{NatConfig, TCP_ACK, TCP_RST, TCP_SYN};
+    use crate::packet::buf::HeapBuf;
+    use crate::packet::burst::Burst;
+    use crate::select::SelEvent;
+    use crate::stages::classify::Classify;
+    use crate::stages::replicate::{Replicate, SelectionPolicy};
+    use crate::stages::translate::Translate;
+    use crate::testing::*;
+    use smoltcp::wire::{TcpControl, TcpPacket};
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    const T0: Nanos = Nanos(1_000_000_000);
+    const SERVER: &str = "203.0.113.5";
+
+    /// classify → replicate → translate over the two-uplink test site.
+    struct Rig {
+        classify: Classify,
+        replicate: Replicate,
+        translate: Translate,
+    }
+
+    impl Rig {
+        fn new(policy: SelectionPolicy) -> Rig {
+            let topo = site(1);
+            let policy = Arc::new(policy);
+            Rig {
+                classify: Classify::new(topo.clone()),
+                replicate: Replicate::with_policy(topo.clone(), policy.clone()),
+                translate: Translate::with_policy(topo, 0, NatConfig::default(), policy),
+            }
+        }
+
+        /// Runs one frame received on `port` through the three stages.
+        fn send(&mut self, frame: &[u8], port: u16, now: Nanos) -> Vec<HeapBuf> {
+            let mut input: Burst<HeapBuf> = Burst::new();
+            input.push(buf(frame, port));
+            let mut classified = Burst::new();
+            self.classify.process(&mut input, &mut classified);
+            let mut out = Vec::new();
+            while !classified.is_empty() {
+                let mut replicated = Burst::new();
+                self.replicate
+                    .process(now, &mut classified, &mut replicated);
+                while !replicated.is_empty() {
+                    let mut translated = Burst::new();
+                    self.translate
+                        .process(now, &mut replicated, &mut translated);
+                    out.extend(translated.drain(..));
+                }
+            }
+            out
+        }
+
+        fn events(&mut self) -> Vec<SelEvent> {
+            self.translate.nat.events.drain(..).collect()
+        }
+    }
+
+    fn syn() -> Vec<u8> {
+        from_client("10.0.0.2", SERVER, tcp(40000, 443, TcpControl::Syn))
+    }
+
+    fn syn_ack_to(nat: &str, nat_port: u16, ack: u32) -> Vec<u8> {
+        let l4 = L4::Tcp {
+            src_port: 443,
+            dst_port: nat_port,
+            control: TcpControl::Syn,
+            ack: Some(ack),
+            payload: &[],
+        };
+        let dgram = ip_packet(ip(SERVER), ip(nat), 64, &l4);
+        if nat == NAT4 {
+            ethernet(WAN_MAC, ISP0_MAC, None, 0x0800, &dgram)
+        } else {
+            ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(TAGGED_VLAN), 0x0800, &dgram)
+        }
+    }
+
+    fn port_of(nat: &str) -> u16 {
+        if nat == NAT4 {
+            WAN_PORT
+        } else {
+            WAN_TAGGED_PORT
+        }
+    }
+
+    fn tcp_of(b: &HeapBuf) -> TcpPacket<&[u8]> {
+        TcpPacket::new_checked(&b.data()[usize::from(b.meta().l4_offset)..]).unwrap()
+    }
+
+    /// (source address, source port) of each copy sent.
+    fn sources(out: &[HeapBuf]) -> Vec<(IpAddr, u16)> {
+        out.iter()
+            .map(|b| {
+                let m = b.meta();
+                let (src, _) = addrs(b.data(), usize::from(m.l3_offset));
+                let (sp, _) = ports(b.data(), usize::from(m.l3_offset), usize::from(m.l4_offset));
+                (src, sp)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_syn_races_over_every_uplink_and_the_first_syn_ack_wins() {
+        let mut rig = Rig::new(SelectionPolicy::default());
+        let copies = rig.send(&syn(), LAN_PORT, T0);
+        assert_eq!(copies.len(), 2, "one copy per uplink with an IPv4 address");
+        let src = sources(&copies);
+        assert_eq!(src[0].0, ip(NAT4));
+        assert_eq!(src[1].0, ip(NAT4_TAGGED));
+        assert_eq!(copies[0].meta().out_port, WAN_PORT);
+        assert_eq!(copies[1].meta().out_port, WAN_TAGGED_PORT);
+        for c in &copies {
+            assert_checksums_valid(c.data(), usize::from(c.meta().l3_offset));
+            assert!(tcp_of(c).syn() && !tcp_of(c).ack());
+        }
+        assert_eq!(rig.translate.nat.len(), 2);
+        assert_eq!(rig.translate.nat.races_live(), 1);
+        assert_eq!(rig.translate.nat.counters.races.get(), 1);
+
+        // The tagged uplink answers first: it wins.
+        let t1 = T0.saturating_add(Nanos::from_millis(20));
+        let won = rig.send(
+            &syn_ack_to(NAT4_TAGGED, src[1].1, 1001),
+            port_of(NAT4_TAGGED),
+            t1,
+        );
+        assert_eq!(won.len(), 1);
+        assert_eq!(won[0].meta().out_port, LAN_PORT);
+        let (_, dst) = addrs(won[0].data(), usize::from(won[0].meta().l3_offset));
+        assert_eq!(dst, ip("10.0.0.2"));
+        let up = &rig.translate.nat.counters.uplinks;
+        assert_eq!((up[1].races_won.get(), up[0].races_lost.get()), (1, 1));
+        assert_eq!(
+            rig.events(),
+            vec![SelEvent::Answer {
+                dst: ip(SERVER),
+                uplink: 1,
+                rtt: Some(Nanos::from_millis(20)),
+                raced: true,
+                decided: true,
+            }]
+        );
+
+        // The client's ACK follows the winner.
+        let ack = from_client(
+            "10.0.0.2",
+            SERVER,
+            L4::Tcp {
+                src_port: 40000,
+                dst_port: 443,
+                control: TcpControl::None,
+                ack: Some(1001),
+                payload: &[],
+            },
+        );
+        let out = rig.send(&ack, LAN_PORT, t1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(sources(&out)[0], src[1]);
+
+        // The loser's late SYN+ACK is answered with an RST to its server,
+        // sequence number = the SYN+ACK's acknowledgement.
+        let t2 = T0.saturating_add(Nanos::from_millis(50));
+        let rst = rig.send(&syn_ack_to(NAT4, src[0].1, 1001), WAN_PORT, t2);
+        assert_eq!(rst.len(), 1);
+        let r = &rst[0];
+        assert_eq!(r.meta().out_port, WAN_PORT);
+        assert_eq!(r.meta().next_hop_mac, ISP0_MAC);
+        assert_checksums_valid(r.data(), usize::from(r.meta().l3_offset));
+        let (s, d) = addrs(r.data(), usize::from(r.meta().l3_offset));
+        assert_eq!((s, d), (ip(NAT4), ip(SERVER)));
+        let t = tcp_of(r);
+        assert!(t.rst() && !t.syn() && !t.ack());
+        assert_eq!(t.seq_number().0, 1001);
+        assert_eq!((t.src_port(), t.dst_port()), (src[0].1, 443));
+        assert_eq!(
+            rig.events(),
+            vec![SelEvent::Answer {
+                dst: ip(SERVER),
+                uplink: 0,
+                rtt: Some(Nanos::from_millis(50)),
+                raced: true,
+                decided: false,
+            }]
+        );
+        // Only the winner's session is left, and no race record.
+        assert_eq!(rig.translate.nat.len(), 1);
+        assert_eq!(rig.translate.nat.races_live(), 0);
+    }
+
+    #[test]
+    fn a_retransmitted_syn_goes_out_again_on_each_racing_uplink_without_a_second_race() {
+        let mut rig = Rig::new(SelectionPolicy::default());
+        let first = rig.send(&syn(), LAN_PORT, T0);
+        let again = rig.send(&syn(), LAN_PORT, T0.saturating_add(Nanos::from_secs(1)));
+        assert_eq!(sources(&first), sources(&again));
+        assert_eq!(rig.translate.nat.len(), 2);
+        assert_eq!(rig.translate.nat.counters.races.get(), 1);
+        // Karn: the answer to a retransmitted SYN gives no RTT sample.
+        let src = sources(&first);
+        rig.send(
+            &syn_ack_to(NAT4, src[0].1, 1001),
+            WAN_PORT,
+            T0.saturating_add(Nanos::from_secs(2)),
+        );
+        assert!(matches!(
+            rig.events()[..],
+            [SelEvent::Answer {
+                rtt: None,
+                decided: true,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_loser_that_never_answers_is_freed_after_the_race_timeout_and_reported() {
+        let mut rig = Rig::new(SelectionPolicy::default());
+        let src = sources(&rig.send(&syn(), LAN_PORT, T0));
+        rig.send(&syn_ack_to(NAT4, src[0].1, 1001), WAN_PORT, T0);
+        rig.events();
+        assert_eq!(rig.translate.nat.len(), 2);
+        let timeout = rig.translate.nat.config().race_timeout;
+        let later = T0.saturating_add(timeout).saturating_add(Nanos(1));
+        for _ in 0..100 {
+            rig.translate.sweep(later);
+        }
+        assert_eq!(rig.translate.nat.len(), 1);
+        assert_eq!(rig.translate.nat.races_live(), 0);
+        assert_eq!(rig.events(), vec![SelEvent::Unanswered { uplink: 1 }]);
+        assert_eq!(
+            rig.translate.nat.counters.uplinks[1].race_unanswered.get(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_first_rst_also_decides_and_reaches_the_client() {
+        let mut rig = Rig::new(SelectionPolicy::default());
+        let src = sources(&rig.send(&syn(), LAN_PORT, T0));
+        let l4 = L4::Tcp {
+            src_port: 443,
+            dst_port: src[0].1,
+            control: TcpControl::Rst,
+            ack: Some(1001),
+            payload: &[],
+        };
+        let out = rig.send(&from_isp(SERVER, NAT4, l4), WAN_PORT, T0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].meta().out_port, LAN_PORT);
+        assert!(tcp_of(&out[0]).rst());
+    }
+
+    #[test]
+    fn without_racing_a_syn_leaves_by_one_uplink_and_still_measures_it() {
+        let mut rig = Rig::new(SelectionPolicy {
+            race_tcp: false,
+            ..SelectionPolicy::default()
+        });
+        let out = rig.send(&syn(), LAN_PORT, T0);
+        assert_eq!(out.len(), 1);
+        let (nat, port) = sources(&out)[0];
+        let nat = nat.to_string();
+        let t1 = T0.saturating_add(Nanos::from_millis(7));
+        let back = rig.send(&syn_ack_to(&nat, port, 1001), port_of(&nat), t1);
+        assert_eq!(back.len(), 1);
+        assert!(matches!(
+            rig.events()[..],
+            [SelEvent::Answer { rtt: Some(r), raced: false, decided: false, .. }] if r == Nanos::from_millis(7)
+        ));
+    }
+
+    #[test]
+    fn a_policy_keeps_matching_connections_out_of_races() {
+        use crate::select::Algorithm;
+        use crate::stages::replicate::Policy;
+        let mut rig = Rig::new(SelectionPolicy {
+            policies: vec![Policy {
+                protocol: Some(crate::packet::flow::proto::TCP),
+                ports: (25, 25),
+                race: false,
+                algorithm: Algorithm::RoundRobin,
+            }],
+            ..SelectionPolicy::default()
+        });
+        let smtp = from_client("10.0.0.2", SERVER, tcp(40001, 25, TcpControl::Syn));
+        assert_eq!(rig.send(&smtp, LAN_PORT, T0).len(), 1);
+        assert_eq!(
+            rig.replicate.selection.by_algorithm[Algorithm::RoundRobin.index()].get(),
+            1
+        );
+        assert_eq!(rig.send(&syn(), LAN_PORT, T0).len(), 2, "other ports race");
+        assert_eq!(rig.translate.nat.counters.races.get(), 1);
+    }
+
+    #[test]
+    fn ipv6_connections_race_too() {
+        use crate::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology};
+        let base = site(1);
+        let mut uplinks = base.uplinks.clone();
+        uplinks[1].nat_addrs.push(ip("2001:db8:1::1"));
+        let ports: Vec<PortInfo> = base
+            .ports
+            .iter()
+            .map(|p| PortInfo {
+                role: PortRole::Unused,
+                ..p.clone()
+            })
+            .collect();
+        let topo = Arc::new(Topology::new(
+            ports,
+            LAN_PORT,
+            vec![
+                "10.0.0.0/16".parse::<IpPrefix>().unwrap(),
+                "fd00::/64".parse().unwrap(),
+            ],
+            vec![ip("10.0.0.1"), ip("fd00::1")],
+            uplinks,
+            NatPortRange {
+                first: 1024,
+                last: 65535,
+            },
+            1,
+        ));
+        let policy = Arc::new(SelectionPolicy::default());
+        let mut rig = Rig {
+            classify: Classify::new(topo.clone()),
+            replicate: Replicate::with_policy(topo.clone(), policy.clone()),
+            translate: Translate::with_policy(topo, 0, NatConfig::default(), policy),
+        };
+        let server = "2001:db8:ffff::5";
+        let copies = rig.send(
+            &from_client("fd00::2", server, tcp(40000, 443, TcpControl::Syn)),
+            LAN_PORT,
+            T0,
+        );
+        let src = sources(&copies);
+        assert_eq!(
+            src.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![ip(NAT6), ip("2001:db8:1::1")]
+        );
+        for c in &copies {
+            assert_checksums_valid(c.data(), usize::from(c.meta().l3_offset));
+        }
+        let answer = |nat: &str, port: u16| {
+            let l4 = L4::Tcp {
+                src_port: 443,
+                dst_port: port,
+                control: TcpControl::Syn,
+                ack: Some(1001),
+                payload: &[],
+            };
+            let dgram = ip_packet(ip(server), ip(nat), 64, &l4);
+            if nat == NAT6 {
+                ethernet(WAN_MAC, ISP0_MAC, None, 0x86DD, &dgram)
+            } else {
+                ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(TAGGED_VLAN), 0x86DD, &dgram)
+            }
+        };
+        let won = rig.send(&answer("2001:db8:1::1", src[1].1), WAN_TAGGED_PORT, T0);
+        assert_eq!(won[0].meta().out_port, LAN_PORT);
+        let rst = rig.send(&answer(NAT6, src[0].1), WAN_PORT, T0);
+        assert_eq!(rst.len(), 1);
+        assert!(tcp_of(&rst[0]).rst());
+        assert_eq!(tcp_of(&rst[0]).seq_number().0, 1001);
+        assert_checksums_valid(rst[0].data(), usize::from(rst[0].meta().l3_offset));
+        assert_eq!(rig.translate.nat.len(), 1);
+    }
+
+    #[test]
+    fn a_fast_open_syn_does_not_race() {
+        let mut rig = Rig::new(SelectionPolicy::default());
+        let tfo = from_client(
+            "10.0.0.2",
+            SERVER,
+            L4::Tcp {
+                src_port: 40000,
+                dst_port: 443,
+                control: TcpControl::Syn,
+                ack: None,
+                payload: b"GET / HTTP/1.1\r\n\r\n",
+            },
+        );
+        assert_eq!(rig.send(&tfo, LAN_PORT, T0).len(), 1);
+        assert_eq!(rig.translate.nat.counters.races.get(), 0);
+    }
+
+    /// A TCP segment with chosen sequence numbers between `src` and `dst`,
+    /// framed for the port it arrives on.
+    #[allow(clippy::too_many_arguments)]
+    fn seg(
+        src: &str,
+        dst: &str,
+        ports: (u16, u16),
+        syn: bool,
+        seq: u32,
+        ack: Option<u32>,
+        payload: &[u8],
+        port: u16,
+    ) -> Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::{IpAddress, TcpRepr, TcpSeqNumber};
+        let repr = TcpRepr {
+            src_port: ports.0,
+            dst_port: ports.1,
+            control: if syn {
+                TcpControl::Syn
+            } else {
+                TcpControl::None
+            },
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: 64_000,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let (s, d) = (ip(src), ip(dst));
+        let mut b = vec![0; repr.buffer_len()];
+        repr.emit(
+            &mut TcpPacket::new_unchecked(&mut b[..]),
+            &IpAddress::from(s),
+            &IpAddress::from(d),
+            &ChecksumCapabilities::default(),
+        );
+        let dgram = raw_ip(s, d, 6, 64, &b);
+        match port {
+            LAN_PORT => ethernet(LAN_MAC, CLIENT_MAC, None, 0x0800, &dgram),
+            WAN_PORT => ethernet(WAN_MAC, ISP0_MAC, None, 0x0800, &dgram),
+            _ => ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(TAGGED_VLAN), 0x0800, &dgram),
+        }
+    }
+
+    fn summary(b: &HeapBuf) -> (u16, bool, bool, bool, u32, u32, usize) {
+        let t = tcp_of(b);
+        (
+            b.meta().out_port,
+            t.syn(),
+            t.ack(),
+            t.rst(),
+            t.seq_number().0 as u32,
+            t.ack_number().0 as u32,
+            t.payload().len(),
+        )
+    }
+
+    /// Uplink 0 has a transparent proxy: its SYN+ACK comes first, its data
+    /// late. First-payload mode completes uplink 1's handshake itself,
+    /// replays the client's request there, and picks uplink 1 when its data
+    /// comes first, translating sequence numbers for the rest of the
+    /// connection.
+    #[test]
+    fn first_payload_mode_picks_the_uplink_whose_data_comes_first() {
+        let mut rig = Rig::new(SelectionPolicy {
+            mode: RaceMode::FirstPayload,
+            ..SelectionPolicy::default()
+        });
+        let client = "10.0.0.2";
+        let t = |ms| T0.saturating_add(Nanos::from_millis(ms));
+        let copies = rig.send(
+            &seg(client, SERVER, (40000, 80), true, 5000, None, b"", LAN_PORT),
+            LAN_PORT,
+            t(0),
+        );
+        let src = sources(&copies);
+        assert_eq!(copies.len(), 2);
+        let (n0, n1) = (src[0].1, src[1].1);
+
+        // The proxy's SYN+ACK (ISN 7000) reaches the client.
+        let out = rig.send(
+            &seg(
+                SERVER,
+                NAT4,
+                (80, n0),
+                true,
+                7000,
+                Some(5001),
+                b"",
+                WAN_PORT,
+            ),
+            WAN_PORT,
+            t(1),
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            summary(&out[0]),
+            (LAN_PORT, true, true, false, 7000, 5001, 0)
+        );
+        // The client's ACK and request go out by the proxy's uplink only
+        // (uplink 1 has not answered yet).
+        let out = rig.send(
+            &seg(
+                client,
+                SERVER,
+                (40000, 80),
+                false,
+                5001,
+                Some(7001),
+                b"",
+                LAN_PORT,
+            ),
+            LAN_PORT,
+            t(2),
+        );
+        assert_eq!(out.len(), 1);
+        let out = rig.send(
+            &seg(
+                client,
+                SERVER,
+                (40000, 80),
+                false,
+                5001,
+                Some(7001),
+                b"GET",
+                LAN_PORT,
+            ),
+            LAN_PORT,
+            t(2),
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(summary(&out[0]).0, WAN_PORT);
+
+        // Uplink 1's server answers (ISN 9000): the appliance ACKs it and
+        // replays the request, its ACK number in that server's space.
+        let out = rig.send(
+            &seg(
+                SERVER,
+                NAT4_TAGGED,
+                (80, n1),
+                true,
+                9000,
+                Some(5001),
+                b"",
+                WAN_TAGGED_PORT,
+            ),
+            WAN_TAGGED_PORT,
+            t(40),
+        );
+        let got: Vec<_> = out.iter().map(summary).collect();
+        assert_eq!(
+            got,
+            vec![
+                (WAN_TAGGED_PORT, false, true, false, 5001, 9001, 0),
+                (WAN_TAGGED_PORT, false, true, false, 5001, 9001, 3),
+            ]
+        );
+        for b in &out {
+            assert_checksums_valid(b.data(), usize::from(b.meta().l3_offset));
+            assert_eq!(sources(std::slice::from_ref(b))[0], src[1]);
+        }
+
+        // Its response is the first payload: uplink 1 wins. The data reaches
+        // the client in the proxy's sequence space, and the proxy's uplink
+        // gets an RST at the client's next sequence number.
+        let out = rig.send(
+            &seg(
+                SERVER,
+                NAT4_TAGGED,
+                (80, n1),
+                false,
+                9001,
+                Some(5004),
+                b"HTTP",
+                WAN_TAGGED_PORT,
+            ),
+            WAN_TAGGED_PORT,
+            t(80),
+        );
+        let got: Vec<_> = out.iter().map(summary).collect();
+        assert_eq!(
+            got,
+            vec![
+                (LAN_PORT, false, true, false, 7001, 5004, 4),
+                (WAN_PORT, false, false, true, 5004, 0, 0),
+            ]
+        );
+        for b in &out {
+            assert_checksums_valid(b.data(), usize::from(b.meta().l3_offset));
+        }
+        let up = &rig.translate.nat.counters.uplinks;
+        assert_eq!((up[1].races_won.get(), up[0].races_lost.get()), (1, 1));
+
+        // From now on the client's ACKs are moved into uplink 1's space.
+        let out = rig.send(
+            &seg(
+                client,
+                SERVER,
+                (40000, 80),
+                false,
+                5004,
+                Some(7005),
+                b"",
+                LAN_PORT,
+            ),
+            LAN_PORT,
+            t(81),
+        );
+        assert_eq!(
+            summary(&out[0]),
+            (WAN_TAGGED_PORT, false, true, false, 5004, 9005, 0)
+        );
+        assert_checksums_valid(out[0].data(), usize::from(out[0].meta().l3_offset));
+        // The proxy's late data finds no session.
+        let out = rig.send(
+            &seg(
+                SERVER,
+                NAT4,
+                (80, n0),
+                false,
+                7001,
+                Some(5004),
+                b"late",
+                WAN_PORT,
+            ),
+            WAN_PORT,
+            t(200),
+        );
+        assert!(out.is_empty());
+        assert_eq!(rig.translate.nat.len(), 1);
+    }
+
+    #[test]
+    fn reflected_segments_are_valid_for_ipv6_too() {
+        let mut b = buf(
+            &from_isp(
+                "2001:db8:ffff::5",
+                NAT6,
+                L4::Tcp {
+                    src_port: 443,
+                    dst_port: 5555,
+                    control: TcpControl::Syn,
+                    ack: Some(77),
+                    payload: b"xyz",
+                },
+            ),
+            WAN_PORT,
+        );
+        Classify::new(site(1)).classify(&mut b).unwrap();
+        reflect_tcp(&mut b, TCP_RST | TCP_ACK, 77, 9, 0, ISP0_MAC).unwrap();
+        assert_checksums_valid(b.data(), usize::from(b.meta().l3_offset));
+        let t = tcp_of(&b);
+        assert!(t.rst() && t.ack() && !t.syn());
+        assert_eq!((t.seq_number().0, t.ack_number().0), (77, 9));
+        assert_eq!((t.src_port(), t.dst_port()), (5555, 443));
+        assert_eq!(t.payload().len(), 0);
+        let _ = TCP_SYN;
+    }
+}

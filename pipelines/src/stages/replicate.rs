@@ -1,0 +1,304 @@
+//! Stage 2, replicate: decides how new outbound TCP connections leave.
+//!
+//! A bare SYN (SYN set, ACK clear: a new connection, seed 001 [0036]) whose
+//! destination has no fresh RTT entry becomes one copy per healthy uplink
+//! (at most [`RACE_MAX`]), each tagged with its uplink; translate source-NATs
+//! every copy to its uplink's address and races them ([0026]-[0027]). A
+//! fresh entry skips the race and names the fastest uplink ([0041]). A
+//! policy may keep some traffic out of races ([0043]); a SYN carrying TCP
+//! Fast Open data never races, as its data would reach the server once per
+//! uplink. SYNs that do not race get an uplink from the policy's RFC 2391
+//! algorithm.
+//!
+//! Every other outbound packet gets [`UPLINK_AUTO`]: most belong to an
+//! existing session, whose uplink translate already knows, and translate
+//! runs the algorithm only when a packet does open a session, so round
+//! robin rotates per new flow and not per packet.
+//!
+//! Uplinks marked down by the management core are left out, except that one
+//! race copy every `probe_interval` goes to each down uplink whose link is up:
+//! its answer is how the uplink comes back (seed 001 [0054]).
+//!
+//! Inbound packets pass through untouched.
+
+use std::sync::Arc;
+
+use crate::nat::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::packet::buf::{Direction, PacketBuf};
+use crate::packet::burst::Burst;
+use crate::packet::counter::{Counter, StageCounters};
+use crate::packet::drop::DropReason;
+use crate::packet::flow::{proto, FlowKey};
+use crate::packet::time::Nanos;
+use crate::race::{tcp_payload_len, RaceMode};
+use crate::select::{Algorithm, SelectConfig, Selector, Snapshot, RACE_MAX};
+use crate::topology::{Topology, UplinkId, MAX_UPLINKS, UPLINK_AUTO};
+
+/// One selection rule: traffic it matches and how that traffic chooses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// IP protocol number; `None` matches every protocol.
+    pub protocol: Option<u8>,
+    /// Inclusive destination port range (ICMP has port 0).
+    pub ports: (u16, u16),
+    /// New TCP connections race (seed 001 [0043]).
+    pub race: bool,
+    /// The RFC 2391 algorithm for what does not race, and the tiebreak.
+    pub algorithm: Algorithm,
+}
+
+impl Policy {
+    fn matches(&self, f: &FlowKey) -> bool {
+        self.protocol.is_none_or(|p| p == f.proto)
+            && (self.ports.0..=self.ports.1).contains(&f.dst_port)
+    }
+}
+
+/// How uplinks are selected, shared by every replicate and translate lcore.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SelectionPolicy {
+    pub mode: RaceMode,
+    /// Rules in order; the first that matches applies.
+    pub policies: Vec<Policy>,
+    /// For traffic no rule matches: whether TCP races, and the algorithm.
+    pub race_tcp: bool,
+    pub algorithm: Algorithm,
+    /// A down uplink gets one race copy this often (seed 001 [0054]).
+    pub probe_interval: Nanos,
+    /// Sessions on an uplink that went down are reset at their next
+    /// outbound packet (TCP: an RST to the client; UDP and ICMP: moved to a
+    /// healthy uplink) instead of being kept.
+    pub reset_on_down: bool,
+}
+
+impl Default for SelectionPolicy {
+    fn default() -> Self {
+        SelectionPolicy {
+            mode: RaceMode::SynAck,
+            policies: Vec::new(),
+            race_tcp: true,
+            algorithm: Algorithm::WeightedLeastLoad,
+            probe_interval: Nanos::from_secs(5),
+            reset_on_down: false,
+        }
+    }
+}
+
+impl SelectionPolicy {
+    /// (races, algorithm) for a flow.
+    pub fn rule(&self, f: &FlowKey) -> (bool, Algorithm) {
+        let tcp = f.proto == proto::TCP;
+        match self.policies.iter().find(|p| p.matches(f)) {
+            Some(p) => (p.race && tcp, p.algorithm),
+            None => (self.race_tcp && tcp, self.algorithm),
+        }
+    }
+}
+
+/// How selection decisions were made on one lcore (replicate: SYNs;
+/// translate: other new sessions). Read by the management core.
+#[derive(Debug, Default)]
+pub struct SelectionCounters {
+    /// New connections sent by the RTT cache without a race.
+    pub cache_hits: Counter,
+    /// SYNs replicated for a race, and the copies made.
+    pub races_planned: Counter,
+    pub copies: Counter,
+    /// Race copies sent to a down uplink to probe it.
+    pub probes: Counter,
+    /// Picks per RFC 2391 algorithm, indexed by `Algorithm::index`.
+    pub by_algorithm: [Counter; 5],
+}
+
+/// Bit masks of the uplinks with a NAT address of each family (v4, v6).
+pub fn family_masks(topo: &Topology) -> [u64; 2] {
+    let mut m = [0u64; 2];
+    for (i, u) in topo.uplinks.iter().enumerate().take(MAX_UPLINKS) {
+        for a in &u.nat_addrs {
+            m[usize::from(a.is_ipv6())] |= 1 << i;
+        }
+    }
+    m
+}
+
+/// The initial snapshot of a topology: every uplink healthy.
+pub fn initial_snapshot(topo: &Topology) -> Arc<Snapshot> {
+    let weights: Vec<u32> = topo.uplinks.iter().map(|u| u.weight.max(1)).collect();
+    Arc::new(Snapshot::initial(&SelectConfig::default(), &weights))
+}
+
+/// Uplinks a new flow of `f` may use: healthy ones with a NAT address of its
+/// family; if none is healthy, every one of its family (trying a failed
+/// uplink beats dropping everything).
+pub fn candidates(families: &[u64; 2], selector: &Selector, f: &FlowKey) -> u64 {
+    let fam = families[usize::from(f.dst.is_ipv6())];
+    match fam & selector.snapshot().healthy_mask() {
+        0 => fam,
+        c => c,
+    }
+}
+
+pub struct Replicate {
+    policy: Arc<SelectionPolicy>,
+    pub selector: Selector,
+    families: [u64; 2],
+    next_tag: u32,
+    /// When each uplink last got a probe copy.
+    last_probe: Vec<Nanos>,
+    /// Shared with the management core, which only reads.
+    pub counters: Arc<StageCounters>,
+    pub selection: Arc<SelectionCounters>,
+}
+
+impl Replicate {
+    pub fn new(topo: Arc<Topology>) -> Self {
+        Replicate::with_policy(topo, Arc::default())
+    }
+
+    pub fn with_policy(topo: Arc<Topology>, policy: Arc<SelectionPolicy>) -> Self {
+        Replicate {
+            policy,
+            selector: Selector::new(initial_snapshot(&topo)),
+            families: family_masks(&topo),
+            next_tag: 0,
+            last_probe: vec![Nanos::ZERO; topo.uplinks.len()],
+            counters: Arc::default(),
+            selection: Arc::default(),
+        }
+    }
+
+    /// Moves packets from `input` to `output` (until `input` is empty or
+    /// `output` has no room for the next packet's copies), deciding the
+    /// uplink of outbound SYNs. Packets left in `input` wait for the next
+    /// call; with an empty `output` at least one packet is always taken.
+    pub fn process<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        input: &mut Burst<B>,
+        output: &mut Burst<B>,
+    ) {
+        let mut rest = Burst::new();
+        for mut pkt in input.drain(..) {
+            let room = output.remaining_capacity();
+            if !rest.is_empty() || room == 0 {
+                rest.push(pkt);
+                continue;
+            }
+            let m = *pkt.meta();
+            if m.direction != Direction::Outbound {
+                self.counters.packets.inc();
+                output.push(pkt);
+                continue;
+            }
+            let bare_syn = m.flow.proto == proto::TCP
+                && m.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
+            if !bare_syn {
+                self.counters.packets.inc();
+                pkt.meta_mut().uplink = UPLINK_AUTO;
+                output.push(pkt);
+                continue;
+            }
+            // Room for a whole race is checked before anything is decided,
+            // so a deferred SYN has changed no state (probe times, counters).
+            if output.remaining_capacity() < RACE_MAX && !output.is_empty() {
+                rest.push(pkt);
+                continue;
+            }
+            self.counters.packets.inc();
+            let f = m.flow;
+            let (race, alg) = self.policy.rule(&f);
+            let cands = candidates(&self.families, &self.selector, &f);
+            if let Some(u) = self.selector.cached(f.dst, cands, alg, f.proto, now) {
+                self.selection.cache_hits.inc();
+                pkt.meta_mut().uplink = u;
+                output.push(pkt);
+                continue;
+            }
+            // TCP Fast Open: the SYN's data would reach the server once per
+            // uplink, so it does not race.
+            if race
+                && tcp_payload_len(&pkt) == 0
+                && self.selector.snapshot().fresh(f.dst, now).is_none()
+            {
+                let set = self.race_set(now, &f, cands);
+                if set.count_ones() >= 2 {
+                    self.replicate(pkt, set, output);
+                    continue;
+                }
+            }
+            match self.selector.pick(alg, f.dst, f.proto, cands) {
+                Some(u) => {
+                    self.selection.by_algorithm[alg.index()].inc();
+                    pkt.meta_mut().uplink = u;
+                    output.push(pkt);
+                }
+                None => self.counters.count_drop(DropReason::NoUplink),
+            }
+        }
+        *input = rest;
+    }
+
+    /// The uplinks a SYN races over: the candidates, plus down uplinks due
+    /// for a probe; at most [`RACE_MAX`], the lowest-numbered.
+    fn race_set(&mut self, now: Nanos, f: &FlowKey, cands: u64) -> u64 {
+        let fam = self.families[usize::from(f.dst.is_ipv6())];
+        let mut set = cands;
+        for (u, v) in self
+            .selector
+            .snapshot()
+            .uplinks
+            .iter()
+            .enumerate()
+            .take(MAX_UPLINKS)
+        {
+            if fam & (1 << u) != 0 && !v.healthy && v.link_up {
+                let last = &mut self.last_probe[u];
+                if now.since(*last) >= self.policy.probe_interval || *last == Nanos::ZERO {
+                    *last = now;
+                    set |= 1 << u;
+                    self.selection.probes.inc();
+                }
+            }
+        }
+        let mut kept = 0u64;
+        while set != 0 && (kept.count_ones() as usize) < RACE_MAX {
+            let bit = set & set.wrapping_neg();
+            kept |= bit;
+            set &= !bit;
+        }
+        kept
+    }
+
+    /// One copy of `pkt` per uplink of `set`, in uplink order, all stamped
+    /// with one race tag. A copy the pool cannot supply is counted
+    /// `no_buffer`; the race goes on with the others.
+    fn replicate<B: PacketBuf>(&mut self, pkt: B, set: u64, output: &mut Burst<B>) {
+        self.next_tag = self.next_tag.wrapping_add(1).max(1);
+        let n = set.count_ones() as u8;
+        let mut s = set;
+        let mut k = 0u8;
+        self.selection.races_planned.inc();
+        let mut original = Some(pkt);
+        while s != 0 {
+            let u = s.trailing_zeros() as UplinkId;
+            s &= s - 1;
+            let copy = if s == 0 {
+                original.take()
+            } else {
+                original.as_ref().and_then(|p| p.try_clone())
+            };
+            let Some(mut c) = copy else {
+                self.counters.count_drop(DropReason::NoBuffer);
+                continue;
+            };
+            let m = c.meta_mut();
+            m.uplink = u;
+            m.race = n;
+            m.race_index = k;
+            m.race_tag = self.next_tag;
+            k += 1;
+            self.selection.copies.inc();
+            output.push(c);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Stage 4, transmit: writes the egress L2 header (next-hop MAC decided by
+//! translate, the port's own MAC, the port's VLAN tag if any) and sorts
+//! packets into one TX burst per port. The caller hands those bursts to the
+//! ports and reports what a port did not take with [`Transmit::tx_rejected`],
+//! so it is counted and freed, never lost silently.
+
+use std::sync::Arc;
+
+use crate::packet::buf::{Direction, PacketBuf};
+use crate::packet::burst::Burst;
+use crate::packet::counter::StageCounters;
+use crate::packet::drop::DropReason;
+use crate::topology::Topology;
+use crate::wire::{l2_len, write_l2, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+
+pub struct Transmit {
+    topo: Arc<Topology>,
+    /// Shared with the management core, which only reads.
+    pub counters: Arc<StageCounters>,
+}
+
+impl Transmit {
+    pub fn new(topo: Arc<Topology>) -> Self {
+        Transmit {
+            topo,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Moves packets from `input` into `per_port[out_port]`. Packets whose
+    /// port burst is full stay in `input` (in order) for the next call, after
+    /// the caller has flushed `per_port`.
+    pub fn process<B: PacketBuf>(&mut self, input: &mut Burst<B>, per_port: &mut [Burst<B>]) {
+        let mut deferred: Burst<B> = Burst::new();
+        for mut pkt in input.drain(..) {
+            let port = pkt.meta().out_port as usize;
+            let Some(out) = per_port.get_mut(port) else {
+                self.counters.packets.inc();
+                self.counters.count_drop(DropReason::NoTxPort);
+                continue;
+            };
+            if out.is_full() {
+                deferred.push(pkt);
+                continue;
+            }
+            self.counters.packets.inc();
+            match self.prepare(&mut pkt) {
+                Ok(()) => out.push(pkt),
+                Err(r) => self.counters.count_drop(r),
+            }
+        }
+        input.extend(deferred);
+    }
+
+    /// Rewrites the L2 header for the egress port.
+    pub fn prepare<B: PacketBuf>(&self, pkt: &mut B) -> Result<(), DropReason> {
+        let mut m = *pkt.meta();
+        if m.direction == Direction::Local {
+            // Built complete by `neighbour`.
+            return Ok(());
+        }
+        let to_uplink = self
+            .topo
+            .uplinks
+            .get(usize::from(m.uplink))
+            .is_some_and(|u| u.port == m.out_port && m.out_port != self.topo.lan_port);
+        if to_uplink {
+            // To an uplink: its next hop's MAC, fixed or learned.
+            m.next_hop_mac = self
+                .topo
+                .neighbours
+                .mac_for(m.uplink, m.is_ipv6())
+                .ok_or(DropReason::NextHopUnresolved)?;
+        }
+        let port = self
+            .topo
+            .ports
+            .get(m.out_port as usize)
+            .ok_or(DropReason::NoTxPort)?;
+        let have = m.l3_offset as usize;
+        let want = l2_len(port.vlan);
+        if want > have {
+            if !pkt.prepend(want - have) {
+                return Err(DropReason::TxFull);
+            }
+        } else if !pkt.adj(have - want) {
+            return Err(DropReason::TruncatedEthernet);
+        }
+        let ethertype = if m.is_ipv6() {
+            ETHERTYPE_IPV6
+        } else {
+            ETHERTYPE_IPV4
+        };
+        let frame = pkt.data_mut();
+        if frame.len() < want {
+            return Err(DropReason::TruncatedEthernet);
+        }
+        write_l2(frame, m.next_hop_mac, port.mac, port.vlan, ethertype);
+        pkt.meta_mut().l3_offset = want as u16;
+        let l4 = m.l4_offset as usize + want - have;
+        pkt.meta_mut().l4_offset = l4 as u16;
+        Ok(())
+    }
+
+    /// Counts `n` packets a port's TX queue did not take (the caller frees them).
+    pub fn tx_rejected(&self, n: usize) {
+        self.counters.count_drops(DropReason::TxFull, n as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::buf::HeapBuf;
+    use crate::stages::classify::Classify;
+    use crate::testing::*;
+    use crate::wire::{be16, ETHERTYPE_VLAN};
+
+    /// `frame` classified on `in_port`, then routed as translate would:
+    /// to `out_port`, next hop `next_hop`.
+    fn routed(frame: &[u8], in_port: u16, out_port: u16, next_hop: [u8; 6]) -> HeapBuf {
+        let mut b = buf(frame, in_port);
+        Classify::new(site(1))
+            .classify(&mut b)
+            .unwrap_or_else(|r| panic!("classify: {r:?}"));
+        b.meta_mut().out_port = out_port;
+        b.meta_mut().next_hop_mac = next_hop;
+        b
+    }
+
+    fn client_udp4() -> Vec<u8> {
+        from_client("10.0.0.2", "203.0.113.5", udp(40000, 53, b"query"))
+    }
+
+    /// The frame from the tagged uplink: 203.0.113.5 → the tagged NAT address.
+    fn tagged_inbound(vlan: u16) -> Vec<u8> {
+        let dgram = ip_packet(
+            ip("203.0.113.5"),
+            ip(NAT4_TAGGED),
+            64,
+            &udp(53, 4000, b"answer"),
+        );
+        ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(vlan), 0x0800, &dgram)
+    }
+
+    #[test]
+    fn untagged_to_untagged_rewrites_macs_only() {
+        let t = Transmit::new(site(1));
+        let frame = client_udp4();
+        let mut b = routed(&frame, LAN_PORT, WAN_PORT, ISP0_MAC);
+        t.prepare(&mut b).unwrap();
+        let d = b.data();
+        assert_eq!(
+            (&d[0..6], &d[6..12], be16(d, 12)),
+            (&ISP0_MAC[..], &WAN_MAC[..], Some(ETHERTYPE_IPV4))
+        );
+        assert_eq!(&d[14..], &frame[14..]);
+        assert_eq!((b.meta().l3_offset, b.meta().l4_offset), (14, 34));
+    }
+
+    #[test]
+    fn untagged_to_tagged_inserts_the_port_vlan() {
+        let t = Transmit::new(site(1));
+        let frame = client_udp4();
+        let mut b = routed(&frame, LAN_PORT, WAN_TAGGED_PORT, ISP1_MAC);
+        t.prepare(&mut b).unwrap();
+        let d = b.data();
+        assert_eq!(d.len(), frame.len() + 4);
+        assert_eq!((&d[0..6], &d[6..12]), (&ISP1_MAC[..], &WAN_TAGGED_MAC[..]));
+        assert_eq!(be16(d, 12), Some(ETHERTYPE_VLAN));
+        assert_eq!(be16(d, 14), Some(TAGGED_VLAN), "priority 0, VLAN 100");
+        assert_eq!(be16(d, 16), Some(ETHERTYPE_IPV4));
+        assert_eq!(&d[18..], &frame[14..], "the datagram is untouched");
+        assert_eq!((b.meta().l3_offset, b.meta().l4_offset), (18, 38));
+        assert_checksums_valid(d, 18);
+    }
+
+    #[test]
+    fn tagged_to_untagged_removes_the_tag() {
+        let t = Transmit::new(site(1));
+        let frame = tagged_inbound(TAGGED_VLAN);
+        let mut b = routed(&frame, WAN_TAGGED_PORT, LAN_PORT, CLIENT_MAC);
+        assert_eq!(b.meta().l3_offset, 18);
+        t.prepare(&mut b).unwrap();
+        let d = b.data();
+        assert_eq!(d.len(), frame.len() - 4);
+        assert_eq!(
+            (&d[0..6], &d[6..12], be16(d, 12)),
+            (&CLIENT_MAC[..], &LAN_MAC[..], Some(ETHERTYPE_IPV4))
+        );
+        assert_eq!(&d[14..], &frame[18..]);
+        assert_eq!((b.meta().l3_offset, b.meta().l4_offset), (14, 34));
+    }
+
+    #[test]
+    fn tagged_to_tagged_rewrites_the_tag() {
+        let t = Transmit::new(site(1));
+        // Arrives tagged 100 on the tagged port and leaves through the same
+        // port (hairpin), e.g. an answer to another site behind that uplink.
+        let frame = tagged_inbound(TAGGED_VLAN);
+        let mut b = routed(&frame, WAN_TAGGED_PORT, WAN_TAGGED_PORT, ISP1_MAC);
+        // Pretend it came with priority bits and another id: both are replaced.
+        b.data_mut()[14..16].copy_from_slice(&0xE007u16.to_be_bytes());
+        t.prepare(&mut b).unwrap();
+        let d = b.data();
+        assert_eq!(d.len(), frame.len());
+        assert_eq!(be16(d, 12), Some(ETHERTYPE_VLAN));
+        assert_eq!(be16(d, 14), Some(TAGGED_VLAN));
+        assert_eq!(be16(d, 16), Some(ETHERTYPE_IPV4));
+        assert_eq!(&d[18..], &frame[18..]);
+    }
+
+    #[test]
+    fn ipv6_gets_its_ethertype() {
+        let t = Transmit::new(site(1));
+        let frame = from_client("fd00::2", "2001:db8:ffff::5", udp(1000, 53, b"q"));
+        let mut b = routed(&frame, LAN_PORT, WAN_TAGGED_PORT, ISP1_MAC);
+        t.prepare(&mut b).unwrap();
+        assert_eq!(be16(b.data(), 16), Some(ETHERTYPE_IPV6));
+        assert_eq!(&b.data()[18..], &frame[14..]);
+        assert_eq!(b.meta().l4_offset, 58);
+    }
+
+    #[test]
+    fn unknown_port_is_no_tx_port() {
+        let t = Transmit::new(site(1));
+        let mut b = routed(&client_udp4(), LAN_PORT, 17, ISP0_MAC);
+        assert_eq!(t.prepare(&mut b).unwrap_err(), DropReason::NoTxPort);
+    }
+
+    #[test]
+    fn process_sorts_by_port_defers_and_counts() {
+        let mut t = Transmit::new(site(1));
+        let mut per_port: Vec<Burst<HeapBuf>> = (0..3).map(|_| Burst::new()).collect();
+        // Port 2's burst is full already.
+        while !per_port[2].is_full() {
+            per_port[2].push(buf(&[0; 60], 0));
+        }
+        let mut input: Burst<HeapBuf> = Burst::new();
+        input.push(routed(&client_udp4(), LAN_PORT, WAN_PORT, ISP0_MAC));
+        input.push(routed(&client_udp4(), LAN_PORT, WAN_TAGGED_PORT, ISP1_MAC));
+        input.push(routed(&client_udp4(), LAN_PORT, SPARE_PORT, ISP1_MAC));
+        input.push(routed(
+            &tagged_inbound(TAGGED_VLAN),
+            WAN_TAGGED_PORT,
+            LAN_PORT,
+            CLIENT_MAC,
+        ));
+        input.push(routed(&client_udp4(), LAN_PORT, WAN_TAGGED_PORT, ISP1_MAC));
+        t.process(&mut input, &mut per_port);
+
+        assert_eq!(per_port[0].len(), 1);
+        assert_eq!(per_port[1].len(), 1);
+        assert_eq!(be16(per_port[0][0].data(), 12), Some(ETHERTYPE_IPV4));
+        assert_eq!(
+            t.counters.drops(DropReason::NoTxPort),
+            1,
+            "port 3 has no TX burst here"
+        );
+        assert_eq!(
+            input.len(),
+            2,
+            "the packets for the full port wait, in order"
+        );
+        assert!(input.iter().all(|b| b.meta().out_port == WAN_TAGGED_PORT));
+        assert_eq!(t.counters.packets.get(), 3);
+
+        // Once the caller flushed port 2, the deferred packets go out.
+        per_port[2].clear();
+        t.process(&mut input, &mut per_port);
+        assert!(input.is_empty());
+        assert_eq!(per_port[2].len(), 2);
+        assert_eq!(be16(per_port[2][0].data(), 14), Some(TAGGED_VLAN));
+        assert_eq!(t.counters.packets.get(), 5);
+
+        t.tx_rejected(2);
+        assert_eq!(t.counters.drops(DropReason::TxFull), 2);
+    }
+}
