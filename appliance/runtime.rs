@@ -44,7 +44,7 @@ pub struct Runtime {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     selection: Arc<Mutex<SelectionView>>,
-    selection_counters: Vec<Arc<pipelines::stages::replicate::SelectionCounters>>,
+    selection_counters: Vec<Arc<pipelines::select::policy::SelectionCounters>>,
     redirect: Arc<Mutex<crate::mgmt::redirect::RedirectView>>,
     redirect_counters: Vec<Arc<pipelines::redirect::service::ServiceCounters>>,
     lcores: Vec<LcoreView>,

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pipelines::nat::NatConfig;
+use pipelines::select::policy::SelectionPolicy;
 use pipelines::stages::classify::Classify;
-use pipelines::stages::replicate::{Replicate, SelectionPolicy};
+use pipelines::stages::replicate::Replicate;
 use pipelines::stages::translate::Translate;
 use pipelines::stages::transmit::Transmit;
 use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo};

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
 use pipelines::nat::NatCounters;
+use pipelines::select::policy::SelectionCounters;
 use pipelines::select::{SelEvent, SelectionCore, Snapshot, UplinkSelStats};
-use pipelines::stages::replicate::SelectionCounters;
 use pipelines::Nanos;
 
 /// Events each translate lcore can have in flight toward the management

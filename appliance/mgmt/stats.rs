@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 use crate::config::plan::{Plan, Stage};
 use crate::dataplane::worker::{LcoreCounters, PortCounters};
 use crate::mgmt::selection::SelectionView;
+use pipelines::select::policy::SelectionCounters;
 use pipelines::select::Algorithm;
-use pipelines::stages::replicate::SelectionCounters;
 use pipelines::Nanos;
 
 /// What the management core can read of one lcore.

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pipelines::nat::{Filtering, NatConfig};
-use pipelines::race::RaceMode;
+use pipelines::select::policy::RaceMode;
+use pipelines::select::policy::{Policy, SelectionPolicy};
 use pipelines::select::{Algorithm, SelectConfig};
-use pipelines::stages::replicate::{Policy, SelectionPolicy};
 use pipelines::topology::{
     IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo, MAX_UPLINKS,
 };

@@ -50,6 +50,7 @@ use crate::packet::flow::{proto, FlowKey};
 use crate::packet::time::Nanos;
 use crate::select::SelEvent;
 use crate::topology::{NatPortRange, Topology, UplinkId};
+use crate::wire::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// Which unsolicited inbound packets reach an existing mapping (RFC 4787
 /// section 5).
@@ -165,11 +166,6 @@ pub enum TcpState {
     /// A RST was seen: kept briefly so stray segments still translate.
     Rst,
 }
-
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
 
 /// What a session has seen, as bits; [`TcpState`] derives from them.
 pub(crate) mod seen {

@@ -21,43 +21,10 @@ use crate::nat::{NatShard, NONE};
 use crate::packet::buf::{Direction, PacketBuf};
 use crate::packet::drop::DropReason;
 use crate::packet::time::Nanos;
+use crate::select::policy::RaceMode;
 use crate::select::RACE_MAX;
 use crate::topology::UplinkId;
 use crate::wire::checksum::{fold, sum};
-
-/// What decides a race.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RaceMode {
-    /// The first SYN+ACK (seed 001 [0036]).
-    #[default]
-    SynAck,
-    /// The first segment with payload (seed 001 [0031]-[0033]): handshakes
-    /// go on over every uplink, so a transparent proxy that answers SYNs
-    /// itself cannot win by doing so.
-    FirstPayload,
-}
-
-impl RaceMode {
-    pub const NAMES: [&'static str; 2] = ["syn-ack", "first-payload"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RaceMode::SynAck => Self::NAMES[0],
-            RaceMode::FirstPayload => Self::NAMES[1],
-        }
-    }
-}
-
-impl std::str::FromStr for RaceMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "syn-ack" => Ok(RaceMode::SynAck),
-            "first-payload" => Ok(RaceMode::FirstPayload),
-            _ => Err(format!("one of {}", Self::NAMES.join(", "))),
-        }
-    }
-}
 
 /// One race.
 #[derive(Clone, Debug)]
@@ -330,37 +297,6 @@ impl NatShard {
     }
 }
 
-/// Sequence and acknowledgement numbers of a classified TCP packet.
-pub(crate) fn tcp_seq_ack<B: PacketBuf>(pkt: &B) -> Option<(u32, u32)> {
-    let l4 = usize::from(pkt.meta().l4_offset);
-    let d = pkt.data().get(l4 + 4..l4 + 12)?;
-    Some((
-        u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
-        u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
-    ))
-}
-
-/// Bytes of TCP payload of a classified packet (SYN and FIN not counted).
-pub(crate) fn tcp_payload_len<B: PacketBuf>(pkt: &B) -> usize {
-    let m = pkt.meta();
-    let (l3, l4) = (usize::from(m.l3_offset), usize::from(m.l4_offset));
-    let d = pkt.data();
-    let Some(&off) = d.get(l4 + 12) else {
-        return 0;
-    };
-    let ip_end = if m.is_ipv6() {
-        d.get(l3 + 4..l3 + 6).map_or(0, |b| {
-            l3 + 40 + usize::from(u16::from_be_bytes([b[0], b[1]]))
-        })
-    } else {
-        d.get(l3 + 2..l3 + 4)
-            .map_or(0, |b| l3 + usize::from(u16::from_be_bytes([b[0], b[1]])))
-    };
-    ip_end
-        .min(d.len())
-        .saturating_sub(l4 + usize::from(off >> 4) * 4)
-}
-
 /// Turns a classified TCP packet into a bare segment (no options, no
 /// payload) from its receiver back to its sender: addresses and ports
 /// swapped, the given sequence, acknowledgement, flags and window. The
@@ -489,7 +425,7 @@ pub(crate) fn shift_seq<B: PacketBuf>(pkt: &mut B, seq_delta: u32, ack_delta: u3
     if ack_delta == 0 {
         return;
     }
-    if tcp[13] & crate::nat::TCP_ACK != 0 {
+    if tcp[13] & crate::wire::tcp::TCP_ACK != 0 {
         add_to_field(tcp, 8, ack_delta);
     }
     // SACK blocks (kind 5) in the options.
@@ -535,14 +471,16 @@ impl NatShard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nat::{NatConfig, TCP_ACK, TCP_RST, TCP_SYN};
+    use crate::nat::NatConfig;
     use crate::packet::buf::HeapBuf;
     use crate::packet::burst::Burst;
+    use crate::select::policy::SelectionPolicy;
     use crate::select::SelEvent;
     use crate::stages::classify::Classify;
-    use crate::stages::replicate::{Replicate, SelectionPolicy};
+    use crate::stages::replicate::Replicate;
     use crate::stages::translate::Translate;
     use crate::testing::*;
+    use crate::wire::tcp::{TCP_ACK, TCP_RST, TCP_SYN};
     use smoltcp::wire::{TcpControl, TcpPacket};
     use std::net::IpAddr;
     use std::sync::Arc;
@@ -810,8 +748,8 @@ mod tests {
 
     #[test]
     fn a_policy_keeps_matching_connections_out_of_races() {
+        use crate::select::policy::Policy;
         use crate::select::Algorithm;
-        use crate::stages::replicate::Policy;
         let mut rig = Rig::new(SelectionPolicy {
             policies: vec![Policy {
                 protocol: Some(crate::packet::flow::proto::TCP),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use crate::nat::{NatShard, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::nat::NatShard;
 use crate::packet::buf::{Direction, PacketBuf};
 use crate::packet::counter::Counter;
 use crate::packet::drop::DropReason;
@@ -23,6 +23,7 @@ use crate::redirect::db::{Decision, Mark, Member, Placed, Request, ServerId, Ser
 use crate::redirect::header::{self, HeaderRepr, Persistence};
 use crate::topology::{Topology, UplinkId};
 use crate::wire::checksum::{fold, sum};
+use crate::wire::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// Where classify finds services: service endpoints (address, port,
 /// protocol) and the servers' own endpoints behind them.

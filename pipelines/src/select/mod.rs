@@ -32,6 +32,8 @@
 //!   destination without a decided race has no entry. A snapshot holds at
 //!   most `cache_capacity` entries.
 
+pub mod policy;
+
 use std::cmp::Reverse;
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -7,6 +7,7 @@
 //! transmit.
 
 pub mod checksum;
+pub mod tcp;
 
 pub use smoltcp::wire::{
     ArpPacket, EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket,

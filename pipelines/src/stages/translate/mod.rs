@@ -14,23 +14,24 @@ pub mod icmp_error;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::nat::{NatConfig, NatShard, NONE, TCP_ACK, TCP_RST, TCP_SYN};
+use crate::nat::{NatConfig, NatShard, NONE};
 use crate::packet::buf::{Direction, PacketBuf};
 use crate::packet::burst::Burst;
 use crate::packet::counter::StageCounters;
 use crate::packet::drop::DropReason;
 use crate::packet::flow::proto;
 use crate::packet::time::Nanos;
-use crate::race::{
-    reflect_tcp, shift_seq, tcp_payload_len, tcp_seq_ack, write_tcp, RaceMode, REPLAY_MAX,
-};
-use crate::select::{SelEvent, Selector};
-use crate::stages::replicate::{
+use crate::race::{reflect_tcp, shift_seq, write_tcp, REPLAY_MAX};
+use crate::select::policy::RaceMode;
+use crate::select::policy::{
     candidates, family_masks, initial_snapshot, SelectionCounters, SelectionPolicy,
 };
+use crate::select::{SelEvent, Selector};
 use crate::stages::translate::icmp_error::rewrite_icmp_error;
 use crate::topology::{Topology, UplinkId, UPLINK_AUTO};
 use crate::wire::checksum::{update16, update_bytes};
+use crate::wire::tcp::{tcp_payload_len, tcp_seq_ack};
+use crate::wire::tcp::{TCP_ACK, TCP_RST, TCP_SYN};
 
 pub struct Translate {
     topo: Arc<Topology>,
@@ -254,7 +255,7 @@ impl Translate {
             if m.flow.proto == proto::TCP {
                 let mac = self.nat.session(i).map_or([0; 6], |s| s.client_mac);
                 let (seq, ack) = tcp_seq_ack(pkt).ok_or(DropReason::TruncatedTcp)?;
-                let len = crate::race::tcp_payload_len(pkt) as u32;
+                let len = crate::wire::tcp::tcp_payload_len(pkt) as u32;
                 self.nat.remove(i);
                 // An RST to the client, as from its server, in its window.
                 return reflect_tcp(pkt, TCP_RST | TCP_ACK, ack, seq.wrapping_add(len), 0, mac);
