@@ -705,7 +705,7 @@ fn start_dpdk(plan: &Plan) -> anyhow::Result<Runtime> {
         .dpdk
         .as_ref()
         .ok_or_else(|| anyhow!("dpdk backend without a [dpdk] plan"))?;
-    let flow = d.return_steering == "flow";
+    let flow = d.return_steering == crate::config::ReturnSteering::Flow;
     let settings = DpdkSettings {
         eal_args: eal_args(d),
         mbufs_per_socket: d.mbufs_per_socket,

@@ -1,0 +1,80 @@
+//! The `[nat]` section: the NAT port range split between shards, session
+//! limits, timeouts, filtering and the hash seed, as one `NatConfig` every
+//! translate lcore gets.
+//!
+//! Invariant: the port range gives every shard at least 64 ports.
+//! May import `crate::config`, `super` (err) and pipelines; nothing else.
+
+use pipelines::nat::NatConfig;
+use pipelines::topology::NatPortRange;
+use pipelines::Nanos;
+
+use super::{err, ConfigError};
+use crate::config::{BackendKind, Config};
+
+/// The NAT settings and the whole NAT port range, for `shards` shards.
+pub(super) fn plan_nat(
+    cfg: &Config,
+    shards: u16,
+) -> Result<(NatConfig, NatPortRange), ConfigError> {
+    let n = &cfg.nat;
+    let [first, last] = n.port_range;
+    if first == 0 || first > last {
+        return err(
+            "nat.port_range",
+            format!("[{first}, {last}]; need 1 <= first <= last <= 65535"),
+        );
+    }
+    if usize::from(last - first) + 1 < usize::from(shards) * 64 {
+        return err(
+            "nat.port_range",
+            format!("[{first}, {last}] is too small for {shards} shards (at least 64 ports each)"),
+        );
+    }
+    if n.max_sessions_per_shard == 0 || n.max_sessions_per_shard > 16 * 1024 * 1024 {
+        return err(
+            "nat.max_sessions_per_shard",
+            format!("{}; allowed: 1..=16777216", n.max_sessions_per_shard),
+        );
+    }
+    for (name, v) in [
+        ("udp_idle_timeout_s", n.udp_idle_timeout_s),
+        ("tcp_established_timeout_s", n.tcp_established_timeout_s),
+        ("tcp_transitory_timeout_s", n.tcp_transitory_timeout_s),
+        ("tcp_closed_timeout_s", n.tcp_closed_timeout_s),
+        ("icmp_timeout_s", n.icmp_timeout_s),
+    ] {
+        if v == 0 || v > 7 * 24 * 3600 {
+            return err(
+                format!("nat.{name}"),
+                format!("{v}; allowed: 1..=604800 seconds"),
+            );
+        }
+    }
+    if !(10..=600_000).contains(&n.sweep_interval_ms) {
+        return err(
+            "nat.sweep_interval_ms",
+            format!("{}; allowed: 10..=600000", n.sweep_interval_ms),
+        );
+    }
+    // Replays of captures must be identical run after run.
+    let seed = n.seed.unwrap_or_else(|| match cfg.backend {
+        BackendKind::Pcap => 0,
+        _ => rand::random(),
+    });
+    let nat = NatConfig {
+        filtering: n.filtering,
+        sweep_interval: Nanos::from_millis(n.sweep_interval_ms),
+        port_preservation: n.port_preservation,
+        seed,
+        max_sessions: n.max_sessions_per_shard,
+        udp_idle_timeout: Nanos::from_secs(n.udp_idle_timeout_s),
+        tcp_established_timeout: Nanos::from_secs(n.tcp_established_timeout_s),
+        tcp_transitory_timeout: Nanos::from_secs(n.tcp_transitory_timeout_s),
+        tcp_closed_timeout: Nanos::from_secs(n.tcp_closed_timeout_s),
+        icmp_timeout: Nanos::from_secs(n.icmp_timeout_s),
+        race_timeout: Nanos::from_millis(cfg.selection.race_timeout_ms),
+        max_races: cfg.selection.max_races_per_shard,
+    };
+    Ok((nat, NatPortRange { first, last }))
+}

@@ -1,0 +1,184 @@
+//! The plan's unit tests: hairpin rings, sim proxy keys, and the small
+//! test site other modules' tests (`runtime`) build plans from.
+
+use super::*;
+
+/// A small pcap-backend site (one LAN port, two uplink ports) with the given
+/// `[runtime]` section, for tests of placement and wiring. Nothing is opened.
+pub(crate) fn test_plan(runtime: &str) -> Plan {
+    let text = format!(
+        r#"
+backend = "pcap"
+
+[lan]
+port = "lan"
+prefixes = ["10.0.0.0/16"]
+
+[[ports]]
+name = "lan"
+mac = "02:00:00:00:00:01"
+pcap_in = "/nonexistent/lan.pcap"
+
+[[ports]]
+name = "wan-a"
+mac = "02:00:00:00:0a:01"
+
+[[ports]]
+name = "wan-b"
+mac = "02:00:00:00:0b:01"
+
+[[uplinks]]
+name = "isp-a"
+port = "wan-a"
+nat_addresses = ["198.51.100.10"]
+next_hop_mac = "02:00:00:00:0a:fe"
+
+[[uplinks]]
+name = "isp-b"
+port = "wan-b"
+nat_addresses = ["198.51.100.20"]
+next_hop_mac = "02:00:00:00:0b:fe"
+
+{runtime}
+"#
+    );
+    let cfg = crate::config::parse(&text).expect("test config parses");
+    validate_with_cpus(&cfg, 8).expect("test config validates")
+}
+
+/// Pipeline mode with three translate lcores (shards 0, 1, 2 on lcores 1,
+/// 2, 3) between a classify lcore and a transmit lcore.
+pub(crate) const TEST_PIPELINE_3_SHARDS: &str = r#"
+[runtime]
+mode = "pipeline"
+[[runtime.lcores]]
+stages = ["classify", "replicate"]
+[[runtime.lcores]]
+stages = ["translate"]
+[[runtime.lcores]]
+stages = ["translate"]
+[[runtime.lcores]]
+stages = ["translate"]
+[[runtime.lcores]]
+stages = ["transmit"]
+"#;
+
+#[test]
+fn every_translate_lcore_gets_a_hairpin_ring_fed_by_the_others() {
+    let plan = test_plan(TEST_PIPELINE_3_SHARDS);
+    assert_eq!(plan.shards(), 3);
+    assert_eq!(
+        plan.hairpin_rings,
+        vec![
+            HairpinRingPlan {
+                to: 1,
+                from: vec![2, 3]
+            },
+            HairpinRingPlan {
+                to: 2,
+                from: vec![1, 3]
+            },
+            HairpinRingPlan {
+                to: 3,
+                from: vec![1, 2]
+            },
+        ]
+    );
+    let text = plan.describe();
+    assert!(
+        text.contains("lcores 2, 3 -> lcore 1 (hairpin, shard 0)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lcores 1, 2 -> lcore 3 (hairpin, shard 2)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_to_completion_lcores_each_get_a_hairpin_ring() {
+    let plan = test_plan(
+        "[runtime]\nmode = \"run-to-completion\"\n[[runtime.lcores]]\n[[runtime.lcores]]\n",
+    );
+    assert_eq!(
+        plan.hairpin_rings,
+        vec![
+            HairpinRingPlan {
+                to: 0,
+                from: vec![1]
+            },
+            HairpinRingPlan {
+                to: 1,
+                from: vec![0]
+            },
+        ]
+    );
+    assert!(plan
+        .describe()
+        .contains("lcore 1 -> lcore 0 (hairpin, shard 0)"));
+}
+
+/// The demo site with `extra` added to the first `[[sim.uplinks]]` entry.
+fn demo_with_first_sim_uplink(extra: &str) -> Result<Plan, ConfigError> {
+    let demo = include_str!("../../../conf/demo.toml");
+    let anchor = "[[sim.uplinks]]\nname = \"isp-a\"\n";
+    assert!(demo.contains(anchor), "demo.toml changed its sim uplinks");
+    let text = demo.replace(anchor, &format!("{anchor}{extra}\n"));
+    let cfg = crate::config::parse(&text).expect("demo variant parses");
+    validate_with_cpus(&cfg, 8)
+}
+
+#[test]
+fn sim_proxy_keys_are_validated_and_described() {
+    let plan = demo_with_first_sim_uplink("").unwrap();
+    let sim = plan.sim.as_ref().unwrap();
+    assert!(sim
+        .uplinks
+        .iter()
+        .all(|u| !u.proxy && u.proxy_delay_ms == 0.0));
+    assert!(!plan.describe().contains("proxy"));
+
+    let plan = demo_with_first_sim_uplink("proxy = true").unwrap();
+    let u = &plan.sim.as_ref().unwrap().uplinks[0];
+    assert!(u.proxy && u.proxy_delay_ms == SIM_PROXY_DELAY_MS_DEFAULT);
+    let plan = demo_with_first_sim_uplink("proxy = true\nproxy_delay_ms = 2.5").unwrap();
+    assert_eq!(plan.sim.as_ref().unwrap().uplinks[0].proxy_delay_ms, 2.5);
+    let text = plan.describe();
+    assert!(
+        text.contains("isp-a") && text.contains("SYN proxy 2.5 ms from the appliance"),
+        "{text}"
+    );
+
+    for (extra, msg) in [
+        ("proxy = true\nproxy_delay_ms = -1.0", "allowed: 0..=10000"),
+        (
+            "proxy = true\nproxy_delay_ms = 20000.0",
+            "allowed: 0..=10000",
+        ),
+        ("proxy = true\nproxy_delay_ms = nan", "allowed: 0..=10000"),
+        ("proxy_delay_ms = 1.0", "only allowed with proxy = true"),
+    ] {
+        let e = demo_with_first_sim_uplink(extra).unwrap_err();
+        assert_eq!(e.path, "sim.uplinks[0].proxy_delay_ms", "{extra}: {e:?}");
+        assert!(e.msg.contains(msg), "{extra}: {e:?}");
+    }
+    let e = crate::config::parse(&include_str!("../../../conf/demo.toml").replace(
+        "name = \"isp-a\"\ndelay_ms",
+        "name = \"isp-a\"\nproxy = 1\ndelay_ms",
+    ))
+    .unwrap_err();
+    assert!(e.contains("sim.uplinks[0].proxy"), "{e}");
+}
+
+#[test]
+fn a_single_shard_needs_no_hairpin_ring() {
+    let one_lcore = test_plan("[runtime]\nmode = \"run-to-completion\"\n[[runtime.lcores]]\n");
+    assert!(one_lcore.hairpin_rings.is_empty());
+    let pipeline = test_plan(
+        "[runtime]\nmode = \"pipeline\"\n\
+         [[runtime.lcores]]\nstages = [\"classify\", \"replicate\"]\n\
+         [[runtime.lcores]]\nstages = [\"translate\", \"transmit\"]\n",
+    );
+    assert!(pipeline.hairpin_rings.is_empty());
+    assert!(!pipeline.describe().contains("hairpin"));
+}
