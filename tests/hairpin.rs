@@ -9,6 +9,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
+use appliance::config::site::SiteToml;
 use appliance::runtime::{run, RunOptions};
 use common::{frame, read_capture, udp, write_capture};
 use pipelines::packet::flow::{proto, FlowKey};
@@ -36,26 +37,13 @@ fn shard_of_nat_port(port: u16) -> u16 {
 }
 
 fn site(dir: &Path, filtering: &str) -> String {
-    format!(
-        r#"
-backend = "pcap"
-[lan]
-port = "lan"
-prefixes = ["10.0.0.0/16"]
-[[ports]]
-name = "lan"
-mac = "02:00:00:00:00:01"
-pcap_in = "{dir}/in.pcap"
-pcap_out = "{dir}/lan-out.pcap"
-[[ports]]
-name = "wan"
-mac = "02:00:00:00:00:02"
-pcap_out = "{dir}/wan-out.pcap"
-[[uplinks]]
-name = "isp"
-port = "wan"
-nat_addresses = ["{NAT}"]
-next_hop_mac = "02:00:00:00:00:fe"
+    let d = dir.display();
+    SiteToml::one_uplink("pcap", &[NAT])
+        .lan_key("pcap_in", &format!("{d}/in.pcap"))
+        .lan_key("pcap_out", &format!("{d}/lan-out.pcap"))
+        .port_key("wan", "pcap_out", &format!("{d}/wan-out.pcap"))
+        .section(&format!(
+            r#"
 [nat]
 port_range = [{FIRST}, 2127]
 filtering = "{filtering}"
@@ -68,9 +56,9 @@ stages = ["classify", "replicate"]
 stages = ["translate", "transmit"]
 [[runtime.lcores]]
 stages = ["translate", "transmit"]
-"#,
-        dir = dir.display()
-    )
+"#
+        ))
+        .to_string()
 }
 
 fn run_site(dir: &Path, filtering: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Value) {

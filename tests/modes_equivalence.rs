@@ -7,29 +7,20 @@ mod common;
 
 use std::path::Path;
 
+use appliance::config::site::SiteToml;
 use appliance::runtime::{run, RunOptions};
 use common::{frame, read_capture, write_capture};
 use serde_json::Value;
 
-const SITE: &str = r#"
-backend = "pcap"
-[lan]
-port = "lan"
-prefixes = ["10.0.0.0/16", "fd00::/64"]
-[[ports]]
-name = "lan"
-mac = "02:00:00:00:00:01"
-pcap_in = "IN"
-[[ports]]
-name = "wan"
-mac = "02:00:00:00:00:02"
-pcap_out = "OUT"
-[[uplinks]]
-name = "isp"
-port = "wan"
-nat_addresses = ["198.51.100.0/30", "2001:db8:1::1"]
-next_hop_mac = "02:00:00:00:00:fe"
-"#;
+/// The site, its captures `input` → `output`, with a mode's `[runtime]`.
+fn site(input: &Path, output: &Path, runtime: &str) -> String {
+    SiteToml::one_uplink("pcap", &["198.51.100.0/30", "2001:db8:1::1"])
+        .prefixes(&["10.0.0.0/16", "fd00::/64"])
+        .lan_key("pcap_in", input.to_str().unwrap())
+        .port_key("wan", "pcap_out", output.to_str().unwrap())
+        .section(runtime)
+        .to_string()
+}
 
 fn traffic() -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
@@ -89,10 +80,7 @@ fn traffic() -> Vec<Vec<u8>> {
 fn run_mode(dir: &Path, runtime: &str, tag: &str) -> (Vec<Vec<u8>>, Value) {
     let input = dir.join("in.pcap");
     let output = dir.join(format!("out-{tag}.pcap"));
-    let text = SITE
-        .replace("IN", input.to_str().unwrap())
-        .replace("OUT", output.to_str().unwrap())
-        + runtime;
+    let text = site(&input, &output, runtime);
     let plan =
         appliance::config::plan::validate(&appliance::config::parse(&text).unwrap()).unwrap();
     let stats = run(&plan, &RunOptions::default()).unwrap();

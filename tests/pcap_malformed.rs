@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use appliance::config::site::SiteToml;
 use appliance::runtime::{run, RunOptions};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use pcap_file::DataLink;
@@ -31,36 +32,17 @@ const NAT4: &str = "192.0.2.1";
 const NAT6: &str = "2001:db8::1";
 const NAT_PORTS: std::ops::RangeInclusive<u16> = 20_000..=29_999;
 
-/// The site; `RUNTIME` is replaced by each mode's `[runtime]` section.
-const SITE: &str = r#"
-backend = "pcap"
-
-[lan]
-port = "lan"
-prefixes = ["10.0.0.0/16", "fd00::/64"]
-addresses = ["10.0.0.1", "fd00::1"]
-
-[[ports]]
-name = "lan"
-mac = "02:00:00:00:00:01"
-pcap_in = "IN"
-
-[[ports]]
-name = "wan"
-mac = "02:00:00:00:00:02"
-pcap_out = "OUT"
-
-[[uplinks]]
-name = "isp"
-port = "wan"
-nat_addresses = ["192.0.2.1", "2001:db8::1"]
-next_hop_mac = "02:00:00:00:00:fe"
-
-[nat]
-port_range = [20000, 29999]
-
-RUNTIME
-"#;
+/// The site, its captures `input` → `output`, with a mode's `[runtime]`.
+fn site(input: &Path, output: &Path, runtime: &str) -> String {
+    SiteToml::one_uplink("pcap", &[NAT4, NAT6])
+        .prefixes(&["10.0.0.0/16", "fd00::/64"])
+        .addresses(&["10.0.0.1", "fd00::1"])
+        .lan_key("pcap_in", input.to_str().unwrap())
+        .port_key("wan", "pcap_out", output.to_str().unwrap())
+        .section("[nat]\nport_range = [20000, 29999]")
+        .section(runtime)
+        .to_string()
+}
 
 const RUN_TO_COMPLETION_1: &str = r#"
 [runtime]
@@ -580,10 +562,7 @@ fn replay(mode: &str, runtime: &str) {
     let (input, output) = (dir.path().join("in.pcap"), dir.path().join("out.pcap"));
     let cap = capture();
     write_capture(&input, &cap.frames);
-    let toml = SITE
-        .replace("IN", input.to_str().unwrap())
-        .replace("OUT", output.to_str().unwrap())
-        .replace("RUNTIME", runtime);
+    let toml = site(&input, &output, runtime);
     let cfg = appliance::config::parse(&toml).unwrap_or_else(|e| panic!("{mode}: {e}"));
     let plan = appliance::config::plan::validate(&cfg).unwrap_or_else(|e| panic!("{mode}: {e}"));
     let opts = RunOptions {

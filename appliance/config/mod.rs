@@ -4,6 +4,7 @@
 //!   refused), re-exported here (`config::Config`, `config::SimConfig`, ...).
 //! - `values`: the typed values written as strings (addresses, MACs,
 //!   modes, algorithms) and the messages for bad ones.
+//! - [`site`]: a writer of small sites' TOML text for tests and labs.
 //! - [`plan`]: validation of a `Config` into the `Plan` the runtime starts.
 //!
 //! Every error names the field's path and what is allowed: [`parse`]
@@ -13,6 +14,7 @@
 
 mod model;
 pub mod plan;
+pub mod site;
 mod values;
 
 pub use model::*;

@@ -478,37 +478,15 @@ mod tests {
     /// A pcap-backend plan with a LAN port (`lan_in`, `lan_out`) and an
     /// uplink port (`wan_out`).
     fn plan(lan_in: &Path, lan_out: Option<&Path>, wan_out: Option<&Path>) -> Plan {
-        let opt = |key: &str, p: Option<&Path>| match p {
-            Some(p) => format!("{key} = {:?}\n", p.to_str().unwrap()),
-            None => String::new(),
-        };
-        let text = format!(
-            r#"
-backend = "pcap"
-
-[lan]
-port = "lan"
-prefixes = ["10.0.0.0/16"]
-
-[[ports]]
-name = "lan"
-mac = "02:00:00:00:00:01"
-pcap_in = {:?}
-{}
-[[ports]]
-name = "wan"
-mac = "02:00:00:00:00:02"
-{}
-[[uplinks]]
-name = "isp"
-port = "wan"
-nat_addresses = ["192.0.2.1"]
-next_hop_mac = "02:00:00:00:00:fe"
-"#,
-            lan_in.to_str().unwrap(),
-            opt("pcap_out", lan_out),
-            opt("pcap_out", wan_out),
-        );
+        let mut site = config::site::SiteToml::one_uplink("pcap", &["192.0.2.1"])
+            .lan_key("pcap_in", lan_in.to_str().unwrap());
+        if let Some(p) = lan_out {
+            site = site.lan_key("pcap_out", p.to_str().unwrap());
+        }
+        if let Some(p) = wan_out {
+            site = site.port_key("wan", "pcap_out", p.to_str().unwrap());
+        }
+        let text = site.to_string();
         let cfg = config::parse(&text).unwrap();
         plan::validate_with_cpus(&cfg, 1).unwrap()
     }

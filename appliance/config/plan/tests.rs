@@ -6,42 +6,14 @@ use super::*;
 /// A small pcap-backend site (one LAN port, two uplink ports) with the given
 /// `[runtime]` section, for tests of placement and wiring. Nothing is opened.
 pub(crate) fn test_plan(runtime: &str) -> Plan {
-    let text = format!(
-        r#"
-backend = "pcap"
-
-[lan]
-port = "lan"
-prefixes = ["10.0.0.0/16"]
-
-[[ports]]
-name = "lan"
-mac = "02:00:00:00:00:01"
-pcap_in = "/nonexistent/lan.pcap"
-
-[[ports]]
-name = "wan-a"
-mac = "02:00:00:00:0a:01"
-
-[[ports]]
-name = "wan-b"
-mac = "02:00:00:00:0b:01"
-
-[[uplinks]]
-name = "isp-a"
-port = "wan-a"
-nat_addresses = ["198.51.100.10"]
-next_hop_mac = "02:00:00:00:0a:fe"
-
-[[uplinks]]
-name = "isp-b"
-port = "wan-b"
-nat_addresses = ["198.51.100.20"]
-next_hop_mac = "02:00:00:00:0b:fe"
-
-{runtime}
-"#
-    );
+    let text = crate::config::site::SiteToml::new("pcap")
+        .lan_key("pcap_in", "/nonexistent/lan.pcap")
+        .port("wan-a", "02:00:00:00:0a:01")
+        .port("wan-b", "02:00:00:00:0b:01")
+        .uplink("isp-a", "wan-a", &["198.51.100.10"], "02:00:00:00:0a:fe")
+        .uplink("isp-b", "wan-b", &["198.51.100.20"], "02:00:00:00:0b:fe")
+        .section(runtime)
+        .to_string();
     let cfg = crate::config::parse(&text).expect("test config parses");
     validate_with_cpus(&cfg, 8).expect("test config validates")
 }

@@ -15,30 +15,14 @@ use crate::config::plan::validate_with_cpus;
 
 /// One LAN port, one uplink on a VLAN-tagged port (both L2 shapes).
 fn site_toml(clients: usize, servers: usize, tcp_ms: u64, udp_ms: u64, timeout_ms: u64) -> String {
-    format!(
-        r#"
-backend = "sim"
-
-[lan]
-port = "lan0"
-prefixes = ["10.0.0.0/16"]
-addresses = ["10.0.0.1"]
-
-[[ports]]
-name = "lan0"
-mac = "02:00:00:00:00:01"
-
-[[ports]]
-name = "wan0"
-mac = "02:00:00:00:01:01"
-vlan = 100
-
-[[uplinks]]
-name = "isp1"
-port = "wan0"
-nat_addresses = ["198.51.100.1"]
-next_hop_mac = "02:00:00:00:02:01"
-
+    crate::config::site::SiteToml::new("sim")
+        .lan_port("lan0", "02:00:00:00:00:01")
+        .addresses(&["10.0.0.1"])
+        .port("wan0", "02:00:00:00:01:01")
+        .port_raw("wan0", "vlan = 100")
+        .uplink("isp1", "wan0", &["198.51.100.1"], "02:00:00:00:02:01")
+        .section(&format!(
+            r#"
 [runtime]
 mode = "run-to-completion"
 pool_size = 8192
@@ -63,7 +47,8 @@ name = "isp1"
 delay_ms = 5.0
 jitter_ms = 2.0
 "#
-    )
+        ))
+        .to_string()
 }
 
 fn plan_of(toml: &str) -> Plan {
