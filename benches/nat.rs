@@ -22,7 +22,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{frame, topology, Refill, PORTS_PER_CLIENT};
+use common::Refill;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pipelines::nat::{NatConfig, NatShard, SWEEP_MAX};
 use pipelines::packet::flow::{proto, FlowKey};
@@ -30,6 +30,8 @@ use pipelines::stages::classify::Classify;
 use pipelines::stages::replicate::Replicate;
 use pipelines::stages::translate::Translate;
 use pipelines::stages::transmit::Transmit;
+use pipelines::testing::one_uplink as topology;
+use pipelines::testing::raw::{udp_flow as frame, PORTS_PER_CLIENT};
 use pipelines::{Burst, HeapBuf, Nanos, PacketBuf, BURST_MAX};
 
 const SESSIONS: usize = 1 << 20;

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{frame, topology, Refill};
+use common::Refill;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam::queue::ArrayQueue;
 use pipelines::nat::NatConfig;
@@ -20,6 +20,8 @@ use pipelines::stages::classify::Classify;
 use pipelines::stages::replicate::Replicate;
 use pipelines::stages::translate::Translate;
 use pipelines::stages::transmit::Transmit;
+use pipelines::testing::one_uplink as topology;
+use pipelines::testing::raw::udp_flow as frame;
 use pipelines::{Burst, HeapBuf, Nanos, PacketBuf, BURST_MAX};
 
 const FLOWS: usize = 16_384;

@@ -6,7 +6,6 @@
 //!
 //!   cargo bench --bench race -- --warm-up-time 1 --measurement-time 4
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,9 @@ use pipelines::stages::classify::Classify;
 use pipelines::stages::replicate::Replicate;
 use pipelines::stages::translate::Translate;
 use pipelines::stages::transmit::Transmit;
-use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo};
-use pipelines::wire::checksum::{checksum, fold, sum};
+use pipelines::testing::bench_site;
+use pipelines::testing::raw::tcp4 as tcp_frame;
+use pipelines::Topology;
 use pipelines::{Burst, HeapBuf, HeapPool, Nanos, PacketBuf, BURST_MAX};
 
 const UPLINKS: u8 = 3;
@@ -27,77 +27,7 @@ const BATCH: usize = 8 * 1024;
 
 /// A LAN port and one port per uplink, each uplink with one NAT address.
 fn topology() -> Arc<Topology> {
-    let port = |name: String, mac: u8| PortInfo {
-        name,
-        mac: [2, 0, 0, 0, 0, mac],
-        vlan: None,
-        role: PortRole::Unused,
-    };
-    let mut ports = vec![port("lan".into(), 1)];
-    let mut uplinks = Vec::new();
-    for u in 0..UPLINKS {
-        ports.push(port(format!("wan{u}"), 2 + u));
-        uplinks.push(UplinkInfo {
-            name: format!("isp{u}"),
-            port: u16::from(u) + 1,
-            nat_addrs: vec![IpAddr::V4([198, 51, 100, 10 + u].into())],
-            next_hop_mac: [2, 0, 0, 0, 0xfe, u],
-            next_hop_v4: None,
-            next_hop_v6: None,
-            weight: 1,
-        });
-    }
-    Arc::new(Topology::new(
-        ports,
-        0,
-        vec!["10.0.0.0/8".parse::<IpPrefix>().unwrap()],
-        vec!["10.0.0.1".parse().unwrap()],
-        uplinks,
-        NatPortRange {
-            first: 1024,
-            last: 65535,
-        },
-        1,
-    ))
-}
-
-/// Ethernet + IPv4 + 20-byte TCP, checksums computed.
-#[allow(clippy::too_many_arguments)]
-fn tcp_frame(
-    dst_mac: [u8; 6],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    flags: u8,
-    seq: u32,
-    ack: u32,
-) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 40];
-    f[0..6].copy_from_slice(&dst_mac);
-    f[6..12].copy_from_slice(&[2, 0, 0, 9, 9, 9]);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&dst);
-    let c = checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let t = &mut f[34..54];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64_000u16.to_be_bytes());
-    let pseudo = sum(&dst, sum(&src, 0)) + 6 + 20;
-    let c = !fold(sum(t, pseudo));
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    f
+    bench_site(UPLINKS, 1, 1)
 }
 
 /// The client SYN of race `i`: its own client port.

@@ -6,30 +6,27 @@
 //! checksums that smoltcp verifies. Nothing may panic or hang: a run is
 //! bounded by a duration and must end because its input drained.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use appliance::config::site::SiteToml;
 use appliance::runtime::{run, RunOptions};
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
-use pcap_file::DataLink;
+use common::{read_capture, write_capture};
+use pipelines::testing::{
+    client_raw, fix_ipv4_checksum, from_client, ip, tcp, L4, NAT4, NAT6, WAN_MAC,
+};
 use serde_json::Value;
-use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress,
-    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr,
-    TcpSeqNumber, UdpPacket, UdpRepr,
+    EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet,
+    Ipv6Packet, TcpControl, TcpPacket, UdpPacket,
 };
 
-const LAN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const WAN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// The uplink's next hop (`SiteToml::one_uplink`).
 const ISP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xFE];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
-const NAT4: &str = "192.0.2.1";
-const NAT6: &str = "2001:db8::1";
 const NAT_PORTS: std::ops::RangeInclusive<u16> = 20_000..=29_999;
 
 /// The site, its captures `input` → `output`, with a mode's `[runtime]`.
@@ -75,161 +72,10 @@ stages = ["classify", "replicate"]
 stages = ["translate", "transmit"]
 "#;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn v6(a: IpAddr) -> smoltcp::wire::Ipv6Address {
-    match a {
-        IpAddr::V6(a) => a,
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
-    }
-}
-
-/// The transport of a test packet.
-#[derive(Clone, Copy)]
-enum L4<'a> {
-    TcpSyn {
-        src_port: u16,
-        dst_port: u16,
-    },
-    Udp {
-        src_port: u16,
-        dst_port: u16,
-        payload: &'a [u8],
-    },
-    Echo {
-        ident: u16,
-    },
-}
-
-/// Transport header and payload, checksummed for `src` → `dst`.
-fn transport(src: IpAddr, dst: IpAddr, l4: L4) -> (IpProtocol, Vec<u8>) {
-    let caps = ChecksumCapabilities::default();
-    let (s, d) = (IpAddress::from(src), IpAddress::from(dst));
-    match l4 {
-        L4::TcpSyn { src_port, dst_port } => {
-            let repr = TcpRepr {
-                src_port,
-                dst_port,
-                control: TcpControl::Syn,
-                seq_number: TcpSeqNumber(7),
-                ack_number: None,
-                window_len: 64_000,
-                window_scale: Some(7),
-                max_seg_size: Some(1460),
-                sack_permitted: true,
-                sack_ranges: [None; 3],
-                timestamp: None,
-                payload: &[],
-            };
-            let mut b = vec![0; repr.buffer_len()];
-            repr.emit(&mut TcpPacket::new_unchecked(&mut b[..]), &s, &d, &caps);
-            (IpProtocol::Tcp, b)
-        }
-        L4::Udp {
-            src_port,
-            dst_port,
-            payload,
-        } => {
-            let mut b = vec![0; 8 + payload.len()];
-            UdpRepr { src_port, dst_port }.emit(
-                &mut UdpPacket::new_unchecked(&mut b[..]),
-                &s,
-                &d,
-                payload.len(),
-                |p| p.copy_from_slice(payload),
-                &caps,
-            );
-            (IpProtocol::Udp, b)
-        }
-        L4::Echo { ident } if src.is_ipv4() => {
-            let repr = Icmpv4Repr::EchoRequest {
-                ident,
-                seq_no: 1,
-                data: b"ping",
-            };
-            let mut b = vec![0; repr.buffer_len()];
-            repr.emit(&mut Icmpv4Packet::new_unchecked(&mut b[..]), &caps);
-            (IpProtocol::Icmp, b)
-        }
-        L4::Echo { ident } => {
-            let repr = Icmpv6Repr::EchoRequest {
-                ident,
-                seq_no: 1,
-                data: b"ping",
-            };
-            let mut b = vec![0; repr.buffer_len()];
-            repr.emit(
-                &v6(src),
-                &v6(dst),
-                &mut Icmpv6Packet::new_unchecked(&mut b[..]),
-                &caps,
-            );
-            (IpProtocol::Icmpv6, b)
-        }
-    }
-}
-
-/// A frame from the client: Ethernet, a valid IPv4 / IPv6 header with
-/// protocol `proto`, then `payload` as is.
-fn raw_frame(src: &str, dst: &str, proto: IpProtocol, payload: &[u8]) -> Vec<u8> {
-    let (src, dst) = (ip(src), ip(dst));
-    let (ethertype, header_len) = if src.is_ipv4() {
-        ([0x08, 0x00], 20)
-    } else {
-        ([0x86, 0xDD], 40)
-    };
-    let mut f = [&LAN_MAC[..], &CLIENT_MAC[..], &ethertype[..]].concat();
-    f.resize(14 + header_len + payload.len(), 0);
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let repr = Ipv4Repr {
-                src_addr: s,
-                dst_addr: d,
-                next_header: proto,
-                payload_len: payload.len(),
-                hop_limit: 64,
-            };
-            repr.emit(
-                &mut Ipv4Packet::new_unchecked(&mut f[14..]),
-                &ChecksumCapabilities::default(),
-            );
-        }
-        _ => {
-            let repr = Ipv6Repr {
-                src_addr: v6(src),
-                dst_addr: v6(dst),
-                next_header: proto,
-                payload_len: payload.len(),
-                hop_limit: 64,
-            };
-            repr.emit(&mut Ipv6Packet::new_unchecked(&mut f[14..]));
-        }
-    }
-    f[14 + header_len..].copy_from_slice(payload);
-    f
-}
-
-/// A well-formed frame from the client.
-fn good(src: &str, dst: &str, l4: L4) -> Vec<u8> {
-    let (proto, payload) = transport(ip(src), ip(dst), l4);
-    raw_frame(src, dst, proto, &payload)
-}
-
 /// `frame` with `edit` applied.
 fn edited(mut frame: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     edit(&mut frame);
     frame
-}
-
-/// Recomputes the IPv4 header checksum (for frames broken on purpose in
-/// another field, so that they fail for that field's reason only).
-fn fix_ipv4_checksum(f: &mut [u8]) {
-    let ihl = usize::from(f[14] & 0x0F) * 4;
-    f[24..26].copy_from_slice(&[0, 0]);
-    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..14 + ihl]);
-    ip.fill_checksum();
 }
 
 /// The capture: good frames interleaved with malformed ones.
@@ -258,7 +104,7 @@ fn capture() -> Capture {
         c.frames.push(frame);
     };
 
-    let udp = good(
+    let udp = from_client(
         "10.0.0.2",
         "203.0.113.11",
         L4::Udp {
@@ -272,14 +118,7 @@ fn capture() -> Capture {
     add_good(
         &mut c,
         "203.0.113.10",
-        good(
-            "10.0.0.2",
-            "203.0.113.10",
-            L4::TcpSyn {
-                src_port: 40000,
-                dst_port: 443,
-            },
-        ),
+        from_client("10.0.0.2", "203.0.113.10", tcp(40000, 443, TcpControl::Syn)),
     );
     add_bad(&mut c, "empty", Vec::new());
     add_good(&mut c, "203.0.113.11", udp.clone());
@@ -292,7 +131,14 @@ fn capture() -> Capture {
     add_good(
         &mut c,
         "203.0.113.12",
-        good("10.0.0.3", "203.0.113.12", L4::Echo { ident: 0x77 }),
+        from_client(
+            "10.0.0.3",
+            "203.0.113.12",
+            L4::EchoRequest {
+                ident: 0x77,
+                seq_no: 1,
+            },
+        ),
     );
     add_bad(
         &mut c,
@@ -316,20 +162,20 @@ fn capture() -> Capture {
     add_bad(
         &mut c,
         "truncated_tcp",
-        raw_frame(
+        client_raw(
             "10.0.0.2",
             "203.0.113.10",
-            IpProtocol::Tcp,
+            6,
             &[0x9C, 0x40, 0x01, 0xBB, 0, 0, 0, 7, 0, 0, 0, 0],
         ),
     );
     add_bad(
         &mut c,
         "truncated_udp",
-        raw_frame(
+        client_raw(
             "10.0.0.2",
             "203.0.113.11",
-            IpProtocol::Udp,
+            17,
             &[0x9C, 0x41, 0x00, 0x35, 0x00, 0x08],
         ),
     );
@@ -351,7 +197,7 @@ fn capture() -> Capture {
         "fragment",
         edited(udp.clone(), |f| {
             f[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
-            fix_ipv4_checksum(f);
+            fix_ipv4_checksum(f, 14);
         }),
     );
     // A UDP frame relabelled ARP: not Ethernet/IPv4 ARP inside.
@@ -365,7 +211,7 @@ fn capture() -> Capture {
     add_bad(
         &mut c,
         "spoofed_source",
-        good(
+        from_client(
             "192.168.7.7",
             "203.0.113.11",
             L4::Udp {
@@ -376,7 +222,7 @@ fn capture() -> Capture {
         ),
     );
     // A good frame with Ethernet padding up to the 60-byte minimum.
-    let padded = good(
+    let padded = from_client(
         "10.0.0.4",
         "203.0.113.13",
         L4::Udp {
@@ -393,19 +239,16 @@ fn capture() -> Capture {
     add_good(
         &mut c,
         "2001:db8:ffff::14",
-        good(
+        from_client(
             "fd00::2",
             "2001:db8:ffff::14",
-            L4::TcpSyn {
-                src_port: 40000,
-                dst_port: 80,
-            },
+            tcp(40000, 80, TcpControl::Syn),
         ),
     );
     add_good(
         &mut c,
         "2001:db8:ffff::15",
-        good(
+        from_client(
             "fd00::2",
             "2001:db8:ffff::15",
             L4::Udp {
@@ -418,9 +261,16 @@ fn capture() -> Capture {
     add_good(
         &mut c,
         "2001:db8:ffff::16",
-        good("fd00::3", "2001:db8:ffff::16", L4::Echo { ident: 0x78 }),
+        from_client(
+            "fd00::3",
+            "2001:db8:ffff::16",
+            L4::EchoRequest {
+                ident: 0x78,
+                seq_no: 1,
+            },
+        ),
     );
-    let udp6 = good(
+    let udp6 = from_client(
         "fd00::2",
         "2001:db8:ffff::17",
         L4::Udp {
@@ -440,31 +290,16 @@ fn capture() -> Capture {
     add_bad(
         &mut c,
         "truncated_tcp",
-        raw_frame("fd00::2", "2001:db8:ffff::17", IpProtocol::Tcp, &[0; 19]),
+        client_raw("fd00::2", "2001:db8:ffff::17", 6, &[0; 19]),
     );
     c
 }
 
-fn write_capture(path: &Path, frames: &[Vec<u8>]) {
-    let mut w = PcapWriter::new(File::create(path).unwrap()).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        w.write_packet(&PcapPacket::new(
-            Duration::from_micros(i as u64),
-            f.len() as u32,
-            f,
-        ))
-        .unwrap();
+fn to_v6(a: IpAddr) -> smoltcp::wire::Ipv6Address {
+    match a {
+        IpAddr::V6(a) => a,
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
     }
-}
-
-fn read_capture(path: &Path) -> Vec<Vec<u8>> {
-    let mut r = PcapReader::new(File::open(path).unwrap()).unwrap();
-    assert_eq!(r.header().datalink, DataLink::ETHERNET);
-    let mut frames = Vec::new();
-    while let Some(p) = r.next_packet() {
-        frames.push(p.unwrap().data.into_owned());
-    }
-    frames
 }
 
 /// The transport header of a datagram, and the addresses smoltcp verifies
@@ -541,7 +376,10 @@ fn transport_of<'a>(d: &Datagram<'a>) -> (u16, u16, &'a [u8]) {
         }
         IpProtocol::Icmpv6 => {
             let p = Icmpv6Packet::new_checked(d.l4).unwrap();
-            assert!(p.verify_checksum(&v6(d.src), &v6(d.dst)), "ICMPv6 checksum");
+            assert!(
+                p.verify_checksum(&to_v6(d.src), &to_v6(d.dst)),
+                "ICMPv6 checksum"
+            );
             (p.echo_ident(), 0, &d.l4[8..])
         }
         other => panic!("protocol {other}"),
