@@ -17,6 +17,9 @@ use appliance::ports::dpdk::{
 };
 use appliance::ports::{BackendControl, PortQueues};
 use pipelines::packet::buf::{DATA_ROOM, HEADROOM};
+use pipelines::testing::bufs::{
+    check_pool_is_bounded_and_recycles, check_prepend_adj_set_len_respect_bounds, PoolUnderTest,
+};
 use pipelines::topology::NatPortRange;
 use pipelines::{BufPool, Burst, HeapPool, PacketBuf, PacketMeta};
 use proptest::prelude::*;
@@ -465,39 +468,34 @@ fn worker_threads_get_their_own_lcore() {
     assert!(ids.contains(&later), "{later} not reused from {ids:?}");
 }
 
-// ---- Mbuf semantics, mirrored from HeapBuf's tests in pipelines/src/packet/buf.rs
+// ---- Mbuf semantics: the buffer contract HeapBuf's tests run too (pipelines::testing::bufs)
+
+/// The mbuf pool under the buffer contract `pipelines::testing::bufs`.
+struct Mbufs(MbufPool);
+
+impl PoolUnderTest for Mbufs {
+    type Buf = Mbuf;
+    fn alloc(&self) -> Option<Mbuf> {
+        BufPool::alloc(&self.0)
+    }
+    fn alloc_with(&self, frame: &[u8]) -> Option<Mbuf> {
+        self.0.alloc_with(frame)
+    }
+    fn in_use(&self) -> usize {
+        self.0.in_use()
+    }
+}
 
 #[test]
 fn mbuf_pool_is_bounded_and_recycles() {
     let _g = dpdk();
-    let pool = create_pool(2, 0, -1).unwrap();
-    let a = pool.alloc_with(&[1, 2, 3]).unwrap();
-    let b = pool.alloc().unwrap();
-    assert!(pool.alloc().is_none(), "third buffer from a pool of two");
-    assert_eq!(pool.in_use(), 2);
-    drop(b);
-    assert_eq!(pool.in_use(), 1);
-    let c = a.try_clone().unwrap();
-    assert_eq!(c.data(), &[1, 2, 3]);
-    assert!(a.try_clone().is_none());
+    check_pool_is_bounded_and_recycles(&Mbufs(create_pool(2, 0, -1).unwrap()));
 }
 
 #[test]
 fn mbuf_prepend_adj_set_len_respect_bounds() {
     let _g = dpdk();
-    let pool = create_pool(1, 0, -1).unwrap();
-    let mut b = pool.alloc_with(&[9; 60]).unwrap();
-    assert!(b.prepend(4));
-    assert_eq!(b.data().len(), 64);
-    assert!(!b.prepend(HEADROOM));
-    assert!(b.adj(4));
-    assert!(!b.adj(61));
-    assert!(b.set_len(10));
-    assert_eq!(b.data(), &[9; 10]);
-    assert!(!b.set_len(HEADROOM + DATA_ROOM));
-    drop(b);
-    assert!(pool.alloc_with(&[0; DATA_ROOM + 1]).is_none());
-    assert!(pool.alloc_with(&[0; DATA_ROOM]).is_some());
+    check_prepend_adj_set_len_respect_bounds(&Mbufs(create_pool(1, 0, -1).unwrap()));
 }
 
 #[test]

@@ -351,30 +351,11 @@ mod tests {
 
     #[test]
     fn pool_is_bounded_and_recycles() {
-        let pool = HeapPool::new_static(2);
-        let a = pool.alloc_with(&[1, 2, 3]).unwrap();
-        let b = pool.alloc().unwrap();
-        assert!(pool.alloc().is_none(), "third buffer from a pool of two");
-        assert_eq!(pool.in_use(), 2);
-        drop(b);
-        assert_eq!(pool.in_use(), 1);
-        let c = a.try_clone().unwrap();
-        assert_eq!(c.data(), &[1, 2, 3]);
-        assert!(a.try_clone().is_none());
+        crate::testing::bufs::check_pool_is_bounded_and_recycles(&HeapPool::new_static(2));
     }
 
     #[test]
     fn prepend_adj_set_len_respect_bounds() {
-        let pool = HeapPool::new_static(1);
-        let mut b = pool.alloc_with(&[9; 60]).unwrap();
-        assert!(b.prepend(4));
-        assert_eq!(b.data().len(), 64);
-        assert!(!b.prepend(HEADROOM));
-        assert!(b.adj(4));
-        assert!(!b.adj(61));
-        assert!(b.set_len(10));
-        assert_eq!(b.data(), &[9; 10]);
-        assert!(!b.set_len(HEADROOM + DATA_ROOM));
-        assert!(pool.alloc_with(&[0; DATA_ROOM + 1]).is_none());
+        crate::testing::bufs::check_prepend_adj_set_len_respect_bounds(&HeapPool::new_static(1));
     }
 }

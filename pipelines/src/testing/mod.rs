@@ -9,7 +9,8 @@
 //! - [`icmp`]: ICMP errors quoting a datagram;
 //! - [`raw`]: frames built byte by byte (what tests corrupt on purpose) and
 //!   the many-flow UDP frames of the benches;
-//! - [`reads`]: reading a frame back and asserting its checksums.
+//! - [`reads`]: reading a frame back and asserting its checksums;
+//! - [`bufs`]: the contract checks every buffer pool's tests run.
 //!
 //! The site:
 //! - port 0 `lan`, untagged, the LAN: 10.0.0.0/16 and fd00::/64, gateway
@@ -20,6 +21,7 @@
 //!   198.51.100.1;
 //! - port 3 `spare`, no role.
 
+pub mod bufs;
 pub mod frames;
 pub mod icmp;
 pub mod raw;
