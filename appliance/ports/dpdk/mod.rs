@@ -31,7 +31,6 @@
 //! - A port stays started while its [`DpdkControl`] or any of its queues
 //!   lives; then its flow rules are flushed and it is stopped (not closed,
 //!   so it can be opened again). A port can be opened by one owner at a time.
-
 //!
 //! Where things live: `eal.rs` (EAL start, thread registration, pools),
 //! `device.rs` (the settings and device specs, and [`open`] as named steps:

@@ -119,10 +119,9 @@ impl Selector {
     ///   entry for it (fresh or not) with candidate uplinks, else the lowest
     ///   uplink srtt; uplinks without one come after those with one.
     ///
-    /// (Each lives in `select/algorithms.rs`.) Equal scores are broken by a start index
-    /// that advances on every call.
-    /// `proto` (6 TCP, 17 UDP, else other) says which local pick count of
-    /// the chosen uplink to bump.
+    /// (Each lives in `select/algorithms.rs`.) Equal scores are broken by a
+    /// start index that advances on every call. `proto` (6 TCP, 17 UDP, else
+    /// other) says which local pick count of the chosen uplink to bump.
     pub fn pick(
         &mut self,
         alg: Algorithm,
