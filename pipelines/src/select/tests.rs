@@ -1,0 +1,1040 @@
+use super::mask::{bit, first_n};
+use super::*;
+use crate::packet::flow::proto;
+use crate::packet::time::Nanos;
+use crate::topology::{UplinkId, MAX_UPLINKS};
+use proptest::prelude::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+const TCP: u8 = proto::TCP;
+const UDP: u8 = proto::UDP;
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+fn ms(x: u64) -> Nanos {
+    Nanos::from_millis(x)
+}
+
+fn view(weight: u32, tcp: u64, udp: u64, bps: u64, srtt: Option<Nanos>) -> UplinkView {
+    UplinkView {
+        healthy: true,
+        link_up: true,
+        weight,
+        tcp_sessions: tcp,
+        udp_sessions: udp,
+        traffic_bps: bps,
+        srtt,
+    }
+}
+
+fn snap_of(uplinks: Vec<UplinkView>) -> Snapshot {
+    let mut s = Snapshot::initial(&SelectConfig::default(), &[]);
+    s.uplinks = uplinks;
+    s
+}
+
+fn equal(n: usize) -> Snapshot {
+    snap_of((0..n).map(|_| view(1, 0, 0, 0, None)).collect())
+}
+
+fn entry(raced_at: Nanos, rtts: &[(UplinkId, Nanos)]) -> CacheEntry {
+    let mut e = CacheEntry {
+        raced_at,
+        n: 0,
+        uplinks: [0; RACE_MAX],
+        srtt: [Nanos::ZERO; RACE_MAX],
+    };
+    for (i, &(u, s)) in rtts.iter().enumerate() {
+        e.uplinks[i] = u;
+        e.srtt[i] = s;
+    }
+    e.n = rtts.len() as u8;
+    e
+}
+
+fn with_entry(mut s: Snapshot, dst: IpAddr, e: CacheEntry) -> Snapshot {
+    s.rtt.insert(s.key(dst), e);
+    s
+}
+
+/// How many of `n` picks went to each uplink, and the sequence.
+fn run(
+    sel: &mut Selector,
+    alg: Algorithm,
+    cand: u64,
+    n: usize,
+    proto: u8,
+) -> (Vec<usize>, Vec<UplinkId>) {
+    let mut counts = vec![0; MAX_UPLINKS];
+    let mut seq = Vec::new();
+    for _ in 0..n {
+        let u = sel.pick(alg, v4(198, 51, 100, 1), proto, cand).unwrap();
+        counts[usize::from(u)] += 1;
+        seq.push(u);
+    }
+    (counts, seq)
+}
+
+// ---- Algorithm ----
+
+#[test]
+fn algorithm_names_round_trip() {
+    for (i, a) in Algorithm::ALL.iter().enumerate() {
+        assert_eq!(a.index(), i);
+        assert_eq!(a.as_str(), Algorithm::NAMES[i]);
+        assert_eq!(a.as_str().parse::<Algorithm>(), Ok(*a));
+        assert_eq!(a.to_string(), Algorithm::NAMES[i]);
+    }
+    assert_eq!(
+        "weighted-least-load".parse::<Algorithm>(),
+        Ok(Algorithm::WeightedLeastLoad)
+    );
+    let err = "fastest".parse::<Algorithm>().unwrap_err();
+    assert!(err.contains("fastest"), "{err}");
+    for name in Algorithm::NAMES {
+        assert!(err.contains(name), "{err}");
+    }
+}
+
+// ---- RttEstimator ----
+
+#[test]
+fn estimator_matches_hand_computed_rfc6298() {
+    let mut e = RttEstimator::default();
+    assert_eq!(e.smoothed(), None);
+    assert_eq!(e.min(), None);
+    assert_eq!(e.samples(), 0);
+    // (2.2): SRTT = R = 100 ms, RTTVAR = R/2 = 50 ms.
+    e.sample(ms(100));
+    assert_eq!(e.smoothed(), Some(ms(100)));
+    assert_eq!(e.var(), ms(50));
+    // (2.3) with R = 200 ms: RTTVAR = 3/4*50 + 1/4*|100-200| = 62.5 ms,
+    // SRTT = 7/8*100 + 1/8*200 = 112.5 ms.
+    e.sample(ms(200));
+    assert_eq!(e.var(), Nanos(62_500_000));
+    assert_eq!(e.smoothed(), Some(Nanos(112_500_000)));
+    // R = 50 ms: RTTVAR = 3/4*62.5 + 1/4*|112.5-50| = 62.5 ms,
+    // SRTT = 7/8*112.5 + 1/8*50 = 104.6875 ms.
+    e.sample(ms(50));
+    assert_eq!(e.var(), Nanos(62_500_000));
+    assert_eq!(e.smoothed(), Some(Nanos(104_687_500)));
+    assert_eq!(e.min(), Some(ms(50)));
+    assert_eq!(e.samples(), 3);
+    // RTO = SRTT + max(G, 4*RTTVAR) = 104.6875 + 250 ms.
+    assert_eq!(e.rto(ms(1)), Some(Nanos(354_687_500)));
+    assert_eq!(e.rto(Nanos::from_secs(1)), Some(Nanos(1_104_687_500)));
+    assert_eq!(RttEstimator::default().rto(ms(1)), None);
+}
+
+#[test]
+fn estimator_truncates_and_survives_extremes() {
+    let mut e = RttEstimator::default();
+    e.sample(Nanos(1));
+    assert_eq!(e.var(), Nanos(0)); // 1/2 truncates
+    e.sample(Nanos(2));
+    // RTTVAR = (3*0 + 1)/4 = 0, SRTT = (7*1 + 2)/8 = 1.
+    assert_eq!((e.smoothed(), e.var()), (Some(Nanos(1)), Nanos(0)));
+
+    let mut e = RttEstimator::default();
+    e.sample(Nanos(u64::MAX));
+    e.sample(Nanos(0));
+    e.sample(Nanos(u64::MAX));
+    assert_eq!(e.min(), Some(Nanos(0)));
+    assert!(e.smoothed().is_some());
+    assert!(e.rto(Nanos(u64::MAX)).is_some());
+}
+
+// ---- DestKey ----
+
+#[test]
+fn dest_key_v4_prefix_24() {
+    let k = |a| DestKey::new(a, 24, 128);
+    assert_eq!(k(v4(192, 0, 2, 1)), k(v4(192, 0, 2, 254)));
+    assert_ne!(k(v4(192, 0, 2, 1)), k(v4(192, 0, 3, 1)));
+    assert_eq!(k(v4(192, 0, 2, 77)).addr(), v4(192, 0, 2, 0));
+    // /32 (the default) keeps hosts apart.
+    assert_ne!(
+        DestKey::new(v4(192, 0, 2, 1), 32, 128),
+        DestKey::new(v4(192, 0, 2, 2), 32, 128)
+    );
+}
+
+#[test]
+fn dest_key_v6_prefix_48() {
+    let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+    let b: IpAddr = "2001:db8:1:ffff:1:2:3:4".parse().unwrap();
+    let c: IpAddr = "2001:db8:2::1".parse().unwrap();
+    let k = |x| DestKey::new(x, 32, 48);
+    assert_eq!(k(a), k(b));
+    assert_ne!(k(a), k(c));
+    assert_eq!(k(a).addr(), "2001:db8:1::".parse::<IpAddr>().unwrap());
+}
+
+#[test]
+fn dest_key_prefix_clamped_and_families_apart() {
+    let a = v4(203, 0, 113, 9);
+    assert_eq!(DestKey::new(a, 200, 128), DestKey::new(a, 32, 128));
+    assert_ne!(
+        DestKey::new(a, 200, 128),
+        DestKey::new(v4(203, 0, 113, 8), 200, 128)
+    );
+    let x: IpAddr = "2001:db8::1".parse().unwrap();
+    let y: IpAddr = "2001:db8::2".parse().unwrap();
+    assert_eq!(DestKey::new(x, 32, 255), DestKey::new(x, 32, 128));
+    assert_ne!(DestKey::new(x, 32, 255), DestKey::new(y, 32, 255));
+    // Prefix 0: one entry per family, but never one for both.
+    assert_eq!(DestKey::new(a, 0, 0), DestKey::new(v4(1, 2, 3, 4), 0, 0));
+    assert_eq!(
+        DestKey::new(x, 0, 0).addr(),
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    );
+    assert_ne!(DestKey::new(a, 0, 0), DestKey::new(x, 0, 0));
+    assert_ne!(
+        DestKey::new(v4(0, 0, 0, 0), 32, 128),
+        DestKey::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 32, 128)
+    );
+}
+
+// ---- pick ----
+
+#[test]
+fn round_robin_weights_1_1_2_exact() {
+    let s = snap_of(vec![
+        view(1, 0, 0, 0, None),
+        view(1, 0, 0, 0, None),
+        view(2, 0, 0, 0, None),
+    ]);
+    let mut sel = Selector::new(Arc::new(s));
+    let (counts, seq) = run(&mut sel, Algorithm::RoundRobin, 0b111, 400, TCP);
+    assert_eq!(&counts[..3], &[100, 100, 200]);
+    // Smooth: every cycle of total weight 4 holds each uplink by weight.
+    for block in seq.chunks(4) {
+        let mut c = [0; 3];
+        for &u in block {
+            c[usize::from(u)] += 1;
+        }
+        assert_eq!(c, [1, 1, 2], "{block:?}");
+    }
+}
+
+#[test]
+fn round_robin_equal_weights_rotate_strictly() {
+    let s = snap_of((0..3).map(|_| view(5, 0, 0, 0, None)).collect());
+    let mut sel = Selector::new(Arc::new(s));
+    let (counts, seq) = run(&mut sel, Algorithm::RoundRobin, 0b111, 30, UDP);
+    assert_eq!(&counts[..3], &[10, 10, 10]);
+    for w in seq.windows(3) {
+        assert!(w[0] != w[1] && w[1] != w[2] && w[0] != w[2], "{seq:?}");
+    }
+    for w in seq.windows(4) {
+        assert_eq!(w[0], w[3], "{seq:?}");
+    }
+    // Only the candidates take part.
+    let (counts, _) = run(&mut sel, Algorithm::RoundRobin, 0b101, 10, TCP);
+    assert_eq!((counts[0], counts[1], counts[2]), (5, 0, 5));
+    // A new snapshot with the same weights keeps the rotation going: the
+    // 1,1,2 cycle continues where it was instead of restarting.
+    let s = Arc::new(snap_of(vec![
+        view(1, 0, 0, 0, None),
+        view(1, 0, 0, 0, None),
+        view(2, 0, 0, 0, None),
+    ]));
+    let mut sel = Selector::new(s.clone());
+    let (_, first) = run(&mut sel, Algorithm::RoundRobin, 0b111, 1, TCP);
+    sel.install(s.clone());
+    let (_, rest) = run(&mut sel, Algorithm::RoundRobin, 0b111, 3, TCP);
+    let mut c = [0; 3];
+    for &u in first.iter().chain(&rest) {
+        c[usize::from(u)] += 1;
+    }
+    assert_eq!(c, [1, 1, 2], "{first:?} {rest:?}");
+}
+
+#[test]
+fn least_load_fills_least_loaded_until_equal() {
+    // Loads 10, 50, 90 (TCP + UDP).
+    let s = snap_of(vec![
+        view(1, 5, 5, 0, None),
+        view(1, 20, 30, 0, None),
+        view(1, 90, 0, 0, None),
+    ]);
+    let mut sel = Selector::new(Arc::new(s));
+    let mut seq = Vec::new();
+    for i in 0..150 {
+        let p = if i % 2 == 0 { TCP } else { UDP };
+        seq.push(
+            sel.pick(Algorithm::LeastLoad, v4(192, 0, 2, 1), p, 0b111)
+                .unwrap(),
+        );
+    }
+    // The first 40 lift uplink 0 to uplink 1's 50: only the local pick
+    // counts can tell the selector that.
+    assert!(seq[..40].iter().all(|&u| u == 0), "{seq:?}");
+    // 80 more bring 0 and 1 to 90, 30 more split three ways.
+    let count = |id| seq.iter().filter(|&&u| u == id).count();
+    assert_eq!((count(0), count(1), count(2)), (90, 50, 10));
+    let total = |id: UplinkId| {
+        let (t, u, o) = sel.local_picks(id);
+        let v = &sel.snapshot().uplinks[usize::from(id)];
+        v.tcp_sessions + v.udp_sessions + t + u + o
+    };
+    assert_eq!((total(0), total(1), total(2)), (100, 100, 100));
+    // Both protocols counted, nothing as "other".
+    let (t, u, o) = sel.local_picks(0);
+    assert!(t > 0 && u > 0 && o == 0 && t + u == 90, "{t} {u} {o}");
+}
+
+#[test]
+fn install_resets_local_pick_counts() {
+    let s = Arc::new(snap_of(vec![
+        view(1, 10, 0, 0, None),
+        view(1, 20, 0, 0, None),
+    ]));
+    let mut sel = Selector::new(s.clone());
+    let (counts, _) = run(&mut sel, Algorithm::LeastLoad, 0b11, 10, 1);
+    assert_eq!(&counts[..2], &[10, 0]);
+    assert_eq!(sel.local_picks(0), (0, 0, 10)); // ICMP counts as "other"
+    let mut next = (*s).clone();
+    next.version = 1;
+    let old = sel.install(Arc::new(next));
+    assert_eq!(old.version, 0);
+    assert_eq!(sel.snapshot().version, 1);
+    assert_eq!(sel.local_picks(0), (0, 0, 0));
+    // Back to the snapshot's loads alone: uplink 0 again.
+    assert_eq!(
+        sel.pick(Algorithm::LeastLoad, v4(192, 0, 2, 1), TCP, 0b11),
+        Some(0)
+    );
+}
+
+#[test]
+fn least_traffic_picks_quietest() {
+    let s = snap_of(vec![
+        view(1, 0, 0, 500, None),
+        view(1, 0, 0, 100, None),
+        view(1, 0, 0, 300, None),
+    ]);
+    let mut sel = Selector::new(Arc::new(s));
+    let (counts, _) = run(&mut sel, Algorithm::LeastTraffic, 0b111, 20, TCP);
+    assert_eq!(&counts[..3], &[0, 20, 0]);
+    let (counts, _) = run(&mut sel, Algorithm::LeastTraffic, 0b101, 20, TCP);
+    assert_eq!(&counts[..3], &[0, 0, 20]);
+}
+
+#[test]
+fn weighted_least_load_splits_by_weight() {
+    // Equal (zero) loads, weights 1 and 3: new flows split 1:3 exactly.
+    let s = snap_of(vec![view(1, 0, 0, 0, None), view(3, 0, 0, 0, None)]);
+    let mut sel = Selector::new(Arc::new(s));
+    let (counts, _) = run(&mut sel, Algorithm::WeightedLeastLoad, 0b11, 400, TCP);
+    assert_eq!(&counts[..2], &[100, 300]);
+    // Loads already proportional to capacity (10 and 30): still 1:3.
+    let s = snap_of(vec![view(1, 10, 0, 0, None), view(3, 0, 30, 0, None)]);
+    let mut sel = Selector::new(Arc::new(s));
+    let (counts, _) = run(&mut sel, Algorithm::WeightedLeastLoad, 0b11, 400, UDP);
+    assert_eq!(&counts[..2], &[100, 300]);
+}
+
+#[test]
+fn weighted_least_load_weighs_sessions() {
+    // 10 TCP sessions at weight 3 (= 30) against 25 UDP sessions at 1.
+    let mut s = snap_of(vec![view(1, 10, 0, 0, None), view(1, 0, 25, 0, None)]);
+    s.tcp_session_weight = 3;
+    s.udp_session_weight = 1;
+    let mut sel = Selector::new(Arc::new(s));
+    // Plain least load sees 10 < 25.
+    assert_eq!(
+        sel.pick(Algorithm::LeastLoad, v4(192, 0, 2, 1), 0, 0b11),
+        Some(0)
+    );
+    sel.install(sel.snapshot().clone());
+    // Weighted: 25 < 30, and five UDP picks (weight 1) close the gap.
+    let (_, seq) = run(&mut sel, Algorithm::WeightedLeastLoad, 0b11, 5, UDP);
+    assert_eq!(seq, vec![1; 5]);
+    // Now 30 = 30: a tie, broken by rotation; after one TCP pick on
+    // uplink 0 (33) uplink 1 is lighter again.
+    let (counts, _) = run(&mut sel, Algorithm::WeightedLeastLoad, 0b11, 2, TCP);
+    assert_eq!(&counts[..2], &[1, 1]);
+}
+
+#[test]
+fn response_time_uses_destination_entry_then_uplink_srtt() {
+    let dst = v4(192, 0, 2, 10);
+    let s = snap_of(vec![
+        view(1, 0, 0, 0, Some(ms(30))),
+        view(1, 0, 0, 0, Some(ms(10))),
+        view(1, 0, 0, 0, Some(ms(20))),
+        view(1, 0, 0, 0, Some(ms(15))),
+    ]);
+    let s = with_entry(s, dst, entry(Nanos::ZERO, &[(0, ms(5)), (2, ms(8))]));
+    let mut sel = Selector::new(Arc::new(s));
+    let rt = Algorithm::ResponseTime;
+    // The destination's own measurements win over the uplink averages:
+    // among the entry's candidates, never an uplink outside the entry.
+    assert_eq!(sel.pick(rt, dst, TCP, 0b1111), Some(0));
+    assert_eq!(sel.pick(rt, dst, TCP, 0b1110), Some(2));
+    // No candidate in the entry: the uplinks' aggregate srtt.
+    assert_eq!(sel.pick(rt, dst, TCP, 0b1010), Some(1));
+    assert_eq!(sel.pick(rt, dst, TCP, 0b1000), Some(3));
+    // Unknown destination: aggregate.
+    assert_eq!(sel.pick(rt, v4(192, 0, 2, 11), TCP, 0b1111), Some(1));
+    assert_eq!(sel.pick(rt, v4(192, 0, 2, 11), TCP, 0b1101), Some(3));
+}
+
+#[test]
+fn response_time_puts_unmeasured_uplinks_last() {
+    let s = snap_of(vec![
+        view(1, 0, 0, 0, None),
+        view(1, 0, 0, 0, Some(ms(900))),
+        view(1, 0, 0, 0, None),
+    ]);
+    let mut sel = Selector::new(Arc::new(s));
+    let (counts, _) = run(&mut sel, Algorithm::ResponseTime, 0b111, 10, TCP);
+    assert_eq!(&counts[..3], &[0, 10, 0]);
+    // Without a measured candidate the unmeasured ones share.
+    let (counts, _) = run(&mut sel, Algorithm::ResponseTime, 0b101, 10, TCP);
+    assert_eq!(&counts[..3], &[5, 0, 5]);
+}
+
+#[test]
+fn ties_rotate() {
+    let mut sel = Selector::new(Arc::new(equal(3)));
+    for alg in [
+        Algorithm::LeastTraffic,
+        Algorithm::ResponseTime,
+        Algorithm::RoundRobin,
+    ] {
+        let (counts, seq) = run(&mut sel, alg, 0b111, 300, TCP);
+        assert_eq!(&counts[..3], &[100, 100, 100], "{alg:?}");
+        assert!(seq.windows(2).all(|w| w[0] != w[1]), "{alg:?} {seq:?}");
+    }
+    // Sparse candidate sets rotate too.
+    let mut sel = Selector::new(Arc::new(equal(4)));
+    let (counts, seq) = run(&mut sel, Algorithm::LeastTraffic, 0b1010, 10, TCP);
+    assert_eq!((counts[1], counts[3]), (5, 5));
+    assert!(seq.windows(2).all(|w| w[0] != w[1]), "{seq:?}");
+}
+
+#[test]
+fn pick_respects_candidates_and_ignores_unknown_ids() {
+    let mut sel = Selector::new(Arc::new(equal(3)));
+    for alg in Algorithm::ALL {
+        assert_eq!(sel.pick(alg, v4(192, 0, 2, 1), TCP, 0), None, "{alg:?}");
+        // Bits 3 and 63 name no uplink of this snapshot.
+        assert_eq!(
+            sel.pick(alg, v4(192, 0, 2, 1), TCP, (1 << 3) | (1 << 63)),
+            None,
+            "{alg:?}"
+        );
+        for _ in 0..10 {
+            assert_eq!(
+                sel.pick(alg, v4(192, 0, 2, 1), TCP, (1 << 2) | (1 << 40)),
+                Some(2),
+                "{alg:?}"
+            );
+        }
+    }
+    // An empty snapshot has nothing to offer.
+    let mut sel = Selector::new(Arc::new(equal(0)));
+    assert_eq!(
+        sel.pick(Algorithm::RoundRobin, v4(192, 0, 2, 1), TCP, u64::MAX),
+        None
+    );
+}
+
+// ---- cached ----
+
+#[test]
+fn cached_fresh_until_ttl() {
+    let dst = v4(192, 0, 2, 10);
+    let raced = Nanos::from_secs(100);
+    let s = equal(2); // ttl 60 s
+    let s = with_entry(s, dst, entry(raced, &[(0, ms(20)), (1, ms(10))]));
+    let mut sel = Selector::new(Arc::new(s));
+    let rt = Algorithm::ResponseTime;
+    let just_before = Nanos(Nanos::from_secs(160).0 - 1);
+    assert!(sel.snapshot().fresh(dst, just_before).is_some());
+    assert_eq!(sel.cached(dst, 0b11, rt, TCP, raced), Some(1));
+    assert_eq!(sel.cached(dst, 0b11, rt, TCP, just_before), Some(1));
+    assert_eq!(sel.local_picks(1), (2, 0, 0)); // counted like pick
+    assert!(sel.snapshot().fresh(dst, Nanos::from_secs(160)).is_none());
+    assert_eq!(sel.cached(dst, 0b11, rt, TCP, Nanos::from_secs(160)), None);
+    assert_eq!(sel.cached(dst, 0b11, rt, TCP, Nanos::from_secs(999)), None);
+    assert_eq!(sel.local_picks(1), (2, 0, 0));
+    // Missing destination.
+    assert_eq!(sel.cached(v4(192, 0, 2, 11), 0b11, rt, TCP, raced), None);
+    // A stale entry still guides response-time picks.
+    assert_eq!(sel.pick(rt, dst, TCP, 0b11), Some(1));
+}
+
+#[test]
+fn cached_keys_by_prefix() {
+    let mut s = equal(2);
+    s.prefix_v4 = 24;
+    let s = with_entry(s, v4(192, 0, 2, 0), entry(Nanos::ZERO, &[(1, ms(10))]));
+    let mut sel = Selector::new(Arc::new(s));
+    let rt = Algorithm::ResponseTime;
+    assert_eq!(sel.cached(v4(192, 0, 2, 77), 0b11, rt, TCP, ms(1)), Some(1));
+    assert_eq!(sel.cached(v4(192, 0, 3, 77), 0b11, rt, TCP, ms(1)), None);
+}
+
+#[test]
+fn cached_skips_non_candidates() {
+    let dst = v4(192, 0, 2, 10);
+    let mut s = equal(3);
+    s.uplinks[1].healthy = false;
+    let s = with_entry(s, dst, entry(Nanos::ZERO, &[(1, ms(10)), (0, ms(40))]));
+    let mask = s.healthy_mask();
+    assert_eq!(mask, 0b101);
+    let mut sel = Selector::new(Arc::new(s));
+    let rt = Algorithm::ResponseTime;
+    assert_eq!(sel.cached(dst, 0b111, rt, TCP, ms(1)), Some(1));
+    // The unhealthy best is skipped for the next measured one.
+    assert_eq!(sel.cached(dst, mask, rt, TCP, ms(1)), Some(0));
+    // No measured candidate: no hit (the caller races instead).
+    assert_eq!(sel.cached(dst, 0b100, rt, TCP, ms(1)), None);
+}
+
+#[test]
+fn cached_tie_margin() {
+    let dst = v4(192, 0, 2, 10);
+    let mut s = equal(3);
+    s.uplinks[1].tcp_sessions = 1;
+    s.uplinks[0].tcp_sessions = 5;
+    let e = entry(Nanos::ZERO, &[(0, ms(100)), (1, ms(109)), (2, ms(111))]);
+    let s = with_entry(s, dst, e);
+    assert_eq!(s.tie_margin_pct, 10);
+    let mut sel = Selector::new(Arc::new(s.clone()));
+    // 0 and 1 are within 10 % of the best; 2 is not.
+    let mut counts = [0; 3];
+    for _ in 0..20 {
+        let u = sel
+            .cached(dst, 0b111, Algorithm::RoundRobin, TCP, ms(1))
+            .unwrap();
+        counts[usize::from(u)] += 1;
+    }
+    assert_eq!(counts, [10, 10, 0]);
+    // The policy picks among the tied: least load prefers 1.
+    let mut sel = Selector::new(Arc::new(s.clone()));
+    assert_eq!(
+        sel.cached(dst, 0b111, Algorithm::LeastLoad, TCP, ms(1)),
+        Some(1)
+    );
+    // Margin 0: only the best.
+    let mut s0 = s;
+    s0.tie_margin_pct = 0;
+    let mut sel = Selector::new(Arc::new(s0));
+    for _ in 0..5 {
+        assert_eq!(
+            sel.cached(dst, 0b111, Algorithm::LeastLoad, TCP, ms(1)),
+            Some(0)
+        );
+    }
+}
+
+// ---- SelectionCore: health ----
+
+fn answer(dst: IpAddr, uplink: UplinkId, rtt: Option<Nanos>, decided: bool) -> SelEvent {
+    SelEvent::Answer {
+        dst,
+        uplink,
+        rtt,
+        raced: true,
+        decided,
+    }
+}
+
+fn core(n: usize) -> SelectionCore {
+    SelectionCore::new(SelectConfig::default(), vec![1; n])
+}
+
+#[test]
+fn unanswered_streak_marks_uplink_down() {
+    let mut c = core(2);
+    let un = SelEvent::Unanswered { uplink: 1 };
+    c.on_event(&un, ms(1));
+    c.on_event(&un, ms(2));
+    assert!(c.uplink_stats()[1].healthy);
+    c.on_event(&un, ms(3));
+    let st = &c.uplink_stats()[1];
+    assert!(!st.healthy);
+    assert_eq!(
+        (st.unanswered_streak, st.unanswered, st.transitions),
+        (3, 3, 1)
+    );
+    assert!(c.uplink_stats()[0].healthy);
+    assert_eq!(c.snapshot(ms(4)).healthy_mask(), 0b01);
+}
+
+#[test]
+fn answer_resets_unanswered_streak() {
+    let mut c = core(2);
+    let un = SelEvent::Unanswered { uplink: 0 };
+    c.on_event(&un, ms(1));
+    c.on_event(&un, ms(2));
+    c.on_event(&answer(v4(192, 0, 2, 1), 0, Some(ms(20)), false), ms(3));
+    c.on_event(&un, ms(4));
+    c.on_event(&un, ms(5));
+    let st = &c.uplink_stats()[0];
+    assert!(st.healthy);
+    assert_eq!((st.unanswered_streak, st.unanswered, st.answers), (2, 4, 1));
+    assert_eq!(st.transitions, 0);
+}
+
+#[test]
+fn answer_while_down_recovers() {
+    let mut c = core(2);
+    for t in 0..3 {
+        c.on_event(&SelEvent::Unanswered { uplink: 0 }, ms(t));
+    }
+    assert!(!c.uplink_stats()[0].healthy);
+    // A probe copy's answer, even a retransmitted (ambiguous) one.
+    c.on_event(&answer(v4(192, 0, 2, 1), 0, None, false), ms(10));
+    let st = &c.uplink_stats()[0];
+    assert!(st.healthy);
+    assert_eq!((st.unanswered_streak, st.transitions), (0, 2));
+    assert_eq!(st.rtt.samples(), 0); // Karn: no sample
+}
+
+#[test]
+fn link_down_is_unhealthy_regardless() {
+    let mut c = core(2);
+    c.tick(ms(0), &[], &[], &[true, false]);
+    let st = &c.uplink_stats()[1];
+    assert!(!st.healthy && !st.link_up);
+    assert_eq!(st.transitions, 1);
+    c.on_event(&answer(v4(192, 0, 2, 1), 1, Some(ms(5)), true), ms(1));
+    assert!(!c.uplink_stats()[1].healthy);
+    let snap = c.snapshot(ms(2));
+    assert_eq!(snap.healthy_mask(), 0b01);
+    assert!(!snap.uplinks[1].link_up);
+    c.tick(ms(3), &[], &[], &[true, true]);
+    assert!(c.uplink_stats()[1].healthy);
+    // Link up but a streak at the limit: still down.
+    for t in 0..3 {
+        c.on_event(&SelEvent::Unanswered { uplink: 1 }, ms(4 + t));
+    }
+    c.tick(ms(10), &[], &[], &[true, true]);
+    assert!(!c.uplink_stats()[1].healthy);
+    // down (link), up (link), down (streak)
+    assert_eq!(c.uplink_stats()[1].transitions, 3);
+}
+
+#[test]
+fn unanswered_limit_zero_never_marks_down() {
+    let cfg = SelectConfig {
+        unanswered_limit: 0,
+        ..SelectConfig::default()
+    };
+    let mut c = SelectionCore::new(cfg, vec![1]);
+    for t in 0..100 {
+        c.on_event(&SelEvent::Unanswered { uplink: 0 }, ms(t));
+    }
+    assert!(c.uplink_stats()[0].healthy);
+    assert_eq!(c.uplink_stats()[0].unanswered_streak, 100);
+}
+
+#[test]
+fn events_for_unknown_uplinks_are_ignored() {
+    let mut c = core(2);
+    c.on_event(&SelEvent::Unanswered { uplink: 2 }, ms(1));
+    c.on_event(&answer(v4(192, 0, 2, 1), 200, Some(ms(5)), true), ms(1));
+    assert_eq!(c.cache_len(), 0);
+    assert_eq!(c.uplink_stats().len(), 2);
+    assert!(c.uplink_stats().iter().all(|s| s.healthy && s.answers == 0));
+}
+
+// ---- SelectionCore: cache ----
+
+#[test]
+fn entry_only_after_a_decided_race() {
+    let dst = v4(192, 0, 2, 1);
+    let mut c = core(2);
+    // An answer that did not race creates nothing.
+    c.on_event(
+        &SelEvent::Answer {
+            dst,
+            uplink: 0,
+            rtt: Some(ms(7)),
+            raced: false,
+            decided: false,
+        },
+        ms(1),
+    );
+    assert_eq!(c.cache_len(), 0);
+    assert_eq!(c.uplink_stats()[0].rtt.smoothed(), Some(ms(7)));
+    // A raced but undecided answer makes a record, not an entry.
+    c.on_event(&answer(dst, 1, Some(ms(30)), false), ms(2));
+    assert_eq!(c.cache_len(), 1);
+    assert!(c.snapshot(ms(3)).rtt.is_empty());
+    c.on_event(&answer(dst, 0, Some(ms(10)), true), ms(4));
+    // The deciding answer starts the destination's figures afresh; the
+    // loser's answer comes after it.
+    let snap = c.snapshot(ms(4));
+    let e = snap.fresh(dst, ms(4)).unwrap();
+    assert_eq!(e.iter().collect::<Vec<_>>(), vec![(0, ms(10))]);
+    c.on_event(&answer(dst, 1, Some(ms(30)), false), ms(4));
+    let snap = c.snapshot(ms(5));
+    let e = snap.fresh(dst, ms(5)).unwrap();
+    assert_eq!(e.raced_at, ms(4));
+    let mut got: Vec<_> = e.iter().collect();
+    got.sort();
+    assert_eq!(got, vec![(0, ms(10)), (1, ms(30))]);
+    // Now a non-raced answer (a cache hit) refreshes the record.
+    c.on_event(
+        &SelEvent::Answer {
+            dst,
+            uplink: 0,
+            rtt: Some(ms(18)),
+            raced: false,
+            decided: false,
+        },
+        ms(6),
+    );
+    let snap = c.snapshot(ms(7));
+    let e = snap.fresh(dst, ms(7)).unwrap();
+    assert_eq!(e.raced_at, ms(4)); // not a race: freshness unchanged
+    assert_eq!(e.iter().next(), Some((0, ms(11)))); // (7*10 + 18)/8
+}
+
+#[test]
+fn stale_uplinks_are_not_offered() {
+    let dst = v4(192, 0, 2, 1);
+    let mut c = core(2); // ttl 60 s
+    c.on_event(&answer(dst, 0, Some(ms(10)), true), Nanos::from_secs(0));
+    c.on_event(&answer(dst, 1, Some(ms(20)), false), Nanos::from_secs(0));
+    let t = Nanos::from_secs(100);
+    // A new race that only uplink 1 answered (uplink 0 was down).
+    c.on_event(&answer(dst, 1, Some(ms(25)), true), t);
+    let snap = c.snapshot(t);
+    let e = snap.fresh(dst, t).unwrap();
+    // The new race's time replaces the stored ones; uplink 0's 100 s
+    // old figure is out.
+    assert_eq!(e.iter().collect::<Vec<_>>(), vec![(1, ms(25))]);
+    // Within the ttl before raced_at both stay offered.
+    let mut c = core(2);
+    c.on_event(&answer(dst, 0, Some(ms(10)), true), Nanos::from_secs(50));
+    c.on_event(&answer(dst, 1, Some(ms(25)), true), Nanos::from_secs(100));
+    c.on_event(&answer(dst, 0, Some(ms(12)), false), Nanos::from_secs(100));
+    assert_eq!(
+        c.snapshot(Nanos::from_secs(100)).rtt[&DestKey::new(dst, 32, 128)].n,
+        2
+    );
+}
+
+#[test]
+fn karn_ambiguous_answer_leaves_no_entry() {
+    let dst = v4(192, 0, 2, 1);
+    let mut c = core(1);
+    c.on_event(&answer(dst, 0, None, true), ms(1));
+    assert_eq!(c.cache_len(), 1);
+    assert!(c.snapshot(ms(2)).rtt.is_empty());
+    assert_eq!(c.uplink_stats()[0].answers, 1);
+    assert_eq!(c.uplink_stats()[0].rtt.samples(), 0);
+}
+
+#[test]
+fn snapshot_evicts_oldest_beyond_capacity() {
+    let cfg = SelectConfig {
+        cache_capacity: 3,
+        ..SelectConfig::default()
+    };
+    let mut c = SelectionCore::new(cfg.clone(), vec![1, 1]);
+    for i in 1..=5u8 {
+        c.on_event(
+            &answer(v4(192, 0, 2, i), 0, Some(ms(10)), true),
+            Nanos::from_secs(u64::from(i)),
+        );
+    }
+    assert_eq!(c.cache_len(), 5);
+    let now = Nanos::from_secs(6);
+    let snap = c.snapshot(now);
+    assert_eq!(c.cache_len(), 3);
+    assert_eq!(snap.rtt.len(), 3);
+    for i in 1..=5u8 {
+        assert_eq!(snap.fresh(v4(192, 0, 2, i), now).is_some(), i >= 3, "{i}");
+    }
+    // Equal ages: exactly capacity kept.
+    let mut c = SelectionCore::new(
+        SelectConfig {
+            cache_capacity: 2,
+            ..cfg
+        },
+        vec![1],
+    );
+    for i in 1..=4u8 {
+        c.on_event(&answer(v4(192, 0, 2, i), 0, Some(ms(10)), true), ms(1));
+    }
+    assert_eq!(c.snapshot(ms(2)).rtt.len(), 2);
+    assert_eq!(c.cache_len(), 2);
+}
+
+#[test]
+fn records_between_snapshots_stay_bounded() {
+    let cfg = SelectConfig {
+        cache_capacity: 4,
+        ..SelectConfig::default()
+    };
+    let mut c = SelectionCore::new(cfg, vec![1]);
+    for i in 0..1000u32 {
+        let dst = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        c.on_event(&answer(dst, 0, Some(ms(10)), true), ms(u64::from(i)));
+        assert!(c.cache_len() <= 4 * 2 + 64 + 1);
+    }
+    // The newest survive.
+    let snap = c.snapshot(ms(1000));
+    assert!(snap
+        .fresh(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + 999)), ms(1000))
+        .is_some());
+    assert_eq!(snap.rtt.len(), 4);
+}
+
+#[test]
+fn records_dropped_after_twice_the_ttl() {
+    let cfg = SelectConfig {
+        rtt_cache_ttl: Nanos::from_secs(10),
+        ..SelectConfig::default()
+    };
+    let dst = v4(192, 0, 2, 1);
+    let mut c = SelectionCore::new(cfg, vec![1]);
+    c.on_event(&answer(dst, 0, Some(ms(10)), true), Nanos::ZERO);
+    let snap = c.snapshot(Nanos::from_secs(20));
+    assert_eq!(c.cache_len(), 1);
+    assert!(snap.fresh(dst, Nanos::from_secs(20)).is_none()); // stale...
+    assert!(snap.entry(dst).is_some()); // ...but still there
+    c.snapshot(Nanos(Nanos::from_secs(20).0 + 1));
+    assert_eq!(c.cache_len(), 0);
+}
+
+#[test]
+fn tick_loads_traffic_and_versions() {
+    let cfg = SelectConfig {
+        traffic_window: Nanos::ZERO,
+        ..SelectConfig::default()
+    };
+    let mut c = SelectionCore::new(cfg, vec![2, 0]);
+    c.tick(Nanos::ZERO, &[(3, 4), (5, 6)], &[0, 500], &[true, true]);
+    c.tick(Nanos::from_secs(1), &[(7, 8)], &[1000, 500], &[true, true]);
+    let s1 = c.snapshot(Nanos::from_secs(1));
+    assert_eq!(s1.version, 1);
+    assert_eq!(s1.uplinks[0].weight, 2);
+    assert_eq!(s1.uplinks[1].weight, 1); // 0 counts as 1
+    assert_eq!(
+        (s1.uplinks[0].tcp_sessions, s1.uplinks[0].udp_sessions),
+        (7, 8)
+    );
+    assert_eq!(
+        (s1.uplinks[1].tcp_sessions, s1.uplinks[1].udp_sessions),
+        (5, 6)
+    );
+    assert_eq!(s1.uplinks[0].traffic_bps, 1000);
+    assert_eq!(s1.uplinks[1].traffic_bps, 0);
+    // 3000 bytes in half a second: 6000 B/s (window 0: no smoothing).
+    c.tick(ms(1500), &[], &[4000, 500], &[]);
+    assert_eq!(c.uplink_stats()[0].traffic_bps, 6000);
+    // A counter that went backwards counts 0.
+    c.tick(ms(2500), &[], &[10, 500], &[]);
+    assert_eq!(c.uplink_stats()[0].traffic_bps, 0);
+    assert_eq!(c.snapshot(ms(2500)).version, 2);
+}
+
+#[test]
+fn traffic_rate_is_smoothed_over_the_window() {
+    let mut c = SelectionCore::new(SelectConfig::default(), vec![1]); // 1 s window
+    c.tick(Nanos::from_secs(0), &[], &[0], &[]);
+    c.tick(Nanos::from_secs(1), &[], &[1000], &[]);
+    assert_eq!(c.uplink_stats()[0].traffic_bps, 1000); // first rate as is
+    c.tick(Nanos::from_secs(2), &[], &[4000], &[]);
+    // (1000 * 1 s + 3000 * 1 s) / 2 s.
+    assert_eq!(c.uplink_stats()[0].traffic_bps, 2000);
+    // Same time again: no new rate, no division by zero.
+    c.tick(Nanos::from_secs(2), &[], &[9000], &[]);
+    assert_eq!(c.uplink_stats()[0].traffic_bps, 2000);
+}
+
+#[test]
+fn core_to_selector_end_to_end() {
+    let dst = v4(203, 0, 113, 5);
+    let mut c = core(3);
+    let mut sel = Selector::new(Arc::new(Snapshot::initial(c.config(), &[1, 1, 1])));
+    assert_eq!(sel.snapshot().healthy_mask(), 0b111);
+    let now = Nanos::from_secs(1);
+    // A race: uplink 2 answers first, 0 later, 1 never.
+    c.on_event(&answer(dst, 2, Some(ms(12)), true), now);
+    c.on_event(&answer(dst, 0, Some(ms(40)), false), now);
+    c.on_event(&SelEvent::Unanswered { uplink: 1 }, now);
+    let old = sel.install(Arc::new(c.snapshot(now)));
+    assert_eq!(old.version, 0);
+    let mask = sel.snapshot().healthy_mask();
+    assert_eq!(
+        sel.cached(dst, mask, Algorithm::RoundRobin, TCP, now),
+        Some(2)
+    );
+    // Uplink 2 loses its link: the next snapshot's hit is uplink 0.
+    c.tick(now, &[], &[], &[true, true, false]);
+    sel.install(Arc::new(c.snapshot(now)));
+    let mask = sel.snapshot().healthy_mask();
+    assert_eq!(mask, 0b011);
+    assert_eq!(
+        sel.cached(dst, mask, Algorithm::RoundRobin, TCP, now),
+        Some(0)
+    );
+}
+
+// ---- properties ----
+
+fn arb_view() -> impl Strategy<Value = UplinkView> {
+    (
+        any::<bool>(),
+        0u32..5,
+        any::<u64>(),
+        0u64..1000,
+        any::<u64>(),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(healthy, weight, tcp, udp, bps, srtt)| UplinkView {
+            healthy,
+            link_up: healthy,
+            weight,
+            tcp_sessions: tcp,
+            udp_sessions: udp,
+            traffic_bps: bps,
+            srtt: srtt.map(Nanos),
+        })
+}
+
+proptest! {
+    #[test]
+    fn estimator_stays_within_samples(
+        samples in proptest::collection::vec(any::<u64>(), 1..40),
+    ) {
+        let mut e = RttEstimator::default();
+        for &s in &samples {
+            e.sample(Nanos(s));
+        }
+        let lo = *samples.iter().min().unwrap();
+        let hi = *samples.iter().max().unwrap();
+        prop_assert_eq!(e.min(), Some(Nanos(lo)));
+        prop_assert_eq!(e.samples(), samples.len() as u64);
+        let s = e.smoothed().unwrap().0;
+        prop_assert!(lo <= s && s <= hi, "{} not in [{}, {}]", s, lo, hi);
+        prop_assert!(e.var().0 <= hi);
+    }
+
+    #[test]
+    fn dest_key_equal_iff_prefix_equal(a in any::<u32>(), b in any::<u32>(), p in 0u8..40,
+                                       x in any::<u128>(), y in any::<u128>(), q in 0u8..140) {
+        let pl = u32::from(p.min(32));
+        let same4 = pl == 0 || (a ^ b) >> (32 - pl) == 0;
+        let ka = DestKey::new(IpAddr::V4(a.into()), p, 128);
+        prop_assert_eq!(ka == DestKey::new(IpAddr::V4(b.into()), p, 128), same4);
+        prop_assert_eq!(DestKey::new(ka.addr(), p, 128), ka);
+        let ql = u32::from(q.min(128));
+        let same6 = ql == 0 || (x ^ y) >> (128 - ql) == 0;
+        let kx = DestKey::new(IpAddr::V6(x.into()), 32, q);
+        prop_assert_eq!(kx == DestKey::new(IpAddr::V6(y.into()), 32, q), same6);
+        prop_assert_eq!(DestKey::new(kx.addr(), 32, q), kx);
+    }
+
+    #[test]
+    fn round_robin_is_exact_per_cycle(
+        weights in proptest::collection::vec(1u32..10, 1..7),
+        cycles in 1usize..4,
+        warmup in 0usize..3,
+    ) {
+        let s = snap_of(weights.iter().map(|&w| view(w, 0, 0, 0, None)).collect());
+        let mut sel = Selector::new(Arc::new(s));
+        let total: usize = weights.iter().map(|&w| w as usize).sum();
+        // Whole cycles from any cycle boundary.
+        let _ = run(&mut sel, Algorithm::RoundRobin, u64::MAX, warmup * total, TCP);
+        let (counts, _) = run(&mut sel, Algorithm::RoundRobin, u64::MAX, cycles * total, TCP);
+        for (i, &w) in weights.iter().enumerate() {
+            prop_assert_eq!(counts[i], cycles * w as usize, "weights {:?}", weights);
+        }
+    }
+
+    #[test]
+    fn pick_returns_a_candidate_or_none(
+        views in proptest::collection::vec(arb_view(), 0..10),
+        picks in proptest::collection::vec((0usize..5, any::<u64>(), any::<u8>(), 0u8..4), 1..40),
+        rtts in proptest::collection::vec((0u8..12, any::<u64>()), 0..9),
+        tie in 0u32..300,
+        raced in any::<u64>(),
+        now in any::<u64>(),
+    ) {
+        let n = views.len();
+        let mut s = snap_of(views);
+        s.tie_margin_pct = tie;
+        s.tcp_session_weight = tie;
+        let e = entry(Nanos(raced), &rtts.iter().map(|&(u, r)| (u, Nanos(r))).collect::<Vec<_>>());
+        let dsts = [v4(192, 0, 2, 0), v4(192, 0, 2, 1), v4(192, 0, 2, 2), "2001:db8::1".parse().unwrap()];
+        let s = with_entry(s, dsts[0], e);
+        let mut sel = Selector::new(Arc::new(s));
+        let known = first_n(n);
+        for (alg, cand, proto, d) in picks {
+            let alg = Algorithm::ALL[alg];
+            let dst = dsts[usize::from(d)];
+            match sel.pick(alg, dst, proto, cand) {
+                None => prop_assert_eq!(cand & known, 0),
+                Some(u) => prop_assert!(cand & known & bit(usize::from(u)) != 0),
+            }
+            if let Some(u) = sel.cached(dst, cand, alg, proto, Nanos(now)) {
+                prop_assert!(cand & known & bit(usize::from(u)) != 0);
+                let e = sel.snapshot().fresh(dst, Nanos(now)).unwrap();
+                prop_assert!(e.iter().any(|(x, _)| x == u));
+            }
+        }
+    }
+
+    #[test]
+    fn core_keeps_its_invariants(
+        events in proptest::collection::vec(
+            (0u8..6, 0u8..6, proptest::option::of(0u64..1_000_000_000), any::<bool>(), any::<bool>(), 0u64..20_000_000_000),
+            1..120),
+        links in proptest::collection::vec(any::<bool>(), 4),
+        cap in 0usize..6,
+        limit in 0u32..4,
+    ) {
+        let cfg = SelectConfig {
+            cache_capacity: cap,
+            unanswered_limit: limit,
+            rtt_cache_ttl: Nanos::from_secs(5),
+            ..SelectConfig::default()
+        };
+        let mut c = SelectionCore::new(cfg, vec![1, 2, 3, 4]);
+        let mut now = Nanos::ZERO;
+        for (i, (kind, uplink, rtt, raced, decided, dt)) in events.into_iter().enumerate() {
+            now = now.saturating_add(Nanos(dt / 10));
+            let ev = if kind == 0 {
+                SelEvent::Unanswered { uplink }
+            } else {
+                SelEvent::Answer { dst: v4(192, 0, 2, kind), uplink, rtt: rtt.map(Nanos), raced, decided }
+            };
+            c.on_event(&ev, now);
+            if i % 10 == 0 {
+                c.tick(now, &[], &[], &links);
+            }
+            for st in c.uplink_stats() {
+                prop_assert_eq!(st.healthy, st.link_up && (limit == 0 || st.unanswered_streak < limit));
+            }
+            if i % 7 == 0 {
+                let snap = c.snapshot(now);
+                prop_assert!(snap.rtt.len() <= cap);
+                prop_assert!(c.cache_len() <= cap);
+                for e in snap.rtt.values() {
+                    prop_assert!(e.n >= 1 && usize::from(e.n) <= RACE_MAX);
+                    prop_assert!(e.raced_at <= now);
+                    let mut seen = 0u64;
+                    for (u, _) in e.iter() {
+                        prop_assert!(u < 4);
+                        prop_assert_eq!(seen & bit(usize::from(u)), 0);
+                        seen |= bit(usize::from(u));
+                    }
+                }
+            }
+        }
+    }
+}
