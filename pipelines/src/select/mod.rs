@@ -46,15 +46,15 @@
 //!   the data plane reads.
 //! - `selector.rs`: the data-plane [`Selector`] (cache hits and picks).
 //! - `events.rs`: [`SelEvent`], data plane to management core.
-//! - `core.rs`: the management-side [`SelectionCore`]: uplink health (seed
+//! - `management.rs`: the management-side [`SelectionCore`]: uplink health (seed
 //!   001 [0054]), estimators, snapshots, and [`UplinkSelStats`].
 //! - `policy.rs`: which traffic races and how (seed 001 [0043]), the
 //!   algorithm for the rest, and the uplinks a new flow may use.
 
 mod algorithms;
 mod config;
-mod core;
 mod events;
+mod management;
 mod mask;
 pub mod policy;
 mod rtt;
@@ -63,8 +63,8 @@ mod snapshot;
 
 pub use self::algorithms::Algorithm;
 pub use self::config::SelectConfig;
-pub use self::core::{SelectionCore, UplinkSelStats};
 pub use self::events::SelEvent;
+pub use self::management::{SelectionCore, UplinkSelStats};
 pub use self::rtt::{CacheEntry, DestKey, RttEstimator, RACE_MAX};
 pub use self::selector::Selector;
 pub use self::snapshot::{Snapshot, UplinkView};
