@@ -39,6 +39,16 @@
 //! - Translation is a bijection over live sessions: outbound key ↔ inbound
 //!   key.
 //! - The slab never grows past `max_sessions`, so creation never reallocates.
+//!
+//! # Races
+//! The shard knows nothing of the race records (`crate::race`, owned by the
+//! translate stage next to its shard). It keeps a session's race tag without
+//! reading it, and reports a tagged session it removes (expired, swept or
+//! removed) as a [`RaceExit`], which the owner takes after each call.
+//!
+//! Files: `config`, `session` (the record), `ports` (port pools of the
+//! shard's slice), `index` (keyed hashes, key comparisons), `shard` (the
+//! table: lookup, refresh, removal), `create`, `sweep`, `counters`.
 
 mod config;
 mod counters;

@@ -8,6 +8,13 @@
 //! seed 000 [72]) and get their destination restored. TTL / hop limit is
 //! decremented as by any router. Checksums are updated incrementally (RFC
 //! 1624); the payload is never read.
+//!
+//! The stage owns its NAT shard and the shard's SYN races
+//! ([`Racer`]); a packet that races calls into the racer once.
+//! Files: `outbound` (lookup or creation, races, hairpins, source
+//! translation), `inbound` (destination restore), `icmp_error` (errors
+//! quoting a translated packet), `rewrite` (address / port rewrite with
+//! incremental checksums, TTL).
 
 pub mod icmp_error;
 mod inbound;
@@ -37,7 +44,7 @@ pub struct Translate {
     /// The SYN races of this shard's sessions (seed 001).
     race: Racer,
     /// Picks the uplink of new sessions that replicate left to translate
-    /// ([`UPLINK_AUTO`]).
+    /// ([`UPLINK_AUTO`](crate::topology::UPLINK_AUTO)).
     pub selector: Selector,
     policy: Arc<SelectionPolicy>,
     families: [u64; 2],
