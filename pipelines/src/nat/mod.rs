@@ -41,7 +41,7 @@
 //! - The slab never grows past `max_sessions`, so creation never reallocates.
 //!
 //! # Races
-//! The shard knows nothing of the race records (`crate::race`, owned by the
+//! The shard knows nothing of the race records (the `race` module, owned by the
 //! translate stage next to its shard). It keeps a session's race tag without
 //! reading it, and reports a tagged session it removes (expired, swept or
 //! removed) as a [`RaceExit`], which the owner takes after each call.
