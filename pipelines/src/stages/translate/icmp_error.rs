@@ -30,9 +30,12 @@
 
 use std::net::IpAddr;
 
-use crate::packet::buf::{PacketBuf, PacketMeta};
+use super::rewrite::check_ttl;
+use super::Translate;
+use crate::packet::buf::{Direction, PacketBuf, PacketMeta};
 use crate::packet::drop::DropReason;
 use crate::packet::flow::proto;
+use crate::packet::time::Nanos;
 use crate::wire::checksum::{update16, update_bytes};
 use crate::wire::{be16, ICMP_HEADER_LEN, IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN};
 
@@ -264,6 +267,61 @@ fn swap_addr(d: &mut [u8], at: usize, new: &[u8]) -> [u8; 16] {
     old[..new.len()].copy_from_slice(field);
     field.copy_from_slice(new);
     old
+}
+
+/// The translate stage's side: the session an ICMP error quotes.
+impl Translate {
+    /// An ICMP error (RFC 5508) is translated for the session of the packet
+    /// it quotes, found by `meta.flow` (the quoted flow reversed): from
+    /// outside, the outer destination and the quoted source go back to the
+    /// client; from inside, the outer source and the quoted destination
+    /// become the NAT endpoint. It never creates or refreshes a session.
+    pub(super) fn icmp_error<B: PacketBuf>(
+        &mut self,
+        now: Nanos,
+        pkt: &mut B,
+    ) -> Result<(), DropReason> {
+        let m = *pkt.meta();
+        let inbound = match m.direction {
+            Direction::Inbound => true,
+            Direction::Outbound => false,
+            Direction::Unknown | Direction::Local => return Err(DropReason::UnknownPort),
+        };
+        if !inbound && self.topo.nat_addr_uplink.contains_key(&m.flow.dst) {
+            // About a hairpinned packet: its sender is inside too.
+            return Err(DropReason::UnsupportedIcmp);
+        }
+        check_ttl(pkt)?;
+        let found = self.nat.lookup(&m.flow, inbound, None, now);
+        self.race.settle(&mut self.nat);
+        let idx = found.ok_or(DropReason::NoSession)?;
+        let s = self.nat.session(idx).ok_or(DropReason::NoSession)?;
+        let len = pkt.data().len() as u64;
+        if inbound {
+            let (addr, port, mac) = (s.client_addr(), s.client_port, s.client_mac);
+            rewrite_icmp_error(pkt, true, addr, port)?;
+            let meta = pkt.meta_mut();
+            meta.out_port = self.topo.lan_port;
+            meta.next_hop_mac = mac;
+            if let Some(c) = self.nat.counters.uplinks.get(usize::from(m.uplink)) {
+                c.rx_packets.inc();
+                c.rx_bytes.add(len);
+            }
+        } else {
+            let (addr, port, uplink) = (self.nat.nat_addr(s), s.nat_port, s.uplink);
+            rewrite_icmp_error(pkt, false, addr, port)?;
+            let u = &self.topo.uplinks[usize::from(uplink)];
+            let meta = pkt.meta_mut();
+            meta.out_port = u.port;
+            meta.uplink = uplink;
+            meta.next_hop_mac = u.next_hop_mac;
+            if let Some(c) = self.nat.counters.uplinks.get(usize::from(uplink)) {
+                c.tx_packets.inc();
+                c.tx_bytes.add(len);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

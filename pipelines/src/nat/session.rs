@@ -1,0 +1,232 @@
+//! The session record (96 bytes) and what it derives: TCP state, timeout.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::config::NatConfig;
+use crate::packet::flow::{proto, FlowKey};
+use crate::packet::time::Nanos;
+use crate::topology::UplinkId;
+use crate::wire::tcp::{TCP_FIN, TCP_RST, TCP_SYN};
+
+/// TCP connection state as the NAT sees it (RFC 5382 section 5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpState {
+    /// The client's SYN went out; nothing came back yet.
+    SynSent,
+    /// A remote's SYN came in (a session opened from outside under
+    /// endpoint-independent or address-dependent filtering).
+    SynReceived,
+    /// SYNs went both ways (or a connection picked up mid-stream carried
+    /// traffic both ways).
+    Established,
+    /// A FIN was seen in one direction.
+    FinSeen,
+    /// FINs were seen in both directions.
+    Closed,
+    /// A RST was seen: kept briefly so stray segments still translate.
+    Rst,
+}
+
+/// What a session has seen, as bits; [`TcpState`] derives from them.
+pub(crate) mod seen {
+    pub const SYN_OUT: u8 = 1;
+    pub const SYN_IN: u8 = 2;
+    pub const FIN_OUT: u8 = 4;
+    pub const FIN_IN: u8 = 8;
+    pub const RST: u8 = 16;
+    pub const OUT: u8 = 32;
+    pub const IN: u8 = 64;
+}
+
+pub(crate) const NONE: u32 = u32::MAX;
+pub(super) const LIVE: u8 = 1;
+pub(super) const V6: u8 = 2;
+/// The session has the outbound index entry of its 5-tuple. All sessions
+/// do except racing copies: a race has one session per uplink for the same
+/// outbound 5-tuple, and only one of them (the client's) is indexed.
+pub(super) const OUT_INDEXED: u8 = 4;
+/// A race copy that lost: kept for the race timeout so that its SYN+ACK is
+/// answered with an RST.
+pub(super) const LOSER: u8 = 8;
+
+/// One session, 96 bytes. Addresses are stored as 16 bytes (IPv4 in its
+/// IPv4-mapped form, told apart by the `V6` flag) so one table serves NAT44
+/// and NAT66.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub(super) client: [u8; 16],
+    pub(super) remote: [u8; 16],
+    pub last_seen: Nanos,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// Saturating: a session past 4 billion packets a direction stops
+    /// counting packets, its byte counters go on.
+    pub packets_out: u32,
+    pub packets_in: u32,
+    /// Chain of the sessions of one mapping; `next` doubles as the free
+    /// list link of a free slot.
+    pub(super) next: u32,
+    pub(super) prev: u32,
+    pub client_port: u16,
+    pub remote_port: u16,
+    pub nat_port: u16,
+    /// Index into the shard's NAT address list.
+    pub(super) nat_addr: u16,
+    pub proto: u8,
+    pub uplink: UplinkId,
+    pub(super) tcp: u8,
+    pub(super) flags: u8,
+    /// The client's MAC, learnt from its packets, for the way back.
+    pub client_mac: [u8; 6],
+    /// The SYN race this session belongs to (seed 001 [0036]), or `NONE`:
+    /// a racing copy, a loser waiting for its SYN+ACK, or a first-payload
+    /// winner whose sequence numbers are translated.
+    pub(crate) race: u32,
+    /// A service session (seed 000 [31]): the local server it was given
+    /// to, whose load it counts as; `NO_SERVER` otherwise.
+    pub server: u16,
+}
+
+/// `Session::server` of a session that is not a service session.
+pub const NO_SERVER: u16 = u16::MAX;
+
+const _: () = assert!(std::mem::size_of::<Session>() == 96);
+
+impl Session {
+    pub(super) const FREE: Session = Session {
+        client: [0; 16],
+        remote: [0; 16],
+        last_seen: Nanos::ZERO,
+        bytes_out: 0,
+        bytes_in: 0,
+        packets_out: 0,
+        packets_in: 0,
+        next: NONE,
+        prev: NONE,
+        client_port: 0,
+        remote_port: 0,
+        nat_port: 0,
+        nat_addr: 0,
+        proto: 0,
+        uplink: 0,
+        tcp: 0,
+        flags: 0,
+        client_mac: [0; 6],
+        race: NONE,
+        server: NO_SERVER,
+    };
+
+    pub(super) fn is_live(&self) -> bool {
+        self.flags & LIVE != 0
+    }
+
+    pub(super) fn is_v6(&self) -> bool {
+        self.flags & V6 != 0
+    }
+
+    /// Whether this session is a race copy that lost.
+    pub fn is_race_loser(&self) -> bool {
+        self.flags & LOSER != 0
+    }
+
+    /// Whether this session takes part in a SYN race (or keeps a
+    /// first-payload winner's sequence offset).
+    pub fn in_race(&self) -> bool {
+        self.race != NONE
+    }
+
+    pub fn client_addr(&self) -> IpAddr {
+        from16(self.client, self.is_v6())
+    }
+
+    pub fn remote_addr(&self) -> IpAddr {
+        from16(self.remote, self.is_v6())
+    }
+
+    /// The 5-tuple of the client's packets: (CA, CP) → (SA, SP).
+    pub fn outbound_key(&self) -> FlowKey {
+        FlowKey {
+            src: self.client_addr(),
+            dst: self.remote_addr(),
+            src_port: self.client_port,
+            dst_port: self.remote_port,
+            proto: self.proto,
+        }
+    }
+
+    pub fn tcp_state(&self) -> TcpState {
+        use seen::*;
+        let t = self.tcp;
+        if t & RST != 0 {
+            TcpState::Rst
+        } else if t & (FIN_OUT | FIN_IN) == FIN_OUT | FIN_IN {
+            TcpState::Closed
+        } else if t & (FIN_OUT | FIN_IN) != 0 {
+            TcpState::FinSeen
+        } else if t & (SYN_OUT | SYN_IN) == SYN_OUT | SYN_IN
+            || (t & (SYN_OUT | SYN_IN) == 0 && t & (OUT | IN) == OUT | IN)
+        {
+            TcpState::Established
+        } else if t & SYN_IN != 0 {
+            TcpState::SynReceived
+        } else {
+            TcpState::SynSent
+        }
+    }
+
+    pub(super) fn timeout(&self, cfg: &NatConfig) -> Nanos {
+        if self.flags & LOSER != 0 {
+            return cfg.race_timeout;
+        }
+        match self.proto {
+            proto::TCP => match self.tcp_state() {
+                TcpState::Established => cfg.tcp_established_timeout,
+                TcpState::Rst => cfg.tcp_closed_timeout,
+                _ => cfg.tcp_transitory_timeout,
+            },
+            proto::UDP => cfg.udp_idle_timeout,
+            _ => cfg.icmp_timeout,
+        }
+    }
+
+    pub fn expired(&self, now: Nanos, cfg: &NatConfig) -> bool {
+        now.since(self.last_seen) > self.timeout(cfg)
+    }
+
+    pub(super) fn on_tcp(&mut self, flags: u8, inbound: bool) {
+        use seen::*;
+        let (syn, fin, dir) = if inbound {
+            (SYN_IN, FIN_IN, IN)
+        } else {
+            (SYN_OUT, FIN_OUT, OUT)
+        };
+        let mut t = self.tcp | dir;
+        if flags & TCP_SYN != 0 {
+            t |= syn;
+        }
+        if flags & TCP_FIN != 0 {
+            t |= fin;
+        }
+        if flags & TCP_RST != 0 {
+            t |= RST;
+        }
+        self.tcp = t;
+    }
+}
+
+#[inline]
+pub(super) fn to16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+#[inline]
+fn from16(b: [u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(b))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(b[12], b[13], b[14], b[15]))
+    }
+}

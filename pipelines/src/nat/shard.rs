@@ -1,0 +1,449 @@
+//! The shard: its slab, indexes, addresses and pools; lookup, refresh and
+//! removal of sessions.
+
+use hashbrown::{HashMap, HashTable};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::config::NatConfig;
+use super::counters::{NatCounters, UplinkCounters};
+use super::index::{
+    in_eq, inside_hash, out_eq, session_in_hash, session_out_hash, tag, Hasher, NatAddr, Tuple,
+};
+use super::ports::{class_of, PortPool, CLASSES};
+use super::session::{seen, to16, Session, LOSER, NONE, OUT_INDEXED};
+use crate::packet::counter::Counter;
+use crate::packet::flow::{proto, FlowKey};
+use crate::packet::time::Nanos;
+use crate::select::SelEvent;
+use crate::topology::{NatPortRange, Topology, UplinkId};
+
+pub struct NatShard {
+    pub(super) cfg: NatConfig,
+    pub(super) slots: Vec<Session>,
+    pub(super) free_head: u32,
+    pub(super) live: usize,
+    pub(super) by_out: HashTable<u32>,
+    pub(super) by_in: HashTable<u32>,
+    /// Inside endpoint → head session of its mapping(s).
+    pub(super) by_inside: HashTable<u32>,
+    pub(super) hasher: Hasher,
+    /// Keyed by the run's seed alone, the same in every shard: paired
+    /// address pooling.
+    pub(super) pairing: Hasher,
+    pub(super) addrs: Vec<NatAddr>,
+    pub(super) addr_index: HashMap<IpAddr, u16>,
+    /// Per uplink, its NAT address indexes of each family (v4, v6).
+    pub(super) uplink_addrs: Vec<[Vec<u16>; 2]>,
+    pub(super) range: NatPortRange,
+    /// Indexed by `addr * CLASSES + class`; built on first use.
+    pub(super) pools: Vec<Option<PortPool>>,
+    pub(super) rng: u64,
+    pub(super) sweep_cursor: usize,
+    pub(super) sweep_owed: u64,
+    pub(super) sweep_credit: u128,
+    pub(super) last_sweep: Option<Nanos>,
+    /// Race-tagged sessions removed since the owner last took them (see
+    /// [`NatShard::take_race_exits`]).
+    pub(super) race_exits: Vec<RaceExit>,
+    /// Selection events (RTT samples, unanswered race copies) for the
+    /// management core; the runtime drains them every loop turn. Bounded by
+    /// [`EVENTS_MAX`]: past it events are counted `events_dropped`.
+    pub events: Vec<SelEvent>,
+    /// Shared with the management core, which only reads.
+    pub counters: Arc<NatCounters>,
+}
+
+/// Selection events a shard buffers between two drains.
+pub const EVENTS_MAX: usize = 4_096;
+
+/// Race exits reserved up front: a sweep call removes at most
+/// `SWEEP_MAX` sessions, a lookup one, and the owner takes them after each.
+const EXITS_RESERVED: usize = 1_024;
+
+/// A session that carried a race tag (see [`NatShard::set_race`]) and left
+/// the table (removed, expired or swept). The shard only keeps the tag; the
+/// owner of the races takes these after every call that can remove
+/// sessions and lets the race forget the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaceExit {
+    pub race: u32,
+    pub slot: u32,
+}
+
+impl NatShard {
+    /// A shard owning `topo.shard_ports(shard)` on every NAT address.
+    pub fn new(cfg: NatConfig, topo: &Topology, shard: u16) -> NatShard {
+        let mut addrs = Vec::new();
+        let mut addr_index = HashMap::new();
+        let mut uplink_addrs: Vec<[Vec<u16>; 2]> = Vec::new();
+        for (u, up) in topo.uplinks.iter().enumerate() {
+            let mut fam: [Vec<u16>; 2] = [Vec::new(), Vec::new()];
+            for a in &up.nat_addrs {
+                let i = addrs.len() as u16;
+                addrs.push(NatAddr {
+                    addr: *a,
+                    bytes: to16(*a),
+                    uplink: u as UplinkId,
+                });
+                addr_index.insert(*a, i);
+                fam[usize::from(a.is_ipv6())].push(i);
+            }
+            uplink_addrs.push(fam);
+        }
+        let cap = cfg.max_sessions;
+        let shard_seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        NatShard {
+            slots: Vec::with_capacity(cap),
+            free_head: NONE,
+            live: 0,
+            by_out: HashTable::with_capacity(cap),
+            by_in: HashTable::with_capacity(cap),
+            by_inside: HashTable::with_capacity(cap),
+            hasher: Hasher::new(shard_seed),
+            pairing: Hasher::new(cfg.seed),
+            pools: (0..addrs.len() * CLASSES).map(|_| None).collect(),
+            addrs,
+            addr_index,
+            uplink_addrs,
+            range: topo.shard_ports(shard),
+            rng: shard_seed.rotate_left(17) | 1,
+            sweep_cursor: 0,
+            sweep_owed: 0,
+            sweep_credit: 0,
+            last_sweep: None,
+            race_exits: Vec::with_capacity(EXITS_RESERVED),
+            events: Vec::with_capacity(EVENTS_MAX),
+            counters: Arc::new(NatCounters {
+                created: Counter::new(),
+                table_full: Counter::new(),
+                expired: Counter::new(),
+                port_exhausted: Counter::new(),
+                filtered: Counter::new(),
+                tcp_sessions: Counter::new(),
+                udp_sessions: Counter::new(),
+                icmp_sessions: Counter::new(),
+                mappings: Counter::new(),
+                sweep_laps: Counter::new(),
+                races: Counter::new(),
+                race_table_full: Counter::new(),
+                events_dropped: Counter::new(),
+                race_closed: Counter::new(),
+                uplinks: (0..topo.uplinks.len())
+                    .map(|_| UplinkCounters::default())
+                    .collect(),
+                servers: Vec::new(),
+            }),
+            cfg,
+        }
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    pub fn config(&self) -> &NatConfig {
+        &self.cfg
+    }
+
+    /// The live session in slot `idx`.
+    pub fn session(&self, idx: u32) -> Option<&Session> {
+        self.slots.get(idx as usize).filter(|s| s.is_live())
+    }
+
+    /// Slot indexes of all live sessions (for tests and dumps; O(slots)).
+    pub fn live_sessions(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].is_live())
+    }
+
+    pub fn nat_addr(&self, s: &Session) -> IpAddr {
+        self.addrs[usize::from(s.nat_addr)].addr
+    }
+
+    /// The 5-tuple of the remote's replies: (SA, SP) → (NA, NP).
+    pub fn inbound_key(&self, s: &Session) -> FlowKey {
+        FlowKey {
+            src: s.remote_addr(),
+            dst: self.nat_addr(s),
+            src_port: s.remote_port,
+            dst_port: s.nat_port,
+            proto: s.proto,
+        }
+    }
+
+    /// The live session for an outbound 5-tuple, if any (an expired one that
+    /// the sweep has not reached yet is removed here and not returned).
+    #[inline]
+    pub fn lookup_out(&mut self, key: &FlowKey, now: Nanos) -> Option<u32> {
+        self.lookup(key, false, None, now)
+    }
+
+    /// The live session for an inbound 5-tuple, if any.
+    #[inline]
+    pub fn lookup_in(&mut self, key: &FlowKey, now: Nanos) -> Option<u32> {
+        self.lookup(key, true, None, now)
+    }
+
+    /// The session slot an outbound (or inbound) 5-tuple's index entry
+    /// names, without looking at its age. Translate calls it for a whole
+    /// burst before translating any packet of it: the lookups of different
+    /// packets do not depend on each other, so their cache misses overlap
+    /// instead of being paid one after the other.
+    #[inline]
+    pub fn find(&self, key: &FlowKey, inbound: bool) -> Option<u32> {
+        let t = Tuple::of(key);
+        let h = self
+            .hasher
+            .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag());
+        let (slots, addrs) = (&self.slots, &self.addrs);
+        if inbound {
+            self.by_in
+                .find(h, |&i| in_eq(&slots[i as usize], addrs, &t))
+                .copied()
+        } else {
+            self.by_out
+                .find(h, |&i| out_eq(&slots[i as usize], &t))
+                .copied()
+        }
+    }
+
+    /// [`lookup_out`](Self::lookup_out) / [`lookup_in`](Self::lookup_in)
+    /// with the slot [`find`](Self::find) gave earlier: used if that slot
+    /// still holds this flow's session (sessions created or removed since
+    /// may have changed it), looked up again otherwise.
+    #[inline]
+    pub fn lookup(
+        &mut self,
+        key: &FlowKey,
+        inbound: bool,
+        hint: Option<u32>,
+        now: Nanos,
+    ) -> Option<u32> {
+        let still = hint.filter(|&i| {
+            let t = Tuple::of(key);
+            self.slots.get(i as usize).is_some_and(|s| {
+                if inbound {
+                    in_eq(s, &self.addrs, &t)
+                } else {
+                    out_eq(s, &t)
+                }
+            })
+        });
+        let idx = match still {
+            Some(i) => i,
+            None => self.find(key, inbound)?,
+        };
+        self.live_or_expire(idx, now)
+    }
+
+    fn live_or_expire(&mut self, idx: u32, now: Nanos) -> Option<u32> {
+        if self.slots[idx as usize].expired(now, &self.cfg) {
+            self.expire(idx);
+            self.counters.expired.inc();
+            return None;
+        }
+        Some(idx)
+    }
+
+    /// Removes a session that timed out. A race loser still here never
+    /// answered its SYN copy (answered ones are removed when their RST goes
+    /// out): that counts against its uplink's health (seed 001 [0054]).
+    pub(super) fn expire(&mut self, idx: u32) {
+        if let Some(s) = self.remove(idx) {
+            if s.flags & LOSER != 0 && s.tcp & seen::SYN_IN == 0 {
+                if let Some(u) = self.counters.uplinks.get(usize::from(s.uplink)) {
+                    u.race_unanswered.inc();
+                }
+                self.emit(SelEvent::Unanswered { uplink: s.uplink });
+            }
+        }
+    }
+
+    /// Queues a selection event for the management core.
+    pub(crate) fn emit(&mut self, ev: SelEvent) {
+        if self.events.len() < EVENTS_MAX {
+            self.events.push(ev);
+        } else {
+            self.counters.events_dropped.inc();
+        }
+    }
+
+    /// Gives session `idx` the outbound index entry of its 5-tuple, or takes
+    /// it away (a race passes the entry to its winner).
+    pub(crate) fn set_out_indexed(&mut self, idx: u32, on: bool) {
+        let Some(s) = self.slots.get(idx as usize).filter(|s| s.is_live()) else {
+            return;
+        };
+        let has = s.flags & OUT_INDEXED != 0;
+        let h = session_out_hash(&self.hasher, s);
+        if on && !has {
+            let (hasher, slots) = (&self.hasher, &self.slots);
+            self.by_out
+                .insert_unique(h, idx, |&i| session_out_hash(hasher, &slots[i as usize]));
+            self.slots[idx as usize].flags |= OUT_INDEXED;
+        } else if !on && has {
+            if let Ok(e) = self.by_out.find_entry(h, |&i| i == idx) {
+                e.remove();
+            }
+            self.slots[idx as usize].flags &= !OUT_INDEXED;
+        }
+    }
+
+    /// Tags live session `idx` with race `race` (`NONE`: none). The shard
+    /// does not interpret the tag; it reports a tagged session that leaves
+    /// as a [`RaceExit`].
+    pub(crate) fn set_race(&mut self, idx: u32, race: u32) {
+        if let Some(s) = self.slots.get_mut(idx as usize).filter(|s| s.is_live()) {
+            s.race = race;
+        }
+    }
+
+    /// Marks live session `idx` a race copy that lost: it lives on for the
+    /// race timeout from `now` (to answer its SYN+ACK), and expiring
+    /// unanswered counts against its uplink. Returns its uplink.
+    pub(crate) fn mark_loser(&mut self, idx: u32, now: Nanos) -> Option<UplinkId> {
+        let s = self.slots.get_mut(idx as usize).filter(|s| s.is_live())?;
+        s.flags |= LOSER;
+        s.last_seen = now;
+        Some(s.uplink)
+    }
+
+    /// The race-tagged sessions removed since the last call, oldest first.
+    pub fn take_race_exits(&mut self) -> std::vec::Drain<'_, RaceExit> {
+        self.race_exits.drain(..)
+    }
+
+    /// Counts a new TCP connection carried by session `idx`'s uplink.
+    pub fn count_connection(&self, idx: u32) {
+        if let Some(s) = self.session(idx) {
+            if let Some(c) = self.counters.uplinks.get(usize::from(s.uplink)) {
+                c.connections.inc();
+            }
+        }
+    }
+
+    /// Whether the session saw a SYN from outside (its SYN+ACK).
+    pub fn answered(s: &Session) -> bool {
+        s.tcp & seen::SYN_IN != 0
+    }
+
+    /// Refreshes session `idx` with a packet of `len` bytes; returns it.
+    #[inline]
+    pub fn touch(
+        &mut self,
+        idx: u32,
+        now: Nanos,
+        len: usize,
+        tcp_flags: u8,
+        inbound: bool,
+    ) -> Option<&Session> {
+        let s = self.slots.get_mut(idx as usize).filter(|s| s.is_live())?;
+        s.last_seen = now;
+        if inbound {
+            s.packets_in = s.packets_in.saturating_add(1);
+            s.bytes_in += len as u64;
+        } else {
+            s.packets_out = s.packets_out.saturating_add(1);
+            s.bytes_out += len as u64;
+        }
+        if s.proto == proto::TCP {
+            s.on_tcp(tcp_flags, inbound);
+        }
+        Some(s)
+    }
+
+    /// Removes session `idx`: its index entries, its place in its mapping's
+    /// chain, and with the mapping's last session the mapping and its port.
+    pub fn remove(&mut self, idx: u32) -> Option<Session> {
+        let s = self
+            .slots
+            .get(idx as usize)
+            .filter(|s| s.is_live())?
+            .clone();
+        if s.race != NONE {
+            self.race_exits.push(RaceExit {
+                race: s.race,
+                slot: idx,
+            });
+        }
+        let (hasher, addrs) = (&self.hasher, &self.addrs);
+        if s.flags & OUT_INDEXED != 0 {
+            if let Ok(e) = self
+                .by_out
+                .find_entry(session_out_hash(hasher, &s), |&i| i == idx)
+            {
+                e.remove();
+            }
+        }
+        if let Ok(e) = self
+            .by_in
+            .find_entry(session_in_hash(hasher, addrs, &s), |&i| i == idx)
+        {
+            e.remove();
+        }
+        if s.next != NONE {
+            self.slots[s.next as usize].prev = s.prev;
+        }
+        if s.prev != NONE {
+            self.slots[s.prev as usize].next = s.next;
+        } else {
+            // The head: the mapping passes to the next session, or ends.
+            let mh = inside_hash(hasher, &s.client, s.client_port, tag(&s));
+            let pool = self.pools[usize::from(s.nat_addr) * CLASSES + class_of(s.proto)].as_mut();
+            let pi = pool.as_ref().and_then(|p| p.index(s.nat_port));
+            if let Ok(mut e) = self.by_inside.find_entry(mh, |&i| i == idx) {
+                if s.next != NONE {
+                    *e.get_mut() = s.next;
+                } else {
+                    e.remove();
+                }
+            }
+            if let (Some(pool), Some(pi)) = (pool, pi) {
+                if s.next != NONE {
+                    pool.owner[pi] = s.next;
+                } else {
+                    pool.give_back(pi);
+                }
+            }
+            if s.next == NONE {
+                self.counters
+                    .mappings
+                    .set(self.counters.mappings.get().saturating_sub(1));
+            }
+        }
+        self.slots[idx as usize] = Session {
+            next: self.free_head,
+            ..Session::FREE
+        };
+        self.free_head = idx;
+        self.live -= 1;
+        self.counters.adjust_gauges(s.proto, s.uplink, false);
+        self.counters.adjust_server(s.proto, s.server, false);
+        Some(s)
+    }
+
+    /// Bytes the session slab and the three indexes take at their reserved
+    /// capacity: (slab + both session indexes, mapping index). Index buckets
+    /// are a `u32` and a control byte; hashbrown keeps at most 7/8 full and
+    /// rounds the bucket count to a power of two.
+    pub fn table_bytes(&self) -> (usize, usize) {
+        let buckets = |cap: usize| (cap * 8 / 7).next_power_of_two();
+        let index = |t: &HashTable<u32>| buckets(t.capacity()) * (4 + 1);
+        let slab = self.slots.capacity() * std::mem::size_of::<Session>();
+        (
+            slab + index(&self.by_out) + index(&self.by_in),
+            index(&self.by_inside),
+        )
+    }
+
+    /// The uplink of a NAT address of this shard.
+    pub fn uplink_of(&self, addr: IpAddr) -> Option<UplinkId> {
+        let i = *self.addr_index.get(&addr)?;
+        Some(self.addrs[usize::from(i)].uplink)
+    }
+}

@@ -1,0 +1,978 @@
+use super::*;
+use crate::packet::buf::{HeapBuf, PacketMeta};
+use crate::packet::flow::proto;
+use crate::stages::classify::Classify;
+use crate::testing::*;
+use smoltcp::wire::TcpControl;
+
+const T0: Nanos = Nanos(1_000_000_000);
+
+struct Site {
+    classify: Classify,
+    translate: Translate,
+}
+
+impl Site {
+    fn new() -> Site {
+        Site::with(NatConfig::default())
+    }
+
+    fn with(cfg: NatConfig) -> Site {
+        let topo = site(1);
+        Site {
+            classify: Classify::new(topo.clone()),
+            translate: Translate::new(topo, 0, cfg),
+        }
+    }
+
+    /// Classifies `frame` (which must classify) on `port`, gives it
+    /// `uplink` when outbound, and translates it.
+    fn send(
+        &mut self,
+        frame: &[u8],
+        port: u16,
+        uplink: u8,
+        now: Nanos,
+    ) -> Result<HeapBuf, DropReason> {
+        let mut b = buf(frame, port);
+        self.classify
+            .classify(&mut b)
+            .unwrap_or_else(|r| panic!("classify: {r:?}"));
+        if b.meta().direction == Direction::Outbound {
+            b.meta_mut().uplink = uplink;
+        }
+        self.translate.translate(now, &mut b).map(|()| b)
+    }
+
+    fn out(&mut self, frame: &[u8]) -> Result<HeapBuf, DropReason> {
+        self.send(frame, LAN_PORT, 0, T0)
+    }
+
+    fn back(&mut self, frame: &[u8]) -> Result<HeapBuf, DropReason> {
+        self.send(frame, WAN_PORT, 0, T0)
+    }
+}
+
+/// The bytes after the transport header's port/identifier and checksum
+/// fields: what translation must never touch.
+fn payload_of<'a>(frame: &'a [u8], m: &PacketMeta) -> &'a [u8] {
+    let header = if m.flow.proto == proto::TCP { 20 } else { 8 };
+    &frame[usize::from(m.l4_offset) + header..]
+}
+
+/// One protocol's exchange: the client's packet and the remote's reply
+/// to a given NAT port (or echo identifier).
+struct Exchange {
+    name: &'static str,
+    client: &'static str,
+    remote: &'static str,
+    nat: &'static str,
+    request: L4<'static>,
+    reply: fn(u16) -> L4<'static>,
+}
+
+fn exchanges() -> Vec<Exchange> {
+    let syn = tcp(40000, 443, TcpControl::Syn);
+    let syn_ack = |p| L4::Tcp {
+        src_port: 443,
+        dst_port: p,
+        control: TcpControl::Syn,
+        ack: Some(1001),
+        payload: b"hello",
+    };
+    let query = udp(40001, 53, b"query");
+    let answer = |p| udp(53, p, b"the answer");
+    let ping = L4::EchoRequest {
+        ident: 0x4242,
+        seq_no: 7,
+    };
+    let pong = |p| L4::EchoReply {
+        ident: p,
+        seq_no: 7,
+    };
+    let (c4, r4, c6, r6) = ("10.0.0.2", "203.0.113.5", "fd00::2", "2001:db8:ffff::5");
+    vec![
+        Exchange {
+            name: "tcp4",
+            client: c4,
+            remote: r4,
+            nat: NAT4,
+            request: syn,
+            reply: syn_ack,
+        },
+        Exchange {
+            name: "udp4",
+            client: c4,
+            remote: r4,
+            nat: NAT4,
+            request: query,
+            reply: answer,
+        },
+        Exchange {
+            name: "icmp4",
+            client: c4,
+            remote: r4,
+            nat: NAT4,
+            request: ping,
+            reply: pong,
+        },
+        Exchange {
+            name: "tcp6",
+            client: c6,
+            remote: r6,
+            nat: NAT6,
+            request: syn,
+            reply: syn_ack,
+        },
+        Exchange {
+            name: "udp6",
+            client: c6,
+            remote: r6,
+            nat: NAT6,
+            request: query,
+            reply: answer,
+        },
+        Exchange {
+            name: "icmp6",
+            client: c6,
+            remote: r6,
+            nat: NAT6,
+            request: ping,
+            reply: pong,
+        },
+    ]
+}
+
+#[test]
+fn outbound_then_inbound_restores_the_client_and_checksums_verify() {
+    for x in exchanges() {
+        let mut s = Site::new();
+        let request = from_client(x.client, x.remote, x.request);
+        let l3 = 14;
+        let client_ports = ports(
+            &request,
+            l3,
+            34 + if x.client.contains(':') { 20 } else { 0 },
+        );
+
+        let out = s
+            .out(&request)
+            .unwrap_or_else(|r| panic!("{}: {r:?}", x.name));
+        let m = *out.meta();
+        assert_eq!(
+            addrs(out.data(), l3),
+            (ip(x.nat), ip(x.remote)),
+            "{}: source NAT",
+            x.name
+        );
+        let (nat_port, remote_port) = ports(out.data(), l3, m.l4_offset.into());
+        assert!(
+            nat_port >= 1024,
+            "{}: NAT port {nat_port} in the range",
+            x.name
+        );
+        if !matches!(x.request, L4::EchoRequest { .. }) {
+            assert_eq!(
+                remote_port, client_ports.1,
+                "{}: destination port kept",
+                x.name
+            );
+        }
+        assert_eq!(ttl(out.data(), l3), 63, "{}", x.name);
+        assert_checksums_valid(out.data(), l3);
+        assert_eq!(
+            payload_of(out.data(), &m),
+            payload_of(&request, &m),
+            "{}: payload untouched",
+            x.name
+        );
+        assert_eq!(
+            (m.out_port, m.next_hop_mac),
+            (WAN_PORT, ISP0_MAC),
+            "{}",
+            x.name
+        );
+        assert_eq!(s.translate.nat.len(), 1);
+
+        let reply = from_isp(x.remote, x.nat, (x.reply)(nat_port));
+        let back = s
+            .back(&reply)
+            .unwrap_or_else(|r| panic!("{}: {r:?}", x.name));
+        let m = *back.meta();
+        assert_eq!(
+            addrs(back.data(), l3),
+            (ip(x.remote), ip(x.client)),
+            "{}: client restored",
+            x.name
+        );
+        let (_, client_port) = ports(back.data(), l3, m.l4_offset.into());
+        assert_eq!(
+            client_port, client_ports.0,
+            "{}: client port restored",
+            x.name
+        );
+        assert_eq!(ttl(back.data(), l3), 63);
+        assert_checksums_valid(back.data(), l3);
+        assert_eq!(
+            (m.out_port, m.next_hop_mac),
+            (LAN_PORT, CLIENT_MAC),
+            "{}",
+            x.name
+        );
+
+        // The next packet of the flow reuses the mapping.
+        let again = s.out(&request).unwrap();
+        assert_eq!(
+            ports(again.data(), l3, again.meta().l4_offset.into()).0,
+            nat_port,
+            "{}",
+            x.name
+        );
+        assert_eq!(s.translate.nat.len(), 1);
+        assert_eq!(s.translate.nat.counters.created.get(), 1);
+    }
+}
+
+#[test]
+fn uplink_decides_nat_address_port_and_next_hop() {
+    let mut s = Site::new();
+    let frame = from_client("10.0.0.2", "203.0.113.5", udp(1000, 53, b"q"));
+    let out = s.send(&frame, LAN_PORT, 1, T0).unwrap();
+    assert_eq!(addrs(out.data(), 14).0, ip(NAT4_TAGGED));
+    assert_eq!(
+        (out.meta().out_port, out.meta().next_hop_mac),
+        (WAN_TAGGED_PORT, ISP1_MAC)
+    );
+    assert_checksums_valid(out.data(), 14);
+    let v6 = from_client("fd00::2", "2001:db8:ffff::5", udp(1000, 53, b"q"));
+    assert_eq!(
+        s.send(&v6, LAN_PORT, 1, T0).unwrap_err(),
+        DropReason::NoNatAddress,
+        "isp1 has no IPv6 address"
+    );
+    assert_eq!(
+        s.send(&v6, LAN_PORT, 9, T0).unwrap_err(),
+        DropReason::NoUplink
+    );
+}
+
+#[test]
+fn ipv4_udp_without_checksum_stays_without() {
+    let mut s = Site::new();
+    let mut request = from_client("10.0.0.2", "203.0.113.5", udp(40000, 53, b"query"));
+    request[40..42].copy_from_slice(&[0, 0]);
+    let out = s.out(&request).unwrap();
+    assert_eq!(&out.data()[40..42], &[0, 0]);
+    assert_checksums_valid(out.data(), 14);
+    let nat_port = ports(out.data(), 14, 34).0;
+
+    let mut reply = from_isp("203.0.113.5", NAT4, udp(53, nat_port, b"answer"));
+    reply[40..42].copy_from_slice(&[0, 0]);
+    let back = s.back(&reply).unwrap();
+    assert_eq!(&back.data()[40..42], &[0, 0]);
+    assert_eq!(addrs(back.data(), 14).1, ip("10.0.0.2"));
+    assert_checksums_valid(back.data(), 14);
+}
+
+#[test]
+fn udp_checksum_that_becomes_zero_is_sent_as_all_ones() {
+    let mut s = Site::new();
+    let request = |word: [u8; 2]| {
+        from_client(
+            "10.0.0.2",
+            "203.0.113.5",
+            udp(40000, 53, &[word[0], word[1]]),
+        )
+    };
+    let nat_port = ports(s.out(&request([0, 0])).unwrap().data(), 14, 34).0;
+    // Choose the payload word that makes the translated datagram's
+    // one's-complement sum 0xFFFF, so its checksum computes to zero.
+    let mut translated = [0u8; 22];
+    translated[..4].copy_from_slice(&[192, 0, 2, 1]);
+    translated[4..8].copy_from_slice(&[203, 0, 113, 5]);
+    translated[8..12].copy_from_slice(&[0, 17, 0, 10]);
+    translated[12..14].copy_from_slice(&nat_port.to_be_bytes());
+    translated[14..16].copy_from_slice(&53u16.to_be_bytes());
+    translated[16..18].copy_from_slice(&10u16.to_be_bytes());
+    let sum = crate::wire::checksum::fold(crate::wire::checksum::sum(&translated, 0));
+    let word = (0xFFFF - sum).to_be_bytes();
+
+    let out = s.out(&request(word)).unwrap();
+    assert_eq!(ports(out.data(), 14, 34).0, nat_port);
+    assert_eq!(
+        &out.data()[40..42],
+        &[0xFF, 0xFF],
+        "RFC 768: a computed zero is sent as all ones"
+    );
+    assert_checksums_valid(out.data(), 14);
+}
+
+#[test]
+fn ttl_one_is_dropped_without_creating_a_session() {
+    let mut s = Site::new();
+    for (src, dst) in [("10.0.0.2", "203.0.113.5"), ("fd00::2", "2001:db8:ffff::5")] {
+        for hops in [0, 1] {
+            let (a, b) = (ip(src), ip(dst));
+            let frame = ethernet(
+                LAN_MAC,
+                CLIENT_MAC,
+                None,
+                ethertype_of(a),
+                &ip_packet(a, b, hops, &udp(40000, 53, b"q")),
+            );
+            assert_eq!(
+                s.out(&frame).unwrap_err(),
+                DropReason::TtlExpired,
+                "{src} hop limit {hops}"
+            );
+        }
+    }
+    assert_eq!(
+        s.translate.nat.len(),
+        0,
+        "a dropped packet holds no NAT port"
+    );
+    assert_eq!(s.translate.nat.counters.created.get(), 0);
+
+    // Inbound, the session stays for the packets that do arrive.
+    let out = s
+        .out(&from_client(
+            "10.0.0.2",
+            "203.0.113.5",
+            udp(40000, 53, b"q"),
+        ))
+        .unwrap();
+    let nat_port = ports(out.data(), 14, 34).0;
+    let (r, n) = (ip("203.0.113.5"), ip(NAT4));
+    let expiring = ethernet(
+        WAN_MAC,
+        ISP0_MAC,
+        None,
+        0x0800,
+        &ip_packet(r, n, 1, &udp(53, nat_port, b"a")),
+    );
+    assert_eq!(s.back(&expiring).unwrap_err(), DropReason::TtlExpired);
+    let fine = ethernet(
+        WAN_MAC,
+        ISP0_MAC,
+        None,
+        0x0800,
+        &ip_packet(r, n, 2, &udp(53, nat_port, b"a")),
+    );
+    let back = s.back(&fine).unwrap();
+    assert_eq!(ttl(back.data(), 14), 1);
+    assert_checksums_valid(back.data(), 14);
+}
+
+#[test]
+fn inbound_needs_the_session_of_that_remote() {
+    let mut s = Site::new();
+    let out = s
+        .out(&from_client(
+            "10.0.0.2",
+            "203.0.113.5",
+            tcp(40000, 80, TcpControl::Syn),
+        ))
+        .unwrap();
+    let nat_port = ports(out.data(), 14, 34).0;
+    let other_port = if nat_port == 65535 {
+        1024
+    } else {
+        nat_port + 1
+    };
+    let reply = |src: &str, sport: u16, dport: u16| {
+        from_isp(
+            src,
+            NAT4,
+            L4::Tcp {
+                src_port: sport,
+                dst_port: dport,
+                control: TcpControl::Syn,
+                ack: Some(1),
+                payload: &[],
+            },
+        )
+    };
+    assert_eq!(
+        s.back(&reply("203.0.113.6", 80, nat_port)).unwrap_err(),
+        DropReason::NoSession,
+        "unknown remote"
+    );
+    assert_eq!(
+        s.back(&reply("203.0.113.5", 81, nat_port)).unwrap_err(),
+        DropReason::NoSession,
+        "other remote port"
+    );
+    assert_eq!(
+        s.back(&reply("203.0.113.5", 80, other_port)).unwrap_err(),
+        DropReason::NoSession,
+        "other NAT port"
+    );
+    let udp_reply = from_isp("203.0.113.5", NAT4, udp(80, nat_port, b""));
+    assert_eq!(
+        s.back(&udp_reply).unwrap_err(),
+        DropReason::NoSession,
+        "other protocol"
+    );
+    assert!(s.back(&reply("203.0.113.5", 80, nat_port)).is_ok());
+
+    let mut unclassified = buf(
+        &from_client("10.0.0.2", "203.0.113.5", udp(1, 2, b"")),
+        LAN_PORT,
+    );
+    assert_eq!(
+        s.translate.translate(T0, &mut unclassified).unwrap_err(),
+        DropReason::UnknownPort
+    );
+}
+
+#[test]
+fn idle_udp_mapping_expires_and_inbound_then_finds_nothing() {
+    let timeout = Nanos::from_secs(30);
+    let mut s = Site::with(NatConfig {
+        udp_idle_timeout: timeout,
+        ..NatConfig::default()
+    });
+    let out = s
+        .send(
+            &from_client("10.0.0.2", "203.0.113.5", udp(40000, 53, b"q")),
+            LAN_PORT,
+            0,
+            T0,
+        )
+        .unwrap();
+    let nat_port = ports(out.data(), 14, 34).0;
+    let reply = from_isp("203.0.113.5", NAT4, udp(53, nat_port, b"a"));
+    let at_deadline = T0.saturating_add(timeout);
+    assert!(
+        s.send(&reply, WAN_PORT, 0, at_deadline).is_ok(),
+        "idle for exactly the timeout: still live"
+    );
+    let later = at_deadline.saturating_add(timeout).saturating_add(Nanos(1));
+    assert_eq!(s.translate.sweep(later), 1);
+    assert_eq!(
+        s.send(&reply, WAN_PORT, 0, later).unwrap_err(),
+        DropReason::NoSession
+    );
+}
+
+#[test]
+fn process_counts_translations_and_drops() {
+    let mut s = Site::new();
+    let mut input: Burst<HeapBuf> = Burst::new();
+    for frame in [
+        from_client("10.0.0.2", "203.0.113.5", udp(40000, 53, b"q")),
+        from_isp("203.0.113.9", NAT4, udp(53, 5000, b"a")),
+        {
+            let (a, b) = (ip("10.0.0.2"), ip("203.0.113.5"));
+            ethernet(
+                LAN_MAC,
+                CLIENT_MAC,
+                None,
+                0x0800,
+                &ip_packet(a, b, 1, &udp(40000, 53, b"q")),
+            )
+        },
+    ] {
+        let mut b = buf(
+            &frame,
+            if frame[6..12] == CLIENT_MAC {
+                LAN_PORT
+            } else {
+                WAN_PORT
+            },
+        );
+        s.classify.classify(&mut b).unwrap();
+        input.push(b);
+    }
+    let mut output: Burst<HeapBuf> = Burst::new();
+    s.translate.process(T0, &mut input, &mut output);
+    assert!(input.is_empty());
+    assert_eq!(output.len(), 1);
+    let c = &s.translate.counters;
+    assert_eq!(c.packets.get(), 3);
+    assert_eq!(
+        (
+            c.drops(DropReason::NoSession),
+            c.drops(DropReason::TtlExpired)
+        ),
+        (1, 1)
+    );
+    assert_eq!(s.translate.nat.counters.uplinks[0].tx_packets.get(), 1);
+}
+
+use crate::nat::Filtering;
+use proptest::prelude::*;
+
+fn udp_out(s: &mut Site, client: &str, cport: u16, remote: &str, rport: u16) -> HeapBuf {
+    s.out(&from_client(client, remote, udp(cport, rport, b"ping")))
+        .unwrap_or_else(|r| panic!("{client}:{cport} -> {remote}:{rport}: {r:?}"))
+}
+
+fn src_of(b: &HeapBuf) -> (IpAddr, u16) {
+    let l4 = usize::from(b.meta().l4_offset);
+    (addrs(b.data(), 14).0, ports(b.data(), 14, l4).0)
+}
+
+fn dst_of(b: &HeapBuf) -> (IpAddr, u16) {
+    let l4 = usize::from(b.meta().l4_offset);
+    (addrs(b.data(), 14).1, ports(b.data(), 14, l4).1)
+}
+
+/// RFC 4787 REQ-1 at packet level: one inside endpoint, three remotes,
+/// one outside endpoint; replies from each reach the client.
+#[test]
+fn one_inside_endpoint_has_one_outside_endpoint_for_every_remote() {
+    let mut s = Site::new();
+    let outs: Vec<_> = ["203.0.113.5", "203.0.113.6", "198.18.0.1"]
+        .iter()
+        .map(|r| udp_out(&mut s, "10.0.0.2", 40000, r, 3478))
+        .collect();
+    let first = src_of(&outs[0]);
+    assert_eq!(first, (ip(NAT4), 40000), "port preserved");
+    for o in &outs {
+        assert_eq!(src_of(o), first);
+        assert_checksums_valid(o.data(), 14);
+        let reply = from_isp(&dst_of(o).0.to_string(), NAT4, udp(3478, first.1, b"pong"));
+        let back = s.back(&reply).unwrap();
+        assert_eq!(dst_of(&back), (ip("10.0.0.2"), 40000));
+        assert_checksums_valid(back.data(), 14);
+    }
+    assert_eq!(s.translate.nat.counters.mappings.get(), 1);
+    assert_eq!(s.translate.nat.len(), 3);
+}
+
+/// Each filtering mode at packet level: what a remote the client never
+/// contacted gets through, and that refusals are counted and leave the
+/// session alone.
+#[test]
+fn filtering_modes_on_the_wire() {
+    for (mode, host_ok, port_ok) in [
+        (Filtering::EndpointIndependent, true, true),
+        (Filtering::AddressDependent, false, true),
+        (Filtering::AddressAndPortDependent, false, false),
+    ] {
+        let mut s = Site::with(NatConfig {
+            filtering: mode,
+            ..NatConfig::default()
+        });
+        let out = udp_out(&mut s, "10.0.0.2", 40000, "203.0.113.5", 3478);
+        let np = src_of(&out).1;
+        let from = |src: &str, sport: u16| from_isp(src, NAT4, udp(sport, np, b"hi"));
+        let other_host = s.back(&from("198.18.0.9", 3478));
+        let other_port = s.back(&from("203.0.113.5", 9999));
+        assert_eq!(other_host.is_ok(), host_ok, "{mode:?}");
+        assert_eq!(other_port.is_ok(), port_ok, "{mode:?}");
+        for r in [&other_host, &other_port] {
+            match r {
+                Ok(b) => {
+                    assert_eq!(dst_of(b), (ip("10.0.0.2"), 40000));
+                    assert_checksums_valid(b.data(), 14);
+                }
+                Err(e) => assert_eq!(*e, DropReason::Filtered),
+            }
+        }
+        let refused = u64::from(!host_ok) + u64::from(!port_ok);
+        assert_eq!(s.translate.nat.counters.filtered.get(), refused);
+        // The contacted remote still gets through.
+        assert!(s.back(&from("203.0.113.5", 3478)).is_ok());
+    }
+}
+
+/// Hairpinning (RFC 4787 REQ-9) within one shard: a LAN client sending to
+/// another's outside endpoint reaches it, seen from that client's own
+/// outside endpoint; with the default filtering it takes the usual hole
+/// punch (each side sends first).
+#[test]
+fn hairpin_within_a_shard() {
+    let mut s = Site::new();
+    let a = src_of(&udp_out(&mut s, "10.0.0.2", 5000, "203.0.113.5", 3478));
+    let b = src_of(&udp_out(&mut s, "10.0.0.3", 6000, "203.0.113.5", 3478));
+    let to = |(addr, port): (IpAddr, u16), from: &str, sport: u16| {
+        from_client(from, &addr.to_string(), udp(sport, port, b"punch"))
+    };
+    // A -> B's outside: B never sent to A's outside, so B's filter drops it.
+    assert_eq!(
+        s.out(&to(b, "10.0.0.2", 5000)).unwrap_err(),
+        DropReason::Filtered
+    );
+    // B -> A's outside: A did send to B's outside: delivered to A.
+    let got = s.out(&to(a, "10.0.0.3", 6000)).unwrap();
+    let m = *got.meta();
+    assert_eq!(dst_of(&got), (ip("10.0.0.2"), 5000));
+    assert_eq!(
+        src_of(&got),
+        b,
+        "the sender appears as its outside endpoint"
+    );
+    assert_eq!(
+        (m.out_port, m.direction, m.hairpin),
+        (LAN_PORT, Direction::Inbound, false)
+    );
+    assert_eq!(ttl(got.data(), 14), 63, "one router hop");
+    assert_checksums_valid(got.data(), 14);
+    // And now A -> B works too.
+    let back = s.out(&to(b, "10.0.0.2", 5000)).unwrap();
+    assert_eq!((src_of(&back), dst_of(&back)), (a, (ip("10.0.0.3"), 6000)));
+    assert_checksums_valid(back.data(), 14);
+
+    // Endpoint-independent filtering needs no punch.
+    let mut s = Site::with(NatConfig {
+        filtering: Filtering::EndpointIndependent,
+        ..NatConfig::default()
+    });
+    let a = src_of(&udp_out(&mut s, "10.0.0.2", 5000, "203.0.113.5", 3478));
+    let got = s.out(&to(a, "10.0.0.3", 7000)).unwrap();
+    assert_eq!(dst_of(&got), (ip("10.0.0.2"), 5000));
+    assert_eq!(src_of(&got).0, ip(NAT4));
+    // Nobody behind that outside port: dropped, counted, no session left
+    // half-made on the receiving side.
+    let nobody = (ip(NAT4), 4242);
+    assert_eq!(
+        s.out(&to(nobody, "10.0.0.3", 7001)).unwrap_err(),
+        DropReason::NoSession
+    );
+}
+
+/// Across shards: the first shard does the outbound half and marks the
+/// packet for the shard owning the destination port, which finishes it.
+#[test]
+fn hairpin_across_shards() {
+    let topo = site(2);
+    let classify = Classify::new(topo.clone());
+    let cfg = NatConfig {
+        filtering: Filtering::EndpointIndependent,
+        ..NatConfig::default()
+    };
+    let mut shard = [
+        Translate::new(topo.clone(), 0, cfg.clone()),
+        Translate::new(topo.clone(), 1, cfg),
+    ];
+    let send = |t: &mut Translate, frame: &[u8]| {
+        let mut b = buf(frame, LAN_PORT);
+        classify.classify(&mut b).unwrap();
+        t.translate(T0, &mut b).map(|()| b)
+    };
+    // A's mapping on shard 1 (its inside port 40000 is in shard 1's slice).
+    let a = src_of(
+        &send(
+            &mut shard[1],
+            &from_client("10.0.0.2", "203.0.113.5", udp(40000, 53, b"q")),
+        )
+        .unwrap(),
+    );
+    assert_eq!(topo.shard_of_nat_port(a.1), Some(1));
+    // B on shard 0 sends to A's outside endpoint.
+    let mut half = send(
+        &mut shard[0],
+        &from_client("10.0.0.3", "192.0.2.1", udp(6000, a.1, b"hi")),
+    )
+    .unwrap();
+    let m = *half.meta();
+    assert!(m.hairpin);
+    assert_eq!(
+        (m.shard, m.direction, m.in_port, m.uplink),
+        (1, Direction::Inbound, WAN_PORT, 0)
+    );
+    assert_eq!(m.flow.dst_port, a.1);
+    assert_eq!(ttl(half.data(), 14), 63);
+    shard[1].translate(T0, &mut half).unwrap();
+    let m = *half.meta();
+    assert!(!m.hairpin);
+    assert_eq!(dst_of(&half), (ip("10.0.0.2"), 40000));
+    assert_eq!((m.out_port, m.next_hop_mac), (LAN_PORT, CLIENT_MAC));
+    assert_eq!(
+        ttl(half.data(), 14),
+        63,
+        "the second half does not decrement again"
+    );
+    assert_checksums_valid(half.data(), 14);
+}
+
+/// Hostile input: unsolicited packets, packets to unowned ports,
+/// exhaustion and a full table are all counted, none panics, and the
+/// live session keeps working throughout.
+#[test]
+fn hostile_traffic_is_counted_and_leaves_sessions_alone() {
+    let mut s = Site::with(NatConfig {
+        max_sessions: 4,
+        ..NatConfig::default()
+    });
+    let out = udp_out(&mut s, "10.0.0.2", 40000, "203.0.113.5", 53);
+    let np = src_of(&out).1;
+    let reply = from_isp("203.0.113.5", NAT4, udp(53, np, b"ok"));
+    let mut frames = Vec::new();
+    for i in 0..50u16 {
+        frames.push((
+            from_isp("198.18.0.1", NAT4, udp(i, 2000 + i, b"x")),
+            WAN_PORT,
+        ));
+        frames.push((from_isp("198.18.0.2", NAT4, udp(i, np, b"x")), WAN_PORT));
+        frames.push((
+            from_client("10.0.0.9", "203.0.113.7", udp(1000 + i, 53, b"x")),
+            LAN_PORT,
+        ));
+        frames.push((reply.clone(), WAN_PORT));
+    }
+    let mut output: Burst<HeapBuf> = Burst::new();
+    for chunk in frames.chunks(16) {
+        let mut input: Burst<HeapBuf> = Burst::new();
+        for (f, port) in chunk {
+            let mut b = buf(f, *port);
+            s.classify.classify(&mut b).unwrap();
+            input.push(b);
+        }
+        s.translate.process(T0, &mut input, &mut output);
+        for b in output.drain(..) {
+            if b.meta().out_port == LAN_PORT {
+                assert_eq!(dst_of(&b), (ip("10.0.0.2"), 40000));
+            }
+        }
+    }
+    let c = &s.translate.counters;
+    assert_eq!(c.drops(DropReason::NoSession), 50, "unowned ports");
+    assert_eq!(c.drops(DropReason::Filtered), 50, "unsolicited remote");
+    assert_eq!(c.drops(DropReason::TableFull), 47, "3 of 50 new flows fit");
+    assert_eq!(c.packets.get(), 200);
+    assert_eq!(s.translate.nat.len(), 4);
+    let u = &s.translate.nat.counters.uplinks[0];
+    assert_eq!(u.rx_packets.get(), 50, "every genuine reply went through");
+}
+
+/// Port exhaustion at packet level with a 64-port shard.
+#[test]
+fn port_exhaustion_on_the_wire() {
+    let topo = site_with(
+        crate::topology::NatPortRange {
+            first: 3000,
+            last: 3063,
+        },
+        1,
+    );
+    let mut s = Site {
+        classify: Classify::new(topo.clone()),
+        translate: Translate::new(topo, 0, NatConfig::default()),
+    };
+    let mut ok = 0;
+    for i in 0..80u16 {
+        match s.out(&from_client(
+            "10.0.0.2",
+            "203.0.113.5",
+            udp(10_000 + i, 53, b"q"),
+        )) {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e, DropReason::PortExhausted),
+        }
+    }
+    assert_eq!(ok, 64);
+    assert_eq!(s.translate.nat.counters.uplinks[0].port_exhausted.get(), 16);
+    assert_eq!(
+        s.translate.counters.drops(DropReason::PortExhausted),
+        0,
+        "counted by process only"
+    );
+}
+
+#[derive(Clone, Debug)]
+struct Pkt {
+    client: u8,
+    cport: u8,
+    remote: u8,
+    rport: u8,
+    kind: u8,
+    v6: bool,
+    uplink: u8,
+    reply: bool,
+    payload: Vec<u8>,
+}
+
+fn pkt() -> impl Strategy<Value = Pkt> {
+    (
+        (0u8..3, 0u8..3, 0u8..3, 0u8..2, 0u8..3, any::<bool>()),
+        (
+            0u8..2,
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ),
+    )
+        .prop_map(
+            |((client, cport, remote, rport, kind, v6), (uplink, reply, payload))| Pkt {
+                client,
+                cport,
+                remote,
+                rport,
+                kind,
+                v6,
+                uplink,
+                reply,
+                payload,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    /// Random traffic (TCP, UDP, echo; IPv4 and IPv6; two uplinks; each
+    /// packet either a client packet or the remote's answer to it):
+    /// every translated packet's checksums verify by full recomputation,
+    /// its payload is untouched, an inside endpoint keeps one outside
+    /// endpoint per uplink, no outside endpoint serves two inside
+    /// endpoints, and every answer reaches the client that sent.
+    #[test]
+    fn translation_is_consistent_and_checksums_verify(pkts in proptest::collection::vec(pkt(), 1..60)) {
+        let mut s = Site::new();
+        let mut mapping: std::collections::HashMap<(u8, IpAddr, u16, u8), (IpAddr, u16)> = Default::default();
+        let mut owner: std::collections::HashMap<(u8, IpAddr, u16), (IpAddr, u16)> = Default::default();
+        for p in pkts {
+            let (c, r) = if p.v6 {
+                (format!("fd00::{}", p.client + 2), format!("2001:db8:ffff::{}", p.remote + 1))
+            } else {
+                (format!("10.0.0.{}", p.client + 2), format!("203.0.113.{}", p.remote + 1))
+            };
+            let cport = 40000 + u16::from(p.cport);
+            let rport = 80 + u16::from(p.rport);
+            let l4 = match p.kind {
+                0 => L4::Tcp { src_port: cport, dst_port: rport, control: TcpControl::Syn, ack: None, payload: &p.payload },
+                1 => udp(cport, rport, &p.payload),
+                _ => L4::EchoRequest { ident: cport, seq_no: 1 },
+            };
+            let uplink = if p.v6 { 0 } else { p.uplink };
+            let frame = from_client(&c, &r, l4);
+            let out = s.send(&frame, LAN_PORT, uplink, T0).unwrap();
+            let m = *out.meta();
+            assert_checksums_valid(out.data(), 14);
+            let hdr = usize::from(m.l4_offset) + match p.kind { 0 => 20, 1 => 8, _ => 8 };
+            prop_assert_eq!(&out.data()[hdr..], &frame[hdr..], "payload untouched");
+            let (na, np) = src_of(&out);
+            // The uplink the flow actually took: an existing flow keeps
+            // its own, UDP and echo stick to their mapping's.
+            let took = u8::from(na == ip(NAT4_TAGGED));
+            let key = (p.kind, ip(&c), cport, if p.kind == 0 { took } else { 0 });
+            let prev = *mapping.entry(key).or_insert((na, np));
+            prop_assert_eq!(prev, (na, np), "endpoint-independent mapping");
+            let prev = *owner.entry((p.kind, na, np)).or_insert((ip(&c), cport));
+            prop_assert_eq!(prev, (ip(&c), cport), "outside endpoint shared");
+            if p.reply {
+                let back_l4 = match p.kind {
+                    0 => L4::Tcp { src_port: rport, dst_port: np, control: TcpControl::Syn, ack: Some(1), payload: &p.payload },
+                    1 => udp(rport, np, &p.payload),
+                    _ => L4::EchoReply { ident: np, seq_no: 1 },
+                };
+                let port = if na == ip(NAT4_TAGGED) { WAN_TAGGED_PORT } else { WAN_PORT };
+                let f = match port {
+                    WAN_PORT => from_isp(&r, &na.to_string(), back_l4),
+                    _ => ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(TAGGED_VLAN), 0x0800, &ip_packet(ip(&r), na, 64, &back_l4)),
+                };
+                let back = s.send(&f, port, 0, T0).unwrap();
+                assert_checksums_valid(back.data(), 14 + if port == WAN_PORT { 0 } else { 4 });
+                let l3 = usize::from(back.meta().l3_offset);
+                let (_, dst) = addrs(back.data(), l3);
+                prop_assert_eq!(dst, ip(&c));
+                let dp = ports(back.data(), l3, usize::from(back.meta().l4_offset)).1;
+                prop_assert_eq!(dp, cport);
+            }
+        }
+    }
+}
+
+/// The (source, destination) addresses of the datagram at `l3`, read
+/// raw (a quoted datagram may be cut short).
+fn raw_addrs(frame: &[u8], l3: usize) -> (IpAddr, IpAddr) {
+    let d = &frame[l3..];
+    if d[0] >> 4 == 4 {
+        let a = |o: usize| IpAddr::from(<[u8; 4]>::try_from(&d[o..o + 4]).unwrap());
+        (a(12), a(16))
+    } else {
+        let a = |o: usize| IpAddr::from(<[u8; 16]>::try_from(&d[o..o + 16]).unwrap());
+        (a(8), a(24))
+    }
+}
+
+/// RFC 5508: an ICMP error about a translated packet is translated for
+/// that packet's session, both ways, v4 and v6; it neither creates nor
+/// refreshes a session; an error about no session is dropped.
+#[test]
+fn icmp_errors_follow_the_session_they_quote() {
+    for (client, remote, nat, unreach, router) in [
+        ("10.0.0.2", "203.0.113.5", NAT4, 3u8, "198.18.0.254"),
+        (
+            "fd00::2",
+            "2001:db8:ffff::5",
+            NAT6,
+            1u8,
+            "2001:db8:eeee::fe",
+        ),
+    ] {
+        let mut s = Site::new();
+        let out = udp_out(&mut s, client, 40000, remote, 53);
+        let (na, np) = src_of(&out);
+        let last_seen = s.translate.nat.session(0).unwrap().last_seen;
+        // A router on the way says the remote is unreachable, quoting the
+        // packet as it left the appliance (TTL 63 by then).
+        let quote = quoted(&na.to_string(), remote, 63, udp(np, 53, b"ping"), None);
+        let err = icmp_error_from_isp(router, &na.to_string(), unreach, 3, &quote);
+        let later = T0.saturating_add(Nanos::from_secs(5));
+        let back = s.send(&err, WAN_PORT, 0, later).unwrap();
+        let m = *back.meta();
+        assert_eq!(addrs(back.data(), 14), (ip(router), ip(client)));
+        assert_eq!(
+            raw_addrs(back.data(), m.inner_l3.into()),
+            (ip(client), ip(remote)),
+            "quoted source restored"
+        );
+        assert_eq!(
+            ports(back.data(), m.inner_l3.into(), m.inner_l4.into()),
+            (40000, 53)
+        );
+        assert_eq!((m.out_port, m.next_hop_mac), (LAN_PORT, CLIENT_MAC));
+        assert_icmp_error_checksums_valid(back.data(), 14, m.inner_l3.into(), true);
+        assert_eq!(
+            s.translate.nat.session(0).unwrap().last_seen,
+            last_seen,
+            "errors do not refresh"
+        );
+
+        // The client says its port is unreachable for a reply, quoting
+        // the reply as it reached it.
+        let quote = quoted(
+            remote,
+            client,
+            63,
+            udp(53, 40000, b"late"),
+            Some(28 + if na.is_ipv6() { 20 } else { 0 }),
+        );
+        let err = icmp_error_from_client(
+            client,
+            remote,
+            unreach,
+            if na.is_ipv6() { 4 } else { 3 },
+            &quote,
+        );
+        let up = s.out(&err).unwrap();
+        let m = *up.meta();
+        assert_eq!(addrs(up.data(), 14), (ip(nat), ip(remote)));
+        assert_eq!(
+            raw_addrs(up.data(), m.inner_l3.into()),
+            (ip(remote), ip(nat)),
+            "quoted destination is the NAT address"
+        );
+        assert_eq!(
+            ports(up.data(), m.inner_l3.into(), m.inner_l4.into()),
+            (53, np)
+        );
+        assert_eq!((m.out_port, m.next_hop_mac), (WAN_PORT, ISP0_MAC));
+        assert_icmp_error_checksums_valid(up.data(), 14, m.inner_l3.into(), false);
+
+        // About a flow nobody has: dropped, no session made.
+        let stray = quoted(
+            &na.to_string(),
+            remote,
+            63,
+            udp(np.wrapping_add(1), 53, b"?"),
+            None,
+        );
+        let err = icmp_error_from_isp(router, &na.to_string(), unreach, 3, &stray);
+        assert_eq!(s.back(&err).unwrap_err(), DropReason::NoSession);
+        assert_eq!(s.translate.nat.len(), 1);
+    }
+}
