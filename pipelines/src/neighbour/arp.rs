@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::local::{owns, port_mac, Answer};
 use super::table::Neighbours;
-use super::{owns, port_mac, Answer};
 use crate::packet::drop::DropReason;
 use crate::topology::{PortInfo, Topology};
 use crate::wire::arp;

@@ -4,7 +4,7 @@
 //! What it owns:
 //! - [`Neighbours`] (`table`): the next hop of every uplink and family, with
 //!   the MAC either fixed by the configuration (`next_hop_mac`) or learned
-//!   from the wire. It lives beside the [`Topology`] (which is static
+//!   from the wire. It lives beside the [`crate::topology::Topology`] (which is static
 //!   configuration and knows nothing of it): whoever builds the topology
 //!   builds the one `Arc<Neighbours>` and hands it to classify (which
 //!   learns), transmit (which reads) and the solicitor.
@@ -23,48 +23,18 @@
 //! Every byte offset is in [`crate::wire`] (`arp`, `ndisc`, `ipv6`, `icmp`).
 
 mod arp;
+mod local;
 mod ndisc;
 mod solicit;
 mod table;
 
-use std::net::IpAddr;
-
-use crate::packet::drop::DropReason;
-use crate::topology::{PortRole, Topology};
-
 pub use self::arp::answer_arp;
+pub use self::local::Answer;
 pub use self::ndisc::answer_nd;
 pub use self::solicit::{write_request, Solicitor, REQUEST_MAX_LEN};
 pub use self::table::{Neighbours, NextHop};
 pub use crate::wire::ethernet::frame_l2;
 pub use crate::wire::ndisc::solicited_node;
-
-/// What [`answer_arp`] / [`answer_nd`] did with a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// The frame was rewritten into the reply; send it back out of the port
-    /// it came in on, as is (its L2 header is complete).
-    Reply,
-    /// Nothing to send (a reply consumed after learning, a request for
-    /// someone else): drop it with this reason.
-    Consumed(DropReason),
-}
-
-/// Whether `a` is one of the appliance's own addresses on `port`.
-fn owns(topo: &Topology, port: u16, a: IpAddr) -> bool {
-    match topo.ports.get(usize::from(port)).map(|p| &p.role) {
-        Some(PortRole::Lan) => topo.lan_addrs.contains(&a),
-        Some(PortRole::Uplink(ids)) => topo
-            .nat_addr_uplink
-            .get(&a)
-            .is_some_and(|u| ids.contains(u)),
-        _ => false,
-    }
-}
-
-fn port_mac(topo: &Topology, port: u16) -> [u8; 6] {
-    topo.ports.get(usize::from(port)).map_or([0; 6], |p| p.mac)
-}
 
 #[cfg(test)]
 mod tests;

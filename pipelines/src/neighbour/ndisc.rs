@@ -6,8 +6,8 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use super::local::{owns, port_mac, Answer};
 use super::table::Neighbours;
-use super::{owns, port_mac, Answer};
 use crate::packet::drop::DropReason;
 use crate::topology::{PortInfo, Topology};
 use crate::wire::ethernet::{self, l2_len, write_l2, ETHERTYPE_IPV6};

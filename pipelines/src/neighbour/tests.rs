@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use super::table::{mac_word, word_mac};
 use super::*;
+use crate::packet::drop::DropReason;
 use crate::packet::time::Nanos;
 use crate::testing::*;
-use crate::topology::UplinkId;
+use crate::topology::{Topology, UplinkId};
 use crate::wire::arp::{REPLY as ARP_REPLY, REQUEST as ARP_REQUEST};
 use crate::wire::be16;
 use crate::wire::icmp::{v6_checksum as icmpv6_checksum, V6_NEXT_HEADER as ICMPV6};

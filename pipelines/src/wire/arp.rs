@@ -4,8 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use super::bytes::{be16, put_be16};
 use super::ethernet::ETHERTYPE_IPV4;
-use super::{be16, put_be16};
 
 /// An Ethernet/IPv4 ARP packet.
 pub const LEN: usize = 28;

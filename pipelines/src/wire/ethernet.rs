@@ -4,7 +4,7 @@
 //! Readers take the frame from its first byte and return `None` past its
 //! end; writers take a frame at least [`l2_len`] bytes long.
 
-use super::{be16, put_be16};
+use super::bytes::{be16, put_be16};
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;

@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::be16;
+use super::bytes::be16;
 
 pub const MIN_HEADER_LEN: usize = 20;
 pub const VER_IHL_OFFSET: usize = 0;

@@ -13,9 +13,11 @@
 //! of each header file check that what it writes is what smoltcp reads.
 //!
 //! The names at the root (EtherTypes, header lengths, [`be16`],
-//! [`write_l2`], MAC text) are kept for the code that uses them.
+//! [`write_l2`], MAC text) are kept for the code that uses them; the
+//! big-endian byte helpers live in `bytes`.
 
 pub mod arp;
+mod bytes;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
@@ -30,6 +32,7 @@ pub use smoltcp::wire::{
     UdpPacket,
 };
 
+pub use bytes::{be16, be32, put_be16, put_be32};
 pub use ethernet::{
     fmt_mac, l2_len, parse_mac, write_l2, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
     ETHERTYPE_VLAN, VLAN_TAG_LEN,
@@ -41,26 +44,3 @@ pub const IPV6_HEADER_LEN: usize = ipv6::HEADER_LEN;
 pub const TCP_MIN_HEADER_LEN: usize = tcp::MIN_HEADER_LEN;
 pub const UDP_HEADER_LEN: usize = udp::HEADER_LEN;
 pub const ICMP_HEADER_LEN: usize = icmp::HEADER_LEN;
-
-/// Reads a big-endian u16 at `at`; `None` past the end.
-#[inline]
-pub fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-/// Reads a big-endian u32 at `at`; `None` past the end.
-#[inline]
-pub fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-#[inline]
-pub fn put_be16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-#[inline]
-pub fn put_be32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
-}

@@ -37,6 +37,8 @@ pub fn target(body: &[u8]) -> Ipv6Addr {
 
 /// The link-layer address option of type `want` in ND options `opts`, if
 /// any; `Err` when the options are malformed (RFC 4861 4.6: a zero length).
+/// The one error has nothing to carry: the caller drops the message.
+#[allow(clippy::result_unit_err)]
 pub fn lla_option(opts: &[u8], want: u8) -> Result<Option<[u8; 6]>, ()> {
     let mut at = 0;
     let mut found = None;

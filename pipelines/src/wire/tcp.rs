@@ -5,6 +5,7 @@
 
 use crate::packet::buf::PacketBuf;
 
+use super::bytes::be16;
 use super::{ipv4, ipv6};
 
 pub const TCP_FIN: u8 = 0x01;
@@ -110,10 +111,9 @@ pub fn tcp_payload_len<B: PacketBuf>(pkt: &B) -> usize {
         return 0;
     };
     let ip_end = if m.is_ipv6() {
-        super::be16(d, l3 + ipv6::PAYLOAD_LEN_OFFSET)
-            .map_or(0, |n| l3 + ipv6::HEADER_LEN + usize::from(n))
+        be16(d, l3 + ipv6::PAYLOAD_LEN_OFFSET).map_or(0, |n| l3 + ipv6::HEADER_LEN + usize::from(n))
     } else {
-        super::be16(d, l3 + ipv4::TOTAL_LEN_OFFSET).map_or(0, |n| l3 + usize::from(n))
+        be16(d, l3 + ipv4::TOTAL_LEN_OFFSET).map_or(0, |n| l3 + usize::from(n))
     };
     ip_end
         .min(d.len())
