@@ -40,7 +40,8 @@ use pipelines::wire::checksum::{fold, sum};
 use pipelines::wire::tcp::{
     self, OPT_END, OPT_MSS, OPT_NOP, OPT_SACK, OPT_SACK_PERMITTED, OPT_TIMESTAMP, OPT_WSCALE,
 };
-use pipelines::wire::{be16, be32, ipv4, put_be32};
+use pipelines::wire::{be16, be32, ipv4, put_be32, Ipv4Packet, TcpPacket};
+use smoltcp::wire::IpProtocol;
 
 use super::host::{Micros, NEVER};
 
@@ -113,41 +114,33 @@ impl Seg {
 }
 
 /// The TCP segment in an IPv4 datagram, or `None` if it is not an
-/// unfragmented IPv4 TCP segment with consistent lengths.
+/// unfragmented IPv4 TCP segment with consistent lengths (smoltcp's checked
+/// views check the lengths; the sim is off the packet path).
 pub fn parse(ip: &[u8]) -> Option<Seg> {
-    if ip.len() < ipv4::MIN_HEADER_LEN || ipv4::version(ip) != 4 {
-        return None;
-    }
-    let ihl = ipv4::header_len(ip);
-    let total = ipv4::total_len(ip);
-    if ihl < ipv4::MIN_HEADER_LEN || total < ihl || total > ip.len() || ipv4::proto(ip) != PROTO_TCP
-    {
+    let p = Ipv4Packet::new_checked(ip).ok()?;
+    let ihl = usize::from(p.header_len());
+    let total = usize::from(p.total_len());
+    if p.version() != 4 || ihl < ipv4::MIN_HEADER_LEN || p.next_header() != IpProtocol::Tcp {
         return None;
     }
     // More fragments, or a fragment offset: not a whole segment.
-    if ipv4::flags_frag(ip) & ipv4::FRAGMENT_MASK != 0 {
+    if p.more_frags() || p.frag_offset() != 0 {
         return None;
     }
     let seg = ip.get(ihl..total)?;
-    if seg.len() < tcp::MIN_HEADER_LEN {
-        return None;
-    }
-    let doff = tcp::header_len(seg);
-    if doff < tcp::MIN_HEADER_LEN || doff > seg.len() {
-        return None;
-    }
+    let t = TcpPacket::new_checked(seg).ok()?;
     Some(Seg {
         ihl,
         total,
-        src: ipv4::src(ip).octets(),
-        dst: ipv4::dst(ip).octets(),
-        sport: tcp::src_port(seg),
-        dport: tcp::dst_port(seg),
+        src: p.src_addr().octets(),
+        dst: p.dst_addr().octets(),
+        sport: t.src_port(),
+        dport: t.dst_port(),
         seq: tcp::seq(seg),
         ack: tcp::ack(seg),
         flags: tcp::flags(seg),
-        doff,
-        win: tcp::window(seg),
+        doff: usize::from(t.header_len()),
+        win: t.window_len(),
     })
 }
 

@@ -10,7 +10,7 @@
 //! checks, and each module's doc says how many bytes its caller must have
 //! checked first. Off the hot path, and in tests, smoltcp's checked views
 //! (`smoltcp::wire`, re-exported here) are used where they fit; the tests
-//! of each header file check that what it writes is what smoltcp reads.
+//! of the header files check their readers and writers against smoltcp.
 //!
 //! The names at the root (EtherTypes, header lengths, [`be16`],
 //! [`write_l2`], MAC text) are kept for the code that uses them; the

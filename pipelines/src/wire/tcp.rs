@@ -119,3 +119,28 @@ pub fn tcp_payload_len<B: PacketBuf>(pkt: &B) -> usize {
         .min(d.len())
         .saturating_sub(l4 + usize::from(off >> 4) * 4)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_and_writers_agree_with_smoltcp() {
+        let mut b = [0u8; 24];
+        b[..4].copy_from_slice(&[0x9c, 0x40, 0x00, 0x50]);
+        set_seq(&mut b, 0x0102_0304);
+        set_ack(&mut b, 0x0a0b_0c0d);
+        b[DATA_OFF_OFFSET] = data_off_byte(24);
+        b[FLAGS_OFFSET] = TCP_SYN | TCP_ACK;
+        b[WINDOW_OFFSET..WINDOW_OFFSET + 2].copy_from_slice(&4096u16.to_be_bytes());
+        b[20..24].copy_from_slice(&[OPT_MSS, 4, 0x05, 0xb4]);
+        let p = smoltcp::wire::TcpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!((src_port(&b), dst_port(&b)), (p.src_port(), p.dst_port()));
+        assert_eq!(seq(&b), p.seq_number().0 as u32);
+        assert_eq!(ack(&b), p.ack_number().0 as u32);
+        assert_eq!(header_len(&b), usize::from(p.header_len()));
+        assert!(p.syn() && p.ack() && !p.fin() && !p.rst());
+        assert_eq!(flags(&b), TCP_SYN | TCP_ACK);
+        assert_eq!(window(&b), p.window_len());
+    }
+}

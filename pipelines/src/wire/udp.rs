@@ -22,3 +22,22 @@ pub fn dst_port(udp: &[u8]) -> u16 {
 pub fn len(udp: &[u8]) -> usize {
     usize::from(u16::from_be_bytes([udp[LEN_OFFSET], udp[LEN_OFFSET + 1]]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_agree_with_smoltcp() {
+        #[rustfmt::skip]
+        let b = [
+            0x9c, 0x40, 0x00, 0x35, // source port 40000, destination port 53
+            0x00, 0x0c, 0x00, 0x00, // length 12, checksum
+            1, 2, 3, 4,             // payload
+        ];
+        let p = smoltcp::wire::UdpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(src_port(&b), p.src_port());
+        assert_eq!(dst_port(&b), p.dst_port());
+        assert_eq!(len(&b), usize::from(p.len()));
+    }
+}
