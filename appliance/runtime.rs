@@ -440,7 +440,8 @@ fn assemble<B: PacketBuf>(
         let group = &plan.groups[lc.group];
         let has = |s: Stage| group.stages.contains(&s);
         let mut stages = Stages {
-            classify: has(Stage::Classify).then(|| Classify::new(topo.clone())),
+            classify: has(Stage::Classify)
+                .then(|| Classify::with_neighbours(topo.clone(), plan.neighbours.clone())),
             replicate: has(Stage::Replicate)
                 .then(|| Replicate::with_policy(topo.clone(), plan.selection.policy.clone())),
             translate: has(Stage::Translate).then(|| {
@@ -451,7 +452,8 @@ fn assemble<B: PacketBuf>(
                     plan.selection.policy.clone(),
                 )
             }),
-            transmit: has(Stage::Transmit).then(|| Transmit::new(topo.clone())),
+            transmit: has(Stage::Transmit)
+                .then(|| Transmit::with_neighbours(topo.clone(), plan.neighbours.clone())),
         };
         let (mut service_snapshots, mut service_events) = (None, None);
         if let Some((r, map, snap, addrs)) = &services {
@@ -588,7 +590,7 @@ fn assemble<B: PacketBuf>(
             snapshots,
             events,
             solicit: (has(Stage::Transmit) && lc.index == 0)
-                .then(|| Solicit::new(topo.clone(), alloc.clone())),
+                .then(|| Solicit::new(topo.clone(), plan.neighbours.clone(), alloc.clone())),
             service_snapshots,
             service_events,
             stop: stop.clone(),
@@ -641,6 +643,9 @@ fn with_port_macs(plan: &Plan, macs: &[[u8; 6]]) -> Plan {
         t.uplinks.clone(),
         t.nat_ports,
         t.shards,
+    ));
+    plan.neighbours = Arc::new(pipelines::neighbour::Neighbours::new(
+        &plan.topology.uplinks,
     ));
     plan
 }

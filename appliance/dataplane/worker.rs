@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
-use pipelines::neighbour::{self, Solicitor};
+use pipelines::neighbour::{self, Neighbours, Solicitor};
 use pipelines::select::{SelEvent, Snapshot};
 use pipelines::stages::classify::Classify;
 use pipelines::stages::replicate::Replicate;
@@ -43,6 +43,7 @@ pub type Alloc<B> = Arc<dyn Fn() -> Option<B> + Send + Sync>;
 /// transmit lcore (see [`pipelines::neighbour`]).
 pub struct Solicit<B: PacketBuf> {
     topo: Arc<Topology>,
+    neighbours: Arc<Neighbours>,
     solicitor: Solicitor,
     alloc: Alloc<B>,
     next_check: Nanos,
@@ -54,10 +55,11 @@ impl<B: PacketBuf> Solicit<B> {
     /// How often the lcore looks whether a request is due.
     const CHECK_EVERY: Nanos = Nanos::from_millis(100);
 
-    pub fn new(topo: Arc<Topology>, alloc: Alloc<B>) -> Self {
+    pub fn new(topo: Arc<Topology>, neighbours: Arc<Neighbours>, alloc: Alloc<B>) -> Self {
         Solicit {
-            solicitor: Solicitor::new(&topo.neighbours),
+            solicitor: Solicitor::new(&neighbours),
             topo,
+            neighbours,
             alloc,
             next_check: Nanos::ZERO,
             no_buffer: 0,
@@ -74,7 +76,7 @@ impl<B: PacketBuf> Solicit<B> {
         self.next_check = now.saturating_add(Self::CHECK_EVERY);
         let (topo, alloc) = (&self.topo, &self.alloc);
         let mut no_buffer = 0;
-        self.solicitor.poll(now, &topo.neighbours, |hop| {
+        self.solicitor.poll(now, &self.neighbours, |hop| {
             if out.is_full() {
                 return false;
             }

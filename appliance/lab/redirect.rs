@@ -11,7 +11,7 @@
 //! mark; a client TCP connection that was served is also left open.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ use crossbeam::queue::ArrayQueue;
 use pipelines::redirect::client::{Action, ClientError, Proto, RedirectClient, Why};
 use pipelines::redirect::db::Mark;
 use pipelines::wire::checksum::{fold, sum};
+use pipelines::wire::ethernet::{self, ETHERTYPE_IPV4};
+use pipelines::wire::{ipv4, tcp, udp};
 use pipelines::{Burst, HeapBuf, HeapPool, Nanos, PacketBuf};
 
 use crate::config::plan::Plan;
@@ -481,65 +483,64 @@ fn build(
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
         return Vec::new();
     };
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&src.port().to_be_bytes());
-    l4.extend_from_slice(&dst.port().to_be_bytes());
-    let proto = match tcp {
+    // The ports sit at the same offsets in TCP and UDP.
+    let (mut l4, proto, checksum_at) = match tcp {
         Some((seq, ack, flags)) => {
-            l4.extend_from_slice(&seq.to_be_bytes());
-            l4.extend_from_slice(&ack.to_be_bytes());
-            l4.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-            6u8
+            let mut h = vec![0u8; tcp::MIN_HEADER_LEN];
+            tcp::set_seq(&mut h, seq);
+            tcp::set_ack(&mut h, ack);
+            h[tcp::DATA_OFF_OFFSET] = tcp::data_off_byte(tcp::MIN_HEADER_LEN);
+            h[tcp::FLAGS_OFFSET] = flags;
+            h[tcp::WINDOW_OFFSET..][..2].copy_from_slice(&u16::MAX.to_be_bytes());
+            (h, PROTO_TCP, tcp::CHECKSUM_OFFSET)
         }
         None => {
-            l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-            l4.extend_from_slice(&[0, 0]);
-            17u8
+            let mut h = vec![0u8; udp::HEADER_LEN];
+            let len = (udp::HEADER_LEN + payload.len()) as u16;
+            h[udp::LEN_OFFSET..][..2].copy_from_slice(&len.to_be_bytes());
+            (h, PROTO_UDP, udp::CHECKSUM_OFFSET)
         }
     };
+    l4[udp::SRC_PORT_OFFSET..][..2].copy_from_slice(&src.port().to_be_bytes());
+    l4[udp::DST_PORT_OFFSET..][..2].copy_from_slice(&dst.port().to_be_bytes());
     l4.extend_from_slice(payload);
     let pseudo = sum(&d.octets(), sum(&s.octets(), 0)) + u32::from(proto) + l4.len() as u32;
     let c = !fold(sum(&l4, pseudo));
-    let at = if proto == 6 { 16 } else { 6 };
-    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    let mut ip = vec![0x45, tos, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&s.octets());
-    ip.extend_from_slice(&d.octets());
-    let c = !fold(sum(&ip, 0));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
+    l4[checksum_at..checksum_at + 2].copy_from_slice(&c.to_be_bytes());
+    let l3 = ethernet::HEADER_LEN;
+    let mut f = vec![0u8; l3 + ipv4::MIN_HEADER_LEN];
+    ethernet::write_l2(&mut f, ethernet::BROADCAST, src_mac, None, ETHERTYPE_IPV4);
+    let total = (ipv4::MIN_HEADER_LEN + l4.len()) as u16;
+    ipv4::write_header(&mut f[l3..], tos, total, 1, 64, proto, s, d);
     f.extend_from_slice(&l4);
     f
 }
 
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
 fn parse(f: &[u8]) -> Option<ToClient> {
-    let ip = f.get(14..)?;
-    if f.get(12..14)? != [0x08, 0x00] || ip.first()? >> 4 != 4 {
+    let ip = f.get(ethernet::HEADER_LEN..)?;
+    if ethernet::ethertype(f)? != ETHERTYPE_IPV4
+        || ip.len() < ipv4::MIN_HEADER_LEN
+        || ipv4::version(ip) != 4
+    {
         return None;
     }
-    let ihl = usize::from(ip[0] & 0x0F) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
-    let proto = ip[9];
-    let a = |o: usize| IpAddr::V4(Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]));
-    let l4 = ip.get(ihl..total)?;
-    let port = |o: usize| u16::from_be_bytes([l4[o], l4[o + 1]]);
-    let (tcp, payload) = match proto {
-        6 if l4.len() >= 20 => {
-            let doff = usize::from(l4[12] >> 4) * 4;
-            let seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]);
-            let ack = u32::from_be_bytes([l4[8], l4[9], l4[10], l4[11]]);
-            (Some((seq, ack, l4[13])), l4.get(doff..)?.to_vec())
+    let total = ipv4::total_len(ip).min(ip.len());
+    let l4 = ip.get(ipv4::header_len(ip)..total)?;
+    let (tcp, payload) = match ipv4::proto(ip) {
+        PROTO_TCP if l4.len() >= tcp::MIN_HEADER_LEN => {
+            let doff = tcp::header_len(l4);
+            let head = (tcp::seq(l4), tcp::ack(l4), tcp::flags(l4));
+            (Some(head), l4.get(doff..)?.to_vec())
         }
-        17 if l4.len() >= 8 => (None, l4[8..].to_vec()),
+        PROTO_UDP if l4.len() >= udp::HEADER_LEN => (None, l4[udp::HEADER_LEN..].to_vec()),
         _ => return None,
     };
     Some(ToClient {
-        src: SocketAddr::new(a(12), port(0)),
-        dst: SocketAddr::new(a(16), port(2)),
+        src: SocketAddr::new(IpAddr::V4(ipv4::src(ip)), udp::src_port(l4)),
+        dst: SocketAddr::new(IpAddr::V4(ipv4::dst(ip)), udp::dst_port(l4)),
         tcp,
         payload,
     })

@@ -298,7 +298,7 @@ pub fn build(src: &StatsSources<'_>) -> Value {
 fn neighbours(plan: &Plan) -> Value {
     let t = &plan.topology;
     Value::Array(
-        t.neighbours
+        plan.neighbours
             .hops()
             .iter()
             .map(|h| {

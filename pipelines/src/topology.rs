@@ -1,13 +1,12 @@
 //! The site as the stages see it: ports and their roles, the LAN, the
 //! uplinks with their NAT addresses, and how NAT ports are split between
 //! shards. Built once by the runtime from the validated plan; read-only
-//! afterwards and shared by every stage instance.
+//! afterwards and shared by every stage instance. Static configuration
+//! only: the next hops' learned MACs live beside it, in
+//! `neighbour::Neighbours`, built by whoever builds the topology.
 
 use hashbrown::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
-
-use crate::neighbour::Neighbours;
 
 /// Index of an uplink in [`Topology::uplinks`].
 pub type UplinkId = u8;
@@ -129,7 +128,7 @@ pub struct UplinkInfo {
     pub nat_addrs: Vec<IpAddr>,
     /// MAC of the uplink's next hop (the ISP router), fixed by the
     /// configuration; all zeros when it is resolved on the wire from
-    /// `next_hop_v4` / `next_hop_v6` (see [`crate::neighbour`]).
+    /// `next_hop_v4` / `next_hop_v6` (see `neighbour`).
     pub next_hop_mac: [u8; 6],
     /// The next hop's addresses, resolved by ARP / neighbour discovery when
     /// `next_hop_mac` is not given.
@@ -159,9 +158,6 @@ pub struct Topology {
     pub nat_addr_uplink: HashMap<IpAddr, UplinkId>,
     pub nat_ports: NatPortRange,
     pub shards: u16,
-    /// The uplinks' next hops and their MACs (learned ones change while
-    /// running; every lcore shares this).
-    pub neighbours: Arc<Neighbours>,
 }
 
 impl Topology {
@@ -195,7 +191,6 @@ impl Topology {
                 }
             }
         }
-        let neighbours = Arc::new(Neighbours::new(&uplinks));
         Topology {
             ports,
             lan_port,
@@ -205,7 +200,6 @@ impl Topology {
             nat_addr_uplink,
             nat_ports,
             shards: shards.max(1),
-            neighbours,
         }
     }
 

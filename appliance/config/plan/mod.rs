@@ -29,6 +29,7 @@ mod selection;
 use std::sync::Arc;
 
 use pipelines::nat::NatConfig;
+use pipelines::neighbour::Neighbours;
 use pipelines::topology::Topology;
 
 use crate::config::{AfPacketConfig, BackendKind, Config, DpdkConfig, Mode};
@@ -51,6 +52,10 @@ fn err<T>(path: impl Into<String>, msg: impl Into<String>) -> Result<T, ConfigEr
 pub struct Plan {
     pub backend: BackendKind,
     pub topology: Arc<Topology>,
+    /// The uplinks' next hops, built beside `topology` from its uplinks: the
+    /// one table classify learns into, transmit and the solicitor read, and
+    /// stats shows.
+    pub neighbours: Arc<Neighbours>,
     pub ports: Vec<PortPlan>,
     pub nat: NatConfig,
     pub mode: Mode,
@@ -111,6 +116,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
     let (nat, nat_ports) = nat::plan_nat(cfg, shards)?;
     let selection = selection::plan_selection(&cfg.selection)?;
     let topology = ports::topology(&ports, lan, uplinks, nat_ports, shards);
+    let neighbours = Arc::new(Neighbours::new(&topology.uplinks));
     let sim = backends::plan_sim_section(cfg, &topology)?;
     let af_packet = backends::plan_af_packet(cfg)?;
     let dpdk = backends::plan_dpdk(cfg, &groups)?;
@@ -119,6 +125,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
     Ok(Plan {
         backend: cfg.backend,
         topology,
+        neighbours,
         ports,
         nat,
         mode: rt.mode,

@@ -36,12 +36,16 @@ use std::collections::{BinaryHeap, HashMap};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use pipelines::wire::checksum::{fold, sum};
+use pipelines::wire::tcp::{
+    self, OPT_END, OPT_MSS, OPT_NOP, OPT_SACK, OPT_SACK_PERMITTED, OPT_TIMESTAMP, OPT_WSCALE,
+};
+use pipelines::wire::{be16, be32, ipv4, put_be32, Ipv4Packet, TcpPacket};
+use smoltcp::wire::IpProtocol;
+
 use super::host::{Micros, NEVER};
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+pub use pipelines::wire::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// Client segments held per connection until the server side is open.
 const HELD_MAX: usize = 64;
@@ -55,14 +59,6 @@ const SWEEP_EVERY_US: Micros = 1_000_000;
 const MSS_DEFAULT: u16 = 1460;
 /// The window of the proxy's SYN+ACK.
 const PROXY_WINDOW: u16 = 65535;
-/// TCP option kinds.
-const OPT_END: u8 = 0;
-const OPT_NOP: u8 = 1;
-const OPT_MSS: u8 = 2;
-const OPT_WSCALE: u8 = 3;
-const OPT_SACK_PERMITTED: u8 = 4;
-const OPT_SACK: u8 = 5;
-const OPT_TIMESTAMP: u8 = 8;
 
 /// Where a datagram the proxy emits goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,82 +113,47 @@ impl Seg {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn addr(b: &[u8], at: usize) -> Option<[u8; 4]> {
-    let s = b.get(at..at + 4)?;
-    Some([s[0], s[1], s[2], s[3]])
-}
-
 /// The TCP segment in an IPv4 datagram, or `None` if it is not an
-/// unfragmented IPv4 TCP segment with consistent lengths.
+/// unfragmented IPv4 TCP segment with consistent lengths (smoltcp's checked
+/// views check the lengths; the sim is off the packet path).
 pub fn parse(ip: &[u8]) -> Option<Seg> {
-    let b0 = *ip.first()?;
-    if b0 >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(b0 & 0x0f) * 4;
-    let total = usize::from(be16(ip, 2)?);
-    if ihl < 20 || total < ihl || total > ip.len() || *ip.get(9)? != 6 {
+    let p = Ipv4Packet::new_checked(ip).ok()?;
+    let ihl = usize::from(p.header_len());
+    let total = usize::from(p.total_len());
+    if p.version() != 4 || ihl < ipv4::MIN_HEADER_LEN || p.next_header() != IpProtocol::Tcp {
         return None;
     }
     // More fragments, or a fragment offset: not a whole segment.
-    if be16(ip, 6)? & 0x3fff != 0 {
+    if p.more_frags() || p.frag_offset() != 0 {
         return None;
     }
-    let tcp = ip.get(ihl..total)?;
-    let doff = usize::from(*tcp.get(12)? >> 4) * 4;
-    if tcp.len() < 20 || doff < 20 || doff > tcp.len() {
-        return None;
-    }
+    let seg = ip.get(ihl..total)?;
+    let t = TcpPacket::new_checked(seg).ok()?;
     Some(Seg {
         ihl,
         total,
-        src: addr(ip, 12)?,
-        dst: addr(ip, 16)?,
-        sport: be16(tcp, 0)?,
-        dport: be16(tcp, 2)?,
-        seq: be32(tcp, 4)?,
-        ack: be32(tcp, 8)?,
-        flags: *tcp.get(13)?,
-        doff,
-        win: be16(tcp, 14)?,
+        src: p.src_addr().octets(),
+        dst: p.dst_addr().octets(),
+        sport: t.src_port(),
+        dport: t.dst_port(),
+        seq: tcp::seq(seg),
+        ack: tcp::ack(seg),
+        flags: tcp::flags(seg),
+        doff: usize::from(t.header_len()),
+        win: t.window_len(),
     })
 }
 
-/// Ones'-complement sum of `data` (odd length padded with a zero byte).
-fn sum16(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u64::from(u16::from_be_bytes([*last, 0]));
-    }
-    acc
-}
-
-fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
+/// The IP protocol number of TCP.
+const PROTO_TCP: u8 = 6;
 
 /// The TCP checksum's sum over the pseudo-header and the segment.
-fn tcp_sum(ip: &[u8], s: &Seg) -> u64 {
-    let tcp = &ip[s.ihl..s.total];
-    let mut acc = sum16(&s.src, 0);
-    acc = sum16(&s.dst, acc);
-    acc += 6 + tcp.len() as u64;
-    sum16(tcp, acc)
+fn tcp_sum(ip: &[u8], s: &Seg) -> u32 {
+    let seg = &ip[s.ihl..s.total];
+    let mut acc = sum(&s.src, 0);
+    acc = sum(&s.dst, acc);
+    acc += u32::from(PROTO_TCP) + seg.len() as u32;
+    sum(seg, acc)
 }
 
 pub fn tcp_checksum_ok(ip: &[u8], s: &Seg) -> bool {
@@ -200,22 +161,16 @@ pub fn tcp_checksum_ok(ip: &[u8], s: &Seg) -> bool {
 }
 
 fn fill_tcp_checksum(ip: &mut [u8], s: &Seg) {
-    let at = s.ihl + 16;
-    ip[at] = 0;
-    ip[at + 1] = 0;
+    tcp::set_checksum(&mut ip[s.ihl..], 0);
     let c = !fold(tcp_sum(ip, s));
-    ip[at..at + 2].copy_from_slice(&c.to_be_bytes());
-}
-
-fn put32(ip: &mut [u8], at: usize, v: u32) {
-    ip[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    tcp::set_checksum(&mut ip[s.ihl..], c);
 }
 
 /// Calls `f(kind, offset of the option's first byte, option length)` for
 /// every option of the segment; stops at END or a malformed option.
 fn for_each_option(ip: &[u8], s: &Seg, mut f: impl FnMut(u8, usize, usize)) {
     let end = s.ihl + s.doff;
-    let mut i = s.ihl + 20;
+    let mut i = s.ihl + tcp::MIN_HEADER_LEN;
     while i < end {
         match ip[i] {
             OPT_END => break,
@@ -272,8 +227,8 @@ fn shift_sack(ip: &mut [u8], s: &Seg, delta: u32) {
     for &(at, len) in &spans[..n] {
         let mut e = at + 2;
         while e + 4 <= at + len {
-            let v = u32::from_be_bytes([ip[e], ip[e + 1], ip[e + 2], ip[e + 3]]);
-            put32(ip, e, v.wrapping_add(delta));
+            let v = be32(ip, e).unwrap_or(0);
+            put_be32(ip, e, v.wrapping_add(delta));
             e += 4;
         }
     }
@@ -296,26 +251,32 @@ pub struct SegSpec {
 
 /// An IPv4 TCP datagram (TTL 64, DF) with correct checksums.
 pub fn build(spec: &SegSpec, payload: &[u8]) -> Vec<u8> {
-    let doff = if spec.mss.is_some() { 24 } else { 20 };
-    let total = 20 + doff + payload.len();
-    let mut ip = Vec::with_capacity(total);
-    ip.extend_from_slice(&[0x45, 0]);
-    ip.extend_from_slice(&(total.min(usize::from(u16::MAX)) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-    ip.extend_from_slice(&spec.src);
-    ip.extend_from_slice(&spec.dst);
-    let c = !fold(sum16(&ip, 0));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip.extend_from_slice(&spec.sport.to_be_bytes());
-    ip.extend_from_slice(&spec.dport.to_be_bytes());
-    ip.extend_from_slice(&spec.seq.to_be_bytes());
-    ip.extend_from_slice(&spec.ack.to_be_bytes());
-    ip.extend_from_slice(&[((doff / 4) as u8) << 4, spec.flags]);
-    ip.extend_from_slice(&spec.win.to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0, 0]);
+    let hl = ipv4::MIN_HEADER_LEN;
+    let doff = tcp::MIN_HEADER_LEN + if spec.mss.is_some() { 4 } else { 0 };
+    let total = hl + doff + payload.len();
+    let mut ip = vec![0u8; hl + doff];
+    ipv4::write_header(
+        &mut ip,
+        0,
+        total.min(usize::from(u16::MAX)) as u16,
+        0,
+        64,
+        PROTO_TCP,
+        spec.src.into(),
+        spec.dst.into(),
+    );
+    let seg = &mut ip[hl..];
+    seg[tcp::SRC_PORT_OFFSET..][..2].copy_from_slice(&spec.sport.to_be_bytes());
+    seg[tcp::DST_PORT_OFFSET..][..2].copy_from_slice(&spec.dport.to_be_bytes());
+    tcp::set_seq(seg, spec.seq);
+    tcp::set_ack(seg, spec.ack);
+    seg[tcp::DATA_OFF_OFFSET] = tcp::data_off_byte(doff);
+    seg[tcp::FLAGS_OFFSET] = spec.flags;
+    seg[tcp::WINDOW_OFFSET..][..2].copy_from_slice(&spec.win.to_be_bytes());
     if let Some(mss) = spec.mss {
-        ip.extend_from_slice(&[OPT_MSS, 4]);
-        ip.extend_from_slice(&mss.to_be_bytes());
+        let opt = &mut seg[tcp::MIN_HEADER_LEN..];
+        opt[..2].copy_from_slice(&[OPT_MSS, 4]);
+        opt[2..4].copy_from_slice(&mss.to_be_bytes());
     }
     ip.extend_from_slice(payload);
     if let Some(s) = parse(&ip) {
@@ -403,7 +364,7 @@ impl Conn {
 /// Client→server translation: `ack += offset` (SACK blocks too).
 fn translate_up(ip: &mut [u8], s: &Seg, offset: u32) {
     if s.has(TCP_ACK) {
-        put32(ip, s.ihl + 8, s.ack.wrapping_add(offset));
+        tcp::set_ack(&mut ip[s.ihl..], s.ack.wrapping_add(offset));
     }
     shift_sack(ip, s, offset);
     fill_tcp_checksum(ip, s);
@@ -411,7 +372,7 @@ fn translate_up(ip: &mut [u8], s: &Seg, offset: u32) {
 
 /// Server→client translation: `seq -= offset`.
 fn translate_down(ip: &mut [u8], s: &Seg, offset: u32) {
-    put32(ip, s.ihl + 4, s.seq.wrapping_sub(offset));
+    tcp::set_seq(&mut ip[s.ihl..], s.seq.wrapping_sub(offset));
     fill_tcp_checksum(ip, s);
 }
 
@@ -511,8 +472,8 @@ impl Proxy {
             State::Connecting if s.has(TCP_RST) => {
                 // Reset the server side too: an RST without ACK needs only
                 // its sequence number, which is the client's on both sides.
-                ip[s.ihl + 13] &= !TCP_ACK;
-                put32(&mut ip, s.ihl + 8, 0);
+                ip[s.ihl + tcp::FLAGS_OFFSET] &= !TCP_ACK;
+                tcp::set_ack(&mut ip[s.ihl..], 0);
                 fill_tcp_checksum(&mut ip, &s);
                 out.push((Toward::Server, ip));
                 self.conns.remove(&key);
@@ -762,7 +723,7 @@ mod tests {
         ip[32] = (40 / 4) << 4;
         ip[10] = 0;
         ip[11] = 0;
-        let c = !fold(sum16(&ip[..20], 0));
+        let c = !fold(sum(&ip[..20], 0));
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         let s = parse(&ip).unwrap();
         fill_tcp_checksum(&mut ip, &s);

@@ -71,10 +71,10 @@ impl MiniAppliance {
     fn new(plan: &Plan, ports: Vec<PortQueues<HeapBuf>>) -> Self {
         let topo = plan.topology.clone();
         MiniAppliance {
-            classify: Classify::new(topo.clone()),
+            classify: Classify::with_neighbours(topo.clone(), plan.neighbours.clone()),
             replicate: Replicate::new(topo.clone()),
             translate: Translate::new(topo.clone(), 0, plan.nat.clone()),
-            transmit: Transmit::new(topo),
+            transmit: Transmit::with_neighbours(topo, plan.neighbours.clone()),
             per_port: ports.iter().map(|_| Burst::new()).collect(),
             ports,
             epoch: Instant::now(),

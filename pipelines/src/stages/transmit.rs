@@ -6,23 +6,37 @@
 
 use std::sync::Arc;
 
+use crate::neighbour::Neighbours;
 use crate::packet::buf::{Direction, PacketBuf};
 use crate::packet::burst::Burst;
 use crate::packet::counter::StageCounters;
 use crate::packet::drop::DropReason;
 use crate::topology::Topology;
-use crate::wire::{l2_len, write_l2, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::ethernet::{l2_len, write_l2, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
 pub struct Transmit {
     topo: Arc<Topology>,
+    /// The uplinks' next hops' MACs, fixed or learned by classify.
+    neighbours: Arc<Neighbours>,
     /// Shared with the management core, which only reads.
     pub counters: Arc<StageCounters>,
 }
 
 impl Transmit {
+    /// A transmit stage with a neighbour table of its own (the uplinks'
+    /// configured MACs only). For tests and benches; the runtime uses
+    /// [`Transmit::with_neighbours`].
     pub fn new(topo: Arc<Topology>) -> Self {
+        let neighbours = Arc::new(Neighbours::new(&topo.uplinks));
+        Self::with_neighbours(topo, neighbours)
+    }
+
+    /// A transmit stage that reads next hops' MACs from `neighbours`, the
+    /// table built beside `topo` that classify learns into.
+    pub fn with_neighbours(topo: Arc<Topology>, neighbours: Arc<Neighbours>) -> Self {
         Transmit {
             topo,
+            neighbours,
             counters: Arc::default(),
         }
     }
@@ -67,7 +81,6 @@ impl Transmit {
         if to_uplink {
             // To an uplink: its next hop's MAC, fixed or learned.
             m.next_hop_mac = self
-                .topo
                 .neighbours
                 .mac_for(m.uplink, m.is_ipv6())
                 .ok_or(DropReason::NextHopUnresolved)?;
