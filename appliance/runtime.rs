@@ -16,8 +16,9 @@ use pipelines::PacketBuf;
 use crate::config::plan::Plan;
 use crate::config::BackendKind;
 use crate::dataplane::assembly::{assemble, Assembly, QueuedLen};
+use crate::mgmt::report;
 use crate::mgmt::selection::{SelectionInputs, SelectionView};
-use crate::mgmt::stats::{self, LcoreView, StatsSources};
+use crate::mgmt::stats::{self, LcoreView, Stats, StatsSources};
 use crate::ports::{BackendControl, PortQueues};
 
 mod backend;
@@ -97,6 +98,11 @@ impl Runtime {
 
     /// The stats JSON as of now.
     pub fn stats(&self) -> serde_json::Value {
+        self.report().to_json()
+    }
+
+    /// The stats as of now.
+    pub fn report(&self) -> Stats {
         stats::build(&StatsSources {
             plan: &self.plan,
             uptime: self.started.elapsed(),
@@ -121,7 +127,12 @@ impl Runtime {
     }
 
     /// Stops the site (no new traffic), then the lcores; returns final stats.
-    pub fn stop(mut self) -> serde_json::Value {
+    pub fn stop(self) -> serde_json::Value {
+        self.stop_report().to_json()
+    }
+
+    /// [`Runtime::stop`], returning the final stats as [`Stats`].
+    pub fn stop_report(mut self) -> Stats {
         if let Backend::Sim(site, _) = &mut self.backend {
             if let Some(site) = site.take() {
                 site.stop();
@@ -131,7 +142,7 @@ impl Runtime {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.stats()
+        self.report()
     }
 }
 
@@ -247,6 +258,11 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
 /// input (pcap) has been read and the pipeline has drained. Returns the
 /// stats JSON at exit.
 pub fn run(plan: &Plan, opts: &RunOptions) -> anyhow::Result<serde_json::Value> {
+    run_report(plan, opts).map(|s| s.to_json())
+}
+
+/// [`run`], returning the stats at exit as [`Stats`].
+pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
     let rt = Runtime::start(plan)?;
     let started = Instant::now();
     let show = opts.live_status && std::io::stderr().is_terminal();
@@ -282,7 +298,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> anyhow::Result<serde_json::Value> 
         if show && last_status.elapsed() >= Duration::from_secs(1) {
             let totals = stats::Totals::of(&rt.lcores);
             let line =
-                stats::status_line(&rt.stats(), &totals, &last_totals, last_status.elapsed());
+                report::status_line(&rt.report(), &totals, &last_totals, last_status.elapsed());
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K{line}");
             let _ = err.flush();
@@ -293,5 +309,5 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> anyhow::Result<serde_json::Value> 
     if show {
         eprintln!();
     }
-    Ok(rt.stop())
+    Ok(rt.stop_report())
 }
