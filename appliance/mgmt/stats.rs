@@ -18,20 +18,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::plan::{Plan, Stage};
-use crate::dataplane::worker::{LcoreCounters, PortCounters};
+pub use crate::dataplane::assembly::LcoreView;
+use crate::dataplane::worker::PortCounters;
 use crate::mgmt::selection::SelectionView;
 use pipelines::select::policy::SelectionCounters;
 use pipelines::select::Algorithm;
 use pipelines::Nanos;
-
-/// What the management core can read of one lcore.
-pub struct LcoreView {
-    pub id: usize,
-    pub stages: Vec<(Stage, Arc<StageCounters>)>,
-    pub nat: Option<Arc<NatCounters>>,
-    pub ports: Arc<Vec<PortCounters>>,
-    pub counters: Arc<LcoreCounters>,
-}
 
 pub struct StatsSources<'a> {
     pub plan: &'a Plan,

@@ -26,7 +26,6 @@ use crate::dataplane::worker::{
 };
 use crate::mgmt::redirect::RedirectRings;
 use crate::mgmt::selection::SelectionRings;
-use crate::mgmt::stats::LcoreView;
 use crate::ports::{PortQueues, RxQueue, TxQueue};
 
 #[cfg(test)]
@@ -41,6 +40,15 @@ impl<B: PacketBuf> QueuedLen for Ring<B> {
     fn queued(&self) -> usize {
         self.len()
     }
+}
+
+/// What the management core can read of one lcore.
+pub struct LcoreView {
+    pub id: usize,
+    pub stages: Vec<(Stage, Arc<StageCounters>)>,
+    pub nat: Option<Arc<NatCounters>>,
+    pub ports: Arc<Vec<PortCounters>>,
+    pub counters: Arc<LcoreCounters>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
