@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::anyhow;
+#[cfg(feature = "dpdk")]
+use pipelines::BufPool;
 use pipelines::{HeapBuf, HeapPool, PacketBuf};
 
 use crate::config::plan::Plan;
