@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use appliance::config::{self, plan};
 use appliance::lab::delayline;
-use appliance::mgmt::stats;
+use appliance::mgmt::report;
 use appliance::runtime;
 
 #[derive(Parser)]
@@ -185,10 +185,10 @@ fn run(plan: &plan::Plan, duration: Option<f64>, stats_out: Option<&Path>) -> an
         live_status: true,
         stop: Some(stop),
     };
-    let stats = runtime::run(plan, &opts)?;
-    print!("{}", stats::summary(&stats));
+    let stats = runtime::run_report(plan, &opts)?;
+    print!("{}", report::summary(&stats));
     if let Some(path) = stats_out {
-        let text = serde_json::to_string_pretty(&stats)?;
+        let text = serde_json::to_string_pretty(&stats.to_json())?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         println!("stats written to {}", path.display());
     }

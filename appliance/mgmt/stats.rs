@@ -1,31 +1,29 @@
-//! The stats JSON and the human views of it (live status line, exit
-//! summary). The management core assembles them from the single-writer
-//! counters of every lcore; nothing here takes a lock or stops a worker.
+//! The stats JSON, as typed structs ([`Stats`]): the management core
+//! assembles them from the single-writer counters of every lcore; nothing
+//! here takes a lock or stops a worker. The human views of them (live status
+//! line, exit summary) are in [`crate::mgmt::report`].
 //!
-//! Key names are a contract: later versions add keys, never rename them.
+//! Key names are a contract: later versions add keys, never rename them. The
+//! JSON is that of [`Stats::to_json`]: a `serde_json::Value`, whose objects
+//! keep their keys sorted; maps keyed by name are `BTreeMap`s, so reading
+//! them gives the same order.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pipelines::nat::NatCounters;
 use pipelines::{DropReason, StageCounters};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::config::plan::{Plan, Stage};
-use crate::dataplane::worker::{LcoreCounters, PortCounters};
+pub use crate::dataplane::assembly::LcoreView;
+use crate::dataplane::worker::PortCounters;
 use crate::mgmt::selection::SelectionView;
 use pipelines::select::policy::SelectionCounters;
 use pipelines::select::Algorithm;
 use pipelines::Nanos;
-
-/// What the management core can read of one lcore.
-pub struct LcoreView {
-    pub id: usize,
-    pub stages: Vec<(Stage, Arc<StageCounters>)>,
-    pub nat: Option<Arc<NatCounters>>,
-    pub ports: Arc<Vec<PortCounters>>,
-    pub counters: Arc<LcoreCounters>,
-}
 
 pub struct StatsSources<'a> {
     pub plan: &'a Plan,
@@ -44,16 +42,198 @@ pub struct StatsSources<'a> {
     )>,
 }
 
+/// The stats JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub uptime_s: f64,
+    pub mode: &'static str,
+    /// By port name.
+    pub ports: BTreeMap<String, PortStats>,
+    /// By stage name.
+    pub stages: BTreeMap<&'static str, StageStats>,
+    pub uplinks: Vec<UplinkStats>,
+    pub nat: NatStats,
+    pub selection: SelectionStats,
+    pub neighbours: Vec<NeighbourStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirection: Option<RedirectionStats>,
+    pub lcores: Vec<LcoreStats>,
+    /// The backend's own section, under its name (`sim`, `pcap`, ...).
+    #[serde(flatten)]
+    pub backend: BackendStats,
+}
+
+impl Stats {
+    /// The stats JSON as a value (objects with sorted keys).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("stats serialize to JSON")
+    }
+
+    /// The backend's section when the backend is `name`.
+    pub fn backend(&self, name: &str) -> Option<&Value> {
+        (self.backend.name == name).then_some(&self.backend.stats)
+    }
+}
+
+/// `ports.<name>`: packets and bytes, summed over the lcores.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// `stages.<name>`: summed over the stage's instances.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageStats {
+    pub packets: u64,
+    pub drops_total: u64,
+    /// By drop reason, every reason present.
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Instances (lcores running the stage).
+    pub lcores: usize,
+}
+
+/// One entry of `uplinks`.
+#[derive(Clone, Debug, Serialize)]
+pub struct UplinkStats {
+    pub name: String,
+    /// Usable for new connections (seed 001 [0054]).
+    pub up: bool,
+    pub link_up: bool,
+    pub port: String,
+    pub tx_packets: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub tcp_sessions: u64,
+    pub udp_sessions: u64,
+    /// seed 000 [75]: load = TCP sessions + artificial UDP sessions.
+    pub load: u64,
+    pub port_exhausted: u64,
+    pub connections: u64,
+    pub races_won: u64,
+    pub races_lost: u64,
+    pub race_unanswered: u64,
+    pub unanswered_streak: u32,
+    pub health_transitions: u64,
+    pub traffic_bps: u64,
+    pub rtt_ms: RttStats,
+}
+
+/// `uplinks[].rtt_ms`: milliseconds, three decimals.
+#[derive(Clone, Debug, Serialize)]
+pub struct RttStats {
+    pub smoothed: Option<f64>,
+    pub min: Option<f64>,
+    pub var: f64,
+    pub samples: u64,
+}
+
+/// `nat`: summed over the translate lcores.
+#[derive(Clone, Debug, Serialize)]
+pub struct NatStats {
+    pub tcp_sessions: u64,
+    pub udp_sessions: u64,
+    pub icmp_sessions: u64,
+    pub mappings: u64,
+    pub created: u64,
+    pub expired: u64,
+    pub port_exhausted: u64,
+    pub table_full: u64,
+    pub filtered: u64,
+    pub sweep_laps: u64,
+    pub race_closed: u64,
+    pub filtering: &'static str,
+}
+
+/// `selection`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SelectionStats {
+    pub mode: String,
+    pub algorithm: &'static str,
+    pub races: u64,
+    pub cache_hits: u64,
+    /// Picks by algorithm name, every algorithm present.
+    pub by_algorithm: BTreeMap<&'static str, u64>,
+    pub race_copies: u64,
+    pub probes: u64,
+    pub race_table_full: u64,
+    pub events_dropped: u64,
+    pub events: u64,
+    pub rtt_cache_entries: usize,
+    pub snapshots_published: u64,
+}
+
+/// One entry of `neighbours`.
+#[derive(Clone, Debug, Serialize)]
+pub struct NeighbourStats {
+    pub uplink: Option<String>,
+    pub ip: Option<String>,
+    /// `null` while unresolved.
+    pub mac: Option<String>,
+    pub fixed: bool,
+    pub learned: u64,
+}
+
+/// `redirection`, when configured.
+#[derive(Clone, Debug, Serialize)]
+pub struct RedirectionStats {
+    pub appliance: String,
+    pub store: String,
+    pub requests: u64,
+    pub plain: u64,
+    pub served: u64,
+    pub redirected: u64,
+    pub no_server: u64,
+    pub failures: u64,
+    pub avoided: u64,
+    pub by_target: BTreeMap<String, u64>,
+    pub servers: Vec<crate::mgmt::redirect::ServerView>,
+    pub services: Vec<crate::mgmt::redirect::ServiceView>,
+    pub peers: Vec<crate::mgmt::redirect::PeerView>,
+    pub snapshots_published: u64,
+    pub store_reports: u64,
+    pub store_errors: u64,
+    pub last_store_error: Option<String>,
+}
+
+/// One entry of `lcores`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LcoreStats {
+    pub id: usize,
+    pub stages: Vec<&'static str>,
+    pub busy_turns: u64,
+    pub idle_turns: u64,
+}
+
+/// The backend's section: one key, the backend's name.
+#[derive(Clone, Debug)]
+pub struct BackendStats {
+    pub name: &'static str,
+    pub stats: Value,
+}
+
+impl Serialize for BackendStats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(self.name, &self.stats)?;
+        m.end()
+    }
+}
+
 /// `redirection.*` of the stats JSON.
 fn redirection(
     plan: &crate::config::plan::RedirectionPlan,
     view: &crate::mgmt::redirect::RedirectView,
     counters: &[Arc<pipelines::redirect::service::ServiceCounters>],
-) -> Value {
+) -> RedirectionStats {
     let sum = |f: &dyn Fn(&pipelines::redirect::service::ServiceCounters) -> u64| -> u64 {
         counters.iter().map(|c| f(c)).sum()
     };
-    let by_target: serde_json::Map<String, Value> = plan
+    let by_target = plan
         .target_names()
         .into_iter()
         .enumerate()
@@ -62,28 +242,28 @@ fn redirection(
                 .iter()
                 .map(|c| c.by_target.get(i).map_or(0, |x| x.get()))
                 .sum();
-            (name, json!(n))
+            (name, n)
         })
         .collect();
-    json!({
-        "appliance": plan.appliance,
-        "store": view.store,
-        "requests": sum(&|c| c.requests.get()),
-        "plain": sum(&|c| c.plain.get()),
-        "served": sum(&|c| c.served.get()),
-        "redirected": sum(&|c| c.redirected.get()),
-        "no_server": sum(&|c| c.no_server.get()),
-        "failures": sum(&|c| c.failures.get()),
-        "avoided": view.avoided,
-        "by_target": by_target,
-        "servers": view.servers,
-        "services": view.services,
-        "peers": view.peers,
-        "snapshots_published": view.snapshots_published,
-        "store_reports": view.store_reports,
-        "store_errors": view.store_errors,
-        "last_store_error": view.last_store_error,
-    })
+    RedirectionStats {
+        appliance: plan.appliance.clone(),
+        store: view.store.clone(),
+        requests: sum(&|c| c.requests.get()),
+        plain: sum(&|c| c.plain.get()),
+        served: sum(&|c| c.served.get()),
+        redirected: sum(&|c| c.redirected.get()),
+        no_server: sum(&|c| c.no_server.get()),
+        failures: sum(&|c| c.failures.get()),
+        avoided: view.avoided,
+        by_target,
+        servers: view.servers.clone(),
+        services: view.services.clone(),
+        peers: view.peers.clone(),
+        snapshots_published: view.snapshots_published,
+        store_reports: view.store_reports,
+        store_errors: view.store_errors,
+        last_store_error: view.last_store_error.clone(),
+    }
 }
 
 /// Milliseconds, three decimals.
@@ -126,55 +306,94 @@ fn sum_nat(lcores: &[LcoreView], f: impl Fn(&NatCounters) -> u64) -> u64 {
     lcores.iter().filter_map(|l| l.nat.as_deref()).map(f).sum()
 }
 
-/// Builds the stats JSON.
-pub fn build(src: &StatsSources<'_>) -> Value {
+/// Builds the stats.
+pub fn build(src: &StatsSources<'_>) -> Stats {
     let plan = src.plan;
-    let lcores = src.lcores;
-
-    let mut ports = Map::new();
-    for (i, p) in plan.ports.iter().enumerate() {
-        let get = |f: fn(&PortCounters) -> u64| -> u64 {
-            lcores.iter().filter_map(|l| l.ports.get(i)).map(f).sum()
-        };
-        ports.insert(
-            p.name.clone(),
-            json!({
-                "rx_packets": get(|c| c.rx_packets.get()),
-                "tx_packets": get(|c| c.tx_packets.get()),
-                "rx_bytes": get(|c| c.rx_bytes.get()),
-                "tx_bytes": get(|c| c.tx_bytes.get()),
-            }),
-        );
-    }
-
-    let mut stages = Map::new();
-    for stage in Stage::ALL {
-        let insts: Vec<&StageCounters> = lcores
+    Stats {
+        uptime_s: src.uptime.as_secs_f64(),
+        mode: match plan.mode {
+            crate::config::Mode::Pipeline => "pipeline",
+            crate::config::Mode::RunToCompletion => "run-to-completion",
+        },
+        ports: ports(plan, src.lcores),
+        stages: stages(src.lcores),
+        uplinks: uplinks(src),
+        nat: nat(plan, src.lcores),
+        selection: selection(src),
+        neighbours: neighbours(plan),
+        redirection: src
+            .redirect
+            .as_ref()
+            .map(|(plan, view, counters)| redirection(plan, view, counters)),
+        lcores: src
+            .lcores
             .iter()
-            .flat_map(|l| l.stages.iter())
-            .filter(|(s, _)| *s == stage)
-            .map(|(_, c)| &**c)
-            .collect();
-        let mut drops = Map::new();
-        for r in DropReason::ALL {
-            drops.insert(
-                r.as_str().into(),
-                json!(insts.iter().map(|c| c.drops(*r)).sum::<u64>()),
-            );
-        }
-        stages.insert(
-            stage.name().into(),
-            json!({
-                "packets": insts.iter().map(|c| c.packets.get()).sum::<u64>(),
-                "drops_total": insts.iter().map(|c| c.total_drops()).sum::<u64>(),
-                "drops": drops,
-                "lcores": insts.len(),
-            }),
-        );
+            .map(|l| LcoreStats {
+                id: l.id,
+                stages: l.stages.iter().map(|(s, _)| s.name()).collect(),
+                busy_turns: l.counters.busy_turns.get(),
+                idle_turns: l.counters.idle_turns.get(),
+            })
+            .collect(),
+        backend: BackendStats {
+            name: src.backend_name,
+            stats: src.backend.clone(),
+        },
     }
+}
 
-    let uplinks: Vec<Value> = plan
-        .topology
+/// `ports`: each port's counters summed over the lcores.
+fn ports(plan: &Plan, lcores: &[LcoreView]) -> BTreeMap<String, PortStats> {
+    plan.ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let get = |f: fn(&PortCounters) -> u64| -> u64 {
+                lcores.iter().filter_map(|l| l.ports.get(i)).map(f).sum()
+            };
+            let stats = PortStats {
+                rx_packets: get(|c| c.rx_packets.get()),
+                tx_packets: get(|c| c.tx_packets.get()),
+                rx_bytes: get(|c| c.rx_bytes.get()),
+                tx_bytes: get(|c| c.tx_bytes.get()),
+            };
+            (p.name.clone(), stats)
+        })
+        .collect()
+}
+
+/// `stages`: each stage's counters summed over its instances.
+fn stages(lcores: &[LcoreView]) -> BTreeMap<&'static str, StageStats> {
+    Stage::ALL
+        .into_iter()
+        .map(|stage| {
+            let insts: Vec<&StageCounters> = lcores
+                .iter()
+                .flat_map(|l| l.stages.iter())
+                .filter(|(s, _)| *s == stage)
+                .map(|(_, c)| &**c)
+                .collect();
+            let drops = DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), insts.iter().map(|c| c.drops(*r)).sum::<u64>()))
+                .collect();
+            let stats = StageStats {
+                packets: insts.iter().map(|c| c.packets.get()).sum::<u64>(),
+                drops_total: insts.iter().map(|c| c.total_drops()).sum::<u64>(),
+                drops,
+                lcores: insts.len(),
+            };
+            (stage.name(), stats)
+        })
+        .collect()
+}
+
+/// `uplinks`: NAT counters of each uplink and what selection knows of it.
+fn uplinks(src: &StatsSources<'_>) -> Vec<UplinkStats> {
+    let (plan, lcores) = (src.plan, src.lcores);
+    // Before the first publication every uplink counts as up.
+    let unpublished = src.selection.snapshots_published == 0;
+    plan.topology
         .uplinks
         .iter()
         .enumerate()
@@ -183,271 +402,100 @@ pub fn build(src: &StatsSources<'_>) -> Value {
                 sum_nat(lcores, |n| n.uplinks.get(i).map(f).unwrap_or(0))
             };
             let sel = src.selection.uplinks.get(i).cloned().unwrap_or_default();
-            json!({
-                "name": u.name,
-                // Usable for new connections (seed 001 [0054]).
-                "up": sel.healthy || src.selection.snapshots_published == 0,
-                "link_up": sel.link_up || src.selection.snapshots_published == 0,
-                "port": plan.ports[u.port as usize].name,
-                "tx_packets": get(|c| c.tx_packets.get()),
-                "rx_packets": get(|c| c.rx_packets.get()),
-                "tx_bytes": get(|c| c.tx_bytes.get()),
-                "rx_bytes": get(|c| c.rx_bytes.get()),
-                "tcp_sessions": get(|c| c.tcp_sessions.get()),
-                "udp_sessions": get(|c| c.udp_sessions.get()),
-                // seed 000 [75]: load = TCP sessions + artificial UDP sessions.
-                "load": get(|c| c.tcp_sessions.get() + c.udp_sessions.get()),
-                "port_exhausted": get(|c| c.port_exhausted.get()),
-                "connections": get(|c| c.connections.get()),
-                "races_won": get(|c| c.races_won.get()),
-                "races_lost": get(|c| c.races_lost.get()),
-                "race_unanswered": get(|c| c.race_unanswered.get()),
-                "unanswered_streak": sel.unanswered_streak,
-                "health_transitions": sel.transitions,
-                "traffic_bps": sel.traffic_bps,
-                "rtt_ms": {
-                    "smoothed": sel.rtt.smoothed().map(ms),
-                    "min": sel.rtt.min().map(ms),
-                    "var": ms(sel.rtt.var()),
-                    "samples": sel.rtt.samples(),
+            UplinkStats {
+                name: u.name.clone(),
+                up: sel.healthy || unpublished,
+                link_up: sel.link_up || unpublished,
+                port: plan.ports[u.port as usize].name.clone(),
+                tx_packets: get(|c| c.tx_packets.get()),
+                rx_packets: get(|c| c.rx_packets.get()),
+                tx_bytes: get(|c| c.tx_bytes.get()),
+                rx_bytes: get(|c| c.rx_bytes.get()),
+                tcp_sessions: get(|c| c.tcp_sessions.get()),
+                udp_sessions: get(|c| c.udp_sessions.get()),
+                load: get(|c| c.tcp_sessions.get() + c.udp_sessions.get()),
+                port_exhausted: get(|c| c.port_exhausted.get()),
+                connections: get(|c| c.connections.get()),
+                races_won: get(|c| c.races_won.get()),
+                races_lost: get(|c| c.races_lost.get()),
+                race_unanswered: get(|c| c.race_unanswered.get()),
+                unanswered_streak: sel.unanswered_streak,
+                health_transitions: sel.transitions,
+                traffic_bps: sel.traffic_bps,
+                rtt_ms: RttStats {
+                    smoothed: sel.rtt.smoothed().map(ms),
+                    min: sel.rtt.min().map(ms),
+                    var: ms(sel.rtt.var()),
+                    samples: sel.rtt.samples(),
                 },
-            })
+            }
         })
-        .collect();
+        .collect()
+}
 
-    let nat = json!({
-        "tcp_sessions": sum_nat(lcores, |n| n.tcp_sessions.get()),
-        "udp_sessions": sum_nat(lcores, |n| n.udp_sessions.get()),
-        "icmp_sessions": sum_nat(lcores, |n| n.icmp_sessions.get()),
-        "mappings": sum_nat(lcores, |n| n.mappings.get()),
-        "created": sum_nat(lcores, |n| n.created.get()),
-        "expired": sum_nat(lcores, |n| n.expired.get()),
-        "port_exhausted": sum_nat(lcores, |n| n.port_exhausted.get()),
-        "table_full": sum_nat(lcores, |n| n.table_full.get()),
-        "filtered": sum_nat(lcores, |n| n.filtered.get()),
-        "sweep_laps": sum_nat(lcores, |n| n.sweep_laps.get()),
-        "race_closed": sum_nat(lcores, |n| n.race_closed.get()),
-        "filtering": plan.nat.filtering.as_str(),
-    });
+/// `nat`: the NAT counters summed over the translate lcores.
+fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
+    let sum = |f: fn(&NatCounters) -> u64| sum_nat(lcores, f);
+    NatStats {
+        tcp_sessions: sum(|n| n.tcp_sessions.get()),
+        udp_sessions: sum(|n| n.udp_sessions.get()),
+        icmp_sessions: sum(|n| n.icmp_sessions.get()),
+        mappings: sum(|n| n.mappings.get()),
+        created: sum(|n| n.created.get()),
+        expired: sum(|n| n.expired.get()),
+        port_exhausted: sum(|n| n.port_exhausted.get()),
+        table_full: sum(|n| n.table_full.get()),
+        filtered: sum(|n| n.filtered.get()),
+        sweep_laps: sum(|n| n.sweep_laps.get()),
+        race_closed: sum(|n| n.race_closed.get()),
+        filtering: plan.nat.filtering.as_str(),
+    }
+}
 
-    let sc = src.selection_counters;
+/// `selection`: the stages' selection counters and the management core's
+/// view.
+fn selection(src: &StatsSources<'_>) -> SelectionStats {
+    let (plan, lcores, sc) = (src.plan, src.lcores, src.selection_counters);
     let sel_sum = |f: fn(&SelectionCounters) -> u64| sc.iter().map(|c| f(c)).sum::<u64>();
-    let mut by_algorithm = Map::new();
-    for a in Algorithm::ALL {
-        by_algorithm.insert(
-            a.as_str().into(),
-            json!(sc
+    let by_algorithm = Algorithm::ALL
+        .iter()
+        .map(|a| {
+            let n = sc
                 .iter()
                 .map(|c| c.by_algorithm[a.index()].get())
-                .sum::<u64>()),
-        );
-    }
-    let policy = &plan.selection.policy;
-    let selection = json!({
-        "mode": plan.selection.mode_name,
-        "algorithm": policy.algorithm.as_str(),
-        "races": sum_nat(lcores, |n| n.races.get()),
-        "cache_hits": sel_sum(|c| c.cache_hits.get()),
-        "by_algorithm": by_algorithm,
-        "race_copies": sel_sum(|c| c.copies.get()),
-        "probes": sel_sum(|c| c.probes.get()),
-        "race_table_full": sum_nat(lcores, |n| n.race_table_full.get()),
-        "events_dropped": sum_nat(lcores, |n| n.events_dropped.get()),
-        "events": src.selection.events,
-        "rtt_cache_entries": src.selection.cache_entries,
-        "snapshots_published": src.selection.snapshots_published,
-    });
-
-    let lcore_list: Vec<Value> = lcores
-        .iter()
-        .map(|l| {
-            json!({
-                "id": l.id,
-                "stages": l.stages.iter().map(|(s, _)| s.name()).collect::<Vec<_>>(),
-                "busy_turns": l.counters.busy_turns.get(),
-                "idle_turns": l.counters.idle_turns.get(),
-            })
+                .sum::<u64>();
+            (a.as_str(), n)
         })
         .collect();
-
-    let mut root = Map::new();
-    root.insert("uptime_s".into(), json!(src.uptime.as_secs_f64()));
-    root.insert(
-        "mode".into(),
-        json!(match plan.mode {
-            crate::config::Mode::Pipeline => "pipeline",
-            crate::config::Mode::RunToCompletion => "run-to-completion",
-        }),
-    );
-    root.insert("ports".into(), Value::Object(ports));
-    root.insert("stages".into(), Value::Object(stages));
-    root.insert("uplinks".into(), Value::Array(uplinks));
-    root.insert("nat".into(), nat);
-    root.insert("selection".into(), selection);
-    root.insert("neighbours".into(), neighbours(plan));
-    if let Some((plan, view, counters)) = &src.redirect {
-        root.insert("redirection".into(), redirection(plan, view, counters));
+    SelectionStats {
+        mode: plan.selection.mode_name.clone(),
+        algorithm: plan.selection.policy.algorithm.as_str(),
+        races: sum_nat(lcores, |n| n.races.get()),
+        cache_hits: sel_sum(|c| c.cache_hits.get()),
+        by_algorithm,
+        race_copies: sel_sum(|c| c.copies.get()),
+        probes: sel_sum(|c| c.probes.get()),
+        race_table_full: sum_nat(lcores, |n| n.race_table_full.get()),
+        events_dropped: sum_nat(lcores, |n| n.events_dropped.get()),
+        events: src.selection.events,
+        rtt_cache_entries: src.selection.cache_entries,
+        snapshots_published: src.selection.snapshots_published,
     }
-    root.insert("lcores".into(), Value::Array(lcore_list));
-    root.insert(src.backend_name.into(), src.backend.clone());
-    Value::Object(root)
 }
 
 /// Each uplink's next hop per family: its address, its MAC (`null` while
 /// unresolved), whether the MAC is configured, and how often it was learned.
-fn neighbours(plan: &Plan) -> Value {
+fn neighbours(plan: &Plan) -> Vec<NeighbourStats> {
     let t = &plan.topology;
-    Value::Array(
-        plan.neighbours
-            .hops()
-            .iter()
-            .map(|h| {
-                json!({
-                    "uplink": t.uplinks.get(usize::from(h.uplink)).map(|u| u.name.as_str()),
-                    "ip": h.ip.map(|a| a.to_string()),
-                    "mac": h.mac().map(|m| pipelines::wire::fmt_mac(&m)),
-                    "fixed": h.fixed,
-                    "learned": h.times_learned(),
-                })
-            })
-            .collect(),
-    )
-}
-
-fn num(v: &Value, path: &[&str]) -> u64 {
-    let mut cur = v;
-    for p in path {
-        match cur.get(p) {
-            Some(x) => cur = x,
-            None => return 0,
-        }
-    }
-    cur.as_u64().unwrap_or(0)
-}
-
-/// One line: rates since the previous line, drops, sessions, sim outcomes.
-pub fn status_line(stats: &Value, now: &Totals, before: &Totals, dt: Duration) -> String {
-    let secs = dt.as_secs_f64().max(1e-3);
-    let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
-    let mut line = format!(
-        "{:>6.1}s  rx {:>9.0} pps  tx {:>9.0} pps  drops {:>8}  sessions tcp {} udp {}",
-        stats["uptime_s"].as_f64().unwrap_or(0.0),
-        rate(now.rx_packets, before.rx_packets),
-        rate(now.tx_packets, before.tx_packets),
-        now.drops,
-        num(stats, &["nat", "tcp_sessions"]),
-        num(stats, &["nat", "udp_sessions"]),
-    );
-    if stats.get("sim").is_some() {
-        line.push_str(&format!(
-            "  tcp ok {} failed {}  udp {}/{}",
-            num(stats, &["sim", "tcp_connections_ok"]),
-            num(stats, &["sim", "tcp_connections_failed"]),
-            num(stats, &["sim", "udp_replies"]),
-            num(stats, &["sim", "udp_requests"]),
-        ));
-    }
-    line
-}
-
-/// The multi-line summary printed at exit.
-pub fn summary(stats: &Value) -> String {
-    let mut s = String::new();
-    let up = stats["uptime_s"].as_f64().unwrap_or(0.0);
-    s.push_str(&format!(
-        "ran {up:.1} s in {} mode\n",
-        stats["mode"].as_str().unwrap_or("?")
-    ));
-    s.push_str("ports:\n");
-    if let Some(ports) = stats["ports"].as_object() {
-        for (name, p) in ports {
-            s.push_str(&format!(
-                "  {name:<12} rx {:>10} pkts {:>12} B   tx {:>10} pkts {:>12} B\n",
-                num(p, &["rx_packets"]),
-                num(p, &["rx_bytes"]),
-                num(p, &["tx_packets"]),
-                num(p, &["tx_bytes"])
-            ));
-        }
-    }
-    s.push_str("stages:\n");
-    if let Some(st) = stats["stages"].as_object() {
-        for (name, v) in st {
-            let drops: Vec<String> = v["drops"]
-                .as_object()
-                .map(|d| {
-                    d.iter()
-                        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
-                        .map(|(k, n)| format!("{k}={n}"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            s.push_str(&format!(
-                "  {name:<10} packets {:>10}  drops {:>8}{}\n",
-                num(v, &["packets"]),
-                num(v, &["drops_total"]),
-                if drops.is_empty() {
-                    String::new()
-                } else {
-                    format!("  ({})", drops.join(", "))
-                }
-            ));
-        }
-    }
-    s.push_str("uplinks:\n");
-    if let Some(ups) = stats["uplinks"].as_array() {
-        for u in ups {
-            s.push_str(&format!(
-                "  {:<10} tx {:>10}  rx {:>10}  tcp sessions {:>6}  udp sessions {:>6}  {}  connections {:>6}  races won {:>5} lost {:>5}  rtt {}\n",
-                u["name"].as_str().unwrap_or("?"),
-                num(u, &["tx_packets"]),
-                num(u, &["rx_packets"]),
-                num(u, &["tcp_sessions"]),
-                num(u, &["udp_sessions"]),
-                if u["up"].as_bool().unwrap_or(true) { "up  " } else { "DOWN" },
-                num(u, &["connections"]),
-                num(u, &["races_won"]),
-                num(u, &["races_lost"]),
-                u["rtt_ms"]["smoothed"]
-                    .as_f64()
-                    .map_or("-".to_string(), |r| format!("{r:.1} ms")),
-            ));
-        }
-    }
-    let n = &stats["nat"];
-    s.push_str(&format!(
-        "nat: created {}  expired {}  live tcp {} udp {} icmp {} (mappings {})  port_exhausted {}  table_full {}  filtered {}\n",
-        num(n, &["created"]),
-        num(n, &["expired"]),
-        num(n, &["tcp_sessions"]),
-        num(n, &["udp_sessions"]),
-        num(n, &["icmp_sessions"]),
-        num(n, &["mappings"]),
-        num(n, &["port_exhausted"]),
-        num(n, &["table_full"]),
-        num(n, &["filtered"])
-    ));
-    let sel = &stats["selection"];
-    s.push_str(&format!(
-        "selection: mode {}  races {}  cache hits {}  rtt cache entries {}  algorithm {} picks {}\n",
-        sel["mode"].as_str().unwrap_or("?"),
-        num(sel, &["races"]),
-        num(sel, &["cache_hits"]),
-        num(sel, &["rtt_cache_entries"]),
-        sel["algorithm"].as_str().unwrap_or("?"),
-        sel["algorithm"]
-            .as_str()
-            .map_or(0, |a| num(sel, &["by_algorithm", a])),
-    ));
-    if let Some(sim) = stats.get("sim") {
-        s.push_str(&format!(
-            "sim: tcp connections ok {} failed {} (mean setup {:.1} ms)  udp requests {} replies {}\n",
-            num(sim, &["tcp_connections_ok"]),
-            num(sim, &["tcp_connections_failed"]),
-            sim["tcp_connect_ms_mean"].as_f64().unwrap_or(0.0),
-            num(sim, &["udp_requests"]),
-            num(sim, &["udp_replies"])
-        ));
-    }
-    s
+    plan.neighbours
+        .hops()
+        .iter()
+        .map(|h| NeighbourStats {
+            uplink: t.uplinks.get(usize::from(h.uplink)).map(|u| u.name.clone()),
+            ip: h.ip.map(|a| a.to_string()),
+            mac: h.mac().map(|m| pipelines::wire::fmt_mac(&m)),
+            fixed: h.fixed,
+            learned: h.times_learned(),
+        })
+        .collect()
 }

@@ -30,7 +30,11 @@ use pipelines::stages::transmit::Transmit;
 use pipelines::{Burst, Counter, Direction, DropReason, Nanos, PacketBuf, StageCounters, Topology};
 
 use crate::config::plan::Stage;
+use crate::dataplane::fanout::{self, Route};
 use crate::ports::{RxQueue, TxQueue};
+
+#[cfg(test)]
+mod tests;
 
 /// A lock-free ring of bursts. `push` hands the burst back when full.
 pub type Ring<B> = ArrayQueue<Burst<B>>;
@@ -375,30 +379,17 @@ impl<B: PacketBuf> Worker<B> {
 
     /// Sends packets of other shards to their owners' hand-off rings.
     fn hand_off(&mut self, burst: &mut Burst<B>, pending: &mut Pending<B>) {
-        let mut mine = Burst::new();
-        let shards = self.handoff_out.len();
-        for pkt in burst.drain(..) {
-            let s = usize::from(pkt.meta().shard) % shards;
-            if s == usize::from(self.shard) {
-                mine.push(pkt);
-            } else {
-                if pending.handoff[s].is_full() {
-                    let full = std::mem::take(&mut pending.handoff[s]);
-                    self.enqueue_handoff(s, full);
-                }
-                pending.handoff[s].push(pkt);
-            }
-        }
-        *burst = mine;
-    }
-
-    fn enqueue_handoff(&self, shard: usize, burst: Burst<B>) {
-        if let Some(Some(ring)) = self.handoff_out.get(shard) {
-            if let Err(back) = ring.push(burst) {
-                self.producer_counters(Stage::Replicate)
-                    .count_drops(DropReason::RingFull, back.len() as u64);
-            }
-        }
+        let (own, shards) = (usize::from(self.shard), self.handoff_out.len());
+        fanout::fan_out(
+            burst,
+            &mut pending.handoff,
+            &self.handoff_out,
+            self.producer_counters(Stage::Replicate),
+            |pkt| match usize::from(pkt.meta().shard) % shards {
+                s if s == own => Route::Keep,
+                s => Route::Out(s),
+            },
+        );
     }
 
     /// Runs translate and transmit (whichever this lcore has) and hands the
@@ -480,48 +471,44 @@ impl<B: PacketBuf> Worker<B> {
                 .count_drops(DropReason::NoTxPort, burst.len() as u64);
             return;
         };
-        let n = next.rings.len();
-        for pkt in burst.drain(..) {
-            let i = if next.by_shard {
-                usize::from(pkt.meta().shard) % n
-            } else {
-                0
-            };
-            if pending.next[i].is_full() {
-                let full = std::mem::take(&mut pending.next[i]);
-                self.enqueue_next(i, full);
-            }
-            pending.next[i].push(pkt);
-        }
+        let (n, by_shard) = (next.rings.len(), next.by_shard);
+        fanout::fan_out(
+            &mut burst,
+            &mut pending.next,
+            &next.rings,
+            self.producer_counters(self.last_stage()),
+            |pkt| {
+                Route::Out(if by_shard {
+                    usize::from(pkt.meta().shard) % n
+                } else {
+                    0
+                })
+            },
+        );
     }
 
-    fn enqueue_next(&self, i: usize, burst: Burst<B>) {
-        if let Some(next) = self.next.as_ref() {
-            if let Err(back) = next.rings[i].push(burst) {
-                let last = *self.stages_run.last().unwrap_or(&Stage::Classify);
-                self.producer_counters(last)
-                    .count_drops(DropReason::RingFull, back.len() as u64);
-            }
-        }
+    /// The last stage this lcore runs: what bursts to the next group carry.
+    fn last_stage(&self) -> Stage {
+        *self.stages_run.last().unwrap_or(&Stage::Classify)
     }
 
     pub(crate) fn flush_rings(&mut self, pending: &mut Pending<B>) {
-        for s in 0..pending.handoff.len() {
-            if !pending.handoff[s].is_empty() {
-                let b = std::mem::take(&mut pending.handoff[s]);
-                self.enqueue_handoff(s, b);
-            }
-        }
-        flush_hairpin(
+        fanout::flush(
+            &mut pending.handoff,
+            &self.handoff_out,
+            self.producer_counters(Stage::Replicate),
+        );
+        fanout::flush(
             &mut pending.hairpin,
             &self.hairpin_out,
             self.producer_counters(Stage::Translate),
         );
-        for i in 0..pending.next.len() {
-            if !pending.next[i].is_empty() {
-                let b = std::mem::take(&mut pending.next[i]);
-                self.enqueue_next(i, b);
-            }
+        if let Some(next) = self.next.as_ref() {
+            fanout::flush(
+                &mut pending.next,
+                &next.rings,
+                self.producer_counters(self.last_stage()),
+            );
         }
     }
 
@@ -564,62 +551,19 @@ pub(crate) fn split_hairpin<B: PacketBuf>(
         return;
     }
     let shards = rings.len().min(pending.len());
-    let mut rest = Burst::new();
-    for pkt in burst.drain(..) {
+    let own = usize::from(own_shard);
+    fanout::fan_out(burst, pending, rings, counters, |pkt| {
         if !pkt.meta().hairpin {
-            rest.push(pkt);
-            continue;
+            return Route::Keep;
         }
-        let target = match shards {
-            0 => None,
-            n => Some(usize::from(pkt.meta().shard) % n),
-        };
-        match target {
-            Some(s) if s != usize::from(own_shard) && rings[s].is_some() => {
-                if pending[s].is_full() {
-                    let full = std::mem::take(&mut pending[s]);
-                    enqueue_hairpin(rings, s, full, counters);
-                }
-                pending[s].push(pkt);
-            }
-            // Dropping the buffer returns it to its pool.
-            _ => counters.count_drop(DropReason::NoTxPort),
+        match shards {
+            0 => Route::Drop,
+            n => match usize::from(pkt.meta().shard) % n {
+                s if s != own && rings[s].is_some() => Route::Out(s),
+                _ => Route::Drop,
+            },
         }
-    }
-    *burst = rest;
-}
-
-/// Enqueues every non-empty pending hairpin burst (end of a loop turn).
-pub(crate) fn flush_hairpin<B: PacketBuf>(
-    pending: &mut [Burst<B>],
-    rings: &[Option<Arc<Ring<B>>>],
-    counters: &StageCounters,
-) {
-    for (s, out) in pending.iter_mut().enumerate() {
-        if !out.is_empty() {
-            enqueue_hairpin(rings, s, std::mem::take(out), counters);
-        }
-    }
-}
-
-/// Pushes one burst onto shard `shard`'s hairpin ring. A full ring hands the
-/// burst back: its packets are counted `ring_full` on translate (the stage
-/// that produced them) and freed, so the lcore never waits on its peer.
-fn enqueue_hairpin<B: PacketBuf>(
-    rings: &[Option<Arc<Ring<B>>>],
-    shard: usize,
-    burst: Burst<B>,
-    counters: &StageCounters,
-) {
-    match rings.get(shard) {
-        Some(Some(ring)) => {
-            if let Err(back) = ring.push(burst) {
-                counters.count_drops(DropReason::RingFull, back.len() as u64);
-            }
-        }
-        // `split_hairpin` only queues for shards with a ring.
-        _ => counters.count_drops(DropReason::NoTxPort, burst.len() as u64),
-    }
+    });
 }
 
 static UNUSED_COUNTERS: std::sync::LazyLock<StageCounters> =
@@ -635,275 +579,5 @@ fn backoff(idle_streak: u32) {
         std::thread::yield_now();
     } else {
         std::thread::sleep(Duration::from_micros(50));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, UplinkInfo};
-    use pipelines::{HeapBuf, HeapPool};
-
-    fn topology() -> Arc<Topology> {
-        let port = |name: &str, mac: u8| PortInfo {
-            name: name.into(),
-            mac: [2, 0, 0, 0, 0, mac],
-            vlan: None,
-            role: PortRole::Unused,
-        };
-        Arc::new(Topology::new(
-            vec![port("lan", 1), port("wan", 2)],
-            0,
-            vec!["10.0.0.0/8".parse::<IpPrefix>().unwrap()],
-            vec![],
-            vec![UplinkInfo {
-                name: "isp".into(),
-                port: 1,
-                nat_addrs: vec!["198.51.100.1".parse().unwrap()],
-                next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
-                next_hop_v4: None,
-                next_hop_v6: None,
-                weight: 1,
-            }],
-            NatPortRange {
-                first: 1024,
-                last: 65535,
-            },
-            1,
-        ))
-    }
-
-    /// A valid Ethernet/IPv4/UDP frame from 10.0.0.2.
-    fn frame() -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x08, 0x00];
-        let mut ip = vec![
-            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 203, 0, 113, 1,
-        ];
-        let c = pipelines::wire::checksum::checksum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 8, 0, 0]);
-        f
-    }
-
-    #[test]
-    fn a_full_ring_hands_the_burst_back_and_its_packets_are_counted() {
-        let topo = topology();
-        let pool = HeapPool::new_static(256);
-        // The next group's ring has room for one burst, and it is taken.
-        let ring: Arc<Ring<HeapBuf>> = Arc::new(Ring::new(1));
-        ring.push(Burst::new()).unwrap();
-        let classify = Classify::new(topo.clone());
-        let replicate = Replicate::new(topo.clone());
-        let replicate_counters = replicate.counters.clone();
-        let mut w: Worker<HeapBuf> = Worker {
-            id: 0,
-            shard: 0,
-            stages_run: vec![Stage::Classify, Stage::Replicate],
-            stages: Stages {
-                classify: Some(classify),
-                replicate: Some(replicate),
-                translate: None,
-                transmit: None,
-            },
-            burst_size: 32,
-            rx: Vec::new(),
-            tx: Vec::new(),
-            stage_in: Vec::new(),
-            handoff_in: Vec::new(),
-            handoff_out: Vec::new(),
-            hairpin_in: None,
-            hairpin_out: Vec::new(),
-            next: Some(NextGroup {
-                rings: vec![ring.clone()],
-                by_shard: false,
-            }),
-            ports: Arc::new(Vec::new()),
-            snapshots: None,
-            events: None,
-            service_snapshots: None,
-            service_events: None,
-            counters: Arc::default(),
-            solicit: None,
-            stop: Arc::default(),
-            epoch: Instant::now(),
-        };
-        let mut pending = w.pending();
-        let mut burst = Burst::new();
-        for _ in 0..20 {
-            burst.push(pool.alloc_with(&frame()).unwrap());
-        }
-        w.run_from(Nanos::ZERO, Stage::Classify, burst, &mut pending);
-        assert_eq!(
-            pool.in_use(),
-            20,
-            "packets wait in the pending burst until the turn ends"
-        );
-        w.flush_rings(&mut pending);
-        assert_eq!(replicate_counters.drops(DropReason::RingFull), 20);
-        assert_eq!(pool.in_use(), 0, "the handed-back packets were freed");
-        // With room in the ring the next burst goes through.
-        ring.pop().unwrap();
-        let mut burst = Burst::new();
-        burst.push(pool.alloc_with(&frame()).unwrap());
-        w.run_from(Nanos::ZERO, Stage::Classify, burst, &mut pending);
-        w.flush_rings(&mut pending);
-        assert_eq!(ring.pop().map(|b| b.len()), Some(1));
-        assert_eq!(replicate_counters.drops(DropReason::RingFull), 20);
-    }
-
-    /// A packet as translate leaves it: `tag` names it (every byte of its
-    /// frame); hairpinned ones are inbound halves for `shard`.
-    fn translated(pool: &'static HeapPool, tag: u8, hairpin: bool, shard: u16) -> HeapBuf {
-        let mut p = pool.alloc_with(&[tag; 60]).unwrap();
-        let m = p.meta_mut();
-        m.hairpin = hairpin;
-        m.shard = shard;
-        m.direction = if hairpin {
-            Direction::Inbound
-        } else {
-            Direction::Outbound
-        };
-        p
-    }
-
-    fn tags(burst: &Burst<HeapBuf>) -> Vec<u8> {
-        burst.iter().map(|p| p.data()[0]).collect()
-    }
-
-    /// Hairpin rings of a translate lcore owning `own` among `shards`.
-    fn hairpin_rings(shards: usize, own: usize, size: usize) -> Vec<Option<Arc<Ring<HeapBuf>>>> {
-        (0..shards)
-            .map(|s| (s != own).then(|| Arc::new(Ring::new(size))))
-            .collect()
-    }
-
-    #[test]
-    fn split_hairpin_sends_hairpinned_packets_to_their_shard_and_keeps_the_rest() {
-        let pool = HeapPool::new_static(64);
-        let counters = StageCounters::default();
-        let rings = hairpin_rings(3, 0, 4);
-        let mut pending: Vec<Burst<HeapBuf>> = (0..3).map(|_| Burst::new()).collect();
-        let mut burst = Burst::new();
-        for (tag, hairpin, shard) in [
-            (1, false, 0),
-            (2, true, 1),
-            (3, false, 2),
-            (4, true, 2),
-            (5, true, 4), // shard 4 of 3 is shard 1
-            (6, false, 1),
-        ] {
-            burst.push(translated(pool, tag, hairpin, shard));
-        }
-        split_hairpin(&mut burst, 0, &mut pending, &rings, &counters);
-        assert_eq!(tags(&burst), [1, 3, 6], "the rest stays, in order");
-        assert_eq!(tags(&pending[1]), [2, 5]);
-        assert_eq!(tags(&pending[2]), [4]);
-        assert!(pending[0].is_empty());
-        assert!(
-            rings.iter().flatten().all(|r| r.is_empty()),
-            "partial bursts wait for the end of the turn"
-        );
-
-        flush_hairpin(&mut pending, &rings, &counters);
-        assert!(pending.iter().all(|b| b.is_empty()));
-        let to1 = rings[1].as_ref().unwrap().pop().unwrap();
-        let to2 = rings[2].as_ref().unwrap().pop().unwrap();
-        assert_eq!(tags(&to1), [2, 5]);
-        assert_eq!(tags(&to2), [4]);
-        for p in to1.iter().chain(&to2) {
-            // Delivered as translate left them, for the receiver's translate.
-            assert!(p.meta().hairpin);
-            assert_eq!(p.meta().direction, Direction::Inbound);
-        }
-        assert_eq!(counters.total_drops(), 0);
-    }
-
-    #[test]
-    fn a_burst_without_hairpinned_packets_is_left_alone() {
-        let pool = HeapPool::new_static(8);
-        let counters = StageCounters::default();
-        let rings = hairpin_rings(2, 1, 4);
-        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
-        let mut burst: Burst<HeapBuf> = (1..=3).map(|t| translated(pool, t, false, 0)).collect();
-        split_hairpin(&mut burst, 1, &mut pending, &rings, &counters);
-        assert_eq!(tags(&burst), [1, 2, 3]);
-        flush_hairpin(&mut pending, &rings, &counters);
-        assert!(rings.iter().flatten().all(|r| r.is_empty()));
-    }
-
-    #[test]
-    fn a_filled_pending_hairpin_burst_is_enqueued_before_the_turn_ends() {
-        let pool = HeapPool::new_static(64);
-        let counters = StageCounters::default();
-        let rings = hairpin_rings(2, 0, 4);
-        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
-        for round in 0..2u8 {
-            let mut burst: Burst<HeapBuf> = (0..20)
-                .map(|i| translated(pool, round * 20 + i, true, 1))
-                .collect();
-            split_hairpin(&mut burst, 0, &mut pending, &rings, &counters);
-            assert!(burst.is_empty());
-        }
-        let ring = rings[1].as_ref().unwrap();
-        assert_eq!(
-            ring.len(),
-            1,
-            "the first 32 left as soon as they filled a burst"
-        );
-        flush_hairpin(&mut pending, &rings, &counters);
-        let first = ring.pop().unwrap();
-        let second = ring.pop().unwrap();
-        assert_eq!(tags(&first), (0..32).collect::<Vec<u8>>());
-        assert_eq!(tags(&second), (32..40).collect::<Vec<u8>>());
-        assert_eq!(counters.total_drops(), 0);
-    }
-
-    #[test]
-    fn a_full_hairpin_ring_counts_ring_full_on_translate_and_frees_the_packets() {
-        let pool = HeapPool::new_static(64);
-        let counters = StageCounters::default();
-        // Shard 1's hairpin ring has room for one burst, and it is taken.
-        let rings = hairpin_rings(2, 0, 1);
-        let ring = rings[1].as_ref().unwrap().clone();
-        ring.push(Burst::new()).unwrap();
-        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
-        let mut burst: Burst<HeapBuf> = (0..20).map(|i| translated(pool, i, true, 1)).collect();
-        burst.push(translated(pool, 99, false, 0));
-        split_hairpin(&mut burst, 0, &mut pending, &rings, &counters);
-        flush_hairpin(&mut pending, &rings, &counters);
-        assert_eq!(counters.drops(DropReason::RingFull), 20);
-        assert_eq!(counters.total_drops(), 20);
-        assert_eq!(tags(&burst), [99], "the rest of the burst goes on");
-        drop(burst);
-        assert_eq!(pool.in_use(), 0, "the handed-back packets were freed");
-        assert_eq!(ring.len(), 1);
-    }
-
-    #[test]
-    fn hairpinned_packets_with_nowhere_to_go_are_dropped_and_counted() {
-        let pool = HeapPool::new_static(16);
-        let counters = StageCounters::default();
-        // Translate finishes packets of its own shard; one naming it anyway
-        // has no egress.
-        let rings = hairpin_rings(2, 1, 4);
-        let mut pending: Vec<Burst<HeapBuf>> = (0..2).map(|_| Burst::new()).collect();
-        let mut burst: Burst<HeapBuf> = Burst::new();
-        burst.push(translated(pool, 1, true, 1));
-        burst.push(translated(pool, 2, true, 3)); // 3 of 2 is shard 1 too
-        burst.push(translated(pool, 3, false, 1));
-        split_hairpin(&mut burst, 1, &mut pending, &rings, &counters);
-        assert_eq!(tags(&burst), [3]);
-        assert_eq!(counters.drops(DropReason::NoTxPort), 2);
-        drop(burst);
-        // A single shard has no rings at all.
-        let mut burst: Burst<HeapBuf> = Burst::new();
-        burst.push(translated(pool, 4, true, 0));
-        split_hairpin(&mut burst, 0, &mut [], &[], &counters);
-        assert!(burst.is_empty());
-        assert_eq!(counters.drops(DropReason::NoTxPort), 3);
-        flush_hairpin(&mut pending, &rings, &counters);
-        assert!(rings.iter().flatten().all(|r| r.is_empty()));
-        assert_eq!(pool.in_use(), 0);
     }
 }
