@@ -18,27 +18,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
 use pipelines::nat::NatCounters;
-use pipelines::select::policy::SelectionCounters;
-use pipelines::select::{SelEvent, SelectionCore, Snapshot, UplinkSelStats};
+
+use pipelines::select::{SelectionCore, UplinkSelStats};
 use pipelines::Nanos;
 
-/// Events each translate lcore can have in flight toward the management
-/// core (about 10 ms of 300 k races/s with three uplinks).
-pub const EVENT_RING_SIZE: usize = 16_384;
+pub use crate::dataplane::rings::SelectionRings;
 
 /// How often the management core drains events.
 const DRAIN_EVERY: Duration = Duration::from_millis(5);
-
-/// The management core's ends of the selection rings, one per lcore.
-#[derive(Default)]
-pub struct SelectionRings {
-    /// One per lcore with replicate or translate.
-    pub snapshots: Vec<Arc<ArrayQueue<Arc<Snapshot>>>>,
-    /// One per translate lcore.
-    pub events: Vec<Arc<ArrayQueue<SelEvent>>>,
-    /// The selection counters of every replicate and translate stage.
-    pub counters: Vec<Arc<SelectionCounters>>,
-}
 
 /// What the stats JSON shows of selection, refreshed at every publication.
 #[derive(Clone, Debug, Default)]

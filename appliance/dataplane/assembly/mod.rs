@@ -21,11 +21,12 @@ use pipelines::stages::transmit::Transmit;
 use pipelines::{BufPool, HeapPool, PacketBuf, StageCounters, UplinkId};
 
 use crate::config::plan::{GroupPlan, LcorePlan, Plan, RedirectionPlan, RingKind, Stage};
+use crate::dataplane::rings::{
+    RedirectRings, SelectionRings, REDIRECT_EVENT_RING_SIZE, SELECTION_EVENT_RING_SIZE,
+};
 use crate::dataplane::worker::{
     Alloc, LcoreCounters, NextGroup, PortCounters, Ring, Solicit, Stages, Worker,
 };
-use crate::mgmt::redirect::RedirectRings;
-use crate::mgmt::selection::SelectionRings;
 use crate::ports::{PortQueues, RxQueue, TxQueue};
 
 #[cfg(test)]
@@ -384,7 +385,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
         t.enable_services(plane, &s.addrs, spec.servers.len());
         let snapshots = Arc::new(ArrayQueue::new(1));
         redirect.snapshots.push(snapshots.clone());
-        let events = Arc::new(ArrayQueue::new(crate::mgmt::redirect::EVENT_RING_SIZE));
+        let events = Arc::new(ArrayQueue::new(REDIRECT_EVENT_RING_SIZE));
         redirect.events.push(events.clone());
         (Some(snapshots), Some(events))
     }
@@ -407,7 +408,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
             q
         });
         let events = self.has(Stage::Translate).then(|| {
-            let q = Arc::new(ArrayQueue::new(crate::mgmt::selection::EVENT_RING_SIZE));
+            let q = Arc::new(ArrayQueue::new(SELECTION_EVENT_RING_SIZE));
             selection.events.push(q.clone());
             q
         });

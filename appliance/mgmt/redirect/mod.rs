@@ -14,26 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam::queue::ArrayQueue;
 use pipelines::nat::NatCounters;
 use pipelines::redirect::db::{Load, Member, RedirectDb, Snapshot};
-use pipelines::redirect::service::{ServiceCounters, ServiceEvent};
+use pipelines::redirect::service::ServiceEvent;
 use pipelines::Nanos;
 
 use crate::config::plan::{RedirectStore, RedirectionPlan};
-
-/// Failure reports each translate lcore can have in flight.
-pub const EVENT_RING_SIZE: usize = 4096;
-
-/// The management core's ends of the redirection rings.
-#[derive(Default)]
-pub struct RedirectRings {
-    /// One per translate lcore.
-    pub snapshots: Vec<Arc<ArrayQueue<Arc<Snapshot>>>>,
-    pub events: Vec<Arc<ArrayQueue<ServiceEvent>>>,
-    pub counters: Vec<Arc<ServiceCounters>>,
-    pub nat: Vec<Arc<NatCounters>>,
-}
+pub use crate::dataplane::rings::RedirectRings;
 
 /// What the stats JSON shows of the database, refreshed at every publication.
 #[derive(Clone, Debug, Default, serde::Serialize)]
