@@ -172,40 +172,10 @@ impl Plan {
             (true, true) => (l3 + ipv6::DST.start, il3 + ipv6::SRC.start),
             (true, false) => (l3 + ipv6::SRC.start, il3 + ipv6::DST.start),
         };
-        let (port_at, checksum_at, pseudo_header, udp) = match quoted_proto {
-            proto::TCP => {
-                let port_at = if inbound {
-                    tcp::SRC_PORT_OFFSET
-                } else {
-                    tcp::DST_PORT_OFFSET
-                };
-                (port_at, tcp::CHECKSUM_OFFSET, true, false)
-            }
-            proto::UDP => {
-                let port_at = if inbound {
-                    udp::SRC_PORT_OFFSET
-                } else {
-                    udp::DST_PORT_OFFSET
-                };
-                (port_at, udp::CHECKSUM_OFFSET, true, true)
-            }
-            proto::ICMP | proto::ICMPV6 if (quoted_proto == proto::ICMPV6) == v6 => {
-                // The identifier is the NAT side's port only in the echo
-                // message that side sent: the request it sent out, the
-                // reply it delivered.
-                let sent_by_nat_side = match (v6, inbound) {
-                    (false, true) => icmp::V4_ECHO_REQUEST,
-                    (false, false) => icmp::V4_ECHO_REPLY,
-                    (true, true) => icmp::V6_ECHO_REQUEST,
-                    (true, false) => icmp::V6_ECHO_REPLY,
-                };
-                if icmp::kind(&d[il4..]) != sent_by_nat_side {
-                    return Err(DropReason::UnsupportedIcmp);
-                }
-                (icmp::IDENT_OFFSET, icmp::CHECKSUM_OFFSET, v6, false)
-            }
-            _ => return Err(DropReason::UnsupportedProtocol),
-        };
+        // In bounds: `il4 + ERROR_QUOTE_MIN <= end`.
+        let quoted_type = icmp::kind(&d[il4..]);
+        let (port_at, checksum_at, pseudo_header, udp) =
+            quoted_l4_fields(quoted_proto, quoted_type, v6, inbound)?;
         let quoted_checksum = (il4 + checksum_at + 2 <= end).then_some(QuotedChecksum {
             at: il4 + checksum_at,
             pseudo_header,
@@ -268,6 +238,52 @@ impl Plan {
         }
         put16(d, self.icmp_checksum, icmp);
     }
+}
+
+/// Where the quoted transport header keeps the NAT side's port (or echo
+/// identifier) and its checksum, from its start; whether that checksum
+/// covers the addresses, and whether it is UDP's. `quoted_type` is the
+/// first quoted transport byte (the ICMP type of a quoted echo message).
+fn quoted_l4_fields(
+    quoted_proto: u8,
+    quoted_type: u8,
+    v6: bool,
+    inbound: bool,
+) -> Result<(usize, usize, bool, bool), DropReason> {
+    Ok(match quoted_proto {
+        proto::TCP => {
+            let port_at = if inbound {
+                tcp::SRC_PORT_OFFSET
+            } else {
+                tcp::DST_PORT_OFFSET
+            };
+            (port_at, tcp::CHECKSUM_OFFSET, true, false)
+        }
+        proto::UDP => {
+            let port_at = if inbound {
+                udp::SRC_PORT_OFFSET
+            } else {
+                udp::DST_PORT_OFFSET
+            };
+            (port_at, udp::CHECKSUM_OFFSET, true, true)
+        }
+        proto::ICMP | proto::ICMPV6 if (quoted_proto == proto::ICMPV6) == v6 => {
+            // The identifier is the NAT side's port only in the echo
+            // message that side sent: the request it sent out, the
+            // reply it delivered.
+            let sent_by_nat_side = match (v6, inbound) {
+                (false, true) => icmp::V4_ECHO_REQUEST,
+                (false, false) => icmp::V4_ECHO_REPLY,
+                (true, true) => icmp::V6_ECHO_REQUEST,
+                (true, false) => icmp::V6_ECHO_REPLY,
+            };
+            if quoted_type != sent_by_nat_side {
+                return Err(DropReason::UnsupportedIcmp);
+            }
+            (icmp::IDENT_OFFSET, icmp::CHECKSUM_OFFSET, v6, false)
+        }
+        _ => return Err(DropReason::UnsupportedProtocol),
+    })
 }
 
 fn get16(d: &[u8], at: usize) -> u16 {
