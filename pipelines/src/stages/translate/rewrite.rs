@@ -83,18 +83,19 @@ pub(crate) fn rewrite<B: PacketBuf>(
         }
         _ => return Err(DropReason::NoNatAddress),
     };
-    let field = match (m.is_ipv6(), side) {
-        (false, Side::Src) => ipv4::SRC,
-        (false, Side::Dst) => ipv4::DST,
-        (true, Side::Src) => ipv6::SRC,
-        (true, Side::Dst) => ipv6::DST,
-    };
-    let ip = d.get_mut(l3..).ok_or(trunc)?;
-    let field = ip.get_mut(field).ok_or(trunc)?;
+    let at = l3
+        + match (m.is_ipv6(), side) {
+            (false, Side::Src) => ipv4::SRC.start,
+            (false, Side::Dst) => ipv4::DST.start,
+            (true, Side::Src) => ipv6::SRC.start,
+            (true, Side::Dst) => ipv6::DST.start,
+        };
+    let field = d.get_mut(at..at + alen).ok_or(trunc)?;
     old_addr[..alen].copy_from_slice(field);
     field.copy_from_slice(&new_addr[..alen]);
     if !m.is_ipv6() {
         // In bounds: the address, past the checksum, was.
+        let ip = &mut d[l3..];
         let hc = update_bytes(ipv4::checksum(ip), &old_addr[..4], &new_addr[..4]);
         ipv4::set_checksum(ip, hc);
     }
