@@ -2,9 +2,14 @@
 //! ACKs that continue a handshake in first-payload mode, and the sequence
 //! shift of a first-payload winner.
 
+use std::net::IpAddr;
+
 use crate::packet::buf::{Direction, PacketBuf};
 use crate::packet::drop::DropReason;
-use crate::wire::checksum::{fold, sum};
+use crate::packet::flow::proto;
+use crate::wire::checksum::{fold, sum, update_bytes};
+use crate::wire::tcp::{self, OPT_END, OPT_NOP, OPT_SACK, TCP_ACK};
+use crate::wire::{ipv4, ipv6, put_be32, IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN, TCP_MIN_HEADER_LEN};
 
 /// Turns a classified TCP packet into a bare segment (no options, no
 /// payload) from its receiver back to its sender: addresses and ports
@@ -46,53 +51,49 @@ pub(crate) fn write_tcp<B: PacketBuf>(
 ) -> Result<(), DropReason> {
     let m = *pkt.meta();
     let (l3, l4) = (usize::from(m.l3_offset), usize::from(m.l4_offset));
-    let v6 = m.is_ipv6();
-    let (ip_len, alen, src_at, dst_at) = if v6 { (40, 16, 8, 24) } else { (20, 4, 12, 16) };
-    let new_l4 = l3 + ip_len;
-    let (src, dst) = match (f.src, f.dst, v6) {
-        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d), false) => {
-            let mut a = [0u8; 16];
-            let mut b = [0u8; 16];
-            a[..4].copy_from_slice(&s.octets());
-            b[..4].copy_from_slice(&d.octets());
-            (a, b)
+    let tcp_len = TCP_MIN_HEADER_LEN as u16;
+    // The IP header's length and the addresses' share of the TCP
+    // pseudo-header sum (RFC 9293 3.1).
+    let (ip_len, addr_sum) = match (f.src, f.dst, m.is_ipv6()) {
+        (IpAddr::V4(s), IpAddr::V4(t), false) => {
+            (IPV4_MIN_HEADER_LEN, sum(&t.octets(), sum(&s.octets(), 0)))
         }
-        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d), true) => (s.octets(), d.octets()),
+        (IpAddr::V6(s), IpAddr::V6(t), true) => {
+            (IPV6_HEADER_LEN, sum(&t.octets(), sum(&s.octets(), 0)))
+        }
         _ => return Err(DropReason::NoNatAddress),
     };
-    if pkt.data().len() < l4 + 20 || l4 < new_l4 {
+    let new_l4 = l3 + ip_len;
+    if pkt.data().len() < l4 + TCP_MIN_HEADER_LEN || l4 < new_l4 {
         return Err(DropReason::TruncatedTcp);
     }
     let d = pkt.data_mut();
     let ip = &mut d[l3..new_l4];
-    if v6 {
-        ip[..4].copy_from_slice(&[0x60, 0, 0, 0]);
-        ip[4..6].copy_from_slice(&20u16.to_be_bytes());
-        ip[6] = crate::packet::flow::proto::TCP;
-        ip[7] = 64;
-    } else {
-        ip[..12].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    match (f.src, f.dst) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => {
+            let total = IPV4_MIN_HEADER_LEN as u16 + tcp_len;
+            ipv4::write_header(ip, 0, total, 0, 64, proto::TCP, s, t);
+        }
+        (IpAddr::V6(s), IpAddr::V6(t)) => {
+            ipv6::write_header(ip, tcp_len, proto::TCP, 64, &s, &t);
+        }
+        // Mixed families were refused above.
+        _ => return Err(DropReason::NoNatAddress),
     }
-    ip[src_at..src_at + alen].copy_from_slice(&src[..alen]);
-    ip[dst_at..dst_at + alen].copy_from_slice(&dst[..alen]);
-    if !v6 {
-        let c = !fold(sum(ip, 0));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-    }
-    let tcp = &mut d[new_l4..new_l4 + 20];
-    tcp[0..2].copy_from_slice(&f.src_port.to_be_bytes());
-    tcp[2..4].copy_from_slice(&f.dst_port.to_be_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = flags;
-    tcp[14..16].copy_from_slice(&window.to_be_bytes());
-    tcp[16..20].copy_from_slice(&[0; 4]);
-    let pseudo =
-        sum(&dst[..alen], sum(&src[..alen], 0)) + u32::from(crate::packet::flow::proto::TCP) + 20;
+    let pseudo = addr_sum + u32::from(proto::TCP) + u32::from(tcp_len);
+    let tcp = &mut d[new_l4..new_l4 + TCP_MIN_HEADER_LEN];
+    tcp::set_src_port(tcp, f.src_port);
+    tcp::set_dst_port(tcp, f.dst_port);
+    tcp::set_seq(tcp, seq);
+    tcp::set_ack(tcp, ack);
+    tcp::set_header_len(tcp, TCP_MIN_HEADER_LEN);
+    tcp::set_flags(tcp, flags);
+    tcp::set_window(tcp, window);
+    tcp::set_checksum(tcp, 0);
+    tcp::set_urgent(tcp, 0);
     let c = !fold(sum(tcp, pseudo));
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    if !pkt.set_len(new_l4 + 20) {
+    tcp::set_checksum(tcp, c);
+    if !pkt.set_len(new_l4 + TCP_MIN_HEADER_LEN) {
         return Err(DropReason::TruncatedTcp);
     }
     let meta = pkt.meta_mut();
@@ -110,10 +111,9 @@ fn add_to_field(tcp: &mut [u8], at: usize, delta: u32) {
     };
     let old = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
     let new = old.wrapping_add(delta);
-    tcp[at..at + 4].copy_from_slice(&new.to_be_bytes());
-    let hc = u16::from_be_bytes([tcp[16], tcp[17]]);
-    let hc = crate::wire::checksum::update_bytes(hc, &old.to_be_bytes(), &new.to_be_bytes());
-    tcp[16..18].copy_from_slice(&hc.to_be_bytes());
+    put_be32(tcp, at, new);
+    let hc = update_bytes(tcp::checksum(tcp), &old.to_be_bytes(), &new.to_be_bytes());
+    tcp::set_checksum(tcp, hc);
 }
 
 /// Shifts a segment between two sequence spaces (first-payload mode):
@@ -125,32 +125,32 @@ pub(crate) fn shift_seq<B: PacketBuf>(pkt: &mut B, seq_delta: u32, ack_delta: u3
     let Some(tcp) = d.get_mut(l4..) else {
         return;
     };
-    if tcp.len() < 20 {
+    if tcp.len() < TCP_MIN_HEADER_LEN {
         return;
     }
     if seq_delta != 0 {
-        add_to_field(tcp, 4, seq_delta);
+        add_to_field(tcp, tcp::SEQ_OFFSET, seq_delta);
     }
     if ack_delta == 0 {
         return;
     }
-    if tcp[13] & crate::wire::tcp::TCP_ACK != 0 {
-        add_to_field(tcp, 8, ack_delta);
+    if tcp::flags(tcp) & TCP_ACK != 0 {
+        add_to_field(tcp, tcp::ACK_OFFSET, ack_delta);
     }
-    // SACK blocks (kind 5) in the options.
-    let end = (usize::from(tcp[12] >> 4) * 4).min(tcp.len());
-    let mut i = 20;
+    // SACK blocks in the options: kind, length, then 4-byte block edges.
+    let end = tcp::header_len(tcp).min(tcp.len());
+    let mut i = TCP_MIN_HEADER_LEN;
     while i < end {
         match tcp[i] {
-            0 => break,
-            1 => i += 1,
+            OPT_END => break,
+            OPT_NOP => i += 1,
             kind => {
                 let Some(&len) = tcp.get(i + 1) else { break };
                 let len = usize::from(len);
                 if len < 2 || i + len > end {
                     break;
                 }
-                if kind == 5 {
+                if kind == OPT_SACK {
                     let mut e = i + 2;
                     while e + 4 <= i + len {
                         add_to_field(tcp, e, ack_delta);

@@ -14,6 +14,10 @@ pub const TYPE_OFFSET: usize = 0;
 pub const CODE_OFFSET: usize = 1;
 pub const CHECKSUM_OFFSET: usize = 2;
 pub const IDENT_OFFSET: usize = 4;
+/// The transport bytes an error message quotes at least: the first 64 bits
+/// of the original datagram's data (RFC 792; RFC 1812 4.3.2.3 and
+/// RFC 4443 2.4 allow more).
+pub const ERROR_QUOTE_MIN: usize = 8;
 
 pub const V4_ECHO_REPLY: u8 = 0;
 pub const V4_ECHO_REQUEST: u8 = 8;

@@ -56,8 +56,19 @@ pub fn flags_frag(ip: &[u8]) -> u16 {
 }
 
 #[inline]
+pub fn ttl(ip: &[u8]) -> u8 {
+    ip[TTL_OFFSET]
+}
+
+#[inline]
 pub fn proto(ip: &[u8]) -> u8 {
     ip[PROTO_OFFSET]
+}
+
+/// The header checksum field.
+#[inline]
+pub fn checksum(ip: &[u8]) -> u16 {
+    u16::from_be_bytes([ip[CHECKSUM_OFFSET], ip[CHECKSUM_OFFSET + 1]])
 }
 
 #[inline]
@@ -82,12 +93,23 @@ pub fn set_total_len(ip: &mut [u8], len: u16) {
     ip[TOTAL_LEN_OFFSET..TOTAL_LEN_OFFSET + 2].copy_from_slice(&len.to_be_bytes());
 }
 
+#[inline]
+pub fn set_ttl(ip: &mut [u8], ttl: u8) {
+    ip[TTL_OFFSET] = ttl;
+}
+
+/// Writes the header checksum field.
+#[inline]
+pub fn set_checksum(ip: &mut [u8], c: u16) {
+    ip[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 2].copy_from_slice(&c.to_be_bytes());
+}
+
 /// Recomputes the header checksum over the first [`header_len`] bytes.
 pub fn fill_checksum(ip: &mut [u8]) {
     let ihl = header_len(ip);
-    ip[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 2].fill(0);
+    set_checksum(ip, 0);
     let c = super::checksum::checksum(&ip[..ihl]);
-    ip[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 2].copy_from_slice(&c.to_be_bytes());
+    set_checksum(ip, c);
 }
 
 /// Writes a 20-byte header without options: version 4, IHL 5, TOS `tos`,
@@ -108,7 +130,7 @@ pub fn write_header(
     set_total_len(ip, total_len);
     ip[IDENT_OFFSET..IDENT_OFFSET + 2].copy_from_slice(&ident.to_be_bytes());
     ip[FLAGS_FRAG_OFFSET..FLAGS_FRAG_OFFSET + 2].copy_from_slice(&FLAG_DF.to_be_bytes());
-    ip[TTL_OFFSET] = ttl;
+    set_ttl(ip, ttl);
     ip[PROTO_OFFSET] = proto;
     ip[SRC].copy_from_slice(&src.octets());
     ip[DST].copy_from_slice(&dst.octets());
@@ -133,6 +155,7 @@ mod tests {
         assert_eq!(p.hop_limit(), 64);
         assert_eq!((version(&ip), header_len(&ip), total_len(&ip)), (4, 20, 28));
         assert_eq!((proto(&ip), src(&ip), dst(&ip)), (17, s, d));
+        assert_eq!((ttl(&ip), checksum(&ip)), (64, p.checksum()));
         assert_eq!(flags_frag(&ip) & FRAGMENT_MASK, 0);
     }
 }

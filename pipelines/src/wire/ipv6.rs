@@ -68,6 +68,11 @@ pub fn set_payload_len(ip: &mut [u8], len: u16) {
 }
 
 #[inline]
+pub fn set_hop_limit(ip: &mut [u8], hop_limit: u8) {
+    ip[HOP_LIMIT_OFFSET] = hop_limit;
+}
+
+#[inline]
 pub fn set_src(ip: &mut [u8], a: &Ipv6Addr) {
     ip[SRC].copy_from_slice(&a.octets());
 }
@@ -89,7 +94,7 @@ pub fn write_header(
     ip[..PAYLOAD_LEN_OFFSET].copy_from_slice(&[0x60, 0, 0, 0]);
     set_payload_len(ip, payload_len);
     ip[NEXT_HEADER_OFFSET] = next_header;
-    ip[HOP_LIMIT_OFFSET] = hop_limit;
+    set_hop_limit(ip, hop_limit);
     set_src(ip, src);
     set_dst(ip, dst);
 }

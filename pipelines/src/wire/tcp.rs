@@ -23,6 +23,7 @@ pub const DATA_OFF_OFFSET: usize = 12;
 pub const FLAGS_OFFSET: usize = 13;
 pub const WINDOW_OFFSET: usize = 14;
 pub const CHECKSUM_OFFSET: usize = 16;
+pub const URGENT_OFFSET: usize = 18;
 
 /// Option kinds (RFC 9293 3.2, RFC 7323, RFC 2018).
 pub const OPT_END: u8 = 0;
@@ -74,6 +75,22 @@ pub fn window(tcp: &[u8]) -> u16 {
     u16::from_be_bytes([tcp[WINDOW_OFFSET], tcp[WINDOW_OFFSET + 1]])
 }
 
+/// The checksum field.
+#[inline]
+pub fn checksum(tcp: &[u8]) -> u16 {
+    u16::from_be_bytes([tcp[CHECKSUM_OFFSET], tcp[CHECKSUM_OFFSET + 1]])
+}
+
+#[inline]
+pub fn set_src_port(tcp: &mut [u8], port: u16) {
+    tcp[SRC_PORT_OFFSET..SRC_PORT_OFFSET + 2].copy_from_slice(&port.to_be_bytes());
+}
+
+#[inline]
+pub fn set_dst_port(tcp: &mut [u8], port: u16) {
+    tcp[DST_PORT_OFFSET..DST_PORT_OFFSET + 2].copy_from_slice(&port.to_be_bytes());
+}
+
 #[inline]
 pub fn set_seq(tcp: &mut [u8], v: u32) {
     tcp[SEQ_OFFSET..SEQ_OFFSET + 4].copy_from_slice(&v.to_be_bytes());
@@ -84,9 +101,31 @@ pub fn set_ack(tcp: &mut [u8], v: u32) {
     tcp[ACK_OFFSET..ACK_OFFSET + 4].copy_from_slice(&v.to_be_bytes());
 }
 
+/// Sets the data offset for a header of `len` bytes (a multiple of 4,
+/// options included); the reserved bits are cleared.
+#[inline]
+pub fn set_header_len(tcp: &mut [u8], len: usize) {
+    tcp[DATA_OFF_OFFSET] = data_off_byte(len);
+}
+
+#[inline]
+pub fn set_flags(tcp: &mut [u8], flags: u8) {
+    tcp[FLAGS_OFFSET] = flags;
+}
+
+#[inline]
+pub fn set_window(tcp: &mut [u8], window: u16) {
+    tcp[WINDOW_OFFSET..WINDOW_OFFSET + 2].copy_from_slice(&window.to_be_bytes());
+}
+
 #[inline]
 pub fn set_checksum(tcp: &mut [u8], c: u16) {
     tcp[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+#[inline]
+pub fn set_urgent(tcp: &mut [u8], urgent: u16) {
+    tcp[URGENT_OFFSET..URGENT_OFFSET + 2].copy_from_slice(&urgent.to_be_bytes());
 }
 
 /// The data offset byte for a header of `len` bytes (a multiple of 4).
@@ -127,14 +166,20 @@ mod tests {
     #[test]
     fn readers_and_writers_agree_with_smoltcp() {
         let mut b = [0u8; 24];
-        b[..4].copy_from_slice(&[0x9c, 0x40, 0x00, 0x50]);
+        set_src_port(&mut b, 40000);
+        set_dst_port(&mut b, 80);
         set_seq(&mut b, 0x0102_0304);
         set_ack(&mut b, 0x0a0b_0c0d);
-        b[DATA_OFF_OFFSET] = data_off_byte(24);
-        b[FLAGS_OFFSET] = TCP_SYN | TCP_ACK;
-        b[WINDOW_OFFSET..WINDOW_OFFSET + 2].copy_from_slice(&4096u16.to_be_bytes());
+        set_header_len(&mut b, 24);
+        set_flags(&mut b, TCP_SYN | TCP_ACK);
+        set_window(&mut b, 4096);
+        set_checksum(&mut b, 0xbeef);
+        set_urgent(&mut b, 7);
         b[20..24].copy_from_slice(&[OPT_MSS, 4, 0x05, 0xb4]);
         let p = smoltcp::wire::TcpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!((src_port(&b), dst_port(&b)), (40000, 80));
+        assert_eq!(checksum(&b), p.checksum());
+        assert_eq!(p.urgent_at(), 7);
         assert_eq!((src_port(&b), dst_port(&b)), (p.src_port(), p.dst_port()));
         assert_eq!(seq(&b), p.seq_number().0 as u32);
         assert_eq!(ack(&b), p.ack_number().0 as u32);

@@ -37,7 +37,9 @@ use crate::packet::drop::DropReason;
 use crate::packet::flow::proto;
 use crate::packet::time::Nanos;
 use crate::wire::checksum::{update16, update_bytes};
-use crate::wire::{be16, ICMP_HEADER_LEN, IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN};
+use crate::wire::{
+    be16, icmp, ipv4, ipv6, tcp, udp, ICMP_HEADER_LEN, IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN,
+};
 
 /// Rewrites the ICMP error `pkt` (classified: `meta().inner_l3 != 0`) for
 /// its way across the NAT: `inbound` for an error from the outside about a
@@ -104,16 +106,20 @@ impl Plan {
             _ => return Err(malformed),
         };
         let end = if v6 {
-            if d.get(l3 + 6) != Some(&proto::ICMPV6) || l4 != l3 + IPV6_HEADER_LEN {
+            let next_header = d.get(l3 + ipv6::NEXT_HEADER_OFFSET);
+            if next_header != Some(&proto::ICMPV6) || l4 != l3 + IPV6_HEADER_LEN {
                 return Err(malformed);
             }
-            l3 + IPV6_HEADER_LEN + usize::from(be16(d, l3 + 4).ok_or(malformed)?)
+            let payload_len = be16(d, l3 + ipv6::PAYLOAD_LEN_OFFSET).ok_or(malformed)?;
+            l3 + IPV6_HEADER_LEN + usize::from(payload_len)
         } else {
-            let ihl = usize::from(d[l3] & 0x0F) * 4;
-            if d.get(l3 + 9) != Some(&proto::ICMP) || ihl < IPV4_MIN_HEADER_LEN || l4 != l3 + ihl {
+            // The version nibble was there: so is the IHL.
+            let ihl = ipv4::header_len(&d[l3..]);
+            let protocol = d.get(l3 + ipv4::PROTO_OFFSET);
+            if protocol != Some(&proto::ICMP) || ihl < IPV4_MIN_HEADER_LEN || l4 != l3 + ihl {
                 return Err(malformed);
             }
-            l3 + usize::from(be16(d, l3 + 2).ok_or(malformed)?)
+            l3 + usize::from(be16(d, l3 + ipv4::TOTAL_LEN_OFFSET).ok_or(malformed)?)
         };
         if end > d.len() {
             return Err(malformed);
@@ -121,8 +127,8 @@ impl Plan {
 
         // The quoted header, right after the 8-byte ICMP header, of the same
         // version, and at least 8 quoted transport bytes inside the message.
-        // `il4 + 8 <= end` then puts every header field written below
-        // inside the frame.
+        // `il4 + ERROR_QUOTE_MIN <= end` then puts every header field
+        // written below inside the frame.
         if il3 != l4 + ICMP_HEADER_LEN || d.get(il3).map(|b| b >> 4) != Some(if v6 { 6 } else { 4 })
         {
             return Err(malformed);
@@ -130,12 +136,19 @@ impl Plan {
         let quoted_ihl = if v6 {
             IPV6_HEADER_LEN
         } else {
-            usize::from(d[il3] & 0x0F) * 4
+            ipv4::header_len(&d[il3..])
         };
-        if quoted_ihl < IPV4_MIN_HEADER_LEN || il4 != il3 + quoted_ihl || il4 + 8 > end {
+        if quoted_ihl < IPV4_MIN_HEADER_LEN
+            || il4 != il3 + quoted_ihl
+            || il4 + icmp::ERROR_QUOTE_MIN > end
+        {
             return Err(malformed);
         }
-        let quoted_proto = d[il3 + if v6 { 6 } else { 9 }];
+        let quoted_proto = if v6 {
+            d[il3 + ipv6::NEXT_HEADER_OFFSET]
+        } else {
+            d[il3 + ipv4::PROTO_OFFSET]
+        };
 
         let mut addr_buf = [0u8; 16];
         let addr_len = match (addr, v6) {
@@ -154,31 +167,15 @@ impl Plan {
         // Inbound rewrites the quoted source (the NAT side), outbound the
         // quoted destination; the outer address is the other way round.
         let (outer_addr, quoted_addr) = match (v6, inbound) {
-            (false, true) => (l3 + 16, il3 + 12),
-            (false, false) => (l3 + 12, il3 + 16),
-            (true, true) => (l3 + 24, il3 + 8),
-            (true, false) => (l3 + 8, il3 + 24),
+            (false, true) => (l3 + ipv4::DST.start, il3 + ipv4::SRC.start),
+            (false, false) => (l3 + ipv4::SRC.start, il3 + ipv4::DST.start),
+            (true, true) => (l3 + ipv6::DST.start, il3 + ipv6::SRC.start),
+            (true, false) => (l3 + ipv6::SRC.start, il3 + ipv6::DST.start),
         };
-        let (port_at, checksum_at, pseudo_header, udp) = match quoted_proto {
-            proto::TCP => (if inbound { 0 } else { 2 }, 16, true, false),
-            proto::UDP => (if inbound { 0 } else { 2 }, 6, true, true),
-            proto::ICMP | proto::ICMPV6 if (quoted_proto == proto::ICMPV6) == v6 => {
-                // The identifier is the NAT side's port only in the echo
-                // message that side sent: the request it sent out, the
-                // reply it delivered.
-                let sent_by_nat_side = match (v6, inbound) {
-                    (false, true) => 8,
-                    (false, false) => 0,
-                    (true, true) => 128,
-                    (true, false) => 129,
-                };
-                if d[il4] != sent_by_nat_side {
-                    return Err(DropReason::UnsupportedIcmp);
-                }
-                (4, 2, v6, false)
-            }
-            _ => return Err(DropReason::UnsupportedProtocol),
-        };
+        // In bounds: `il4 + ERROR_QUOTE_MIN <= end`.
+        let quoted_type = icmp::kind(&d[il4..]);
+        let (port_at, checksum_at, pseudo_header, udp) =
+            quoted_l4_fields(quoted_proto, quoted_type, v6, inbound)?;
         let quoted_checksum = (il4 + checksum_at + 2 <= end).then_some(QuotedChecksum {
             at: il4 + checksum_at,
             pseudo_header,
@@ -188,11 +185,11 @@ impl Plan {
             addr_buf,
             addr_len,
             outer_addr,
-            outer_ip_checksum: (!v6).then_some(l3 + 10),
-            icmp_checksum: l4 + 2,
+            outer_ip_checksum: (!v6).then_some(l3 + ipv4::CHECKSUM_OFFSET),
+            icmp_checksum: l4 + icmp::CHECKSUM_OFFSET,
             icmp_pseudo_header: v6,
             quoted_addr,
-            quoted_ip_checksum: (!v6).then_some(il3 + 10),
+            quoted_ip_checksum: (!v6).then_some(il3 + ipv4::CHECKSUM_OFFSET),
             quoted_port: il4 + port_at,
             quoted_checksum,
         })
@@ -241,6 +238,52 @@ impl Plan {
         }
         put16(d, self.icmp_checksum, icmp);
     }
+}
+
+/// Where the quoted transport header keeps the NAT side's port (or echo
+/// identifier) and its checksum, from its start; whether that checksum
+/// covers the addresses, and whether it is UDP's. `quoted_type` is the
+/// first quoted transport byte (the ICMP type of a quoted echo message).
+fn quoted_l4_fields(
+    quoted_proto: u8,
+    quoted_type: u8,
+    v6: bool,
+    inbound: bool,
+) -> Result<(usize, usize, bool, bool), DropReason> {
+    Ok(match quoted_proto {
+        proto::TCP => {
+            let port_at = if inbound {
+                tcp::SRC_PORT_OFFSET
+            } else {
+                tcp::DST_PORT_OFFSET
+            };
+            (port_at, tcp::CHECKSUM_OFFSET, true, false)
+        }
+        proto::UDP => {
+            let port_at = if inbound {
+                udp::SRC_PORT_OFFSET
+            } else {
+                udp::DST_PORT_OFFSET
+            };
+            (port_at, udp::CHECKSUM_OFFSET, true, true)
+        }
+        proto::ICMP | proto::ICMPV6 if (quoted_proto == proto::ICMPV6) == v6 => {
+            // The identifier is the NAT side's port only in the echo
+            // message that side sent: the request it sent out, the
+            // reply it delivered.
+            let sent_by_nat_side = match (v6, inbound) {
+                (false, true) => icmp::V4_ECHO_REQUEST,
+                (false, false) => icmp::V4_ECHO_REPLY,
+                (true, true) => icmp::V6_ECHO_REQUEST,
+                (true, false) => icmp::V6_ECHO_REPLY,
+            };
+            if quoted_type != sent_by_nat_side {
+                return Err(DropReason::UnsupportedIcmp);
+            }
+            (icmp::IDENT_OFFSET, icmp::CHECKSUM_OFFSET, v6, false)
+        }
+        _ => return Err(DropReason::UnsupportedProtocol),
+    })
 }
 
 fn get16(d: &[u8], at: usize) -> u16 {

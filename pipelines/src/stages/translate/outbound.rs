@@ -14,6 +14,7 @@ use crate::packet::time::Nanos;
 use crate::race::{reflect_tcp, Ctx, Racer};
 use crate::select::policy::candidates;
 use crate::topology::{Topology, UplinkId, UPLINK_AUTO};
+use crate::wire::ethernet;
 use crate::wire::tcp::{tcp_payload_len, tcp_seq_ack, TCP_ACK, TCP_RST, TCP_SYN};
 
 impl Translate {
@@ -32,12 +33,7 @@ impl Translate {
         // Before any session is created: a packet that dies here must not
         // hold a NAT port until its flow times out.
         check_ttl(pkt)?;
-        let client_mac = || {
-            pkt.data()
-                .get(6..12)
-                .and_then(|s| s.try_into().ok())
-                .unwrap_or([0u8; 6])
-        };
+        let client_mac = || ethernet::src(pkt.data()).unwrap_or([0u8; 6]);
         let mut found = self.nat.lookup(&m.flow, false, hint, now);
         self.race.settle(&mut self.nat);
         if let Some(i) = found.filter(|&i| self.policy.reset_on_down && self.on_down_uplink(i)) {

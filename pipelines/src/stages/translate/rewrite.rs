@@ -7,6 +7,7 @@ use crate::packet::buf::PacketBuf;
 use crate::packet::drop::DropReason;
 use crate::packet::flow::proto;
 use crate::wire::checksum::{update16, update_bytes};
+use crate::wire::{icmp, ipv4, ipv6, tcp, udp};
 
 /// Which endpoint of the packet is rewritten.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -23,24 +24,28 @@ pub(crate) fn check_ttl<B: PacketBuf>(pkt: &mut B) -> Result<(), DropReason> {
     let d = pkt.data_mut();
     let ip = d.get_mut(l3..).ok_or(DropReason::TruncatedIpv4)?;
     if v6 {
-        let hl = ip.get_mut(7).ok_or(DropReason::TruncatedIpv6)?;
-        if *hl <= 1 {
+        if ip.len() <= ipv6::HOP_LIMIT_OFFSET {
+            return Err(DropReason::TruncatedIpv6);
+        }
+        let hl = ipv6::hop_limit(ip);
+        if hl <= 1 {
             return Err(DropReason::TtlExpired);
         }
-        *hl -= 1;
+        ipv6::set_hop_limit(ip, hl - 1);
     } else {
-        if ip.len() < 12 {
+        if ip.len() < ipv4::CHECKSUM_OFFSET + 2 {
             return Err(DropReason::TruncatedIpv4);
         }
-        let ttl = ip[8];
+        let ttl = ipv4::ttl(ip);
         if ttl <= 1 {
             return Err(DropReason::TtlExpired);
         }
-        let old = u16::from_be_bytes([ttl, ip[9]]);
-        ip[8] = ttl - 1;
-        let new = u16::from_be_bytes([ip[8], ip[9]]);
-        let hc = u16::from_be_bytes([ip[10], ip[11]]);
-        ip[10..12].copy_from_slice(&update16(hc, old, new).to_be_bytes());
+        // TTL and protocol share a 16-bit word of the header checksum.
+        let p = ipv4::proto(ip);
+        let old = u16::from_be_bytes([ttl, p]);
+        ipv4::set_ttl(ip, ttl - 1);
+        let new = u16::from_be_bytes([ttl - 1, p]);
+        ipv4::set_checksum(ip, update16(ipv4::checksum(ip), old, new));
     }
     Ok(())
 }
@@ -80,26 +85,39 @@ pub(crate) fn rewrite<B: PacketBuf>(
     };
     let at = l3
         + match (m.is_ipv6(), side) {
-            (false, Side::Src) => 12,
-            (false, Side::Dst) => 16,
-            (true, Side::Src) => 8,
-            (true, Side::Dst) => 24,
+            (false, Side::Src) => ipv4::SRC.start,
+            (false, Side::Dst) => ipv4::DST.start,
+            (true, Side::Src) => ipv6::SRC.start,
+            (true, Side::Dst) => ipv6::DST.start,
         };
     let field = d.get_mut(at..at + alen).ok_or(trunc)?;
     old_addr[..alen].copy_from_slice(field);
     field.copy_from_slice(&new_addr[..alen]);
     if !m.is_ipv6() {
-        let hc = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-        let hc = update_bytes(hc, &old_addr[..4], &new_addr[..4]);
-        d[l3 + 10..l3 + 12].copy_from_slice(&hc.to_be_bytes());
+        // In bounds: the address, past the checksum, was.
+        let ip = &mut d[l3..];
+        let hc = update_bytes(ipv4::checksum(ip), &old_addr[..4], &new_addr[..4]);
+        ipv4::set_checksum(ip, hc);
     }
 
     // Port (or echo identifier) and the L4 checksum.
     let (port_at, csum_at, pseudo) = match p {
-        proto::TCP => (if side == Side::Src { 0 } else { 2 }, 16, true),
-        proto::UDP => (if side == Side::Src { 0 } else { 2 }, 6, true),
-        proto::ICMP => (4, 2, false),
-        proto::ICMPV6 => (4, 2, true),
+        proto::TCP => {
+            let port_at = match side {
+                Side::Src => tcp::SRC_PORT_OFFSET,
+                Side::Dst => tcp::DST_PORT_OFFSET,
+            };
+            (port_at, tcp::CHECKSUM_OFFSET, true)
+        }
+        proto::UDP => {
+            let port_at = match side {
+                Side::Src => udp::SRC_PORT_OFFSET,
+                Side::Dst => udp::DST_PORT_OFFSET,
+            };
+            (port_at, udp::CHECKSUM_OFFSET, true)
+        }
+        proto::ICMP => (icmp::IDENT_OFFSET, icmp::CHECKSUM_OFFSET, false),
+        proto::ICMPV6 => (icmp::IDENT_OFFSET, icmp::CHECKSUM_OFFSET, true),
         _ => return Err(DropReason::UnsupportedProtocol),
     };
     let l4d = d.get_mut(l4..).ok_or(trunc)?;
