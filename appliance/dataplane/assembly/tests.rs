@@ -80,15 +80,14 @@ fn translate_lcore(workers: &[Worker<HeapBuf>], shard: u16) -> usize {
 /// An Ethernet/IPv4/UDP frame 10.0.0.2 → 203.0.113.1 whose last payload
 /// byte is `tag`.
 fn frame(tag: u8) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x08, 0x00];
-    let mut ip = vec![
-        0x45, 0, 0, 29, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 203, 0, 113, 1,
-    ];
-    let c = pipelines::wire::checksum::checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 9, 0, 0, tag]);
-    f
+    use pipelines::testing::raw::{frame, udp_header};
+    frame(
+        "10.0.0.2",
+        "203.0.113.1",
+        17,
+        udp_header(12345, 53, &[tag]),
+        6,
+    )
 }
 
 /// A packet as translate leaves it for transmit: routed to port 1.

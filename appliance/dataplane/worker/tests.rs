@@ -2,49 +2,16 @@
 
 use super::*;
 use crate::dataplane::fanout::flush as flush_hairpin;
-use pipelines::topology::{IpPrefix, NatPortRange, PortInfo, PortRole, UplinkInfo};
 use pipelines::{HeapBuf, HeapPool};
 
 fn topology() -> Arc<Topology> {
-    let port = |name: &str, mac: u8| PortInfo {
-        name: name.into(),
-        mac: [2, 0, 0, 0, 0, mac],
-        vlan: None,
-        role: PortRole::Unused,
-    };
-    Arc::new(Topology::new(
-        vec![port("lan", 1), port("wan", 2)],
-        0,
-        vec!["10.0.0.0/8".parse::<IpPrefix>().unwrap()],
-        vec![],
-        vec![UplinkInfo {
-            name: "isp".into(),
-            port: 1,
-            nat_addrs: vec!["198.51.100.1".parse().unwrap()],
-            next_hop_mac: [2, 0, 0, 0, 0, 0xfe],
-            next_hop_v4: None,
-            next_hop_v6: None,
-            weight: 1,
-        }],
-        NatPortRange {
-            first: 1024,
-            last: 65535,
-        },
-        1,
-    ))
+    pipelines::testing::one_uplink(1, 1)
 }
 
 /// A valid Ethernet/IPv4/UDP frame from 10.0.0.2.
 fn frame() -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x08, 0x00];
-    let mut ip = vec![
-        0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 203, 0, 113, 1,
-    ];
-    let c = pipelines::wire::checksum::checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 8, 0, 0]);
-    f
+    use pipelines::testing::raw::{frame, udp_header};
+    frame("10.0.0.2", "203.0.113.1", 17, udp_header(12345, 53, &[]), 6)
 }
 
 #[test]
