@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipelines::nat::NatCounters;
+use pipelines::neighbour::HopCounters;
 use pipelines::{DropReason, StageCounters};
 use serde::Serialize;
 use serde_json::Value;
@@ -175,6 +176,19 @@ pub struct NeighbourStats {
     pub mac: Option<String>,
     pub fixed: bool,
     pub learned: u64,
+    /// Answers to the appliance's own ARP request / solicitation learned.
+    pub learned_reply: u64,
+    /// Gratuitous ARPs / unsolicited replies / NAs with Override learned
+    /// after the lock time.
+    pub learned_gratuitous: u64,
+    /// NAs answering no request of ours and without Override.
+    pub refused_unsolicited: u64,
+    /// Unsolicited claims within the lock time of the last change.
+    pub refused_locktime: u64,
+    /// ARP requests (other than gratuitous) and other opcodes from it.
+    pub refused_opcode: u64,
+    /// Neighbour solicitations claiming its address (never learned from).
+    pub refused_ns: u64,
 }
 
 /// `redirection`, when configured.
@@ -484,7 +498,8 @@ fn selection(src: &StatsSources<'_>) -> SelectionStats {
 }
 
 /// Each uplink's next hop per family: its address, its MAC (`null` while
-/// unresolved), whether the MAC is configured, and how often it was learned.
+/// unresolved), whether the MAC is configured, how often it was learned,
+/// and the ARP / ND claims about it accepted and refused, by reason.
 fn neighbours(plan: &Plan) -> Vec<NeighbourStats> {
     let t = &plan.topology;
     plan.neighbours
@@ -496,6 +511,12 @@ fn neighbours(plan: &Plan) -> Vec<NeighbourStats> {
             mac: h.mac().map(|m| pipelines::wire::fmt_mac(&m)),
             fixed: h.fixed,
             learned: h.times_learned(),
+            learned_reply: HopCounters::get(&h.counters.learned_reply),
+            learned_gratuitous: HopCounters::get(&h.counters.learned_gratuitous),
+            refused_unsolicited: HopCounters::get(&h.counters.refused_unsolicited),
+            refused_locktime: HopCounters::get(&h.counters.refused_locktime),
+            refused_opcode: HopCounters::get(&h.counters.refused_opcode),
+            refused_ns: HopCounters::get(&h.counters.refused_ns),
         })
         .collect()
 }

@@ -342,6 +342,7 @@ impl<B: PacketBuf> Worker<B> {
         if entry <= Stage::Classify {
             if let Some(c) = self.stages.classify.as_mut() {
                 let mut out = Burst::new();
+                c.set_now(now);
                 c.process(&mut burst, &mut out);
                 burst = out;
             }

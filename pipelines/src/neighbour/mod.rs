@@ -11,7 +11,9 @@
 //! - [`answer_arp`] (`arp`) and [`answer_nd`] (`ndisc`): turn an ARP
 //!   request or a neighbour solicitation for one of the appliance's
 //!   addresses on the receiving port into the reply, in place (no
-//!   allocation), and learn next hops' MACs from what they see.
+//!   allocation), and offer next hops' MACs they see to the table, which
+//!   accepts only answers to the appliance's own requests and, after a
+//!   lock time, gratuitous ones (see `table`).
 //! - [`Solicitor`] (`solicit`): when to send the next ARP request /
 //!   neighbour solicitation for each dynamic next hop (pure: `now` is an
 //!   argument), and [`write_request`], which builds one.
@@ -32,7 +34,7 @@ pub use self::arp::answer_arp;
 pub use self::local::Answer;
 pub use self::ndisc::answer_nd;
 pub use self::solicit::{write_request, Solicitor, REQUEST_MAX_LEN};
-pub use self::table::{Neighbours, NextHop};
+pub use self::table::{Claim, HopCounters, Neighbours, NextHop, ANSWER_WINDOW, LOCK_TIME};
 pub use crate::wire::ethernet::frame_l2;
 pub use crate::wire::ndisc::solicited_node;
 

@@ -7,18 +7,21 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use super::local::{owns, port_mac, Answer};
-use super::table::Neighbours;
+use super::table::{Claim, Neighbours};
 use crate::packet::drop::DropReason;
+use crate::packet::time::Nanos;
 use crate::topology::{PortInfo, Topology};
 use crate::wire::ethernet::{self, l2_len, write_l2, ETHERTYPE_IPV6};
 use crate::wire::ndisc::{self, BODY_LEN, LLA_OPT_LEN};
 use crate::wire::{icmp, ipv6};
 
 /// Handles an IPv6 neighbour discovery message (ICMPv6 type 133..=137) at
-/// `l3` received on `port`. A neighbour solicitation for one of the
-/// appliance's addresses becomes the advertisement (the frame's length is
-/// returned in `new_len`, which the caller applies); advertisements and
-/// solicitations from next hops teach their MACs. Router solicitations,
+/// `l3` received on `port` at `now`. A neighbour solicitation for one of
+/// the appliance's addresses becomes the advertisement (the frame's length
+/// is returned in `new_len`, which the caller applies); an advertisement
+/// whose target is a next hop is offered to the neighbour table with its
+/// Solicited and Override flags; a solicitation from a next hop never
+/// teaches its MAC (it is counted as refused). Router solicitations,
 /// router advertisements and redirects are ignored: the appliance's routes
 /// are its configuration.
 pub fn answer_nd(
@@ -28,6 +31,7 @@ pub fn answer_nd(
     topo: &Topology,
     neighbours: &Neighbours,
     new_len: &mut usize,
+    now: Nanos,
 ) -> Answer {
     let bad = Answer::Consumed(DropReason::NdMalformed);
     let Some(ip) = frame.get(l3..l3 + ipv6::HEADER_LEN) else {
@@ -60,15 +64,21 @@ pub fn answer_nd(
     };
     let eth_src = ethernet::src(frame).unwrap_or_default();
     if kind == ndisc::NA {
-        neighbours.learn(port, IpAddr::V6(target), opt.unwrap_or(eth_src));
+        let flags = body[ndisc::FLAGS_OFFSET];
+        let claim = Claim::Advert {
+            answer: flags & ndisc::NA_SOLICITED != 0,
+            overrides: flags & ndisc::NA_OVERRIDE != 0,
+        };
+        neighbours.offer(port, IpAddr::V6(target), opt.unwrap_or(eth_src), claim, now);
         return Answer::Consumed(DropReason::NeighbourConsumed);
     }
     // A solicitation: its sender (unless it is doing duplicate address
-    // detection from ::) may be a next hop.
+    // detection from ::) may be a next hop, whose source option is
+    // refused and counted: anyone can send a solicitation.
     let dad = src.is_unspecified();
     if !dad {
         if let Some(m) = opt {
-            neighbours.learn(port, IpAddr::V6(src), m);
+            neighbours.offer(port, IpAddr::V6(src), m, Claim::Solicitation, now);
         }
     }
     if !owns(topo, port, IpAddr::V6(target)) {

@@ -40,9 +40,9 @@ pub fn write_request(topo: &Topology, hop: &NextHop, out: &mut [u8]) -> Option<u
 
 /// When to ask for each dynamic next hop: every `retry` while it is
 /// unresolved, every `refresh` once resolved (a next hop whose MAC changes,
-/// say after a router failover, is learned from its next reply or from its
-/// own requests and gratuitous ARPs in between). Owned by the one lcore
-/// that sends the requests.
+/// say after a router failover, is learned from its next reply, or from a
+/// gratuitous ARP / NA with Override in between once the lock time has
+/// passed). Owned by the one lcore that sends the requests.
 #[derive(Debug)]
 pub struct Solicitor {
     next: Vec<Nanos>,
@@ -67,7 +67,8 @@ impl Solicitor {
 
     /// Calls `send(hop)` for each dynamic next hop whose request is due at
     /// `now`; `send` returns whether the request went out (if not, it is
-    /// tried again on the next call).
+    /// tried again on the next call). A request that went out is recorded
+    /// in the hop, so that its answer is accepted.
     pub fn poll(&mut self, now: Nanos, n: &Neighbours, mut send: impl FnMut(&NextHop) -> bool) {
         for (i, hop) in n.hops.iter().enumerate() {
             if hop.fixed || hop.ip.is_none() || self.next.get(i).is_none_or(|&t| now < t) {
@@ -75,6 +76,7 @@ impl Solicitor {
             }
             if send(hop) {
                 self.sent += 1;
+                hop.asked(now);
                 let every = if hop.mac().is_some() {
                     self.refresh
                 } else {

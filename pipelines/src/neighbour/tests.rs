@@ -15,7 +15,8 @@ use crate::wire::be16;
 use crate::wire::icmp::{v6_checksum as icmpv6_checksum, V6_NEXT_HEADER as ICMPV6};
 use crate::wire::ipv6::addr_at as v6;
 use crate::wire::ndisc::{
-    NA as ND_NA, NA_OVERRIDE, NA_ROUTER, NA_SOLICITED, NS as ND_NS, OPT_SOURCE_LLA, OPT_TARGET_LLA,
+    ALL_NODES, ALL_NODES_MAC, NA as ND_NA, NA_OVERRIDE, NA_ROUTER, NA_SOLICITED, NS as ND_NS,
+    OPT_SOURCE_LLA, OPT_TARGET_LLA,
 };
 
 /// A topology and the neighbour table built beside it, as the runtime
@@ -36,6 +37,9 @@ fn with_table(topo: Arc<Topology>) -> Site {
     let neighbours = Neighbours::new(&topo.uplinks);
     Site { topo, neighbours }
 }
+
+/// An arbitrary time the tests' messages arrive at.
+const T0: Nanos = Nanos::ZERO;
 
 fn ipv4(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -85,7 +89,12 @@ fn solicitor_retries_until_learned_then_refreshes() {
     assert_eq!(log.len(), 2);
     tick(&mut s, &mut log, Solicitor::RETRY);
     assert_eq!(log.len(), 4);
-    assert!(n.learn(WAN_PORT, IpAddr::V4(ipv4(NEXT_HOP4)), ISP0_MAC));
+    let reply = Claim::Advert {
+        answer: true,
+        overrides: true,
+    };
+    let v4 = IpAddr::V4(ipv4(NEXT_HOP4));
+    assert!(n.offer(WAN_PORT, v4, ISP0_MAC, reply, Solicitor::RETRY));
     tick(&mut s, &mut log, Nanos(2 * Solicitor::RETRY.0));
     // Both asked; the v4 one is resolved and waits a refresh period now.
     assert_eq!(log.len(), 6);
@@ -144,7 +153,7 @@ fn arp_request_for_the_gateway_is_answered_in_place() {
     let topo = with_table(site(1));
     let mut f = arp(1, CLIENT_MAC, "10.0.0.2", [0; 6], "10.0.0.1", [0xff; 6]);
     assert_eq!(
-        answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours),
+        answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, T0),
         Answer::Reply
     );
     assert_eq!(f[0..6], CLIENT_MAC);
@@ -163,7 +172,7 @@ fn arp_for_nat_addresses_only_on_their_uplink_port() {
     let nat = NAT4;
     let mut f = arp(1, ISP0_MAC, "192.0.2.254", [0; 6], nat, [0xff; 6]);
     assert_eq!(
-        answer_arp(&mut f, 14, WAN_PORT, &topo, &topo.neighbours),
+        answer_arp(&mut f, 14, WAN_PORT, &topo, &topo.neighbours, T0),
         Answer::Reply
     );
     assert_eq!(f[22..28], WAN_MAC);
@@ -171,13 +180,13 @@ fn arp_for_nat_addresses_only_on_their_uplink_port() {
     // address does not live there.
     let mut f = arp(1, CLIENT_MAC, "10.0.0.2", [0; 6], nat, [0xff; 6]);
     assert_eq!(
-        answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours),
+        answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, T0),
         Answer::Consumed(DropReason::ArpUnhandled)
     );
     // Nor a question about someone else.
     let mut f = arp(1, CLIENT_MAC, "10.0.0.2", [0; 6], "10.0.0.9", [0xff; 6]);
     assert_eq!(
-        answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours),
+        answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, T0),
         Answer::Consumed(DropReason::ArpUnhandled)
     );
 }
@@ -188,14 +197,14 @@ fn arp_reply_from_the_next_hop_is_learned() {
     assert_eq!(topo.neighbours.mac_for(0, false), None);
     let mut f = arp(2, ISP0_MAC, NEXT_HOP4, WAN_MAC, NAT4, WAN_MAC);
     assert_eq!(
-        answer_arp(&mut f, 14, WAN_PORT, &topo, &topo.neighbours),
+        answer_arp(&mut f, 14, WAN_PORT, &topo, &topo.neighbours, T0),
         Answer::Consumed(DropReason::NeighbourConsumed)
     );
     assert_eq!(topo.neighbours.mac_for(0, false), Some(ISP0_MAC));
     // The same reply on another port teaches nothing.
     let topo = dynamic_site();
     let mut f = arp(2, ISP0_MAC, NEXT_HOP4, WAN_MAC, NAT4, WAN_MAC);
-    answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours);
+    answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, T0);
     assert_eq!(topo.neighbours.mac_for(0, false), None);
     // A multicast sender MAC is never learned.
     let mut f = arp(
@@ -206,7 +215,7 @@ fn arp_reply_from_the_next_hop_is_learned() {
         NAT4,
         WAN_MAC,
     );
-    answer_arp(&mut f, 14, WAN_PORT, &topo, &topo.neighbours);
+    answer_arp(&mut f, 14, WAN_PORT, &topo, &topo.neighbours, T0);
     assert_eq!(topo.neighbours.mac_for(0, false), None);
 }
 
@@ -218,14 +227,14 @@ fn malformed_arp_is_dropped() {
         let mut f = good.clone();
         f[at] = v;
         assert_eq!(
-            answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours),
+            answer_arp(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, T0),
             Answer::Consumed(DropReason::ArpMalformed),
             "byte {at}"
         );
     }
     let mut short = good[..40].to_vec();
     assert_eq!(
-        answer_arp(&mut short, 14, LAN_PORT, &topo, &topo.neighbours),
+        answer_arp(&mut short, 14, LAN_PORT, &topo, &topo.neighbours, T0),
         Answer::Consumed(DropReason::ArpMalformed)
     );
 }
@@ -268,7 +277,7 @@ fn solicitation_for_the_gateway_gets_an_advertisement() {
     f.resize(14 + 40 + 32, 0);
     let mut len = 0;
     assert_eq!(
-        answer_nd(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, &mut len),
+        answer_nd(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, &mut len, T0),
         Answer::Reply
     );
     assert_eq!(len, 14 + 40 + 32);
@@ -295,28 +304,29 @@ fn solicitation_is_checked() {
     let mut f = good.clone();
     f[21] = 64;
     assert_eq!(
-        answer_nd(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, &mut len),
+        answer_nd(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, &mut len, T0),
         Answer::Consumed(DropReason::NdMalformed)
     );
     // Corrupted checksum.
     let mut f = good.clone();
     f[14 + 40 + 10] ^= 1;
     assert_eq!(
-        answer_nd(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, &mut len),
+        answer_nd(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, &mut len, T0),
         Answer::Consumed(DropReason::NdMalformed)
     );
     // For someone else.
     let mut f = ns("fd00::2", CLIENT_MAC, "fd00::7", true);
     assert_eq!(
-        answer_nd(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, &mut len),
+        answer_nd(&mut f, 14, LAN_PORT, &topo, &topo.neighbours, &mut len, T0),
         Answer::Consumed(DropReason::NeighborDiscovery)
     );
 }
 
 #[test]
-fn advertisement_and_solicitation_from_the_next_hop_are_learned() {
+fn solicitation_from_the_next_hop_is_answered_but_never_teaches() {
     let topo = dynamic_site();
-    // The next hop asks for our NAT address: we answer and learn it.
+    // The next hop asks for our NAT address: we answer, but its source
+    // option is not learned (anyone can send a solicitation).
     let nat6 = topo.uplinks[0]
         .nat_addrs
         .iter()
@@ -326,11 +336,12 @@ fn advertisement_and_solicitation_from_the_next_hop_are_learned() {
     let mut f = ns(NEXT_HOP6, ISP0_MAC, &nat6, true);
     let mut len = 0;
     assert_eq!(
-        answer_nd(&mut f, 14, WAN_PORT, &topo, &topo.neighbours, &mut len),
+        answer_nd(&mut f, 14, WAN_PORT, &topo, &topo.neighbours, &mut len, T0),
         Answer::Reply
     );
-    assert_eq!(topo.neighbours.mac_for(0, true), Some(ISP0_MAC));
+    assert_eq!(topo.neighbours.mac_for(0, true), None);
     assert_eq!(topo.neighbours.mac_for(0, false), None);
+    assert_eq!(counts(hop6(&topo)), [0, 0, 0, 0, 0, 1]);
 }
 
 #[test]
@@ -370,12 +381,15 @@ fn requests_are_well_formed_and_their_answers_resolve() {
                     .unwrap(),
             );
             na[56..58].fill(0);
+            na[58] = NA_SOLICITED;
+            // The solicitor records what it sent.
+            hop.asked(T0);
             let (s2, d2) = (v6(&na[22..38]), v6(&na[38..54]));
             let c = icmpv6_checksum(&s2, &d2, &na[54..n]);
             na[56..58].copy_from_slice(&c.to_be_bytes());
             let mut len = 0;
             assert_eq!(
-                answer_nd(&mut na, 14, WAN_PORT, &topo, &topo.neighbours, &mut len),
+                answer_nd(&mut na, 14, WAN_PORT, &topo, &topo.neighbours, &mut len, T0),
                 Answer::Consumed(DropReason::NeighbourConsumed)
             );
             assert_eq!(topo.neighbours.mac_for(0, true), Some(ISP0_MAC));
@@ -385,4 +399,338 @@ fn requests_are_well_formed_and_their_answers_resolve() {
             assert_eq!(f[38..42], ipv4(NEXT_HOP4).octets());
         }
     }
+}
+
+// Who may change a next hop's MAC (issue 15): answers to our own
+// requests, and unsolicited overrides only after the lock time.
+
+const SPOOF_MAC: [u8; 6] = [0x02, 0xba, 0xd0, 0, 0, 1];
+
+fn hop4(s: &Site) -> &NextHop {
+    s.neighbours.hops().iter().find(|h| !h.is_v6()).unwrap()
+}
+
+fn hop6(s: &Site) -> &NextHop {
+    s.neighbours.hops().iter().find(|h| h.is_v6()).unwrap()
+}
+
+/// learned_reply, learned_gratuitous, refused_unsolicited,
+/// refused_locktime, refused_opcode, refused_ns.
+fn counts(h: &NextHop) -> [u64; 6] {
+    let c = &h.counters;
+    [
+        &c.learned_reply,
+        &c.learned_gratuitous,
+        &c.refused_unsolicited,
+        &c.refused_locktime,
+        &c.refused_opcode,
+        &c.refused_ns,
+    ]
+    .map(HopCounters::get)
+}
+
+fn ms(n: u64) -> Nanos {
+    Nanos::from_millis(n)
+}
+
+fn send_arp(s: &Site, op: u16, sha: [u8; 6], spa: &str, tpa: &str, now: Nanos) -> Answer {
+    let mut f = arp(op, sha, spa, [0; 6], tpa, [0xff; 6]);
+    answer_arp(&mut f, 14, WAN_PORT, s, &s.neighbours, now)
+}
+
+/// A neighbour advertisement from `mac` for `target` with `flags`.
+fn na(mac: [u8; 6], target: &str, flags: u8, with_option: bool) -> Vec<u8> {
+    let src: Ipv6Addr = target.parse().unwrap();
+    let dst = ALL_NODES;
+    let mut body = vec![ND_NA, 0, 0, 0, flags, 0, 0, 0];
+    body.extend_from_slice(&src.octets());
+    if with_option {
+        body.extend_from_slice(&[OPT_TARGET_LLA, 1]);
+        body.extend_from_slice(&mac);
+    }
+    let c = icmpv6_checksum(&src, &dst, &body);
+    body[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x60, 0, 0, 0];
+    ip.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[ICMPV6, 255]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip.extend_from_slice(&body);
+    let mut f = ethernet(ALL_NODES_MAC, mac, None, 0x86dd, &ip);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+fn send_na(s: &Site, mac: [u8; 6], target: &str, flags: u8, now: Nanos) -> Answer {
+    let mut f = na(mac, target, flags, true);
+    let mut len = 0;
+    answer_nd(&mut f, 14, WAN_PORT, s, &s.neighbours, &mut len, now)
+}
+
+#[test]
+fn arp_reply_to_our_request_is_learned_and_takes_the_request() {
+    let s = dynamic_site();
+    let h = hop4(&s);
+    let mut sol = Solicitor::new(&s.neighbours);
+    let t = Nanos::from_secs(10);
+    sol.poll(t, &s.neighbours, |_| true);
+    let r = send_arp(
+        &s,
+        ARP_REPLY,
+        ISP0_MAC,
+        NEXT_HOP4,
+        NAT4,
+        t.saturating_add(ms(5)),
+    );
+    assert_eq!(r, Answer::Consumed(DropReason::NeighbourConsumed));
+    assert_eq!(h.mac(), Some(ISP0_MAC));
+    assert_eq!(counts(h), [1, 0, 0, 0, 0, 0]);
+    // A second "answer" to the same request (a spoofer racing the router)
+    // is unsolicited now, and inside the lock time.
+    send_arp(
+        &s,
+        ARP_REPLY,
+        SPOOF_MAC,
+        NEXT_HOP4,
+        NAT4,
+        t.saturating_add(ms(6)),
+    );
+    assert_eq!(h.mac(), Some(ISP0_MAC));
+    assert_eq!(counts(h), [1, 0, 0, 1, 0, 0]);
+    // The next request's answer is learned even within the lock time of
+    // the last change (the router moved; we asked).
+    h.asked(t.saturating_add(ms(100)));
+    send_arp(
+        &s,
+        ARP_REPLY,
+        ISP1_MAC,
+        NEXT_HOP4,
+        NAT4,
+        t.saturating_add(ms(200)),
+    );
+    assert_eq!(h.mac(), Some(ISP1_MAC));
+    assert_eq!(counts(h), [2, 0, 0, 1, 0, 0]);
+}
+
+#[test]
+fn a_reply_after_the_answer_window_is_unsolicited() {
+    let s = dynamic_site();
+    let h = hop4(&s);
+    let t = Nanos::from_secs(100);
+    h.asked(t);
+    let late = t.saturating_add(ANSWER_WINDOW).saturating_add(ms(1));
+    send_arp(&s, ARP_REPLY, ISP0_MAC, NEXT_HOP4, NAT4, late);
+    // Still learned (nothing known yet, no lock), but not as an answer.
+    assert_eq!(counts(h), [0, 1, 0, 0, 0, 0]);
+    // A reply to someone else's address never answers our request.
+    h.asked(late);
+    send_arp(&s, ARP_REPLY, SPOOF_MAC, NEXT_HOP4, "192.0.2.77", late);
+    assert_eq!(h.mac(), Some(ISP0_MAC));
+    assert_eq!(counts(h), [0, 1, 0, 1, 0, 0]);
+}
+
+#[test]
+fn spoofed_gratuitous_arp_waits_for_the_lock_time() {
+    let s = dynamic_site();
+    let h = hop4(&s);
+    let t = Nanos::from_secs(50);
+    h.asked(t);
+    send_arp(&s, ARP_REPLY, ISP0_MAC, NEXT_HOP4, NAT4, t);
+    assert_eq!(h.mac(), Some(ISP0_MAC));
+    // Gratuitous ARP in both forms (request and reply, sender == target
+    // address) within the lock time: the MAC does not move.
+    for op in [ARP_REQUEST, ARP_REPLY] {
+        send_arp(
+            &s,
+            op,
+            SPOOF_MAC,
+            NEXT_HOP4,
+            NEXT_HOP4,
+            t.saturating_add(ms(999)),
+        );
+        assert_eq!(h.mac(), Some(ISP0_MAC), "op {op}");
+    }
+    assert_eq!(counts(h), [1, 0, 0, 2, 0, 0]);
+    // After it, it does (a router failover announces itself this way).
+    send_arp(
+        &s,
+        ARP_REQUEST,
+        ISP1_MAC,
+        NEXT_HOP4,
+        NEXT_HOP4,
+        t.saturating_add(LOCK_TIME),
+    );
+    assert_eq!(h.mac(), Some(ISP1_MAC));
+    assert_eq!(counts(h), [1, 1, 0, 2, 0, 0]);
+    // And the lock starts again from that change.
+    send_arp(
+        &s,
+        ARP_REPLY,
+        SPOOF_MAC,
+        NEXT_HOP4,
+        NEXT_HOP4,
+        t.saturating_add(ms(1500)),
+    );
+    assert_eq!(h.mac(), Some(ISP1_MAC));
+    assert_eq!(counts(h), [1, 1, 0, 3, 0, 0]);
+    // For another address than the next hop nothing is counted here.
+    send_arp(
+        &s,
+        ARP_REPLY,
+        SPOOF_MAC,
+        "192.0.2.9",
+        "192.0.2.9",
+        Nanos::from_secs(99),
+    );
+    assert_eq!(counts(h), [1, 1, 0, 3, 0, 0]);
+}
+
+#[test]
+fn lock_time_is_configurable() {
+    let t = dynamic_site();
+    let s = Site {
+        neighbours: Neighbours::new(&t.topo.uplinks).with_lock_time(Nanos::from_secs(5)),
+        topo: t.topo.clone(),
+    };
+    let h = hop4(&s);
+    send_arp(&s, ARP_REPLY, ISP0_MAC, NEXT_HOP4, NEXT_HOP4, T0);
+    send_arp(
+        &s,
+        ARP_REPLY,
+        SPOOF_MAC,
+        NEXT_HOP4,
+        NEXT_HOP4,
+        Nanos::from_secs(4),
+    );
+    assert_eq!(h.mac(), Some(ISP0_MAC));
+    send_arp(
+        &s,
+        ARP_REPLY,
+        SPOOF_MAC,
+        NEXT_HOP4,
+        NEXT_HOP4,
+        Nanos::from_secs(5),
+    );
+    assert_eq!(h.mac(), Some(SPOOF_MAC));
+    assert_eq!(counts(h), [0, 2, 0, 1, 0, 0]);
+}
+
+#[test]
+fn arp_requests_and_other_opcodes_never_teach() {
+    let s = dynamic_site();
+    let h = hop4(&s);
+    // The next hop asking for our address is answered, not learned from.
+    assert_eq!(
+        send_arp(&s, ARP_REQUEST, ISP0_MAC, NEXT_HOP4, NAT4, T0),
+        Answer::Reply
+    );
+    assert_eq!(h.mac(), None);
+    // Nor from a request for someone else, or RARP / unknown opcodes,
+    // even with our request outstanding.
+    h.asked(T0);
+    for op in [1, 3, 4, 8, 0xffff] {
+        send_arp(&s, op, SPOOF_MAC, NEXT_HOP4, "192.0.2.77", T0);
+    }
+    assert_eq!(h.mac(), None);
+    assert_eq!(counts(h), [0, 0, 0, 0, 6, 0]);
+}
+
+#[test]
+fn solicitations_of_others_never_teach() {
+    let s = dynamic_site();
+    let (h4, h6) = (hop4(&s), hop6(&s));
+    h6.asked(T0);
+    // A host claiming the next hop's address in a solicitation (for the
+    // next hop's own address, or for anyone's).
+    for target in [NEXT_HOP6, "2001:db8::77"] {
+        let mut f = ns(NEXT_HOP6, SPOOF_MAC, target, true);
+        let mut len = 0;
+        answer_nd(&mut f, 14, WAN_PORT, &s, &s.neighbours, &mut len, T0);
+    }
+    // Another host's solicitation is about no next hop at all.
+    let mut f = ns("2001:db8::99", SPOOF_MAC, NEXT_HOP6, true);
+    let mut len = 0;
+    answer_nd(&mut f, 14, WAN_PORT, &s, &s.neighbours, &mut len, T0);
+    assert_eq!(h6.mac(), None);
+    assert_eq!(counts(h6), [0, 0, 0, 0, 0, 2]);
+    assert_eq!(counts(h4), [0; 6]);
+}
+
+#[test]
+fn advertisements_need_our_request_or_override_after_the_lock_time() {
+    let s = dynamic_site();
+    let h = hop6(&s);
+    let t = Nanos::from_secs(20);
+    // Neither Solicited nor Override: refused, even for an unknown MAC.
+    send_na(&s, SPOOF_MAC, NEXT_HOP6, 0, t);
+    // Solicited, but we asked for nothing.
+    send_na(&s, SPOOF_MAC, NEXT_HOP6, NA_SOLICITED, t);
+    assert_eq!(h.mac(), None);
+    assert_eq!(counts(h), [0, 0, 2, 0, 0, 0]);
+    // Solicited while our solicitation is outstanding: learned.
+    let mut sol = Solicitor::new(&s.neighbours);
+    sol.poll(t, &s.neighbours, |_| true);
+    send_na(
+        &s,
+        ISP0_MAC,
+        NEXT_HOP6,
+        NA_SOLICITED | NA_ROUTER,
+        t.saturating_add(ms(3)),
+    );
+    assert_eq!(h.mac(), Some(ISP0_MAC));
+    assert_eq!(counts(h), [1, 0, 2, 0, 0, 0]);
+    // Override within the lock time: refused; without it, never.
+    send_na(
+        &s,
+        SPOOF_MAC,
+        NEXT_HOP6,
+        NA_OVERRIDE,
+        t.saturating_add(ms(500)),
+    );
+    send_na(
+        &s,
+        SPOOF_MAC,
+        NEXT_HOP6,
+        NA_SOLICITED,
+        t.saturating_add(ms(600)),
+    );
+    send_na(&s, SPOOF_MAC, NEXT_HOP6, 0, Nanos::from_secs(60));
+    assert_eq!(h.mac(), Some(ISP0_MAC));
+    assert_eq!(counts(h), [1, 0, 4, 1, 0, 0]);
+    // Override after the lock time (from the change at t + 3 ms): learned.
+    let after = t.saturating_add(ms(3)).saturating_add(LOCK_TIME);
+    send_na(&s, ISP1_MAC, NEXT_HOP6, NA_OVERRIDE, Nanos(after.0 - 1));
+    assert_eq!(h.mac(), Some(ISP0_MAC));
+    send_na(&s, ISP1_MAC, NEXT_HOP6, NA_OVERRIDE, after);
+    assert_eq!(h.mac(), Some(ISP1_MAC));
+    assert_eq!(counts(h), [1, 1, 4, 2, 0, 0]);
+    // An advertisement for another target is about no next hop.
+    send_na(
+        &s,
+        SPOOF_MAC,
+        "2001:db8::77",
+        NA_OVERRIDE,
+        Nanos::from_secs(90),
+    );
+    assert_eq!(h.mac(), Some(ISP1_MAC));
+    assert_eq!(counts(h), [1, 1, 4, 2, 0, 0]);
+}
+
+#[test]
+fn fixed_next_hops_are_never_judged() {
+    let s = with_table(site(1));
+    for h in s.neighbours.hops() {
+        h.asked(T0);
+    }
+    let ip = s.uplinks[0].next_hop_v4.map(|a| a.to_string());
+    if let Some(ip) = ip {
+        send_arp(&s, ARP_REPLY, SPOOF_MAC, &ip, NAT4, T0);
+    }
+    for (u, up) in s.uplinks.iter().enumerate() {
+        assert_eq!(
+            s.neighbours.mac_for(u as UplinkId, false),
+            Some(up.next_hop_mac)
+        );
+    }
+    assert!(s.neighbours.hops().iter().all(|h| counts(h) == [0; 6]));
 }

@@ -29,6 +29,7 @@ use crate::packet::burst::Burst;
 use crate::packet::counter::StageCounters;
 use crate::packet::drop::DropReason;
 use crate::packet::flow::{proto, FlowKey};
+use crate::packet::time::Nanos;
 use crate::topology::{PortRole, Topology};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
 use crate::wire::{checksum, icmp, ipv4, ipv6, tcp, udp};
@@ -41,6 +42,9 @@ pub struct Classify {
     services: Option<Arc<crate::redirect::service::ServiceMap>>,
     /// Shared with the management core, which only reads.
     pub counters: Arc<StageCounters>,
+    /// The time ARP and ND messages are judged at (answer window, lock
+    /// time); the runtime sets it once per burst with [`Classify::set_now`].
+    now: Nanos,
 }
 
 /// What the L3/L4 parse found, before direction is decided.
@@ -114,6 +118,7 @@ impl Classify {
             neighbours,
             services: None,
             counters: Arc::default(),
+            now: Nanos::ZERO,
         }
     }
 
@@ -122,6 +127,12 @@ impl Classify {
     /// client's address, since the service port cannot name a shard.
     pub fn set_services(&mut self, services: Arc<crate::redirect::service::ServiceMap>) {
         self.services = Some(services);
+    }
+
+    /// Sets the time the next bursts arrived at (the runtime's clock, the
+    /// one the neighbour solicitor records its requests with).
+    pub fn set_now(&mut self, now: Nanos) {
+        self.now = now;
     }
 
     /// Moves classified packets from `input` to `output` (until `input` is
@@ -150,8 +161,14 @@ impl Classify {
             return Err(DropReason::UnexpectedVlan);
         }
         if ethertype == ETHERTYPE_ARP {
-            let a =
-                neighbour::answer_arp(pkt.data_mut(), l2, in_port, &self.topo, &self.neighbours);
+            let a = neighbour::answer_arp(
+                pkt.data_mut(),
+                l2,
+                in_port,
+                &self.topo,
+                &self.neighbours,
+                self.now,
+            );
             return self.local(pkt, a, None, vlan);
         }
         let parsed = match parse_l3_l4(pkt.data(), l2, ethertype == ETHERTYPE_IPV4) {
@@ -164,6 +181,7 @@ impl Classify {
                     &self.topo,
                     &self.neighbours,
                     &mut len,
+                    self.now,
                 );
                 return self.local(pkt, a, Some(len), vlan);
             }
