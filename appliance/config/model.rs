@@ -54,6 +54,9 @@ pub struct Config {
     pub selection: SelectionSection,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// How next hops' MACs learned by ARP / neighbour discovery may change.
+    #[serde(default)]
+    pub neighbours: NeighboursSection,
     /// Server-cluster rerouting (seed 000): service addresses, the servers
     /// behind them, the redirection database.
     #[serde(default)]
@@ -64,6 +67,25 @@ pub struct Config {
     pub af_packet: Option<AfPacketConfig>,
     /// Only with `backend = "dpdk"` (all keys defaulted).
     pub dpdk: Option<DpdkConfig>,
+}
+
+/// `[neighbours]`: who may change a next hop's learned MAC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NeighboursSection {
+    /// After a next hop's MAC is set, gratuitous ARPs, unsolicited ARP
+    /// replies and NAs with Override cannot change it for this long
+    /// (Linux's `locktime`); answers to the appliance's own requests are
+    /// always accepted. 0 disables the hold-down.
+    pub lock_time_ms: u64,
+}
+
+impl Default for NeighboursSection {
+    fn default() -> Self {
+        NeighboursSection {
+            lock_time_ms: pipelines::neighbour::LOCK_TIME.as_nanos() / 1_000_000,
+        }
+    }
 }
 
 /// The af_packet backend's rings (TPACKET_V3), per port and queue.

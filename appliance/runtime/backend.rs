@@ -153,9 +153,10 @@ fn with_port_macs(plan: &Plan, macs: &[[u8; 6]]) -> Plan {
         t.nat_ports,
         t.shards,
     ));
-    plan.neighbours = Arc::new(pipelines::neighbour::Neighbours::new(
-        &plan.topology.uplinks,
-    ));
+    let lock_time = plan.neighbours.lock_time();
+    plan.neighbours = Arc::new(
+        pipelines::neighbour::Neighbours::new(&plan.topology.uplinks).with_lock_time(lock_time),
+    );
     plan
 }
 

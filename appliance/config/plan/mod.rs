@@ -99,6 +99,22 @@ pub fn validate(cfg: &Config) -> Result<Plan, ConfigError> {
     validate_with_cpus(cfg, available_cpus())
 }
 
+/// Longest `neighbours.lock_time_ms` (a minute: longer would leave a next
+/// hop that moved without announcing an answer unreachable for too long).
+const LOCK_TIME_MAX_MS: u64 = 60_000;
+
+/// The next hops' table with the configured lock time.
+fn plan_neighbours(cfg: &Config, topology: &Topology) -> Result<Neighbours, ConfigError> {
+    let ms = cfg.neighbours.lock_time_ms;
+    if ms > LOCK_TIME_MAX_MS {
+        return err(
+            "neighbours.lock_time_ms",
+            format!("{ms}; allowed: 0..={LOCK_TIME_MAX_MS} milliseconds"),
+        );
+    }
+    Ok(Neighbours::new(&topology.uplinks).with_lock_time(pipelines::Nanos::from_millis(ms)))
+}
+
 pub fn available_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -116,7 +132,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
     let (nat, nat_ports) = nat::plan_nat(cfg, shards)?;
     let selection = selection::plan_selection(&cfg.selection)?;
     let topology = ports::topology(&ports, lan, uplinks, nat_ports, shards);
-    let neighbours = Arc::new(Neighbours::new(&topology.uplinks));
+    let neighbours = Arc::new(plan_neighbours(cfg, &topology)?);
     let sim = backends::plan_sim_section(cfg, &topology)?;
     let af_packet = backends::plan_af_packet(cfg)?;
     let dpdk = backends::plan_dpdk(cfg, &groups)?;

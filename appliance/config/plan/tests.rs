@@ -154,3 +154,30 @@ fn a_single_shard_needs_no_hairpin_ring() {
     assert!(pipeline.hairpin_rings.is_empty());
     assert!(!pipeline.describe().contains("hairpin"));
 }
+
+#[test]
+fn neighbour_lock_time_is_configured_and_bounded() {
+    let plan = test_plan("");
+    assert_eq!(plan.neighbours.lock_time(), pipelines::neighbour::LOCK_TIME);
+    let plan = test_plan("[neighbours]\nlock_time_ms = 2500\n");
+    assert_eq!(
+        plan.neighbours.lock_time(),
+        pipelines::Nanos::from_millis(2500)
+    );
+    let plan = test_plan("[neighbours]\nlock_time_ms = 0\n");
+    assert_eq!(plan.neighbours.lock_time(), pipelines::Nanos::ZERO);
+    let site = |section: &str| {
+        crate::config::site::SiteToml::new("pcap")
+            .lan_key("pcap_in", "/nonexistent/lan.pcap")
+            .port("wan-a", "02:00:00:00:0a:01")
+            .uplink("isp-a", "wan-a", &["198.51.100.10"], "02:00:00:00:0a:fe")
+            .section(section)
+            .to_string()
+    };
+    let cfg = crate::config::parse(&site("[neighbours]\nlock_time_ms = 60001\n")).unwrap();
+    let e = validate_with_cpus(&cfg, 8).unwrap_err();
+    assert_eq!(e.path, "neighbours.lock_time_ms", "{e:?}");
+    assert!(e.msg.contains("allowed: 0..=60000"), "{e:?}");
+    let e = crate::config::parse(&site("[neighbours]\nlocktime = 1\n")).unwrap_err();
+    assert!(e.contains("locktime"), "{e}");
+}
