@@ -495,7 +495,7 @@ fn top_offenders(lcores: &[LcoreView]) -> Vec<OffenderStats> {
             sessions,
         })
         .collect();
-    v.sort_by(|a, b| b.refusals.cmp(&a.refusals));
+    v.sort_by_key(|o| std::cmp::Reverse(o.refusals));
     v.truncate(pipelines::nat::TOP_HOSTS);
     v
 }
