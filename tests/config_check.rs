@@ -187,6 +187,45 @@ fn other_bad_values_name_their_field() {
 }
 
 #[test]
+fn bad_host_limits_name_the_field_and_what_is_allowed() {
+    for (from, to, field, allowed) in [
+        (
+            "host_max_sessions = 4096",
+            "host_max_sessions = 0",
+            "nat.host_max_sessions",
+            "1..=16777216",
+        ),
+        (
+            "host_new_per_second = 2000",
+            "host_new_per_second = 0",
+            "nat.host_new_per_second",
+            "1..=10000000",
+        ),
+        (
+            "host_new_burst = 4000",
+            "host_new_burst = 20000000",
+            "nat.host_new_burst",
+            "1..=10000000",
+        ),
+        (
+            "host_max_races = 1024",
+            "host_max_races = 0",
+            "nat.host_max_races",
+            "1..=1000000",
+        ),
+        (
+            "max_hosts_per_shard = 8192",
+            "max_hosts_per_shard = 0",
+            "nat.max_hosts_per_shard",
+            "1..=1048576",
+        ),
+    ] {
+        assert!(demo().contains(from), "{from}");
+        rejected(&demo().replace(from, to), field, allowed);
+    }
+}
+
+#[test]
 fn bad_selection_settings_name_the_field_and_what_is_allowed() {
     let d = demo();
     let cases = [

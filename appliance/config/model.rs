@@ -244,6 +244,20 @@ pub struct NatSection {
     /// Keys the NAT hashes and port randomisation. Absent: random per run,
     /// except with the pcap backend (fixed, so replays are identical).
     pub seed: Option<u64>,
+    /// Most live sessions one inside host holds, for the whole appliance
+    /// (each shard allows its share, rounded up: a host's flows spread over
+    /// the shards by their 5-tuple hash).
+    pub host_max_sessions: u32,
+    /// New outbound sessions one inside host may open per second, and in a
+    /// burst (a token bucket; each shard refills its share).
+    pub host_new_per_second: u32,
+    pub host_new_burst: u32,
+    /// Race copies one inside host may have waiting for an answer (a race
+    /// over n uplinks counts n); past it its SYNs leave by one uplink.
+    pub host_max_races: u32,
+    /// Inside hosts with live sessions each shard tracks (every shard sees
+    /// every active host); a further host's new flows are refused.
+    pub max_hosts_per_shard: usize,
 }
 
 impl Default for NatSection {
@@ -260,6 +274,11 @@ impl Default for NatSection {
             sweep_interval_ms: 1_000,
             port_preservation: true,
             seed: None,
+            host_max_sessions: 4_096,
+            host_new_per_second: 2_000,
+            host_new_burst: 4_000,
+            host_max_races: 1_024,
+            max_hosts_per_shard: 8_192,
         }
     }
 }

@@ -147,6 +147,24 @@ pub struct NatStats {
     pub sweep_laps: u64,
     pub race_closed: u64,
     pub filtering: &'static str,
+    /// Refusals by per-host limit (see `[nat] host_*`).
+    pub host_sessions_limit: u64,
+    pub host_rate_limit: u64,
+    pub host_races_limit: u64,
+    pub hosts_table_full: u64,
+    /// Unanswered sessions evicted for new flows in nearly full shards.
+    pub evicted_unanswered: u64,
+    /// The inside hosts refused most (summed over shards), most first.
+    pub top_offenders: Vec<OffenderStats>,
+}
+
+/// One entry of `nat.top_offenders`.
+#[derive(Clone, Debug, Serialize)]
+pub struct OffenderStats {
+    pub host: String,
+    pub refusals: u64,
+    /// Its live sessions, as of each shard's last refusal or removal.
+    pub sessions: u64,
 }
 
 /// `selection`.
@@ -463,7 +481,37 @@ fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
         sweep_laps: sum(|n| n.sweep_laps.get()),
         race_closed: sum(|n| n.race_closed.get()),
         filtering: plan.nat.filtering.as_str(),
+        host_sessions_limit: sum(|n| n.host_sessions_limit.get()),
+        host_rate_limit: sum(|n| n.host_rate_limit.get()),
+        host_races_limit: sum(|n| n.host_races_limit.get()),
+        hosts_table_full: sum(|n| n.hosts_table_full.get()),
+        evicted_unanswered: sum(|n| n.evicted_unanswered.get()),
+        top_offenders: top_offenders(lcores),
     }
+}
+
+/// Each shard's top offenders merged by host, most refusals first, at most
+/// `TOP_HOSTS` of them. Read from the shards' published slots, no lock.
+fn top_offenders(lcores: &[LcoreView]) -> Vec<OffenderStats> {
+    let mut by_host: BTreeMap<std::net::IpAddr, (u64, u64)> = BTreeMap::new();
+    for n in lcores.iter().filter_map(|l| l.nat.as_deref()) {
+        for (ip, refusals, sessions) in n.top.iter().filter_map(|t| t.read()) {
+            let e = by_host.entry(ip).or_default();
+            e.0 += refusals;
+            e.1 += sessions;
+        }
+    }
+    let mut v: Vec<OffenderStats> = by_host
+        .into_iter()
+        .map(|(ip, (refusals, sessions))| OffenderStats {
+            host: ip.to_string(),
+            refusals,
+            sessions,
+        })
+        .collect();
+    v.sort_by_key(|o| std::cmp::Reverse(o.refusals));
+    v.truncate(pipelines::nat::TOP_HOSTS);
+    v
 }
 
 /// `selection`: the stages' selection counters and the management core's

@@ -5,12 +5,12 @@
 //! Invariant: the port range gives every shard at least 64 ports.
 //! May import `crate::config`, `super` (err) and pipelines; nothing else.
 
-use pipelines::nat::NatConfig;
+use pipelines::nat::{HostLimits, NatConfig};
 use pipelines::topology::NatPortRange;
 use pipelines::Nanos;
 
 use super::{err, ConfigError};
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, Config, NatSection};
 
 /// The NAT settings and the whole NAT port range, for `shards` shards.
 pub(super) fn plan_nat(
@@ -57,6 +57,7 @@ pub(super) fn plan_nat(
             format!("{}; allowed: 10..=600000", n.sweep_interval_ms),
         );
     }
+    let hosts = plan_hosts(n, shards)?;
     // Replays of captures must be identical run after run.
     let seed = n.seed.unwrap_or_else(|| match cfg.backend {
         BackendKind::Pcap => 0,
@@ -75,6 +76,36 @@ pub(super) fn plan_nat(
         icmp_timeout: Nanos::from_secs(n.icmp_timeout_s),
         race_timeout: Nanos::from_millis(cfg.selection.race_timeout_ms),
         max_races: cfg.selection.max_races_per_shard,
+        hosts,
     };
     Ok((nat, NatPortRange { first, last }))
+}
+
+/// The per-host limits of one shard: the site-wide figures divided across
+/// the shards (rounded up), the host table size as configured.
+fn plan_hosts(n: &NatSection, shards: u16) -> Result<HostLimits, ConfigError> {
+    for (name, v, max) in [
+        ("host_max_sessions", n.host_max_sessions, 16 * 1024 * 1024),
+        ("host_new_per_second", n.host_new_per_second, 10_000_000),
+        ("host_new_burst", n.host_new_burst, 10_000_000),
+        ("host_max_races", n.host_max_races, 1_000_000),
+    ] {
+        if v == 0 || v > max {
+            return err(format!("nat.{name}"), format!("{v}; allowed: 1..={max}"));
+        }
+    }
+    if n.max_hosts_per_shard == 0 || n.max_hosts_per_shard > 1024 * 1024 {
+        return err(
+            "nat.max_hosts_per_shard",
+            format!("{}; allowed: 1..=1048576", n.max_hosts_per_shard),
+        );
+    }
+    let share = |v: u32| v.div_ceil(u32::from(shards.max(1)));
+    Ok(HostLimits {
+        max_sessions: share(n.host_max_sessions),
+        new_per_second: share(n.host_new_per_second),
+        new_burst: share(n.host_new_burst),
+        max_races: share(n.host_max_races),
+        max_hosts: n.max_hosts_per_shard,
+    })
 }

@@ -1,5 +1,6 @@
 //! The shard's settings: limits, timeouts, filtering mode.
 
+use super::hosts::HostLimits;
 use crate::packet::time::Nanos;
 
 /// Which unsolicited inbound packets reach an existing mapping (RFC 4787
@@ -77,6 +78,21 @@ pub struct NatConfig {
     /// Races (SYN races in progress, plus first-payload connections that
     /// keep a sequence offset) the shard holds at once.
     pub max_races: usize,
+    /// Per inside host limits in this shard (see [`HostLimits`]).
+    pub hosts: HostLimits,
+}
+
+/// Eviction starts when a shard holds this share of `max_sessions`, in
+/// percent: a new outbound flow then first removes the oldest session that
+/// never saw an answer.
+pub const EVICT_AT_PERCENT: usize = 90;
+
+impl NatConfig {
+    /// Live sessions from which a new outbound flow evicts.
+    pub fn evict_at(&self) -> usize {
+        self.max_sessions / 100 * EVICT_AT_PERCENT
+            + self.max_sessions % 100 * EVICT_AT_PERCENT / 100
+    }
 }
 
 impl Default for NatConfig {
@@ -94,6 +110,7 @@ impl Default for NatConfig {
             seed: 0x5EED_0FA7_7E57,
             race_timeout: Nanos::from_secs(3),
             max_races: 16_384,
+            hosts: HostLimits::default(),
         }
     }
 }

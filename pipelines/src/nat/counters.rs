@@ -30,11 +30,72 @@ pub struct NatCounters {
     /// Losing race copies freed when their server answered (with a SYN+ACK,
     /// which gets an RST, or an RST); the others expire.
     pub race_closed: Counter,
+    /// New sessions refused because their inside host had
+    /// `host_max_sessions` live sessions in this shard.
+    pub host_sessions_limit: Counter,
+    /// New sessions refused by their inside host's token bucket
+    /// (`host_new_per_second`, `host_new_burst`).
+    pub host_rate_limit: Counter,
+    /// Races not started (the SYN left by one uplink) because their inside
+    /// host had `host_max_races` race copies waiting for an answer.
+    pub host_races_limit: Counter,
+    /// New sessions of a host the shard did not track refused because the
+    /// host table held `max_hosts` hosts.
+    pub hosts_table_full: Counter,
+    /// Sessions that never saw an answer, removed (oldest first) to make
+    /// room for a new flow in a nearly full shard.
+    pub evicted_unanswered: Counter,
+    /// The hosts this shard refused most, by refusals (unordered; an empty
+    /// slot has `refusals` 0).
+    pub top: [TopHost; TOP_HOSTS],
     /// Per uplink, indexed by [`UplinkId`].
     pub uplinks: Vec<UplinkCounters>,
     /// Per local server behind a service address (seed 000 [75]): its live
     /// TCP sessions and artificial UDP sessions in this shard.
     pub servers: Vec<ServerCounters>,
+}
+
+/// Top offenders each shard publishes.
+pub const TOP_HOSTS: usize = 8;
+
+/// One slot of a shard's top offenders. Written by the shard alone, read by
+/// the management core without locks: a read racing an update may pair one
+/// host's address with the previous holder's counts, which the next
+/// snapshot corrects.
+#[derive(Debug, Default)]
+pub struct TopHost {
+    /// The address in its 16-byte form (IPv4 mapped), as two halves.
+    addr_hi: Counter,
+    addr_lo: Counter,
+    pub refusals: Counter,
+    /// The host's live sessions in this shard when last updated.
+    pub sessions: Counter,
+}
+
+impl TopHost {
+    pub(super) fn publish(&self, addr: &[u8; 16], refusals: u64, sessions: u32) {
+        let a = u128::from_be_bytes(*addr);
+        self.addr_hi.set((a >> 64) as u64);
+        self.addr_lo.set(a as u64);
+        self.refusals.set(refusals);
+        self.sessions.set(u64::from(sessions));
+    }
+
+    /// The host, its refusals and its live sessions; `None` for an empty
+    /// slot.
+    pub fn read(&self) -> Option<(std::net::IpAddr, u64, u64)> {
+        let refusals = self.refusals.get();
+        if refusals == 0 {
+            return None;
+        }
+        let a = (u128::from(self.addr_hi.get()) << 64) | u128::from(self.addr_lo.get());
+        let v6 = std::net::Ipv6Addr::from(a);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        };
+        Some((ip, refusals, self.sessions.get()))
+    }
 }
 
 #[derive(Debug, Default)]

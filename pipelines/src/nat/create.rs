@@ -8,7 +8,7 @@ use super::config::Filtering;
 use super::counters::ServerCounters;
 use super::index::{inside_hash, out_eq, session_in_hash, session_out_hash, tag, NatAddr, Tuple};
 use super::ports::{class_of, PortPool, CLASSES};
-use super::session::{to16, Session, LIVE, NONE, OUT_INDEXED, V6};
+use super::session::{to16, Session, HOSTED, LIVE, NONE, OUT_INDEXED, UNANSWERED, V6};
 use super::shard::NatShard;
 use crate::packet::drop::DropReason;
 use crate::packet::flow::{proto, FlowKey};
@@ -93,13 +93,73 @@ impl NatShard {
         now: Nanos,
         indexed: bool,
     ) -> Result<(u32, Created), DropReason> {
+        // A full shard evicts before any mapping is looked up (the evicted
+        // session may be the last of the mapping this flow would use).
+        if self.live >= self.cfg.max_sessions {
+            self.make_room(NONE);
+        }
         if self.live >= self.cfg.max_sessions {
             self.counters.table_full.inc();
             return Err(DropReason::TableFull);
         }
         let t = Tuple::of(key);
+        // A race copy after the first is the same new flow: it takes a
+        // session but no token.
+        let lim = self.cfg.hosts;
+        self.hosts
+            .admit(&t.src, now, indexed, &lim, &self.counters)?;
         let head = self.find_mapping(&t, uplink);
-        let (uplink, nat_addr, nat_port) = match head {
+        let claimed = self.claim_port(&t, uplink, head);
+        let (uplink, nat_addr, nat_port) = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                self.hosts.release(&t.src, &self.counters);
+                return Err(e);
+            }
+        };
+        let s = Session {
+            client: t.src,
+            remote: t.dst,
+            last_seen: now,
+            client_port: t.src_port,
+            remote_port: t.dst_port,
+            nat_port,
+            nat_addr,
+            proto: t.proto,
+            uplink,
+            flags: LIVE
+                | HOSTED
+                | UNANSWERED
+                | if t.v6 { V6 } else { 0 }
+                | if indexed { OUT_INDEXED } else { 0 },
+            client_mac,
+            ..Session::FREE
+        };
+        let idx = self.insert(s, head);
+        // A nearly full one evicts after the insertion, so the new session
+        // never takes the slot of a session its race still lists.
+        if self.live > self.evict_at {
+            self.make_room(idx);
+        }
+        Ok((
+            idx,
+            if head.is_some() {
+                Created::ExistingMapping
+            } else {
+                Created::NewMapping
+            },
+        ))
+    }
+
+    /// The mapping's (uplink, NAT address, NAT port): those of `head`, or a
+    /// new port on `uplink`'s paired address.
+    fn claim_port(
+        &mut self,
+        t: &Tuple,
+        uplink: UplinkId,
+        head: Option<u32>,
+    ) -> Result<(UplinkId, u16, u16), DropReason> {
+        Ok(match head {
             Some(h) => {
                 let s = &self.slots[h as usize];
                 (s.uplink, s.nat_addr, s.nat_port)
@@ -129,30 +189,7 @@ impl NatShard {
                 };
                 (uplink, addr, base + i as u16)
             }
-        };
-        let s = Session {
-            client: t.src,
-            remote: t.dst,
-            last_seen: now,
-            client_port: t.src_port,
-            remote_port: t.dst_port,
-            nat_port,
-            nat_addr,
-            proto: t.proto,
-            uplink,
-            flags: LIVE | if t.v6 { V6 } else { 0 } | if indexed { OUT_INDEXED } else { 0 },
-            client_mac,
-            ..Session::FREE
-        };
-        let idx = self.insert(s, head);
-        Ok((
-            idx,
-            if head.is_some() {
-                Created::ExistingMapping
-            } else {
-                Created::NewMapping
-            },
-        ))
+        })
     }
 
     /// An inbound packet `key` = (SA, SP) → (NA, NP) matched no session: if
@@ -207,6 +244,7 @@ impl NatShard {
             return Err(DropReason::TableFull);
         }
         let m = &self.slots[head as usize];
+        let hosted = m.flags & HOSTED != 0;
         // The client already talks to this remote endpoint over another of
         // its mappings (TCP has one per uplink): a second session with the
         // same outbound 5-tuple would leave its packets two ways to go.
@@ -234,6 +272,14 @@ impl NatShard {
             self.counters.filtered.inc();
             return Err(DropReason::Filtered);
         }
+        // A session opened from outside counts against the inside host's
+        // sessions limit (not its rate: a remote does not spend the host's
+        // tokens).
+        if hosted {
+            let (lim, client) = (self.cfg.hosts, self.slots[head as usize].client);
+            self.hosts
+                .admit(&client, now, false, &lim, &self.counters)?;
+        }
         let m = &self.slots[head as usize];
         let s = Session {
             client: m.client,
@@ -245,7 +291,7 @@ impl NatShard {
             nat_addr: m.nat_addr,
             proto: t.proto,
             uplink: m.uplink,
-            flags: (m.flags & (LIVE | V6)) | OUT_INDEXED,
+            flags: (m.flags & (LIVE | V6 | HOSTED)) | OUT_INDEXED,
             client_mac: m.client_mac,
             ..Session::FREE
         };
@@ -255,6 +301,8 @@ impl NatShard {
     /// Puts `s` in a slot and in the indexes; on the chain of `head`, or as
     /// the head of a new mapping (which then owns its port).
     fn insert(&mut self, mut s: Session, head: Option<u32>) -> u32 {
+        let unanswered = s.flags & UNANSWERED != 0;
+        s.flags &= !UNANSWERED;
         let idx = if self.free_head != NONE {
             let i = self.free_head;
             self.free_head = self.slots[i as usize].next;
@@ -307,6 +355,9 @@ impl NatShard {
         self.by_in.insert_unique(ih, idx, |&i| {
             session_in_hash(hasher, addrs, &slots[i as usize])
         });
+        if unanswered {
+            self.unanswered_push(idx);
+        }
         self.live += 1;
         self.counters.created.inc();
         self.counters.adjust_gauges(protocol, uplink, true);

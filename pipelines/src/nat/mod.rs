@@ -53,7 +53,11 @@
 mod config;
 mod counters;
 mod create;
+mod evict;
+mod hosts;
 mod index;
+#[cfg(test)]
+mod limits_tests;
 mod ports;
 mod session;
 mod shard;
@@ -61,9 +65,10 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Filtering, NatConfig};
-pub use counters::{NatCounters, ServerCounters, UplinkCounters};
+pub use config::{Filtering, NatConfig, EVICT_AT_PERCENT};
+pub use counters::{NatCounters, ServerCounters, TopHost, UplinkCounters, TOP_HOSTS};
 pub use create::{Created, ADF_WALK_MAX};
+pub use hosts::{HostLimits, TokenBucket};
 pub(crate) use session::NONE;
 pub use session::{Session, TcpState, NO_SERVER};
 pub use shard::{NatShard, RaceExit, EVENTS_MAX};

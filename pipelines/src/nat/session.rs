@@ -1,4 +1,4 @@
-//! The session record (96 bytes) and what it derives: TCP state, timeout.
+//! The session record (104 bytes) and what it derives: TCP state, timeout.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -48,8 +48,15 @@ pub(super) const OUT_INDEXED: u8 = 4;
 /// A race copy that lost: kept for the race timeout so that its SYN+ACK is
 /// answered with an RST.
 pub(super) const LOSER: u8 = 8;
+/// An outbound session that has not seen a packet from outside yet: it is
+/// on the shard's list of unanswered sessions (oldest first), which a
+/// nearly full shard evicts from.
+pub(super) const UNANSWERED: u8 = 16;
+/// The session counts against its inside host's limits (outbound sessions
+/// and sessions admitted from outside; not service sessions).
+pub(super) const HOSTED: u8 = 32;
 
-/// One session, 96 bytes. Addresses are stored as 16 bytes (IPv4 in its
+/// One session, 104 bytes. Addresses are stored as 16 bytes (IPv4 in its
 /// IPv4-mapped form, told apart by the `V6` flag) so one table serves NAT44
 /// and NAT66.
 #[derive(Clone, Debug)]
@@ -67,6 +74,10 @@ pub struct Session {
     /// list link of a free slot.
     pub(super) next: u32,
     pub(super) prev: u32,
+    /// Links of the unanswered list (older, newer neighbour), `NONE` at
+    /// its ends and off it.
+    pub(super) older: u32,
+    pub(super) newer: u32,
     pub client_port: u16,
     pub remote_port: u16,
     pub nat_port: u16,
@@ -90,7 +101,10 @@ pub struct Session {
 /// `Session::server` of a session that is not a service session.
 pub const NO_SERVER: u16 = u16::MAX;
 
-const _: () = assert!(std::mem::size_of::<Session>() == 96);
+// With its two index entries (a `u32` and a control byte each, the index
+// at most 7/8 full and rounded to a power of two: 10 to 12 bytes a session
+// each) a session takes at most 128 bytes.
+const _: () = assert!(std::mem::size_of::<Session>() == 104);
 
 impl Session {
     pub(super) const FREE: Session = Session {
@@ -103,6 +117,8 @@ impl Session {
         packets_in: 0,
         next: NONE,
         prev: NONE,
+        older: NONE,
+        newer: NONE,
         client_port: 0,
         remote_port: 0,
         nat_port: 0,
@@ -174,8 +190,16 @@ impl Session {
         }
     }
 
+    /// Whether the session has not seen a packet from outside yet.
+    pub fn unanswered(&self) -> bool {
+        self.flags & UNANSWERED != 0
+    }
+
     pub(super) fn timeout(&self, cfg: &NatConfig) -> Nanos {
-        if self.flags & LOSER != 0 {
+        // A losing race copy, and a race copy nothing answered yet, live
+        // for the race timeout from their last packet (a retransmitted SYN
+        // refreshes them), not for the transitory timeout.
+        if self.flags & LOSER != 0 || (self.race != NONE && self.flags & UNANSWERED != 0) {
             return cfg.race_timeout;
         }
         match self.proto {

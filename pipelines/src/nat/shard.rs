@@ -6,12 +6,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::config::NatConfig;
-use super::counters::{NatCounters, UplinkCounters};
+use super::counters::{NatCounters, TopHost, UplinkCounters};
+use super::hosts::Hosts;
 use super::index::{
     in_eq, inside_hash, out_eq, session_in_hash, session_out_hash, tag, Hasher, NatAddr, Tuple,
 };
 use super::ports::{class_of, PortPool, CLASSES};
-use super::session::{seen, to16, Session, LOSER, NONE, OUT_INDEXED};
+use super::session::{seen, to16, Session, HOSTED, LOSER, NONE, OUT_INDEXED, UNANSWERED};
 use crate::packet::counter::Counter;
 use crate::packet::flow::{proto, FlowKey};
 use crate::packet::time::Nanos;
@@ -50,6 +51,13 @@ pub struct NatShard {
     /// management core; the runtime drains them every loop turn. Bounded by
     /// [`EVENTS_MAX`]: past it events are counted `events_dropped`.
     pub events: Vec<SelEvent>,
+    /// Per inside host limits and counts (see `hosts`).
+    pub(super) hosts: Hosts,
+    /// The unanswered list: oldest and newest (see `evict`).
+    pub(super) unans_head: u32,
+    pub(super) unans_tail: u32,
+    /// Live sessions from which outbound creation evicts.
+    pub(super) evict_at: usize,
     /// Shared with the management core, which only reads.
     pub counters: Arc<NatCounters>,
 }
@@ -114,6 +122,10 @@ impl NatShard {
             last_sweep: None,
             race_exits: Vec::with_capacity(EXITS_RESERVED),
             events: Vec::with_capacity(EVENTS_MAX),
+            hosts: Hosts::new(cfg.hosts.max_hosts),
+            unans_head: NONE,
+            unans_tail: NONE,
+            evict_at: cfg.evict_at(),
             counters: Arc::new(NatCounters {
                 created: Counter::new(),
                 table_full: Counter::new(),
@@ -129,6 +141,12 @@ impl NatShard {
                 race_table_full: Counter::new(),
                 events_dropped: Counter::new(),
                 race_closed: Counter::new(),
+                host_sessions_limit: Counter::new(),
+                host_rate_limit: Counter::new(),
+                host_races_limit: Counter::new(),
+                hosts_table_full: Counter::new(),
+                evicted_unanswered: Counter::new(),
+                top: std::array::from_fn(|_| TopHost::default()),
                 uplinks: (0..topo.uplinks.len())
                     .map(|_| UplinkCounters::default())
                     .collect(),
@@ -299,7 +317,14 @@ impl NatShard {
     /// as a [`RaceExit`].
     pub(crate) fn set_race(&mut self, idx: u32, race: u32) {
         if let Some(s) = self.slots.get_mut(idx as usize).filter(|s| s.is_live()) {
+            let was = s.race != NONE;
             s.race = race;
+            // A race copy waiting for its answer counts as its host's race
+            // in progress.
+            if was != (race != NONE) && s.flags & (UNANSWERED | HOSTED) == UNANSWERED | HOSTED {
+                let client = s.client;
+                self.hosts.race(&client, !was);
+            }
         }
     }
 
@@ -354,7 +379,10 @@ impl NatShard {
         if s.proto == proto::TCP {
             s.on_tcp(tcp_flags, inbound);
         }
-        Some(s)
+        if inbound && s.flags & UNANSWERED != 0 {
+            self.unanswered_unlink(idx);
+        }
+        self.slots.get(idx as usize)
     }
 
     /// Removes session `idx`: its index entries, its place in its mapping's
@@ -365,6 +393,12 @@ impl NatShard {
             .get(idx as usize)
             .filter(|s| s.is_live())?
             .clone();
+        // Off the unanswered list first: a race copy stops counting as its
+        // host's race in progress.
+        self.unanswered_unlink(idx);
+        if s.flags & HOSTED != 0 {
+            self.hosts.release(&s.client, &self.counters);
+        }
         if s.race != NONE {
             self.race_exits.push(RaceExit {
                 race: s.race,
@@ -425,6 +459,13 @@ impl NatShard {
         self.counters.adjust_gauges(s.proto, s.uplink, false);
         self.counters.adjust_server(s.proto, s.server, false);
         Some(s)
+    }
+
+    /// Bytes the host table reserves (its entries' key and value and
+    /// control byte, at its reserved capacity).
+    pub fn hosts_bytes(&self) -> usize {
+        let buckets = (self.hosts.capacity() * 8 / 7).next_power_of_two();
+        buckets * (16 + std::mem::size_of::<super::hosts::Host>() + 1)
     }
 
     /// Bytes the session slab and the three indexes take at their reserved

@@ -104,8 +104,11 @@ fn free_ports(nat: &NatShard, addr: &str, protocol: u8) -> usize {
 }
 
 #[test]
-fn session_record_is_96_bytes() {
-    assert_eq!(std::mem::size_of::<Session>(), 96);
+fn session_record_is_104_bytes_and_128_with_its_index_entries() {
+    assert_eq!(std::mem::size_of::<Session>(), 104);
+    let nat = NatShard::new(NatConfig::default(), &site(1), 0);
+    let (bytes, _) = nat.table_bytes();
+    assert!(bytes / NatConfig::default().max_sessions <= 128, "{bytes}");
 }
 
 #[test]
@@ -379,8 +382,13 @@ fn table_full_at_max_sessions() {
         ..NatConfig::default()
     };
     let mut nat = NatShard::new(cfg, &site(1), 0);
+    // Each answered at once: never evicted for a newcomer.
     let idx: Vec<u32> = (0..3)
-        .map(|p| create(&mut nat, &udp_key(p), 0, T0).unwrap())
+        .map(|p| {
+            let i = create(&mut nat, &udp_key(p), 0, T0).unwrap();
+            nat.touch(i, T0, 60, 0, true);
+            i
+        })
         .collect();
     let free_before = free_ports(&nat, NAT4, proto::UDP);
     assert_eq!(
@@ -572,6 +580,10 @@ fn paced_sweep_laps_once_per_interval_in_bounded_slices() {
         max_sessions: 20_000,
         udp_idle_timeout: Nanos::from_secs(1),
         sweep_interval: Nanos::from_secs(2),
+        hosts: HostLimits {
+            max_hosts: 20_000,
+            ..HostLimits::default()
+        },
         ..NatConfig::default()
     };
     let mut nat = NatShard::new(cfg, &site(1), 0);
@@ -584,7 +596,9 @@ fn paced_sweep_laps_once_per_interval_in_bounded_slices() {
             53,
             proto::UDP,
         );
-        create(&mut nat, &k, 0, clock.now).unwrap();
+        let s = create(&mut nat, &k, 0, clock.now).unwrap();
+        // Answered: the table fills without evicting.
+        nat.touch(s, clock.now, 60, 0, true);
     }
     nat.sweep(clock.now);
     // Everything is idle past its timeout; a turn every 1 ms.

@@ -76,6 +76,9 @@ drop_reasons! {
     RacePending => "race_pending", "a segment on a racing uplink before the race is decided that cannot be delivered to the client";
     NoServer => "no_server", "a first request to a service address that no local server can take (a plain request to a service without local servers)";
     RedirectDone => "redirect_done", "a segment of a redirected TCP exchange that needs no answer (the client acknowledged the redirection)";
+    HostSessionsLimit => "host_sessions_limit", "new flow of an inside host at its live-session limit in the shard ([nat] host_max_sessions)";
+    HostRateLimit => "host_rate_limit", "new flow of an inside host past its new-sessions rate ([nat] host_new_per_second, host_new_burst)";
+    HostsTableFull => "hosts_table_full", "new flow of an inside host the shard does not track while its host table is full ([nat] max_hosts)";
 }
 
 #[cfg(test)]

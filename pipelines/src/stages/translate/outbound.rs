@@ -52,6 +52,16 @@ impl Translate {
             self.race.settle(&mut self.nat);
             found = None;
         }
+        // An inside host with `host_max_races` race copies waiting for an
+        // answer starts no race: its SYN leaves by the first copy's uplink
+        // alone, the other copies are suppressed.
+        let race_refused = found.is_none()
+            && m.race > 0
+            && hairpin.is_none()
+            && !self.nat.host_may_race(m.flow.src, m.race_index == 0);
+        if race_refused && m.race_index != 0 {
+            return Err(DropReason::RaceSuppressed);
+        }
         let idx = match found {
             Some(i) => {
                 let racing = self.nat.session(i).is_some_and(|s| s.in_race());
@@ -63,7 +73,7 @@ impl Translate {
                     i
                 }
             }
-            None if m.race > 0 && hairpin.is_none() => {
+            None if m.race > 0 && hairpin.is_none() && !race_refused => {
                 let isn = tcp_seq_ack(pkt).map_or(0, |(seq, _)| seq);
                 let mac = client_mac();
                 let (racer, mut cx) = self.racing::<B>(now);
@@ -85,6 +95,8 @@ impl Translate {
                 idx
             }
         };
+        // Creation may have evicted a race-tagged session.
+        self.race.settle(&mut self.nat);
         let (addr, port) = send_by(&mut self.nat, &self.topo, now, pkt, idx)?;
         match hairpin {
             Some(via) => self.hairpin(now, pkt, via, addr, port, extra),
