@@ -259,7 +259,10 @@ impl NatShard {
                 if let Some(u) = self.counters.uplinks.get(usize::from(s.uplink)) {
                     u.race_unanswered.inc();
                 }
-                self.emit(SelEvent::Unanswered { uplink: s.uplink });
+                self.emit(SelEvent::Unanswered {
+                    uplink: s.uplink,
+                    dst: s.remote_addr(),
+                });
             }
         }
     }

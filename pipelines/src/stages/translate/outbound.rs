@@ -155,6 +155,7 @@ impl Translate {
                 nat: &mut self.nat,
                 topo: &self.topo,
                 counters: &self.counters,
+                selection: &self.selection,
                 now,
                 send_by: send_by::<B>,
             },
