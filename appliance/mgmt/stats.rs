@@ -197,6 +197,9 @@ pub struct RedirectionStats {
     pub redirected: u64,
     pub no_server: u64,
     pub failures: u64,
+    /// Failure reports ignored: not from a client redirected to that target
+    /// within the failure window.
+    pub failure_reports_refused: u64,
     pub avoided: u64,
     pub by_target: BTreeMap<String, u64>,
     pub servers: Vec<crate::mgmt::redirect::ServerView>,
@@ -263,6 +266,7 @@ fn redirection(
         redirected: sum(&|c| c.redirected.get()),
         no_server: sum(&|c| c.no_server.get()),
         failures: sum(&|c| c.failures.get()),
+        failure_reports_refused: sum(&|c| c.failure_reports_refused.get()),
         avoided: view.avoided,
         by_target,
         servers: view.servers.clone(),
