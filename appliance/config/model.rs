@@ -312,7 +312,8 @@ pub struct SelectionSection {
     /// Weighted least load: the weight of one TCP / one UDP session.
     pub tcp_session_weight: u32,
     pub udp_session_weight: u32,
-    /// Consecutive unanswered race copies that mark an uplink down.
+    /// Distinct destinations toward which race copies failed (no answer in
+    /// between) that mark an uplink down.
     pub unanswered_limit: u32,
     /// A down uplink gets one race copy this often; its answer brings the
     /// uplink back.

@@ -118,6 +118,9 @@ pub struct UplinkStats {
     pub races_lost: u64,
     pub race_unanswered: u64,
     pub unanswered_streak: u32,
+    /// Distinct destinations its race copies failed toward since its last
+    /// answer (the health rule: `unanswered_limit` of them mark it down).
+    pub failed_destinations: u32,
     pub health_transitions: u64,
     pub traffic_bps: u64,
     pub rtt_ms: RttStats,
@@ -179,6 +182,12 @@ pub struct SelectionStats {
     pub race_copies: u64,
     pub probes: u64,
     pub race_table_full: u64,
+    /// Negative answers (RST, ICMP error) to race copies that had not
+    /// answered, held back while another copy could answer.
+    pub races_negative_answers: u64,
+    /// Races every copy of which failed: the client got the last negative
+    /// answer.
+    pub races_all_failed: u64,
     pub events_dropped: u64,
     pub events: u64,
     pub rtt_cache_entries: usize,
@@ -220,6 +229,9 @@ pub struct RedirectionStats {
     pub redirected: u64,
     pub no_server: u64,
     pub failures: u64,
+    /// Failure reports ignored: not from a client redirected to that target
+    /// within the failure window.
+    pub failure_reports_refused: u64,
     pub avoided: u64,
     pub by_target: BTreeMap<String, u64>,
     pub servers: Vec<crate::mgmt::redirect::ServerView>,
@@ -286,6 +298,7 @@ fn redirection(
         redirected: sum(&|c| c.redirected.get()),
         no_server: sum(&|c| c.no_server.get()),
         failures: sum(&|c| c.failures.get()),
+        failure_reports_refused: sum(&|c| c.failure_reports_refused.get()),
         avoided: view.avoided,
         by_target,
         servers: view.servers.clone(),
@@ -452,6 +465,7 @@ fn uplinks(src: &StatsSources<'_>) -> Vec<UplinkStats> {
                 races_lost: get(|c| c.races_lost.get()),
                 race_unanswered: get(|c| c.race_unanswered.get()),
                 unanswered_streak: sel.unanswered_streak,
+                failed_destinations: sel.failed_destinations,
                 health_transitions: sel.transitions,
                 traffic_bps: sel.traffic_bps,
                 rtt_ms: RttStats {
@@ -538,6 +552,8 @@ fn selection(src: &StatsSources<'_>) -> SelectionStats {
         race_copies: sel_sum(|c| c.copies.get()),
         probes: sel_sum(|c| c.probes.get()),
         race_table_full: sum_nat(lcores, |n| n.race_table_full.get()),
+        races_negative_answers: sel_sum(|c| c.races_negative_answers.get()),
+        races_all_failed: sel_sum(|c| c.races_all_failed.get()),
         events_dropped: sum_nat(lcores, |n| n.events_dropped.get()),
         events: src.selection.events,
         rtt_cache_entries: src.selection.cache_entries,

@@ -199,7 +199,7 @@ fn race_copies_waiting_for_an_answer_count_per_host() {
 }
 
 #[test]
-fn unanswered_race_copies_expire_at_the_race_timeout() {
+fn unanswered_race_copies_expire_at_twice_the_race_timeout() {
     let mut nat = shard(1_000, HostLimits::default());
     let cfg = nat.config().clone();
     let k = FlowKey {
@@ -220,7 +220,12 @@ fn unanswered_race_copies_expire_at_the_race_timeout() {
         )
         .unwrap()
         .0;
-    let just_after = T0.saturating_add(cfg.race_timeout).saturating_add(Nanos(1));
+    // Alive past the race timeout (a SYN retransmitted then still finds
+    // its race), gone after twice it, long before the transitory timeout.
+    let past_race = T0.saturating_add(cfg.race_timeout).saturating_add(Nanos(1));
+    assert!(!nat.session(copy).unwrap().expired(past_race, &cfg));
+    let twice = cfg.race_timeout.saturating_add(cfg.race_timeout);
+    let just_after = T0.saturating_add(twice).saturating_add(Nanos(1));
     assert!(nat.session(copy).unwrap().expired(just_after, &cfg));
     assert!(!nat.session(plain).unwrap().expired(just_after, &cfg));
     // Answered, a race member has its TCP state's timeout again.

@@ -196,11 +196,18 @@ impl Session {
     }
 
     pub(super) fn timeout(&self, cfg: &NatConfig) -> Nanos {
-        // A losing race copy, and a race copy nothing answered yet, live
-        // for the race timeout from their last packet (a retransmitted SYN
-        // refreshes them), not for the transitory timeout.
-        if self.flags & LOSER != 0 || (self.race != NONE && self.flags & UNANSWERED != 0) {
+        // A losing race copy lives for the race timeout from its last
+        // packet. A race copy nothing answered yet lives twice that (a
+        // retransmitted SYN refreshes it), not for the transitory timeout:
+        // long enough that a client's SYN retransmitted after the race
+        // timeout still finds the race, whose silent copies then count as
+        // timed out, so a rejecting uplink's RST or ICMP error reaches the
+        // client (see race/decide.rs).
+        if self.flags & LOSER != 0 {
             return cfg.race_timeout;
+        }
+        if self.race != NONE && self.flags & UNANSWERED != 0 {
+            return cfg.race_timeout.saturating_add(cfg.race_timeout);
         }
         match self.proto {
             proto::TCP => match self.tcp_state() {

@@ -277,7 +277,10 @@ impl NatShard {
                 if let Some(u) = self.counters.uplinks.get(usize::from(s.uplink)) {
                     u.race_unanswered.inc();
                 }
-                self.emit(SelEvent::Unanswered { uplink: s.uplink });
+                self.emit(SelEvent::Unanswered {
+                    uplink: s.uplink,
+                    dst: s.remote_addr(),
+                });
             }
         }
     }
@@ -466,6 +469,52 @@ impl NatShard {
     pub fn hosts_bytes(&self) -> usize {
         let buckets = (self.hosts.capacity() * 8 / 7).next_power_of_two();
         buckets * (16 + std::mem::size_of::<super::hosts::Host>() + 1)
+    }
+
+    /// The sticky (UDP or ICMP) mapping of `key`'s inside endpoint, if it
+    /// has one: its head session and its uplink. TCP has none.
+    pub(crate) fn sticky_mapping(&self, key: &FlowKey) -> Option<(u32, UplinkId)> {
+        let t = Tuple::of(key);
+        if t.proto == proto::TCP {
+            return None;
+        }
+        let h = inside_hash(&self.hasher, &t.src, t.src_port, t.tag());
+        let slots = &self.slots;
+        let head = *self.by_inside.find(h, |&i| {
+            let s = &slots[i as usize];
+            s.client == t.src
+                && s.client_port == t.src_port
+                && s.proto == t.proto
+                && s.is_v6() == t.v6
+        })?;
+        Some((head, slots[head as usize].uplink))
+    }
+
+    /// Removes every session of the mapping session `idx` belongs to (a
+    /// sticky mapping moving off a down uplink for good); returns how
+    /// many. The work is bounded by the mapping's chain.
+    pub(crate) fn remove_mapping(&mut self, idx: u32) -> usize {
+        let Some(mut i) = self.session(idx).map(|_| idx) else {
+            return 0;
+        };
+        while let Some(p) = self
+            .slots
+            .get(i as usize)
+            .map(|s| s.prev)
+            .filter(|&p| p != NONE)
+        {
+            i = p;
+        }
+        let mut n = 0;
+        while i != NONE {
+            let next = self.slots[i as usize].next;
+            if self.remove(i).is_none() {
+                break;
+            }
+            n += 1;
+            i = next;
+        }
+        n
     }
 
     /// Bytes the session slab and the three indexes take at their reserved

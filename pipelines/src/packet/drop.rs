@@ -73,6 +73,7 @@ drop_reasons! {
     NoBuffer => "no_buffer", "the buffer pool had no buffer for a copy the appliance makes (a race copy)";
     RaceSuppressed => "race_suppressed", "a SYN copy for a race that is already settled or already has a copy on that uplink (a retransmitted SYN does not start a second race)";
     RaceLoser => "race_loser", "a segment from an uplink that lost the race (its SYN+ACK is answered with an RST instead)";
+    RaceNegative => "race_negative", "a negative answer (RST, or ICMP error) to a race copy while another copy can still answer: the client does not see it";
     RacePending => "race_pending", "a segment on a racing uplink before the race is decided that cannot be delivered to the client";
     NoServer => "no_server", "a first request to a service address that no local server can take (a plain request to a service without local servers)";
     RedirectDone => "redirect_done", "a segment of a redirected TCP exchange that needs no answer (the client acknowledged the redirection)";

@@ -17,7 +17,7 @@ use crate::packet::counter::StageCounters;
 use crate::packet::drop::DropReason;
 use crate::packet::flow::{proto, FlowKey};
 use crate::packet::time::Nanos;
-use crate::select::policy::RaceMode;
+use crate::select::policy::{RaceMode, SelectionCounters};
 use crate::select::{SelEvent, RACE_MAX};
 use crate::topology::{Topology, UplinkId};
 use crate::wire::tcp::{tcp_payload_len, tcp_seq_ack, TCP_ACK, TCP_RST, TCP_SYN};
@@ -34,6 +34,8 @@ pub struct Ctx<'a, B> {
     pub topo: &'a Topology,
     /// The stage's counters (copies the pool could not supply).
     pub counters: &'a StageCounters,
+    /// The stage's selection counters (negative answers, failed races).
+    pub selection: &'a SelectionCounters,
     pub now: Nanos,
     pub send_by: SendBy<B>,
 }
@@ -300,9 +302,13 @@ impl Racer {
             return Ok(true);
         }
         if race.mode == RaceMode::SynAck {
-            return if synack || rst {
+            return if synack {
                 self.decide(cx, r, idx, 0, &*pkt, extra);
                 Ok(true)
+            } else if rst {
+                // Honest races: an RST decides nothing while another copy
+                // can still answer.
+                self.negative(cx, r, idx).map(|()| true)
             } else {
                 Err(DropReason::RacePending)
             };
@@ -337,6 +343,10 @@ impl Racer {
             self.decide(cx, r, idx, offset, &*pkt, extra);
             shift_seq(pkt, offset.wrapping_neg(), 0);
             return Ok(true);
+        }
+        if rst && race.answered & (1 << k) == 0 && idx != race.client_side {
+            // An RST to a copy's SYN: a negative answer.
+            return self.negative(cx, r, idx).map(|()| true);
         }
         if rst {
             let others = race
@@ -433,6 +443,12 @@ impl Racer {
                 continue;
             }
             cx.nat.set_out_indexed(x, false);
+            if race.failed & (1 << k) != 0 {
+                // Its server (or a router on its way) already said no:
+                // nothing to reset; it lost to a positive answer.
+                self.lose_failed(cx, x);
+                continue;
+            }
             let Some(u) = cx.nat.mark_loser(x, cx.now) else {
                 continue;
             };
@@ -468,6 +484,108 @@ impl Racer {
         if offset == 0 {
             self.detach(cx.nat, r, winner);
         }
+    }
+
+    /// A negative answer (an inbound RST, or an ICMP error quoting the
+    /// copy) on member `idx` of undecided race `r`, which had not answered:
+    /// the copy is marked failed. While another copy can still answer (it
+    /// answered, or it neither failed nor passed the race timeout) the
+    /// answer is held back (`RaceNegative`): the race is decided by a
+    /// positive answer, and the client never sees this one. Otherwise every
+    /// copy failed or timed out: the race ends with this (the last)
+    /// negative answer, which goes to the client by `idx` (Ok). Copies that
+    /// stay silent are answered again on the client's retransmitted SYN, so
+    /// the client gets the negative answer then.
+    pub(crate) fn negative<B>(
+        &mut self,
+        cx: &mut Ctx<'_, B>,
+        r: u32,
+        idx: u32,
+    ) -> Result<(), DropReason> {
+        let Some(race) = self.table.get(r).cloned() else {
+            return Ok(());
+        };
+        let k = race.position(idx).ok_or(DropReason::NoSession)?;
+        cx.selection.races_negative_answers.inc();
+        let failed = race.failed | 1 << k;
+        if let Some(x) = self.table.get_mut(r) {
+            x.failed = failed;
+        }
+        let timed_out = cx.now.since(race.started) >= cx.nat.config().race_timeout;
+        let open = race.live_members().any(|(j, x)| {
+            x != idx && (race.answered & (1 << j) != 0 || (failed & (1 << j) == 0 && !timed_out))
+        });
+        if open {
+            return Err(DropReason::RaceNegative);
+        }
+        cx.selection.races_all_failed.inc();
+        // The destination failed on every uplink: no uplink is to blame,
+        // the other copies just go.
+        for (_, x) in race.live_members() {
+            if x != idx {
+                cx.nat.set_out_indexed(x, false);
+                self.drop_member(cx.nat, x);
+                cx.nat.counters.race_closed.inc();
+            }
+        }
+        cx.nat.set_out_indexed(idx, true);
+        self.table.release_replay(r);
+        if let Some(x) = self.table.get_mut(r) {
+            x.decided = true;
+            x.offset = 0;
+        }
+        self.detach(cx.nat, r, idx);
+        Ok(())
+    }
+
+    /// An ICMP error from outside quoting session `idx`, which races (or
+    /// lost a race). Ok: translate it to the client as usual. A loser's is
+    /// dropped (the client's connection is on the winner) and frees it; a
+    /// copy that had not answered gets a negative answer ([`Self::negative`]).
+    pub(crate) fn icmp_error<B>(
+        &mut self,
+        cx: &mut Ctx<'_, B>,
+        idx: u32,
+    ) -> Result<(), DropReason> {
+        let Some(s) = cx.nat.session(idx) else {
+            return Err(DropReason::NoSession);
+        };
+        let (r, loser) = (s.race, s.is_race_loser());
+        let Some(race) = self.table.get(r).cloned() else {
+            return Ok(());
+        };
+        if loser {
+            self.drop_member(cx.nat, idx);
+            cx.nat.counters.race_closed.inc();
+            return Err(DropReason::RaceLoser);
+        }
+        let Some(k) = race.position(idx) else {
+            return Ok(());
+        };
+        if race.decided || race.answered & (1 << k) != 0 || idx == race.client_side {
+            // A first-payload winner, or a handshake the client (or the
+            // appliance) completed: an error about an open connection.
+            return Ok(());
+        }
+        self.negative(cx, r, idx)
+    }
+
+    /// Failed member `x` of a race another uplink won: it lost, its uplink
+    /// is told (the failure counts toward its health only with failures
+    /// toward other destinations), and it goes at once.
+    fn lose_failed<B>(&mut self, cx: &mut Ctx<'_, B>, x: u32) {
+        if let Some(s) = cx.nat.session(x) {
+            let ev = SelEvent::Unanswered {
+                uplink: s.uplink,
+                dst: s.remote_addr(),
+            };
+            if let Some(c) = cx.nat.counters.uplinks.get(usize::from(s.uplink)) {
+                c.races_lost.inc();
+            }
+            cx.nat.emit(ev);
+        }
+        self.drop_member(cx.nat, x);
+        cx.nat.counters.race_closed.inc();
     }
 
     /// Sends an RST for losing member `x` to its server (a copy of a pool

@@ -28,6 +28,9 @@ pub struct Race {
     /// has its bit.
     pub(crate) isn: [u32; RACE_MAX],
     pub(crate) answered: u8,
+    /// Members (by position) that got a negative answer (an RST, or an ICMP
+    /// error quoting their SYN) before answering.
+    pub(crate) failed: u8,
     /// First-payload mode: the client's next sequence number as seen so far.
     pub(crate) client_next: u32,
     /// First-payload mode: the client has sent payload; members answering
@@ -118,6 +121,7 @@ impl Race {
         client_isn: 0,
         isn: [0; RACE_MAX],
         answered: 0,
+        failed: 0,
         client_next: 0,
         data_sent: false,
         offset: 0,

@@ -3,6 +3,7 @@ use crate::nat::NatConfig;
 use crate::packet::buf::HeapBuf;
 use crate::packet::buf::PacketBuf;
 use crate::packet::burst::Burst;
+use crate::packet::drop::DropReason;
 use crate::packet::time::Nanos;
 use crate::select::policy::RaceMode;
 use crate::select::policy::SelectionPolicy;
@@ -234,28 +235,211 @@ fn a_loser_that_never_answers_is_freed_after_the_race_timeout_and_reported() {
     }
     assert_eq!(rig.translate.nat.len(), 1);
     assert_eq!(rig.translate.races_live(), 0);
-    assert_eq!(rig.events(), vec![SelEvent::Unanswered { uplink: 1 }]);
+    assert_eq!(
+        rig.events(),
+        vec![SelEvent::Unanswered {
+            uplink: 1,
+            dst: ip(SERVER)
+        }]
+    );
     assert_eq!(
         rig.translate.nat.counters.uplinks[1].race_unanswered.get(),
         1
     );
 }
 
-#[test]
-fn the_first_rst_also_decides_and_reaches_the_client() {
-    let mut rig = Rig::new(SelectionPolicy::default());
-    let src = sources(&rig.send(&syn(), LAN_PORT, T0));
+/// A frame from the server to `nat`:`nat_port` on that NAT address's
+/// uplink carrying `l4`.
+fn from_server_to(nat: &str, l4: L4) -> Vec<u8> {
+    let dgram = ip_packet(ip(SERVER), ip(nat), 64, &l4);
+    if nat == NAT4 {
+        ethernet(WAN_MAC, ISP0_MAC, None, 0x0800, &dgram)
+    } else {
+        ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(TAGGED_VLAN), 0x0800, &dgram)
+    }
+}
+
+fn rst_to(nat: &str, nat_port: u16) -> Vec<u8> {
     let l4 = L4::Tcp {
         src_port: 443,
-        dst_port: src[0].1,
+        dst_port: nat_port,
         control: TcpControl::Rst,
         ack: Some(1001),
         payload: &[],
     };
-    let out = rig.send(&from_isp(SERVER, NAT4, l4), WAN_PORT, T0);
+    from_server_to(nat, l4)
+}
+
+/// An ICMP host unreachable from a router beyond `nat`'s uplink, quoting
+/// the SYN copy that left by `nat`:`nat_port`.
+fn unreachable_to(nat: &str, nat_port: u16) -> Vec<u8> {
+    let quote = quoted(nat, SERVER, 60, tcp(nat_port, 443, TcpControl::Syn), None);
+    let dgram = icmp_error_ip(ip("203.0.113.9"), ip(nat), 3, 1, [0; 4], &quote);
+    if nat == NAT4 {
+        ethernet(WAN_MAC, ISP0_MAC, None, 0x0800, &dgram)
+    } else {
+        ethernet(WAN_TAGGED_MAC, ISP1_MAC, Some(TAGGED_VLAN), 0x0800, &dgram)
+    }
+}
+
+/// Feeds the events the rig's shard emitted to a selection core, and
+/// returns whether each uplink is still up.
+fn health_after(rig: &mut Rig) -> Vec<bool> {
+    use crate::select::{SelectConfig, SelectionCore};
+    let mut core = SelectionCore::new(SelectConfig::default(), vec![1, 1]);
+    for ev in rig.events() {
+        core.on_event(&ev, T0);
+    }
+    core.uplink_stats().iter().map(|s| s.healthy).collect()
+}
+
+/// The fastest uplink's negative answer is held back; the other uplink's
+/// SYN+ACK decides the race and is all the client sees.
+fn negative_then_syn_ack(mode: RaceMode, negative: fn(&str, u16) -> Vec<u8>) {
+    let mut rig = Rig::new(SelectionPolicy {
+        mode,
+        ..SelectionPolicy::default()
+    });
+    let src = sources(&rig.send(&syn(), LAN_PORT, T0));
+    let t1 = T0.saturating_add(Nanos::from_millis(2));
+    assert!(rig.send(&negative(NAT4, src[0].1), WAN_PORT, t1).is_empty());
+    let sel = &rig.translate.selection;
+    assert_eq!(sel.races_negative_answers.get(), 1);
+    assert_eq!(sel.races_all_failed.get(), 0);
+    assert_eq!(
+        rig.translate.counters.drops(DropReason::RaceNegative),
+        1,
+        "held back and counted"
+    );
+    // The race is still open: the other uplink's SYN+ACK wins it.
+    let t2 = T0.saturating_add(Nanos::from_millis(30));
+    let won = rig.send(
+        &syn_ack_to(NAT4_TAGGED, src[1].1, 1001),
+        port_of(NAT4_TAGGED),
+        t2,
+    );
+    assert_eq!(won.len(), 1);
+    assert_eq!(won[0].meta().out_port, LAN_PORT);
+    let t = tcp_of(&won[0]);
+    assert!(t.syn() && t.ack() && !t.rst());
+    if mode == RaceMode::FirstPayload {
+        // The server's first payload, by the same uplink, decides.
+        let data = seg(
+            SERVER,
+            NAT4_TAGGED,
+            (443, src[1].1),
+            false,
+            2,
+            Some(1),
+            b"hello",
+            WAN_TAGGED_PORT,
+        );
+        let out = rig.send(&data, WAN_TAGGED_PORT, t2);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].meta().out_port, LAN_PORT);
+        assert!(!tcp_of(&out[0]).rst());
+    }
+    let up = &rig.translate.nat.counters.uplinks;
+    assert_eq!((up[1].races_won.get(), up[0].races_lost.get()), (1, 1));
+    // The failed copy went at once; the winner carries on.
+    assert_eq!(rig.translate.nat.len(), 1);
+    assert_eq!(rig.translate.races_live(), 0);
+    let events = rig.events();
+    assert!(events.contains(&SelEvent::Unanswered {
+        uplink: 0,
+        dst: ip(SERVER)
+    }));
+    rig.translate.nat.events.extend(events);
+    assert_eq!(
+        health_after(&mut rig),
+        vec![true, true],
+        "the rejecting uplink stays up"
+    );
+}
+
+#[test]
+fn an_rst_from_the_fastest_uplink_does_not_decide_the_race() {
+    negative_then_syn_ack(RaceMode::SynAck, rst_to);
+}
+
+#[test]
+fn an_icmp_unreachable_for_one_copy_does_not_reach_the_client() {
+    negative_then_syn_ack(RaceMode::SynAck, unreachable_to);
+}
+
+#[test]
+fn first_payload_races_are_honest_too() {
+    negative_then_syn_ack(RaceMode::FirstPayload, rst_to);
+    negative_then_syn_ack(RaceMode::FirstPayload, unreachable_to);
+}
+
+#[test]
+fn when_every_copy_is_rejected_the_client_gets_the_last_rst() {
+    for mode in [RaceMode::SynAck, RaceMode::FirstPayload] {
+        let mut rig = Rig::new(SelectionPolicy {
+            mode,
+            ..SelectionPolicy::default()
+        });
+        let src = sources(&rig.send(&syn(), LAN_PORT, T0));
+        assert!(rig.send(&rst_to(NAT4, src[0].1), WAN_PORT, T0).is_empty());
+        let out = rig.send(
+            &rst_to(NAT4_TAGGED, src[1].1),
+            port_of(NAT4_TAGGED),
+            T0.saturating_add(Nanos::from_millis(5)),
+        );
+        assert_eq!(out.len(), 1, "{mode:?}");
+        assert_eq!(out[0].meta().out_port, LAN_PORT);
+        let (_, dst) = addrs(out[0].data(), usize::from(out[0].meta().l3_offset));
+        assert_eq!(dst, ip("10.0.0.2"));
+        assert!(tcp_of(&out[0]).rst());
+        let sel = &rig.translate.selection;
+        assert_eq!(
+            (sel.races_negative_answers.get(), sel.races_all_failed.get()),
+            (2, 1)
+        );
+        // The destination refused on every uplink: no uplink is blamed.
+        assert!(rig.events().is_empty());
+        assert_eq!(rig.translate.nat.len(), 1, "the RST's session, closing");
+        assert_eq!(rig.translate.races_live(), 0);
+    }
+}
+
+#[test]
+fn when_every_copy_fails_the_client_gets_the_icmp_error() {
+    let mut rig = Rig::new(SelectionPolicy::default());
+    let src = sources(&rig.send(&syn(), LAN_PORT, T0));
+    assert!(rig
+        .send(&unreachable_to(NAT4, src[0].1), WAN_PORT, T0)
+        .is_empty());
+    let out = rig.send(
+        &unreachable_to(NAT4_TAGGED, src[1].1),
+        port_of(NAT4_TAGGED),
+        T0,
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].meta().out_port, LAN_PORT);
+    let (_, dst) = addrs(out[0].data(), usize::from(out[0].meta().l3_offset));
+    assert_eq!(dst, ip("10.0.0.2"));
+    assert_eq!(rig.translate.selection.races_all_failed.get(), 1);
+}
+
+#[test]
+fn a_silent_copy_past_the_race_timeout_lets_the_negative_answer_through() {
+    let mut rig = Rig::new(SelectionPolicy::default());
+    let src = sources(&rig.send(&syn(), LAN_PORT, T0));
+    assert!(rig.send(&rst_to(NAT4, src[0].1), WAN_PORT, T0).is_empty());
+    // Uplink 1 stays silent. The client retransmits its SYN after the
+    // race timeout: it goes out on both uplinks again, and the rejecting
+    // one's RST now reaches the client.
+    let timeout = rig.translate.nat.config().race_timeout;
+    let later = T0.saturating_add(timeout).saturating_add(Nanos(1));
+    let again = rig.send(&syn(), LAN_PORT, later);
+    assert_eq!(sources(&again), src);
+    let out = rig.send(&rst_to(NAT4, src[0].1), WAN_PORT, later);
+    assert_eq!(out.len(), 1);
     assert!(tcp_of(&out[0]).rst());
+    assert_eq!(out[0].meta().out_port, LAN_PORT);
+    assert_eq!(rig.translate.selection.races_all_failed.get(), 1);
 }
 
 #[test]

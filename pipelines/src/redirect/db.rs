@@ -424,6 +424,7 @@ impl RedirectDb {
                 .collect(),
             n_services: self.spec.services.len(),
             version: self.version,
+            failure_window: c.failure_window,
         }
     }
 }
@@ -462,6 +463,9 @@ pub struct Snapshot {
     n_services: usize,
     /// Changes when the set of avoided targets changes.
     pub version: u64,
+    /// A failure report counts only from a client redirected to the target
+    /// this recently (the configured `failure_window`).
+    pub failure_window: Nanos,
 }
 
 /// A first request as the data plane sees it.

@@ -119,6 +119,10 @@ pub struct ServiceCounters {
     pub by_target: Vec<Counter>,
     /// Plain (not redirect-capable) first requests, all served.
     pub plain: Counter,
+    /// Failure reports ignored: from a client this shard did not redirect
+    /// to the reported target within the failure window (forged, stale,
+    /// or about a target it was never sent to).
+    pub failure_reports_refused: Counter,
 }
 
 const TCP_PSH: u8 = 0x08;
@@ -137,11 +141,97 @@ struct Given {
     at: Nanos,
 }
 
+/// Entries of the recent-redirections table (per shard), in sets of
+/// [`RECENT_WAYS`]: client address → target, for failure reports.
+pub const RECENT_TABLE: usize = 8192;
+const RECENT_WAYS: usize = 4;
+
+/// One redirection given: `client` was sent to `member` at `at`.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    client: IpAddr,
+    member: Member,
+    at: Nanos,
+}
+
+/// The redirections a shard gave recently, per client and target: a
+/// fixed, set-associative table (one set per client address hash, the
+/// oldest entry of a full set replaced). A failure report counts only if
+/// its (client, target) is here and recent; a client redirected to many
+/// targets keeps at most [`RECENT_WAYS`] of them, and a host cannot push
+/// out more than its set.
+struct Recent {
+    sets: Vec<[Option<Sent>; RECENT_WAYS]>,
+}
+
+impl Recent {
+    fn new() -> Recent {
+        Recent {
+            sets: vec![[None; RECENT_WAYS]; RECENT_TABLE / RECENT_WAYS],
+        }
+    }
+
+    fn set_of(&self, client: IpAddr) -> usize {
+        let k = FlowKey {
+            src: client,
+            dst: client,
+            src_port: 0x5e7,
+            dst_port: 0,
+            proto: 0,
+        };
+        (k.stable_hash() as usize) % self.sets.len()
+    }
+
+    fn remember(&mut self, client: IpAddr, member: Member, now: Nanos) {
+        let i = self.set_of(client);
+        let set = &mut self.sets[i];
+        let same = |e: &Option<Sent>| e.is_some_and(|e| e.client == client && e.member == member);
+        let slot = match set.iter().position(same) {
+            Some(k) => k,
+            None => match set.iter().position(Option::is_none) {
+                Some(k) => k,
+                None => (0..RECENT_WAYS)
+                    .min_by_key(|&k| set[k].map_or(Nanos::ZERO, |e| e.at))
+                    .unwrap_or(0),
+            },
+        };
+        set[slot] = Some(Sent {
+            client,
+            member,
+            at: now,
+        });
+    }
+
+    /// Whether `client` was redirected to `member` within `window`.
+    #[cfg(test)]
+    fn sent(&self, client: IpAddr, member: Member, now: Nanos, window: Nanos) -> bool {
+        self.sets[self.set_of(client)]
+            .iter()
+            .flatten()
+            .any(|e| e.client == client && e.member == member && now.since(e.at) <= window)
+    }
+
+    /// [`Self::sent`], and the redirection is used up: one redirection
+    /// backs one failure report.
+    fn take(&mut self, client: IpAddr, member: Member, now: Nanos, window: Nanos) -> bool {
+        let i = self.set_of(client);
+        let hit = |x: &Sent| x.client == client && x.member == member && now.since(x.at) <= window;
+        match self.sets[i].iter_mut().find(|e| e.is_some_and(|x| hit(&x))) {
+            Some(e) => {
+                *e = None;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// A shard's service state: the snapshot it decides from and its tallies.
 pub struct ServicePlane {
     snapshot: Arc<Snapshot>,
     placed: Placed,
     given: Vec<Option<Given>>,
+    recent: Recent,
     secret: u64,
     /// Failure reports for the management core; drained every loop turn.
     pub events: Vec<ServiceEvent>,
@@ -163,6 +253,7 @@ impl ServicePlane {
             snapshot,
             placed,
             given: vec![None; REDIRECT_TABLE],
+            recent: Recent::new(),
             secret: secret | 1,
             events: Vec::with_capacity(EVENTS_MAX),
             counters: Arc::new(ServiceCounters {
@@ -211,6 +302,22 @@ impl ServicePlane {
         (k.stable_hash() as u64 ^ self.secret).wrapping_mul(0x9E37_79B9_7F4A_7C15) as u32
     }
 
+    /// A failure report from `client` about `member`: counted and passed
+    /// on only if this shard redirected that client there within the
+    /// failure window; otherwise counted refused and ignored.
+    fn report(&mut self, client: IpAddr, member: Option<Member>, now: Nanos) -> Option<Member> {
+        let window = self.snapshot.failure_window;
+        let ok = member.filter(|&m| self.recent.take(client, m, now, window));
+        match ok {
+            Some(m) => {
+                self.counters.failures.inc();
+                self.emit(ServiceEvent::Failure { member: m });
+            }
+            None => self.counters.failure_reports_refused.inc(),
+        }
+        ok
+    }
+
     fn emit(&mut self, ev: ServiceEvent) {
         if self.events.len() < EVENTS_MAX {
             self.events.push(ev);
@@ -253,13 +360,12 @@ pub fn first_packet<B: PacketBuf>(
         proto::UDP => first_datagram(nat, plane, topo, now, pkt, service, mark),
         proto::TCP if m.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN => {
             let failed = match mark {
-                Mark::Failed => plane.given(m.flow.src, service, now).map(|g| g.member),
+                Mark::Failed => {
+                    let given = plane.given(m.flow.src, service, now).map(|g| g.member);
+                    plane.report(m.flow.src, given, now)
+                }
                 _ => None,
             };
-            if let Some(member) = failed {
-                plane.counters.failures.inc();
-                plane.emit(ServiceEvent::Failure { member });
-            }
             match decide(plane, service, &m.flow, mark, failed)? {
                 Decision::Serve(server) => {
                     serve(nat, plane, now, &m.flow, server).map(Outcome::Session)
@@ -337,6 +443,7 @@ fn remember(
     persistence: Persistence,
     now: Nanos,
 ) {
+    plane.recent.remember(client, member, now);
     let slot = plane.slot(client, service);
     plane.given[slot] = Some(Given {
         client,
@@ -379,10 +486,7 @@ fn first_datagram<B: PacketBuf>(
             });
             strip(pkt, data_at, used)?;
         }
-        if let Some(member) = failed {
-            plane.counters.failures.inc();
-            plane.emit(ServiceEvent::Failure { member });
-        }
+        failed = plane.report(m.flow.src, failed, now);
     }
     match decide(plane, service, &m.flow, mark, failed)? {
         Decision::Serve(server) => serve(nat, plane, now, &m.flow, server).map(Outcome::Session),
@@ -596,3 +700,7 @@ fn finish<B: PacketBuf>(pkt: &mut B) -> Result<(), DropReason> {
     d[l4 + csum_at..l4 + csum_at + 2].copy_from_slice(&c.to_be_bytes());
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

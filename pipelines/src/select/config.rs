@@ -20,8 +20,9 @@ pub struct SelectConfig {
     /// UDP session.
     pub tcp_session_weight: u32,
     pub udp_session_weight: u32,
-    /// Consecutive unanswered race copies that mark an uplink down (0: never
-    /// by unanswered copies; link state still counts).
+    /// Distinct destinations toward which failed race copies (with no
+    /// answer in between) mark an uplink down (0: never by race copies;
+    /// link state still counts). See `SelectionCore` for the rule.
     pub unanswered_limit: u32,
     /// Time constant of the least-traffic byte rate (an EWMA).
     pub traffic_window: Nanos,

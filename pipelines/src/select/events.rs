@@ -21,7 +21,10 @@ pub enum SelEvent {
         raced: bool,
         decided: bool,
     },
-    /// A race copy on `uplink` got no answer within the race timeout
-    /// although another uplink answered.
-    Unanswered { uplink: UplinkId },
+    /// A race copy on `uplink` toward `dst` lost to another uplink's answer
+    /// with none of its own: silent within the race timeout, or a negative
+    /// answer (an RST, or an ICMP error quoting it). Counts toward the
+    /// uplink's health only with failures toward other destinations (see
+    /// [`SelectionCore`](super::SelectionCore)).
+    Unanswered { uplink: UplinkId, dst: IpAddr },
 }

@@ -21,6 +21,9 @@ pub struct UplinkSelStats {
     pub link_up: bool,
     /// Unanswered race copies since the last answer.
     pub unanswered_streak: u32,
+    /// Distinct destinations (RTT cache keys) toward which race copies on
+    /// this uplink failed within [`FAILURE_WINDOW`] since its last answer.
+    pub failed_destinations: u32,
     pub unanswered: u64,
     pub answers: u64,
     /// Over all destinations.
@@ -79,9 +82,23 @@ impl DestRecord {
     }
 }
 
+/// Recent failed destinations one uplink remembers: the uplink health rule
+/// needs at most this many distinct destinations (a larger
+/// `unanswered_limit` counts as this).
+pub const FAILED_DESTS: usize = 16;
+/// How long a failed race copy toward one destination counts as evidence
+/// against its uplink.
+pub const FAILURE_WINDOW: Nanos = Nanos::from_secs(60);
+
 #[derive(Clone, Debug)]
 struct UplinkState {
     stats: UplinkSelStats,
+    /// Destinations whose race copies failed on this uplink, with the last
+    /// failure's time; cleared by an answer. Fixed capacity: the oldest
+    /// goes for a new one.
+    failed: ArrayVec<(DestKey, Nanos), FAILED_DESTS>,
+    /// Marked down by failures (until an answer).
+    failing: bool,
     weight: u32,
     tcp: u64,
     udp: u64,
@@ -115,6 +132,8 @@ impl SelectionCore {
                     link_up: true,
                     ..UplinkSelStats::default()
                 },
+                failed: ArrayVec::new(),
+                failing: false,
                 weight: w.max(1),
                 tcp: 0,
                 udp: 0,
@@ -135,14 +154,38 @@ impl SelectionCore {
         &self.cfg
     }
 
-    /// Seed 001 [0054]: healthy iff the link is up and the uplink has not
-    /// had `unanswered_limit` unanswered copies in a row.
-    fn update_health(u: &mut UplinkState, limit: u32) {
+    /// Seed 001 [0054], with evidence from more than one destination:
+    /// healthy iff the link is up and the uplink has not failed race copies
+    /// toward `unanswered_limit` distinct destinations (at most
+    /// [`FAILED_DESTS`]), each within [`FAILURE_WINDOW`] of the last, with
+    /// no answer in between. Once down, only an answer (to a probe copy)
+    /// or the link brings it back.
+    fn update_health(u: &mut UplinkState) {
         let s = &mut u.stats;
-        let healthy = s.link_up && (limit == 0 || s.unanswered_streak < limit);
+        s.failed_destinations = u.failed.len() as u32;
+        let healthy = s.link_up && !u.failing;
         if healthy != s.healthy {
             s.healthy = healthy;
             s.transitions = s.transitions.saturating_add(1);
+        }
+    }
+
+    /// Remembers a failure toward `key`: failures older than the window
+    /// are forgotten, the same destination counts once, and
+    /// `limit` distinct destinations mark the uplink down.
+    fn record_failure(u: &mut UplinkState, key: DestKey, now: Nanos, limit: u32) {
+        u.failed
+            .retain(|&mut (_, t)| now.since(t) <= FAILURE_WINDOW);
+        if let Some(e) = u.failed.iter_mut().find(|(k, _)| *k == key) {
+            e.1 = e.1.max(now);
+        } else if let Err(e) = u.failed.try_push((key, now)) {
+            if let Some(oldest) = u.failed.iter_mut().min_by_key(|(_, t)| *t) {
+                *oldest = e.element();
+            }
+        }
+        let need = (limit as usize).min(FAILED_DESTS);
+        if limit != 0 && u.failed.len() >= need {
+            u.failing = true;
         }
     }
 
@@ -163,10 +206,12 @@ impl SelectionCore {
                 u.stats.answers = u.stats.answers.saturating_add(1);
                 // The answer to a probe copy is how a down uplink comes back.
                 u.stats.unanswered_streak = 0;
+                u.failed.clear();
+                u.failing = false;
                 if let Some(r) = rtt {
                     u.stats.rtt.sample(r);
                 }
-                Self::update_health(u, limit);
+                Self::update_health(u);
 
                 let key = DestKey::new(dst, self.cfg.prefix_v4, self.cfg.prefix_v6);
                 // Only races create records; a connection that did not race
@@ -202,13 +247,15 @@ impl SelectionCore {
                     self.prune(now);
                 }
             }
-            SelEvent::Unanswered { uplink } => {
+            SelEvent::Unanswered { uplink, dst } => {
+                let key = DestKey::new(dst, self.cfg.prefix_v4, self.cfg.prefix_v6);
                 let Some(u) = self.uplinks.get_mut(usize::from(uplink)) else {
                     return;
                 };
                 u.stats.unanswered = u.stats.unanswered.saturating_add(1);
                 u.stats.unanswered_streak = u.stats.unanswered_streak.saturating_add(1);
-                Self::update_health(u, limit);
+                Self::record_failure(u, key, now, limit);
+                Self::update_health(u);
             }
         }
     }
@@ -219,7 +266,6 @@ impl SelectionCore {
     /// `traffic_window`); `link_up[i]` = port link state. Missing entries
     /// leave the uplink's previous values.
     pub fn tick(&mut self, now: Nanos, loads: &[(u64, u64)], bytes: &[u64], link_up: &[bool]) {
-        let limit = self.cfg.unanswered_limit;
         let tau = u128::from(self.cfg.traffic_window.0);
         for (i, u) in self.uplinks.iter_mut().enumerate() {
             if let Some(&(tcp, udp)) = loads.get(i) {
@@ -253,7 +299,7 @@ impl SelectionCore {
             if let Some(&l) = link_up.get(i) {
                 u.stats.link_up = l;
             }
-            Self::update_health(u, limit);
+            Self::update_health(u);
         }
     }
 

@@ -24,9 +24,12 @@
 //!   done in a wider type, and no time is read (`now` is passed in).
 //! - A pick returns only an uplink of its `candidates` mask, and `None` only
 //!   when that mask holds no known uplink.
-//! - An uplink is healthy iff its link is up and it has not had
-//!   `unanswered_limit` consecutive unanswered race copies since its last
-//!   answer (seed 001 [0054]).
+//! - An uplink is healthy iff its link is up and, since its last answer,
+//!   its race copies have not failed (silent, or answered with an RST or
+//!   ICMP error while another uplink answered) toward `unanswered_limit`
+//!   distinct destinations within [`FAILURE_WINDOW`] of each other (seed
+//!   001 [0054]; one destination that drops or rejects one ISP's SYNs
+//!   never takes that ISP down for everyone).
 //! - A cache entry offers only uplinks sampled at or after its `raced_at`
 //!   minus the TTL, at most [`RACE_MAX`] of them, each with a smoothed RTT; a
 //!   destination without a decided race has no entry. A snapshot holds at
@@ -64,7 +67,7 @@ mod snapshot;
 pub use self::algorithms::Algorithm;
 pub use self::config::SelectConfig;
 pub use self::events::SelEvent;
-pub use self::management::{SelectionCore, UplinkSelStats};
+pub use self::management::{SelectionCore, UplinkSelStats, FAILED_DESTS, FAILURE_WINDOW};
 pub use self::rtt::{CacheEntry, DestKey, RttEstimator, RACE_MAX};
 pub use self::selector::Selector;
 pub use self::snapshot::{Snapshot, UplinkView};

@@ -118,6 +118,14 @@ pub struct SelectionCounters {
     pub probes: Counter,
     /// Picks per RFC 2391 algorithm, indexed by `Algorithm::index`.
     pub by_algorithm: [Counter; 5],
+    /// Translate: negative answers (an inbound RST, or an ICMP error quoting
+    /// the copy) to race copies that had not answered; held back from the
+    /// client while another copy could still answer.
+    pub races_negative_answers: Counter,
+    /// Translate: races every copy of which failed (negative answer or
+    /// silent past the race timeout): the last negative answer reached the
+    /// client.
+    pub races_all_failed: Counter,
 }
 
 /// Bit masks of the uplinks with a NAT address of each family (v4, v6).

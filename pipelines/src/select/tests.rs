@@ -551,14 +551,82 @@ fn core(n: usize) -> SelectionCore {
     SelectionCore::new(SelectConfig::default(), vec![1; n])
 }
 
+/// A failed race copy on `uplink` toward 198.51.100.`d`.
+fn unanswered(uplink: UplinkId, d: u8) -> SelEvent {
+    SelEvent::Unanswered {
+        uplink,
+        dst: v4(198, 51, 100, d),
+    }
+}
+
+#[test]
+fn failures_toward_one_destination_never_mark_an_uplink_down() {
+    // One destination that drops (or rejects) one ISP's SYNs: the ISP is
+    // fine for everyone else.
+    let mut c = core(2);
+    for t in 0..50 {
+        c.on_event(&unanswered(0, 7), ms(t));
+    }
+    let st = &c.uplink_stats()[0];
+    assert!(st.healthy);
+    assert_eq!((st.unanswered_streak, st.failed_destinations), (50, 1));
+    // Two destinations: still up; a third one: down.
+    c.on_event(&unanswered(0, 8), ms(60));
+    assert!(c.uplink_stats()[0].healthy);
+    c.on_event(&unanswered(0, 9), ms(61));
+    assert!(!c.uplink_stats()[0].healthy);
+}
+
+#[test]
+fn failures_spread_wider_than_the_window_do_not_add_up() {
+    let mut c = core(1);
+    let gap = FAILURE_WINDOW.saturating_add(Nanos(1));
+    let mut now = ms(1);
+    for d in 0..10 {
+        c.on_event(&unanswered(0, d), now);
+        now = now.saturating_add(gap);
+    }
+    let st = &c.uplink_stats()[0];
+    assert!(st.healthy);
+    assert_eq!(st.failed_destinations, 1);
+}
+
+#[test]
+fn the_failed_destinations_are_a_bounded_set() {
+    let cfg = SelectConfig {
+        unanswered_limit: 1_000,
+        ..SelectConfig::default()
+    };
+    let mut c = SelectionCore::new(cfg, vec![1]);
+    for d in 0..(FAILED_DESTS as u8 - 1) {
+        c.on_event(&unanswered(0, d), ms(u64::from(d)));
+    }
+    assert!(c.uplink_stats()[0].healthy);
+    // A limit beyond the set counts as its capacity.
+    c.on_event(&unanswered(0, 200), ms(100));
+    let st = &c.uplink_stats()[0];
+    assert!(!st.healthy);
+    assert_eq!(st.failed_destinations as usize, FAILED_DESTS);
+    for d in 0..100 {
+        c.on_event(&unanswered(0, d), ms(200));
+    }
+    assert_eq!(
+        c.uplink_stats()[0].failed_destinations as usize,
+        FAILED_DESTS
+    );
+}
+
 #[test]
 fn unanswered_streak_marks_uplink_down() {
     let mut c = core(2);
-    let un = SelEvent::Unanswered { uplink: 1 };
-    c.on_event(&un, ms(1));
-    c.on_event(&un, ms(2));
+    let un = |d| SelEvent::Unanswered {
+        uplink: 1,
+        dst: v4(198, 51, 100, d),
+    };
+    c.on_event(&un(1), ms(1));
+    c.on_event(&un(2), ms(2));
     assert!(c.uplink_stats()[1].healthy);
-    c.on_event(&un, ms(3));
+    c.on_event(&un(3), ms(3));
     let st = &c.uplink_stats()[1];
     assert!(!st.healthy);
     assert_eq!(
@@ -572,12 +640,15 @@ fn unanswered_streak_marks_uplink_down() {
 #[test]
 fn answer_resets_unanswered_streak() {
     let mut c = core(2);
-    let un = SelEvent::Unanswered { uplink: 0 };
-    c.on_event(&un, ms(1));
-    c.on_event(&un, ms(2));
+    let un = |d| SelEvent::Unanswered {
+        uplink: 0,
+        dst: v4(198, 51, 100, d),
+    };
+    c.on_event(&un(1), ms(1));
+    c.on_event(&un(2), ms(2));
     c.on_event(&answer(v4(192, 0, 2, 1), 0, Some(ms(20)), false), ms(3));
-    c.on_event(&un, ms(4));
-    c.on_event(&un, ms(5));
+    c.on_event(&un(3), ms(4));
+    c.on_event(&un(4), ms(5));
     let st = &c.uplink_stats()[0];
     assert!(st.healthy);
     assert_eq!((st.unanswered_streak, st.unanswered, st.answers), (2, 4, 1));
@@ -588,7 +659,7 @@ fn answer_resets_unanswered_streak() {
 fn answer_while_down_recovers() {
     let mut c = core(2);
     for t in 0..3 {
-        c.on_event(&SelEvent::Unanswered { uplink: 0 }, ms(t));
+        c.on_event(&unanswered(0, t as u8), ms(t));
     }
     assert!(!c.uplink_stats()[0].healthy);
     // A probe copy's answer, even a retransmitted (ambiguous) one.
@@ -615,7 +686,7 @@ fn link_down_is_unhealthy_regardless() {
     assert!(c.uplink_stats()[1].healthy);
     // Link up but a streak at the limit: still down.
     for t in 0..3 {
-        c.on_event(&SelEvent::Unanswered { uplink: 1 }, ms(4 + t));
+        c.on_event(&unanswered(1, t as u8), ms(4 + t));
     }
     c.tick(ms(10), &[], &[], &[true, true]);
     assert!(!c.uplink_stats()[1].healthy);
@@ -631,7 +702,7 @@ fn unanswered_limit_zero_never_marks_down() {
     };
     let mut c = SelectionCore::new(cfg, vec![1]);
     for t in 0..100 {
-        c.on_event(&SelEvent::Unanswered { uplink: 0 }, ms(t));
+        c.on_event(&unanswered(0, t as u8), ms(t));
     }
     assert!(c.uplink_stats()[0].healthy);
     assert_eq!(c.uplink_stats()[0].unanswered_streak, 100);
@@ -640,7 +711,7 @@ fn unanswered_limit_zero_never_marks_down() {
 #[test]
 fn events_for_unknown_uplinks_are_ignored() {
     let mut c = core(2);
-    c.on_event(&SelEvent::Unanswered { uplink: 2 }, ms(1));
+    c.on_event(&unanswered(2, 1), ms(1));
     c.on_event(&answer(v4(192, 0, 2, 1), 200, Some(ms(5)), true), ms(1));
     assert_eq!(c.cache_len(), 0);
     assert_eq!(c.uplink_stats().len(), 2);
@@ -865,7 +936,7 @@ fn core_to_selector_end_to_end() {
     // A race: uplink 2 answers first, 0 later, 1 never.
     c.on_event(&answer(dst, 2, Some(ms(12)), true), now);
     c.on_event(&answer(dst, 0, Some(ms(40)), false), now);
-    c.on_event(&SelEvent::Unanswered { uplink: 1 }, now);
+    c.on_event(&SelEvent::Unanswered { uplink: 1, dst }, now);
     let old = sel.install(Arc::new(c.snapshot(now)));
     assert_eq!(old.version, 0);
     let mask = sel.snapshot().healthy_mask();
@@ -1009,7 +1080,7 @@ proptest! {
         for (i, (kind, uplink, rtt, raced, decided, dt)) in events.into_iter().enumerate() {
             now = now.saturating_add(Nanos(dt / 10));
             let ev = if kind == 0 {
-                SelEvent::Unanswered { uplink }
+                SelEvent::Unanswered { uplink, dst: v4(198, 51, 100, (dt % 5) as u8) }
             } else {
                 SelEvent::Answer { dst: v4(192, 0, 2, kind), uplink, rtt: rtt.map(Nanos), raced, decided }
             };
@@ -1018,7 +1089,14 @@ proptest! {
                 c.tick(now, &[], &[], &links);
             }
             for st in c.uplink_stats() {
-                prop_assert_eq!(st.healthy, st.link_up && (limit == 0 || st.unanswered_streak < limit));
+                // Down by failures only with `limit` distinct destinations
+                // (5 at most here) since the last answer.
+                prop_assert!(!st.healthy || st.link_up);
+                prop_assert!(!st.healthy || limit == 0 || st.failed_destinations < limit);
+                prop_assert!(st.failed_destinations <= st.unanswered_streak.min(5));
+                if limit == 0 || st.unanswered_streak < limit {
+                    prop_assert_eq!(st.healthy, st.link_up);
+                }
             }
             if i % 7 == 0 {
                 let snap = c.snapshot(now);

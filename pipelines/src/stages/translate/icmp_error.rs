@@ -338,6 +338,12 @@ impl Translate {
         let found = self.nat.lookup(&m.flow, inbound, None, now);
         self.race.settle(&mut self.nat);
         let idx = found.ok_or(DropReason::NoSession)?;
+        if inbound && self.nat.session(idx).is_some_and(|s| s.in_race()) {
+            // Honest races: an error about one copy of a racing SYN reaches
+            // the client only when no other copy can still answer.
+            let (racer, mut cx) = self.racing::<B>(now);
+            racer.icmp_error(&mut cx, idx)?;
+        }
         let s = self.nat.session(idx).ok_or(DropReason::NoSession)?;
         let len = pkt.data().len() as u64;
         if inbound {

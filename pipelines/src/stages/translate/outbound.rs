@@ -48,9 +48,14 @@ impl Translate {
                 // An RST to the client, as from its server, in its window.
                 return reflect_tcp(pkt, TCP_RST | TCP_ACK, ack, seq.wrapping_add(len), 0, mac);
             }
-            self.nat.remove(i);
+            // UDP / ICMP: the whole sticky mapping leaves the down uplink,
+            // or its other sessions would pull new flows back onto it.
+            self.nat.remove_mapping(i);
             self.race.settle(&mut self.nat);
             found = None;
+        }
+        if found.is_none() && self.policy.reset_on_down && hairpin.is_none() {
+            self.leave_down_mapping(&m);
         }
         // An inside host with `host_max_races` race copies waiting for an
         // answer starts no race: its SYN leaves by the first copy's uplink
@@ -151,12 +156,35 @@ impl Translate {
 
     /// Whether session `idx`'s uplink is down now (and others are up).
     fn on_down_uplink(&self, idx: u32) -> bool {
-        let Some(s) = self.nat.session(idx) else {
-            return false;
+        self.nat
+            .session(idx)
+            .is_some_and(|s| !s.in_race() && self.uplink_down(s.uplink))
+    }
+
+    /// Whether `uplink` is down now while others are up.
+    fn uplink_down(&self, uplink: UplinkId) -> bool {
+        let healthy = self.selector.snapshot().healthy_mask();
+        healthy != 0 && healthy & (1u64 << uplink.min(63)) == 0
+    }
+
+    /// on_uplink_down = "reset", a new UDP / ICMP flow: when its client's
+    /// sticky mapping is on a down uplink, the mapping (all its sessions)
+    /// goes, so the new flow is not created on the down uplink (the sticky
+    /// mapping lookup would choose it) and the client's next packets of
+    /// the other flows move too. The down uplink is never chosen again
+    /// while down.
+    fn leave_down_mapping(&mut self, m: &PacketMeta) {
+        let Some((head, uplink)) = self.nat.sticky_mapping(&m.flow) else {
+            return;
         };
-        let snap = self.selector.snapshot();
-        let healthy = snap.healthy_mask();
-        healthy != 0 && healthy & (1u64 << s.uplink.min(63)) == 0 && !s.in_race()
+        let service = self
+            .nat
+            .session(head)
+            .is_some_and(|s| s.server != crate::nat::NO_SERVER);
+        if !service && self.uplink_down(uplink) {
+            self.nat.remove_mapping(head);
+            self.race.settle(&mut self.nat);
+        }
     }
 
     /// The racer with the context its decisions work in.
@@ -167,6 +195,7 @@ impl Translate {
                 nat: &mut self.nat,
                 topo: &self.topo,
                 counters: &self.counters,
+                selection: &self.selection,
                 now,
                 send_by: send_by::<B>,
             },

@@ -980,3 +980,66 @@ fn icmp_errors_follow_the_session_they_quote() {
         assert_eq!(s.translate.nat.len(), 1);
     }
 }
+
+/// on_uplink_down = "reset" with uplink 0 marked down (link lost) in the
+/// translate stage's snapshot.
+fn reset_site_with_uplink_0_down() -> Site {
+    use crate::select::policy::SelectionPolicy;
+    use crate::select::{SelectConfig, SelectionCore};
+    let topo = site(1);
+    let policy = SelectionPolicy {
+        reset_on_down: true,
+        ..SelectionPolicy::default()
+    };
+    let mut site = Site {
+        classify: Classify::new(topo.clone()),
+        translate: Translate::with_policy(topo, 0, NatConfig::default(), Arc::new(policy)),
+    };
+    let mut core = SelectionCore::new(SelectConfig::default(), vec![1, 1]);
+    core.tick(T0, &[], &[], &[false, true]);
+    site.translate.selector.install(Arc::new(core.snapshot(T0)));
+    site
+}
+
+#[test]
+fn reset_mode_moves_a_udp_mapping_off_the_down_uplink_for_good() {
+    let mut s = Site::new();
+    // Two flows of one client port on uplink 0 (one sticky mapping).
+    let a = from_client("10.0.0.2", "203.0.113.5", udp(5000, 53, b"a"));
+    let b = from_client("10.0.0.2", "203.0.113.6", udp(5000, 53, b"b"));
+    let c = from_client("10.0.0.2", "203.0.113.7", udp(5000, 53, b"c"));
+    s.send(&a, LAN_PORT, 0, T0).unwrap();
+    s.send(&b, LAN_PORT, 0, T0).unwrap();
+    assert_eq!(s.translate.nat.len(), 2);
+    // Uplink 0 goes down; the same shard state under the reset policy.
+    let mut down = reset_site_with_uplink_0_down();
+    std::mem::swap(&mut down.translate.nat, &mut s.translate.nat);
+    // A new flow of that client port, asked for uplink 1: the sticky
+    // mapping on uplink 0 must not pull it back there.
+    let out = down.send(&c, LAN_PORT, 1, T0).unwrap();
+    assert_eq!(out.meta().uplink, 1, "never re-created on the down uplink");
+    assert_eq!(down.translate.nat.len(), 1, "the old mapping went whole");
+    // The client's other flows follow when they next send.
+    for f in [&a, &b] {
+        let out = down.send(f, LAN_PORT, 1, T0).unwrap();
+        assert_eq!(out.meta().uplink, 1);
+    }
+    assert_eq!(down.translate.nat.len(), 3);
+}
+
+#[test]
+fn reset_mode_does_not_recreate_a_found_udp_session_on_the_down_uplink() {
+    let mut s = Site::new();
+    let a = from_client("10.0.0.2", "203.0.113.5", udp(5000, 53, b"a"));
+    let b = from_client("10.0.0.2", "203.0.113.6", udp(5000, 53, b"b"));
+    s.send(&a, LAN_PORT, 0, T0).unwrap();
+    s.send(&b, LAN_PORT, 0, T0).unwrap();
+    let mut down = reset_site_with_uplink_0_down();
+    std::mem::swap(&mut down.translate.nat, &mut s.translate.nat);
+    // Flow a's own session is on the down uplink: it goes, and flow b's
+    // session (same mapping) must not be where the new one lands.
+    let out = down.send(&a, LAN_PORT, 1, T0).unwrap();
+    assert_eq!(out.meta().uplink, 1);
+    let out = down.send(&a, LAN_PORT, 1, T0).unwrap();
+    assert_eq!(out.meta().uplink, 1, "stays off the down uplink");
+}
