@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use pipelines::nat::NatCounters;
 use pipelines::redirect::db::{Load, Member, RedirectDb, Snapshot};
+use pipelines::redirect::peer_load;
 use pipelines::redirect::service::ServiceEvent;
 use pipelines::Nanos;
 
@@ -151,10 +152,7 @@ impl RedirectCore {
             .map(|(s, l)| {
                 (
                     load_key(&self.plan.appliance, &s.name),
-                    format!(
-                        "{} {} {} {}",
-                        l.tcp, l.udp, w.tcp_session_weight, w.udp_session_weight
-                    ),
+                    peer_load::format_load(l, w.tcp_session_weight, w.udp_session_weight),
                 )
             })
             .collect();
@@ -171,7 +169,7 @@ impl RedirectCore {
             Ok(values) => {
                 self.view.store_reports += 1;
                 for (i, v) in values.iter().enumerate() {
-                    let load = v.as_deref().and_then(parse_load);
+                    let load = v.as_deref().and_then(|v| peer_load::parse_load(v).ok());
                     self.db.set_peer_load(i as u16, load);
                 }
             }
@@ -201,7 +199,7 @@ impl RedirectCore {
                     address: s.addr.to_string(),
                     tcp_sessions: l.tcp,
                     udp_sessions: l.udp,
-                    load: l.tcp * c.tcp_session_weight + l.udp * c.udp_session_weight,
+                    load: l.weighted(c),
                     avoided: self.db.avoided(m, now),
                     failures: self.db.failures(m),
                 }
@@ -245,15 +243,6 @@ impl RedirectCore {
 /// The shared store's key of a service's load.
 pub fn load_key(appliance: &str, service: &str) -> String {
     format!("rdr:load:{appliance}:{service}")
-}
-
-/// "TCP UDP TCP_WEIGHT UDP_WEIGHT" → the load (sessions).
-fn parse_load(v: &str) -> Option<Load> {
-    let mut it = v.split_ascii_whitespace().map(|x| x.parse::<u64>().ok());
-    Some(Load {
-        tcp: it.next()??,
-        udp: it.next()??,
-    })
 }
 
 /// Starts the management core's redirection thread.

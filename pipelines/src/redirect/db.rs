@@ -151,9 +151,17 @@ pub struct Load {
 impl Load {
     fn add(self, o: Load) -> Load {
         Load {
-            tcp: self.tcp + o.tcp,
-            udp: self.udp + o.udp,
+            tcp: self.tcp.saturating_add(o.tcp),
+            udp: self.udp.saturating_add(o.udp),
         }
+    }
+
+    /// Weighted sessions (saturating: a peer's load comes from the shared
+    /// store, which may hold anything).
+    pub fn weighted(self, c: &DbConfig) -> u64 {
+        self.tcp
+            .saturating_mul(c.tcp_session_weight)
+            .saturating_add(self.udp.saturating_mul(c.udp_session_weight))
     }
 }
 
@@ -273,7 +281,7 @@ impl RedirectDb {
     /// peer is then not a candidate).
     pub fn set_peer_load(&mut self, peer: PeerId, load: Option<Load>) {
         if let Some(l) = self.peer_loads.get_mut(usize::from(peer)) {
-            *l = load;
+            *l = load.map(super::peer_load::clamp);
         }
     }
 
@@ -391,9 +399,7 @@ impl RedirectDb {
                         SnapMember {
                             member: m.member,
                             target: self.spec.target_addr(m.member),
-                            load: load.map(|l| {
-                                l.tcp * c.tcp_session_weight + l.udp * c.udp_session_weight
-                            }),
+                            load: load.map(|l| l.weighted(c)),
                             weight: m.weight.max(1),
                             avoided: self.avoided(m.member, now)
                                 || matches!(m.member, Member::Server(x)
@@ -598,7 +604,11 @@ impl Snapshot {
         };
         let any_fresh = svc.members.iter().filter(eligible).any(|m| !m.avoided);
         let score = |m: &SnapMember| {
-            (m.load.unwrap_or(0) + placed.get(m.member)) * 1_000_000 / u64::from(m.weight)
+            m.load
+                .unwrap_or(0)
+                .saturating_add(placed.get(m.member))
+                .saturating_mul(1_000_000)
+                / u64::from(m.weight)
         };
         let usable = || {
             svc.members
