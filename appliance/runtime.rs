@@ -22,6 +22,8 @@ use crate::mgmt::stats::{self, LcoreView, Stats, StatsSources};
 use crate::ports::{BackendControl, PortQueues};
 
 mod backend;
+#[cfg(test)]
+mod tests;
 
 #[cfg(feature = "dpdk")]
 pub use backend::eal_args;
@@ -128,18 +130,7 @@ impl Runtime {
     /// returned an error) while the appliance runs: its snapshots would
     /// then be frozen, so the run must end.
     pub fn health(&mut self) -> anyhow::Result<()> {
-        for m in &mut self.mgmt {
-            if m.handle.as_ref().is_some_and(|h| h.is_finished()) {
-                if let Some(cause) = m.join() {
-                    return Err(anyhow!(
-                        "the management core's {} thread ({}) stopped: {cause}; stopping the appliance",
-                        m.what,
-                        m.name
-                    ));
-                }
-            }
-        }
-        Ok(())
+        check_mgmt(&mut self.mgmt)
     }
 
     /// Packets still queued in rings between lcores.
@@ -186,6 +177,24 @@ impl MgmtThread {
             Err(p) => Some(format!("panicked: {}", panic_message(&*p))),
         }
     }
+}
+
+/// An error for the first management thread that ended before the stop;
+/// it is joined (a thread that ended without an error is joined silently).
+fn check_mgmt(mgmt: &mut [MgmtThread]) -> anyhow::Result<()> {
+    for m in mgmt {
+        if m.handle.as_ref().is_some_and(|h| h.is_finished()) {
+            let cause = m
+                .join()
+                .unwrap_or_else(|| "it returned before the stop".into());
+            return Err(anyhow!(
+                "the management core's {} thread ({}) stopped: {cause}; stopping the appliance",
+                m.what,
+                m.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A panic's message (`&str` or `String` payloads), else a placeholder.

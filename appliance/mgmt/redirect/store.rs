@@ -185,7 +185,16 @@ impl Conn {
         let reconnected = self.conn.is_none() && self.connected_once;
         let result = self.exchange_once(job).map_err(|e| {
             // Never the password: the redacted URL, and the error redacted too.
-            let msg = redact(&e.to_string());
+            let msg = if e.is_timeout() {
+                format!(
+                    "timed out (connect timeout {} ms, read/write timeout {} ms): {e}",
+                    self.cfg.connect_timeout.as_millis(),
+                    self.cfg.io_timeout.as_millis()
+                )
+            } else {
+                e.to_string()
+            };
+            let msg = redact(&msg);
             let msg = match &self.cfg.password {
                 Some(p) if !p.expose().is_empty() => msg.replace(p.expose(), "***"),
                 _ => msg,

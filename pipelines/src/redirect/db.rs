@@ -624,11 +624,14 @@ impl Snapshot {
 
     /// The best local server reachable through service `s`'s members (a
     /// plain request is always served, never redirected).
+    /// Every service it goes through is tallied in `placed`, as the server
+    /// is by the caller, so that consecutive plain requests within one
+    /// snapshot spread over the member services too.
     fn best_server(
         &self,
         s: ServiceId,
         req: &Request,
-        placed: &Placed,
+        placed: &mut Placed,
         depth: usize,
     ) -> Option<ServerId> {
         let svc = self.services.get(usize::from(s))?;
@@ -642,7 +645,13 @@ impl Snapshot {
         })?;
         match m.member {
             Member::Server(x) => Some(x),
-            Member::Service(x) => self.best_server(x, req, placed, depth + 1),
+            Member::Service(x) => {
+                let found = self.best_server(x, req, placed, depth + 1);
+                if found.is_some() {
+                    placed.bump(Member::Service(x));
+                }
+                found
+            }
             Member::Peer(_) => None,
         }
     }
@@ -770,6 +779,25 @@ mod tests {
             ..req(Mark::Capable)
         };
         assert_eq!(snap.decide(&direct, &mut placed), Decision::Serve(1));
+    }
+
+    #[test]
+    fn plain_requests_in_one_snapshot_spread_over_the_member_services() {
+        let mut db = cluster();
+        db.set_server_loads(&[load(0, 0), load(5, 0), load(5, 0)]);
+        let snap = db.snapshot(Nanos::ZERO);
+        let mut placed = Placed::default();
+        placed.reset(&snap);
+        let mut total = [0, 5, 5];
+        for _ in 0..15 {
+            match snap.decide(&req(Mark::Plain), &mut placed) {
+                Decision::Serve(s) => total[usize::from(s)] += 1,
+                d => panic!("{d:?}"),
+            }
+        }
+        // Levelled: the idle server first, then all three in turn.
+        let (lo, hi) = (total.iter().min(), total.iter().max());
+        assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{total:?}");
     }
 
     #[test]
