@@ -241,3 +241,46 @@ fn a_dead_store_is_retried_with_a_bounded_backoff() {
     let e = v.last_store_error.clone().unwrap_or_default();
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
 }
+
+#[test]
+fn tls_with_the_configured_ca_works_and_an_unknown_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    common::redis::make_certs(dir.path());
+    let redis = RedisServer::start_tls(dir.path());
+    let ca = dir.path().join("ca.crt");
+    let tls = |extra: &str| {
+        format!(
+            "redis = \"rediss://127.0.0.1:{}\"\nredis_connect_timeout_ms = 2000\n{extra}",
+            redis.port
+        )
+    };
+    let mut a = core(
+        "a",
+        "b/web",
+        &tls(&format!("redis_tls_ca_file = \"{}\"\n", ca.display())),
+    );
+    exchange(&mut a);
+    assert_eq!(a.view.store_errors, 0, "{:?}", a.view);
+    assert_eq!(a.view.store_reports, 1);
+    assert!(
+        a.view.store.starts_with("redis rediss://"),
+        "{}",
+        a.view.store
+    );
+
+    // The system's roots do not know the test CA: the handshake fails.
+    let mut b = core("b", "a/web", &tls(""));
+    exchange(&mut b);
+    assert_eq!(b.view.store_errors, 1, "{:?}", b.view);
+    let e = b.view.last_store_error.clone().unwrap_or_default();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+
+    // Plain RESP to the TLS port is no answer either (an error, no hang).
+    let mut c = core(
+        "c",
+        "a/web",
+        &format!("redis = \"127.0.0.1:{}\"\n", redis.port),
+    );
+    exchange(&mut c);
+    assert_eq!(c.view.store_errors, 1, "{:?}", c.view);
+}

@@ -489,6 +489,9 @@ pub struct RedirectionSection {
     /// The environment variable holding the Redis password
     /// (e.g. "APPLIANCE_REDIS_PASSWORD"); it must be set when named.
     pub redis_password_env: Option<String>,
+    /// With `rediss://`: a PEM file of the CA(s) that signed the store's
+    /// certificate, instead of the system's and the Web PKI's roots.
+    pub redis_tls_ca_file: Option<String>,
     /// Connecting (TCP, TLS and AUTH) to the store gives up after this.
     pub redis_connect_timeout_ms: u64,
     /// One read or write on the store's connection gives up after this;
@@ -529,6 +532,7 @@ impl Default for RedirectionSection {
             redis_username: None,
             redis_password: None,
             redis_password_env: None,
+            redis_tls_ca_file: None,
             redis_connect_timeout_ms: 300,
             redis_io_timeout_ms: 300,
             redis_backoff_max_ms: 5_000,

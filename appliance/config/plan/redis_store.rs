@@ -49,6 +49,8 @@ pub struct RedisStore {
     pub username: Option<String>,
     /// `redis_password` or the environment variable's value.
     pub password: Option<Secret>,
+    /// `redis_tls_ca_file`'s PEM text (read when the plan is made).
+    pub tls_ca: Option<Vec<u8>>,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
     /// The longest wait between attempts after failures.
@@ -73,6 +75,22 @@ impl RedisStore {
             rs = rs.set_password(p.expose());
         }
         Ok(info.set_redis_settings(rs))
+    }
+
+    /// A client for it: with the configured CA for `rediss://`, else the
+    /// system's and the Web PKI's roots.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        let info = self.connection_info()?;
+        match &self.tls_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
     }
 }
 
@@ -131,6 +149,19 @@ pub fn plan_redis(r: &RedirectionSection) -> Result<RedisStore, ConfigError> {
         );
     }
     let password = plan_password(r, url_password)?;
+    let tls_ca = match &r.redis_tls_ca_file {
+        None => None,
+        Some(_) if url.scheme() != "rediss" => {
+            return err(
+                at("redis_tls_ca_file"),
+                "a CA file is for TLS: the redis URL must be rediss://",
+            )
+        }
+        Some(f) => Some(std::fs::read(f).map_err(|e| ConfigError {
+            path: at("redis_tls_ca_file"),
+            msg: format!("cannot read `{f}`: {e}"),
+        })?),
+    };
     for (name, v, lo, hi) in [
         (
             "redis_connect_timeout_ms",
@@ -155,6 +186,7 @@ pub fn plan_redis(r: &RedirectionSection) -> Result<RedisStore, ConfigError> {
         shown: redact(&url_text),
         username: r.redis_username.clone().filter(|u| !u.is_empty()),
         password,
+        tls_ca,
         connect_timeout: Duration::from_millis(r.redis_connect_timeout_ms),
         io_timeout: Duration::from_millis(r.redis_io_timeout_ms),
         backoff_max: Duration::from_millis(r.redis_backoff_max_ms),

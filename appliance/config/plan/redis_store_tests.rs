@@ -104,3 +104,16 @@ fn timeouts_are_bounded() {
         "redirection.redis_connect_timeout_ms"
     );
 }
+
+#[test]
+fn a_ca_file_needs_tls_and_must_be_readable() {
+    let mut r = section("127.0.0.1:6379");
+    r.redis_tls_ca_file = Some("/nonexistent/ca.pem".into());
+    let e = plan_redis(&r).unwrap_err();
+    assert_eq!(e.path, "redirection.redis_tls_ca_file");
+    assert!(e.msg.contains("rediss://"), "{e:?}");
+    r.redis = "rediss://127.0.0.1:6379".into();
+    let e = plan_redis(&r).unwrap_err();
+    assert_eq!(e.path, "redirection.redis_tls_ca_file");
+    assert!(e.msg.contains("/nonexistent/ca.pem"), "{e:?}");
+}

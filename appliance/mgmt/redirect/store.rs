@@ -218,7 +218,7 @@ impl Conn {
 
     fn exchange_once(&mut self, job: &Job) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
         if self.conn.is_none() {
-            let client = redis::Client::open(self.cfg.connection_info()?)?;
+            let client = self.cfg.client()?;
             let c = client.get_connection_with_timeout(self.cfg.connect_timeout)?;
             c.set_read_timeout(Some(self.cfg.io_timeout))?;
             c.set_write_timeout(Some(self.cfg.io_timeout))?;
