@@ -22,6 +22,8 @@ use crate::mgmt::stats::{self, LcoreView, Stats, StatsSources};
 use crate::ports::{BackendControl, PortQueues};
 
 mod backend;
+#[cfg(test)]
+mod tests;
 
 #[cfg(feature = "dpdk")]
 pub use backend::eal_args;
@@ -43,6 +45,9 @@ pub struct Runtime {
     plan: Plan,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The management core's threads (selection, redirection): one that
+    /// ends before the stop stops the appliance ([`Runtime::health`]).
+    mgmt: Vec<MgmtThread>,
     selection: Arc<Mutex<SelectionView>>,
     selection_counters: Vec<Arc<pipelines::select::policy::SelectionCounters>>,
     redirect: Arc<Mutex<crate::mgmt::redirect::RedirectView>>,
@@ -121,6 +126,13 @@ impl Runtime {
         })
     }
 
+    /// An error naming the management thread that ended (panicked or
+    /// returned an error) while the appliance runs: its snapshots would
+    /// then be frozen, so the run must end.
+    pub fn health(&mut self) -> anyhow::Result<()> {
+        check_mgmt(&mut self.mgmt)
+    }
+
     /// Packets still queued in rings between lcores.
     fn in_flight(&self) -> usize {
         self.rings.iter().map(|r| r.queued()).sum()
@@ -142,8 +154,55 @@ impl Runtime {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        for m in &mut self.mgmt {
+            m.join();
+        }
         self.report()
     }
+}
+
+/// A management thread and what it does (for the error when it dies).
+struct MgmtThread {
+    name: &'static str,
+    what: &'static str,
+    handle: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl MgmtThread {
+    /// Joins it; the cause if it panicked or returned an error.
+    fn join(&mut self) -> Option<String> {
+        match self.handle.take()?.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(p) => Some(format!("panicked: {}", panic_message(&*p))),
+        }
+    }
+}
+
+/// An error for the first management thread that ended before the stop;
+/// it is joined (a thread that ended without an error is joined silently).
+fn check_mgmt(mgmt: &mut [MgmtThread]) -> anyhow::Result<()> {
+    for m in mgmt {
+        if m.handle.as_ref().is_some_and(|h| h.is_finished()) {
+            let cause = m
+                .join()
+                .unwrap_or_else(|| "it returned before the stop".into());
+            return Err(anyhow!(
+                "the management core's {} thread ({}) stopped: {cause}; stopping the appliance",
+                m.what,
+                m.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A panic's message (`&str` or `String` payloads), else a placeholder.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 impl Drop for Runtime {
@@ -153,6 +212,9 @@ impl Drop for Runtime {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        for m in &mut self.mgmt {
+            m.join();
         }
     }
 }
@@ -180,6 +242,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
     let redirect_view = Arc::new(Mutex::new(crate::mgmt::redirect::RedirectView::default()));
     let redirect_counters = redirect.counters.clone();
     let mut threads = Vec::new();
+    let mut mgmt = Vec::new();
     let selection_view = Arc::new(Mutex::new(SelectionView::default()));
     let selection_counters = selection.counters.clone();
     let weights: Vec<u32> = plan
@@ -193,25 +256,41 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         link_up: backend.link_state(plan),
         uplinks: plan.topology.uplinks.len(),
     };
-    threads.push(
-        crate::mgmt::selection::spawn(
-            SelectionCore::new(plan.selection.core.clone(), weights),
-            selection,
-            inputs,
-            plan.selection.publish_interval,
-            epoch,
-            stop.clone(),
-            selection_view.clone(),
-        )
-        .context("spawning the management core's selection thread")?,
-    );
+    mgmt.push(MgmtThread {
+        name: "mgmt-selection",
+        what: "uplink selection",
+        handle: Some(
+            crate::mgmt::selection::spawn(
+                SelectionCore::new(plan.selection.core.clone(), weights),
+                selection,
+                inputs,
+                plan.selection.publish_interval,
+                epoch,
+                stop.clone(),
+                selection_view.clone(),
+            )
+            .context("spawning the management core's selection thread")?,
+        ),
+    });
     if let Some(rp) = &plan.redirection {
         let mut redirect = redirect;
         redirect.nat = views.iter().filter_map(|v| v.nat.clone()).collect();
-        threads.push(
-            crate::mgmt::redirect::spawn(rp, redirect, epoch, stop.clone(), redirect_view.clone())
-                .context("spawning the management core's redirection thread")?,
-        );
+        let spawned =
+            crate::mgmt::redirect::spawn(rp, redirect, epoch, stop.clone(), redirect_view.clone());
+        match spawned {
+            Ok(h) => mgmt.push(MgmtThread {
+                name: "mgmt-redirect",
+                what: "redirection",
+                handle: Some(h),
+            }),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                for m in &mut mgmt {
+                    m.join();
+                }
+                return Err(e).context("spawning the management core's redirection thread");
+            }
+        }
     }
     for (worker, core) in workers {
         let init = thread_init.clone();
@@ -234,6 +313,9 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
                 for t in threads {
                     let _ = t.join();
                 }
+                for m in &mut mgmt {
+                    m.join();
+                }
                 return Err(e).context("spawning an lcore thread");
             }
         }
@@ -243,6 +325,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         plan: plan.clone(),
         stop,
         threads,
+        mgmt,
         selection: selection_view,
         selection_counters,
         redirect: redirect_view,
@@ -263,7 +346,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> anyhow::Result<serde_json::Value> 
 
 /// [`run`], returning the stats at exit as [`Stats`].
 pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
-    let rt = Runtime::start(plan)?;
+    let mut rt = Runtime::start(plan)?;
     let started = Instant::now();
     let show = opts.live_status && std::io::stderr().is_terminal();
     let mut last_status = Instant::now();
@@ -272,6 +355,11 @@ pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
     let mut last_progress = 0u64;
     loop {
         std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = rt.health() {
+            // Stops the lcores and the other threads before the error.
+            drop(rt.stop_report());
+            return Err(e);
+        }
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }

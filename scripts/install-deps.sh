@@ -21,8 +21,9 @@ PACKAGES=(
     iproute2 ethtool nftables iputils-ping tcpdump iperf3 curl procps util-linux
     # SR-IOV setup (scripts/sriov.sh): modprobe, lspci.
     kmod pciutils
-    # The shared redirection store the cluster tests start on loopback.
-    redis-server
+    # The shared redirection store the cluster tests start on loopback;
+    # openssl makes the certificates of its TLS test.
+    redis-server openssl
     # Debian's Python with scapy for packet fixtures; the lab's HTTP server.
     python3 python3-scapy
     # Instruction counts of the benchmarks; script linting.

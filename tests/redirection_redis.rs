@@ -4,52 +4,16 @@
 //!
 //! Starts its own `redis-server` on a free loopback port (CI installs it).
 
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::redis::RedisServer;
 
 use appliance::lab::redirect::{site_config, Lab};
 use pipelines::redirect::client::{ClientConfig, Proto, RedirectClient};
 use pipelines::redirect::db::Mark;
-
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): install it (apt-get install redis-server); .ci/run does")
-            });
-        let until = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < until,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn plan(text: &str) -> appliance::config::plan::Plan {
     appliance::config::plan::validate(&appliance::config::parse(text).unwrap()).unwrap()
@@ -131,7 +95,13 @@ fn two_appliances_see_each_others_load_and_redirect_to_the_less_loaded() {
     let mut c = RedirectClient::new(ClientConfig::default());
     let o = lab.request(&mut c, client_ip(3), Proto::Tcp, web_b, b"GET /");
     println!("{}", o.steps.join("\n"));
-    assert_eq!(o.sends[1], (web_a, Mark::Redirected), "{:#?}", o.steps);
+    assert_eq!(
+        o.sends[1],
+        (web_a, Mark::Redirected),
+        "{:#?}\n{:#}",
+        o.steps,
+        lab.appliances[1].runtime.stats()["redirection"]
+    );
     let (by, resp) = o.result.unwrap();
     assert!(by.to_string().starts_with("198.51.100.1"), "{by}");
     assert!(String::from_utf8_lossy(&resp).starts_with('a'));

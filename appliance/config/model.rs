@@ -520,10 +520,29 @@ pub struct RedirectionSection {
     pub appliance: String,
     /// Where loads are shared: "embedded" (this appliance alone) or "redis".
     pub store: RedirectStoreKind,
-    /// The Redis server (`host:port`) with `store = "redis"`. Kept as
-    /// written: it is checked (as an address and port) only when the store
-    /// is Redis, and the Redis client connects to the text as given.
+    /// The Redis server with `store = "redis"`: `host:port`, or a URL
+    /// `redis://[user[:password]@]host[:port][/db]` (`rediss://` for TLS).
+    /// Checked only when the store is Redis; a password in it is never shown.
     pub redis: String,
+    /// The Redis ACL user (AUTH username), unless the URL names one.
+    pub redis_username: Option<String>,
+    /// The Redis password, written in the file (prefer `redis_password_env`).
+    pub redis_password: Option<String>,
+    /// The environment variable holding the Redis password
+    /// (e.g. "APPLIANCE_REDIS_PASSWORD"); it must be set when named.
+    pub redis_password_env: Option<String>,
+    /// With `rediss://`: a PEM file of the CA(s) that signed the store's
+    /// certificate, instead of the system's and the Web PKI's roots.
+    pub redis_tls_ca_file: Option<String>,
+    /// Connecting (TCP, TLS and AUTH) to the store gives up after this.
+    pub redis_connect_timeout_ms: u64,
+    /// One read or write on the store's connection gives up after this;
+    /// a whole exchange (connect + writes + reads) after
+    /// `redis_connect_timeout_ms + 2 * redis_io_timeout_ms`.
+    pub redis_io_timeout_ms: u64,
+    /// After a failed exchange the store is retried after a backoff that
+    /// doubles from `report_interval_ms` up to this.
+    pub redis_backoff_max_ms: u64,
     /// How often the management core recounts loads and publishes a
     /// decision snapshot to the lcores.
     pub publish_interval_ms: u64,
@@ -552,6 +571,13 @@ impl Default for RedirectionSection {
             appliance: "appliance".into(),
             store: RedirectStoreKind::Embedded,
             redis: "127.0.0.1:6379".into(),
+            redis_username: None,
+            redis_password: None,
+            redis_password_env: None,
+            redis_tls_ca_file: None,
+            redis_connect_timeout_ms: 300,
+            redis_io_timeout_ms: 300,
+            redis_backoff_max_ms: 5_000,
             publish_interval_ms: 100,
             report_interval_ms: 1_000,
             load_ttl_ms: 5_000,

@@ -53,7 +53,7 @@ pub fn spawn(
     epoch: Instant,
     stop: Arc<AtomicBool>,
     view: Arc<Mutex<SelectionView>>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> std::io::Result<std::thread::JoinHandle<Result<(), String>>> {
     std::thread::Builder::new()
         .name("mgmt-selection".into())
         .spawn(move || {
@@ -92,6 +92,7 @@ pub fn spawn(
                 }
                 std::thread::sleep(DRAIN_EVERY);
             }
+            Ok(())
         })
 }
 

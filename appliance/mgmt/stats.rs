@@ -241,6 +241,10 @@ pub struct RedirectionStats {
     pub store_reports: u64,
     pub store_errors: u64,
     pub last_store_error: Option<String>,
+    pub store_timeouts: u64,
+    pub store_reconnects: u64,
+    pub store_backoff_skips: u64,
+    pub store_invalid_loads: u64,
 }
 
 /// One entry of `lcores`.
@@ -308,6 +312,10 @@ fn redirection(
         store_reports: view.store_reports,
         store_errors: view.store_errors,
         last_store_error: view.last_store_error.clone(),
+        store_timeouts: view.store_timeouts,
+        store_reconnects: view.store_reconnects,
+        store_backoff_skips: view.store_backoff_skips,
+        store_invalid_loads: view.store_invalid_loads,
     }
 }
 

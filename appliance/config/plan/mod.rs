@@ -24,6 +24,7 @@ mod lcores;
 mod nat;
 mod ports;
 mod redirection;
+mod redis_store;
 mod selection;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub use backends::{SimPlan, SimUplinkPlan, SIM_PROXY_DELAY_MS_DEFAULT};
 pub use lcores::{GroupPlan, HairpinRingPlan, LcorePlan, RingKind, RingPlan};
 pub use ports::PortPlan;
 pub use redirection::{plan_redirection, RedirectStore, RedirectionPlan};
+pub use redis_store::{redact, RedisStore, Secret};
 pub use selection::SelectionPlan;
 
 fn err<T>(path: impl Into<String>, msg: impl Into<String>) -> Result<T, ConfigError> {

@@ -31,8 +31,8 @@ use crate::config::{
 pub enum RedirectStore {
     /// In the management core, this appliance alone.
     Embedded,
-    /// A Redis server (`host:port`) shared by several appliances.
-    Redis(String),
+    /// A Redis server shared by several appliances.
+    Redis(super::RedisStore),
 }
 
 #[derive(Debug, Clone)]
@@ -134,22 +134,11 @@ pub fn plan_redirection(
     }))
 }
 
-/// The store; a Redis one needs `redis` to be an address and port.
+/// The store; a Redis one needs a valid address or URL ([`super::redis_store`]).
 fn plan_store(r: &RedirectionSection) -> Result<RedirectStore, ConfigError> {
     match r.store {
         RedirectStoreKind::Embedded => Ok(RedirectStore::Embedded),
-        RedirectStoreKind::Redis => {
-            if r.redis.parse::<SocketAddr>().is_err() {
-                return err(
-                    at("redis"),
-                    format!(
-                        "`{}` is not host:port of a Redis server (e.g. 127.0.0.1:6379)",
-                        r.redis
-                    ),
-                );
-            }
-            Ok(RedirectStore::Redis(r.redis.clone()))
-        }
+        RedirectStoreKind::Redis => super::redis_store::plan_redis(r).map(RedirectStore::Redis),
     }
 }
 

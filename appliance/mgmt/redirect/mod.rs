@@ -6,9 +6,10 @@
 //! decision [`Snapshot`] into a one-slot ring per translate lcore (as
 //! `selection.rs` does for uplink selection). Every `report_interval` it
 //! writes this appliance's service loads to the shared store and reads its
-//! peers' ([`redis`]); the data plane never waits for any of it.
+//! peers' through the store thread ([`store`]); neither the data plane nor
+//! the snapshots ever wait for the store.
 
-pub mod redis;
+pub mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use pipelines::nat::NatCounters;
 use pipelines::redirect::db::{Load, Member, RedirectDb, Snapshot};
+use pipelines::redirect::peer_load;
 use pipelines::redirect::service::ServiceEvent;
 use pipelines::Nanos;
 
@@ -35,6 +37,16 @@ pub struct RedirectView {
     pub store_errors: u64,
     pub store_reports: u64,
     pub last_store_error: Option<String>,
+    /// Exchanges that passed their deadline (a stalled store; also counted
+    /// in `store_errors`).
+    pub store_timeouts: u64,
+    /// New connections to the store after a failure.
+    pub store_reconnects: u64,
+    /// Reports skipped while waiting out the backoff after failures.
+    pub store_backoff_skips: u64,
+    /// Peer values in the store that were not a valid load (ignored: the
+    /// peer is then not a candidate).
+    pub store_invalid_loads: u64,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -73,18 +85,19 @@ pub struct PeerView {
 pub struct RedirectCore {
     pub db: RedirectDb,
     plan: RedirectionPlan,
-    store: Option<redis::Redis>,
+    store: Option<store::Store>,
     last_report: Option<Instant>,
     pub view: RedirectView,
 }
 
 impl RedirectCore {
-    pub fn new(plan: &RedirectionPlan) -> RedirectCore {
+    /// The database, and the store thread when the store is Redis.
+    pub fn new(plan: &RedirectionPlan) -> std::io::Result<RedirectCore> {
         let store = match &plan.store {
             RedirectStore::Embedded => None,
-            RedirectStore::Redis(addr) => Some(redis::Redis::new(addr)),
+            RedirectStore::Redis(r) => Some(store::Store::spawn(r, plan.report_interval)?),
         };
-        RedirectCore {
+        Ok(RedirectCore {
             db: RedirectDb::new(plan.spec.clone()),
             plan: plan.clone(),
             store,
@@ -92,27 +105,29 @@ impl RedirectCore {
             view: RedirectView {
                 store: match &plan.store {
                     RedirectStore::Embedded => "embedded".into(),
-                    RedirectStore::Redis(a) => format!("redis {a}"),
+                    RedirectStore::Redis(r) => format!("redis {}", r.shown),
                 },
                 ..RedirectView::default()
             },
-        }
+        })
     }
 
     /// One round: loads from the shards, failure reports, the shared
-    /// store when due. Returns the snapshot to publish.
+    /// store's outcome and the next exchange when due. Returns the snapshot
+    /// to publish, or why the redirection thread cannot go on (the store
+    /// thread died).
     pub fn round(
         &mut self,
         now: Nanos,
         nat: &[Arc<NatCounters>],
         events: &mut dyn Iterator<Item = ServiceEvent>,
-    ) -> Snapshot {
+    ) -> Result<Snapshot, String> {
         let n = self.plan.spec.servers.len();
         let mut loads = vec![Load::default(); n];
         for c in nat {
             for (l, s) in loads.iter_mut().zip(&c.servers) {
-                l.tcp += s.tcp_sessions.get();
-                l.udp += s.udp_sessions.get();
+                l.tcp = l.tcp.saturating_add(s.tcp_sessions.get());
+                l.udp = l.udp.saturating_add(s.udp_sessions.get());
             }
         }
         self.db.set_server_loads(&loads);
@@ -125,21 +140,97 @@ impl RedirectCore {
                 }
             }
         }
+        self.poll_store()?;
         let due = self
             .last_report
             .is_none_or(|t| t.elapsed() >= self.plan.report_interval);
-        if due && self.store.is_some() {
+        if due && self.store.as_ref().is_some_and(|s| !s.busy()) {
             self.last_report = Some(Instant::now());
-            self.exchange_loads();
+            self.start_exchange()?;
         }
         self.refresh_view(now);
-        self.db.snapshot(now)
+        Ok(self.db.snapshot(now))
     }
 
-    /// Writes this appliance's service loads, reads the peers' ([65]).
-    fn exchange_loads(&mut self) {
+    /// Waits (tests) until the store thread has no exchange in progress, at
+    /// most `max`; true if it has none.
+    pub fn settle_store(&mut self, max: Duration) -> Result<bool, String> {
+        let until = Instant::now() + max;
+        loop {
+            self.poll_store()?;
+            if self.store.as_ref().is_none_or(|s| !s.busy()) {
+                return Ok(true);
+            }
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Takes the store thread's outcome, if any, into the database.
+    fn poll_store(&mut self) -> Result<(), String> {
         let Some(store) = self.store.as_mut() else {
-            return;
+            return Ok(());
+        };
+        let n = self.db.spec().peers.len();
+        match store.poll()? {
+            store::Poll::Pending => {}
+            store::Poll::TimedOut(d) => {
+                let msg = format!(
+                    "redis {}: no answer within {} ms (store stalled)",
+                    store.shown(),
+                    d.as_millis()
+                );
+                self.view.store_timeouts += 1;
+                self.store_failed(msg);
+            }
+            store::Poll::Done(o) => {
+                self.view.store_reconnects += u64::from(o.reconnected);
+                match o.result {
+                    Ok(values) => {
+                        self.view.store_reports += 1;
+                        for i in 0..n {
+                            let v = values.get(i).and_then(|v| v.as_deref());
+                            let load = v.and_then(|v| {
+                                let l = std::str::from_utf8(v)
+                                    .ok()
+                                    .and_then(|t| peer_load::parse_load(t).ok());
+                                self.view.store_invalid_loads += u64::from(l.is_none());
+                                l
+                            });
+                            self.db.set_peer_load(i as u16, load);
+                        }
+                    }
+                    Err(_) if o.backing_off => {
+                        self.view.store_backoff_skips += 1;
+                        self.forget_peers();
+                    }
+                    Err(e) => self.store_failed(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn store_failed(&mut self, msg: String) {
+        self.view.store_errors += 1;
+        self.view.last_store_error = Some(msg);
+        // Without the store nothing is known of the peers.
+        self.forget_peers();
+    }
+
+    fn forget_peers(&mut self) {
+        for i in 0..self.db.spec().peers.len() {
+            self.db.set_peer_load(i as u16, None);
+        }
+    }
+
+    /// Hands the store thread this appliance's service loads to write and
+    /// the peers' keys to read ([65]).
+    fn start_exchange(&mut self) -> Result<(), String> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
         };
         let spec = self.db.spec();
         let w = &spec.cfg;
@@ -151,10 +242,7 @@ impl RedirectCore {
             .map(|(s, l)| {
                 (
                     load_key(&self.plan.appliance, &s.name),
-                    format!(
-                        "{} {} {} {}",
-                        l.tcp, l.udp, w.tcp_session_weight, w.udp_session_weight
-                    ),
+                    peer_load::format_load(l, w.tcp_session_weight, w.udp_session_weight),
                 )
             })
             .collect();
@@ -166,24 +254,13 @@ impl RedirectCore {
                 load_key(a, s)
             })
             .collect();
-        let result = store.set_all(&mine, ttl).and_then(|()| store.mget(&keys));
-        match result {
-            Ok(values) => {
-                self.view.store_reports += 1;
-                for (i, v) in values.iter().enumerate() {
-                    let load = v.as_deref().and_then(parse_load);
-                    self.db.set_peer_load(i as u16, load);
-                }
-            }
-            Err(e) => {
-                self.view.store_errors += 1;
-                self.view.last_store_error = Some(e.to_string());
-                // Without the store nothing is known of the peers.
-                for i in 0..keys.len() {
-                    self.db.set_peer_load(i as u16, None);
-                }
-            }
-        }
+        store
+            .start(store::Job {
+                set: mine,
+                ttl,
+                get: keys,
+            })
+            .map(|_| ())
     }
 
     fn refresh_view(&mut self, now: Nanos) {
@@ -201,7 +278,7 @@ impl RedirectCore {
                     address: s.addr.to_string(),
                     tcp_sessions: l.tcp,
                     udp_sessions: l.udp,
-                    load: l.tcp * c.tcp_session_weight + l.udp * c.udp_session_weight,
+                    load: l.weighted(c),
                     avoided: self.db.avoided(m, now),
                     failures: self.db.failures(m),
                 }
@@ -247,24 +324,17 @@ pub fn load_key(appliance: &str, service: &str) -> String {
     format!("rdr:load:{appliance}:{service}")
 }
 
-/// "TCP UDP TCP_WEIGHT UDP_WEIGHT" → the load (sessions).
-fn parse_load(v: &str) -> Option<Load> {
-    let mut it = v.split_ascii_whitespace().map(|x| x.parse::<u64>().ok());
-    Some(Load {
-        tcp: it.next()??,
-        udp: it.next()??,
-    })
-}
-
-/// Starts the management core's redirection thread.
+/// Starts the management core's redirection thread (and its store
+/// thread). The thread returns an error when it cannot go on (its store
+/// thread died); the runtime then stops the appliance.
 pub fn spawn(
     plan: &RedirectionPlan,
     rings: RedirectRings,
     epoch: Instant,
     stop: Arc<AtomicBool>,
     view: Arc<Mutex<RedirectView>>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let mut core = RedirectCore::new(plan);
+) -> std::io::Result<std::thread::JoinHandle<Result<(), String>>> {
+    let mut core = RedirectCore::new(plan)?;
     let every = plan.publish_interval;
     std::thread::Builder::new()
         .name("mgmt-redirect".into())
@@ -276,12 +346,13 @@ pub fn spawn(
                     .events
                     .iter()
                     .flat_map(|r| std::iter::from_fn(|| r.pop()));
-                let snap = core.round(now, &rings.nat, &mut events);
+                let snap = core.round(now, &rings.nat, &mut events)?;
                 core.view.snapshots_published = published.publish(snap, &rings.snapshots);
                 if let Ok(mut v) = view.lock() {
                     *v = core.view.clone();
                 }
                 std::thread::sleep(every.min(Duration::from_millis(1000)));
             }
+            Ok(())
         })
 }

@@ -151,9 +151,17 @@ pub struct Load {
 impl Load {
     fn add(self, o: Load) -> Load {
         Load {
-            tcp: self.tcp + o.tcp,
-            udp: self.udp + o.udp,
+            tcp: self.tcp.saturating_add(o.tcp),
+            udp: self.udp.saturating_add(o.udp),
         }
+    }
+
+    /// Weighted sessions (saturating: a peer's load comes from the shared
+    /// store, which may hold anything).
+    pub fn weighted(self, c: &DbConfig) -> u64 {
+        self.tcp
+            .saturating_mul(c.tcp_session_weight)
+            .saturating_add(self.udp.saturating_mul(c.udp_session_weight))
     }
 }
 
@@ -273,7 +281,7 @@ impl RedirectDb {
     /// peer is then not a candidate).
     pub fn set_peer_load(&mut self, peer: PeerId, load: Option<Load>) {
         if let Some(l) = self.peer_loads.get_mut(usize::from(peer)) {
-            *l = load;
+            *l = load.map(super::peer_load::clamp);
         }
     }
 
@@ -391,9 +399,7 @@ impl RedirectDb {
                         SnapMember {
                             member: m.member,
                             target: self.spec.target_addr(m.member),
-                            load: load.map(|l| {
-                                l.tcp * c.tcp_session_weight + l.udp * c.udp_session_weight
-                            }),
+                            load: load.map(|l| l.weighted(c)),
                             weight: m.weight.max(1),
                             avoided: self.avoided(m.member, now)
                                 || matches!(m.member, Member::Server(x)
@@ -602,7 +608,11 @@ impl Snapshot {
         };
         let any_fresh = svc.members.iter().filter(eligible).any(|m| !m.avoided);
         let score = |m: &SnapMember| {
-            (m.load.unwrap_or(0) + placed.get(m.member)) * 1_000_000 / u64::from(m.weight)
+            m.load
+                .unwrap_or(0)
+                .saturating_add(placed.get(m.member))
+                .saturating_mul(1_000_000)
+                / u64::from(m.weight)
         };
         let usable = || {
             svc.members
@@ -618,11 +628,14 @@ impl Snapshot {
 
     /// The best local server reachable through service `s`'s members (a
     /// plain request is always served, never redirected).
+    /// Every service it goes through is tallied in `placed`, as the server
+    /// is by the caller, so that consecutive plain requests within one
+    /// snapshot spread over the member services too.
     fn best_server(
         &self,
         s: ServiceId,
         req: &Request,
-        placed: &Placed,
+        placed: &mut Placed,
         depth: usize,
     ) -> Option<ServerId> {
         let svc = self.services.get(usize::from(s))?;
@@ -636,7 +649,13 @@ impl Snapshot {
         })?;
         match m.member {
             Member::Server(x) => Some(x),
-            Member::Service(x) => self.best_server(x, req, placed, depth + 1),
+            Member::Service(x) => {
+                let found = self.best_server(x, req, placed, depth + 1);
+                if found.is_some() {
+                    placed.bump(Member::Service(x));
+                }
+                found
+            }
             Member::Peer(_) => None,
         }
     }
@@ -764,6 +783,25 @@ mod tests {
             ..req(Mark::Capable)
         };
         assert_eq!(snap.decide(&direct, &mut placed), Decision::Serve(1));
+    }
+
+    #[test]
+    fn plain_requests_in_one_snapshot_spread_over_the_member_services() {
+        let mut db = cluster();
+        db.set_server_loads(&[load(0, 0), load(5, 0), load(5, 0)]);
+        let snap = db.snapshot(Nanos::ZERO);
+        let mut placed = Placed::default();
+        placed.reset(&snap);
+        let mut total = [0, 5, 5];
+        for _ in 0..15 {
+            match snap.decide(&req(Mark::Plain), &mut placed) {
+                Decision::Serve(s) => total[usize::from(s)] += 1,
+                d => panic!("{d:?}"),
+            }
+        }
+        // Levelled: the idle server first, then all three in turn.
+        let (lo, hi) = (total.iter().min(), total.iter().max());
+        assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{total:?}");
     }
 
     #[test]
