@@ -19,6 +19,8 @@ PACKAGES=(
     dpdk dpdk-dev libdpdk-dev libbsd-dev
     # The netns lab and its checks (scripts/lab.sh, tests/lab_selftest.rs).
     iproute2 ethtool nftables iputils-ping tcpdump iperf3 curl procps util-linux
+    # The lab's SYN flood (tests/lab_hostile.rs).
+    hping3
     # SR-IOV setup (scripts/sriov.sh): modprobe, lspci.
     kmod pciutils
     # The shared redirection store the cluster tests start on loopback;
