@@ -22,6 +22,8 @@ mod outbound;
 mod rewrite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;
 
 use std::net::IpAddr;
 use std::sync::Arc;
