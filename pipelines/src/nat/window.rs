@@ -27,9 +27,12 @@
 //! unit) and `wscale` (both shifts, a nibble each) took 4 bytes from the
 //! byte counters, now 48 bits each.
 
-use super::session::{seen, Session, SENT, UNANSWERED, WIN};
+use super::create::ADF_WALK_MAX;
+use super::index::{out_eq, Tuple};
+use super::session::{seen, Session, NONE, SENT, UNANSWERED, WIN};
 use super::shard::NatShard;
 use crate::packet::drop::DropReason;
+use crate::topology::UplinkId;
 use crate::wire::tcp::{Segment, TCP_ACK, TCP_RST, TCP_SYN};
 
 /// How far behind `snd_end` an inbound ACK may be (conntrack bounds it by
@@ -86,7 +89,7 @@ impl Session {
         }
         if self.flags & SENT != 0 && seg.flags & TCP_ACK != 0 {
             let a = seg.ack.wrapping_sub(self.newer) as i32;
-            return a <= 0 && a >= -ACK_BEHIND;
+            return (-ACK_BEHIND..=0).contains(&a);
         }
         true
     }
@@ -174,6 +177,38 @@ impl NatShard {
         if let Some(s) = self.slots.get_mut(idx as usize).filter(|s| s.is_live()) {
             s.learn_out(seg);
         }
+    }
+
+    /// Makes way for a new connection on the 5-tuple of closed session
+    /// `idx` (see [`tcp_reusable`](Self::tcp_reusable)): removes it and the
+    /// other uplinks' sessions of the same outbound 5-tuple (race copies
+    /// kept for the race timeout, which hold the inbound 5-tuple the new
+    /// race's copy on their uplink takes). Returns how many went.
+    pub fn tcp_replace(&mut self, idx: u32) -> usize {
+        let Some(s) = self.session(idx) else {
+            return 0;
+        };
+        let t = Tuple::of(&s.outbound_key());
+        let mut stale = [NONE; 64];
+        let mut n = 0;
+        for u in 0..self.uplink_addrs.len().min(usize::from(UplinkId::MAX)) {
+            let mut i = self.find_mapping(&t, u as UplinkId).unwrap_or(NONE);
+            let mut walked = 0;
+            while i != NONE && walked < ADF_WALK_MAX && n < stale.len() {
+                let s = &self.slots[i as usize];
+                if i != idx && out_eq(s, &t) {
+                    stale[n] = i;
+                    n += 1;
+                }
+                i = s.next;
+                walked += 1;
+            }
+        }
+        let mut gone = usize::from(self.remove(idx).is_some());
+        for &i in &stale[..n] {
+            gone += usize::from(self.remove(i).is_some());
+        }
+        gone
     }
 
     /// Whether session `idx` is a closing or closed TCP connection (FINs

@@ -62,7 +62,7 @@ impl Translate {
                 && m.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
                 && self.nat.tcp_reusable(i)
         }) {
-            self.nat.remove(i);
+            self.nat.tcp_replace(i);
             self.race.settle(&mut self.nat);
             found = None;
         }

@@ -357,4 +357,22 @@ fn a_syn_after_an_rst_races_again() {
     let s = rig.translate.nat.session(idx).unwrap();
     assert_eq!(s.tcp_state(), TcpState::SynSent);
     assert!(s.in_race());
+    // The old race's silent copy on the other uplink went with the old
+    // connection: that uplink's answer now reaches the new race and wins.
+    assert_eq!(rig.translate.nat.len(), 2);
+    let other = source(&out[1]);
+    assert_ne!(other.0, ip(NAT4));
+    let synack = seg(
+        Some(other),
+        TCP_SYN | TCP_ACK,
+        77,
+        9_001,
+        Some(7),
+        None,
+        b"",
+    );
+    let won = rig.send(&synack, port_for(other), t1);
+    assert_eq!(won.len(), 1);
+    assert_eq!(won[0].meta().out_port, LAN_PORT);
+    assert_eq!(rig.translate.nat.counters.uplinks[1].races_won.get(), 1);
 }
