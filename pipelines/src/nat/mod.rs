@@ -48,7 +48,8 @@
 //!
 //! Files: `config`, `session` (the record), `ports` (port pools of the
 //! shard's slice), `index` (keyed hashes, key comparisons), `shard` (the
-//! table: lookup, refresh, removal), `create`, `sweep`, `counters`.
+//! table: lookup, refresh, removal), `create`, `sweep`, `counters`, `window`
+//! (TCP window tracking).
 
 mod config;
 mod counters;
