@@ -75,7 +75,8 @@ pub struct Session {
     /// Bytes out and in, 48 bits each (saturating; see
     /// [`Session::bytes_out`]): the 4 bytes this saves hold the window
     /// tracker's `win_max` and `wscale`.
-    pub(super) bytes: [u32; 3],
+    pub(super) bytes_lo: [u32; 2],
+    pub(super) bytes_hi: [u16; 2],
     /// Saturating: a session past 4 billion packets a direction stops
     /// counting packets, its byte counters go on.
     pub packets_out: u32,
@@ -131,7 +132,8 @@ impl Session {
         client: [0; 16],
         remote: [0; 16],
         last_seen: Nanos::ZERO,
-        bytes: [0; 3],
+        bytes_lo: [0; 2],
+        bytes_hi: [0; 2],
         packets_out: 0,
         packets_in: 0,
         next: NONE,
@@ -155,25 +157,27 @@ impl Session {
 
     /// Bytes sent by the inside host (saturates at 2^48 - 1).
     pub fn bytes_out(&self) -> u64 {
-        u64::from(self.bytes[0]) | u64::from(self.bytes[1] & 0xffff) << 32
+        u64::from(self.bytes_lo[0]) | u64::from(self.bytes_hi[0]) << 32
     }
 
     /// Bytes received from outside (saturates at 2^48 - 1).
     pub fn bytes_in(&self) -> u64 {
-        u64::from(self.bytes[1] >> 16) | u64::from(self.bytes[2]) << 16
+        u64::from(self.bytes_lo[1]) | u64::from(self.bytes_hi[1]) << 32
     }
 
+    /// Adds `len` bytes to one direction: one 32-bit add, the high 16 bits
+    /// only on a carry.
     #[inline]
     pub(super) fn add_bytes(&mut self, inbound: bool, len: usize) {
-        const MAX: u64 = (1 << 48) - 1;
-        if inbound {
-            let v = (self.bytes_in() + len as u64).min(MAX);
-            self.bytes[1] = (self.bytes[1] & 0xffff) | ((v as u32) << 16);
-            self.bytes[2] = (v >> 16) as u32;
-        } else {
-            let v = (self.bytes_out() + len as u64).min(MAX);
-            self.bytes[0] = v as u32;
-            self.bytes[1] = (self.bytes[1] & 0xffff_0000) | (v >> 32) as u32;
+        let d = usize::from(inbound);
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let (lo, carry) = self.bytes_lo[d].overflowing_add(len);
+        self.bytes_lo[d] = lo;
+        if carry {
+            match self.bytes_hi[d].checked_add(1) {
+                Some(hi) => self.bytes_hi[d] = hi,
+                None => self.bytes_lo[d] = u32::MAX,
+            }
         }
     }
 

@@ -290,11 +290,18 @@ fn byte_counters_keep_48_bits_and_saturate() {
     assert_eq!((s.bytes_out(), s.bytes_in()), (1500, 70_000));
     let mut s = s.clone();
     for _ in 0..4 {
-        s.add_bytes(true, usize::MAX / 4);
-        s.add_bytes(false, (1 << 40) + 3);
+        s.add_bytes(false, 3_000_000_000);
     }
+    assert_eq!(s.bytes_out(), 12_000_001_500);
+    assert_eq!(s.bytes_in(), 70_000);
+    // The top of 48 bits: it stays there.
+    s.bytes_hi[1] = u16::MAX;
+    s.bytes_lo[1] = u32::MAX - 10;
+    s.add_bytes(true, 100);
     assert_eq!(s.bytes_in(), (1 << 48) - 1);
-    assert_eq!(s.bytes_out(), (4 << 40) + 1512);
+    s.add_bytes(true, 100);
+    assert_eq!(s.bytes_in(), (1 << 48) - 1);
+    assert_eq!(s.bytes_out(), 12_000_001_500);
 }
 
 proptest! {
