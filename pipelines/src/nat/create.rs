@@ -33,7 +33,7 @@ pub enum Created {
 impl NatShard {
     /// The mapping head of an inside endpoint: on `uplink` for TCP, on any
     /// uplink for UDP and ICMP (sticky mappings).
-    fn find_mapping(&self, t: &Tuple, uplink: UplinkId) -> Option<u32> {
+    pub(super) fn find_mapping(&self, t: &Tuple, uplink: UplinkId) -> Option<u32> {
         let sticky = t.proto != proto::TCP;
         let h = inside_hash(&self.hasher, &t.src, t.src_port, t.tag());
         let slots = &self.slots;

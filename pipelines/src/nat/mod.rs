@@ -21,7 +21,7 @@
 //! its port returns to the pool when the last session goes.
 //!
 //! # Memory
-//! Sessions live in a slab (`Vec<Session>`, 96 bytes each, reserved up front
+//! Sessions live in a slab (`Vec<Session>`, 104 bytes each, reserved up front
 //! and never reallocated). The indexes store only a `u32` slab index per
 //! entry (hashbrown's `HashTable`, 5 bytes a bucket with its control byte);
 //! the key is compared against the slab record, so a lookup touches the
@@ -48,7 +48,8 @@
 //!
 //! Files: `config`, `session` (the record), `ports` (port pools of the
 //! shard's slice), `index` (keyed hashes, key comparisons), `shard` (the
-//! table: lookup, refresh, removal), `create`, `sweep`, `counters`.
+//! table: lookup, refresh, removal), `create`, `sweep`, `counters`, `window`
+//! (TCP window tracking).
 
 mod config;
 mod counters;
@@ -64,6 +65,7 @@ mod shard;
 mod sweep;
 #[cfg(test)]
 mod tests;
+mod window;
 
 pub use config::{Filtering, NatConfig, EVICT_AT_PERCENT};
 pub use counters::{NatCounters, ServerCounters, TopHost, UplinkCounters, TOP_HOSTS};

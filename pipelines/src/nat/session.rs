@@ -55,8 +55,16 @@ pub(super) const UNANSWERED: u8 = 16;
 /// The session counts against its inside host's limits (outbound sessions
 /// and sessions admitted from outside; not service sessions).
 pub(super) const HOSTED: u8 = 32;
+/// TCP window tracking knows the inside host's receive edge (`rcv_nxt`,
+/// kept in `older` once the session left the unanswered list): inbound
+/// segments are checked against it (see `window`).
+pub(super) const WIN: u8 = 64;
+/// TCP window tracking knows the highest sequence end the inside host sent
+/// (`snd_end`, kept in `newer`): inbound acknowledgements are checked
+/// against it.
+pub(super) const SENT: u8 = 128;
 
-/// One session, 104 bytes. Addresses are stored as 16 bytes (IPv4 in its
+/// One session, 104 bytes (window tracking included: see `window`). Addresses are stored as 16 bytes (IPv4 in its
 /// IPv4-mapped form, told apart by the `V6` flag) so one table serves NAT44
 /// and NAT66.
 #[derive(Clone, Debug)]
@@ -64,8 +72,11 @@ pub struct Session {
     pub(super) client: [u8; 16],
     pub(super) remote: [u8; 16],
     pub last_seen: Nanos,
-    pub bytes_out: u64,
-    pub bytes_in: u64,
+    /// Bytes out and in, 48 bits each (saturating; see
+    /// [`Session::bytes_out`]): the 4 bytes this saves hold the window
+    /// tracker's `win_max` and `wscale`.
+    pub(super) bytes_lo: [u32; 2],
+    pub(super) bytes_hi: [u16; 2],
     /// Saturating: a session past 4 billion packets a direction stops
     /// counting packets, its byte counters go on.
     pub packets_out: u32,
@@ -75,7 +86,10 @@ pub struct Session {
     pub(super) next: u32,
     pub(super) prev: u32,
     /// Links of the unanswered list (older, newer neighbour), `NONE` at
-    /// its ends and off it.
+    /// its ends, while the `UNANSWERED` flag is set. A session leaves that
+    /// list for good, after which the TCP window tracker keeps the inside
+    /// host's receive edge (`rcv_nxt`, flag `WIN`) in `older` and its
+    /// highest sequence end (`snd_end`, flag `SENT`) in `newer`.
     pub(super) older: u32,
     pub(super) newer: u32,
     pub client_port: u16,
@@ -96,6 +110,12 @@ pub struct Session {
     /// A service session (seed 000 [31]): the local server it was given
     /// to, whose load it counts as; `NO_SERVER` otherwise.
     pub server: u16,
+    /// The largest window field the inside host advertised (not on a SYN),
+    /// in its scaled unit.
+    pub(super) win_max: u16,
+    /// Window scale shifts from the SYNs: inside's in the low nibble,
+    /// outside's in the high one, 15 while not seen or absent.
+    pub(super) wscale: u8,
 }
 
 /// `Session::server` of a session that is not a service session.
@@ -105,14 +125,15 @@ pub const NO_SERVER: u16 = u16::MAX;
 // at most 7/8 full and rounded to a power of two: 10 to 12 bytes a session
 // each) a session takes at most 128 bytes.
 const _: () = assert!(std::mem::size_of::<Session>() == 104);
+const _: () = assert!(std::mem::size_of::<Session>() + 2 * 12 <= 128);
 
 impl Session {
     pub(super) const FREE: Session = Session {
         client: [0; 16],
         remote: [0; 16],
         last_seen: Nanos::ZERO,
-        bytes_out: 0,
-        bytes_in: 0,
+        bytes_lo: [0; 2],
+        bytes_hi: [0; 2],
         packets_out: 0,
         packets_in: 0,
         next: NONE,
@@ -130,7 +151,35 @@ impl Session {
         client_mac: [0; 6],
         race: NONE,
         server: NO_SERVER,
+        win_max: 0,
+        wscale: 0xff,
     };
+
+    /// Bytes sent by the inside host (saturates at 2^48 - 1).
+    pub fn bytes_out(&self) -> u64 {
+        u64::from(self.bytes_lo[0]) | u64::from(self.bytes_hi[0]) << 32
+    }
+
+    /// Bytes received from outside (saturates at 2^48 - 1).
+    pub fn bytes_in(&self) -> u64 {
+        u64::from(self.bytes_lo[1]) | u64::from(self.bytes_hi[1]) << 32
+    }
+
+    /// Adds `len` bytes to one direction: one 32-bit add, the high 16 bits
+    /// only on a carry.
+    #[inline]
+    pub(super) fn add_bytes(&mut self, inbound: bool, len: usize) {
+        let d = usize::from(inbound);
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let (lo, carry) = self.bytes_lo[d].overflowing_add(len);
+        self.bytes_lo[d] = lo;
+        if carry {
+            match self.bytes_hi[d].checked_add(1) {
+                Some(hi) => self.bytes_hi[d] = hi,
+                None => self.bytes_lo[d] = u32::MAX,
+            }
+        }
+    }
 
     pub(super) fn is_live(&self) -> bool {
         self.flags & LIVE != 0

@@ -374,10 +374,10 @@ impl NatShard {
         s.last_seen = now;
         if inbound {
             s.packets_in = s.packets_in.saturating_add(1);
-            s.bytes_in += len as u64;
+            s.add_bytes(true, len);
         } else {
             s.packets_out = s.packets_out.saturating_add(1);
-            s.bytes_out += len as u64;
+            s.add_bytes(false, len);
         }
         if s.proto == proto::TCP {
             s.on_tcp(tcp_flags, inbound);

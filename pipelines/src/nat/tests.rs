@@ -713,7 +713,7 @@ fn tcp_state_picks_the_timeout() {
 
     let s = nat.session(idx).unwrap();
     assert_eq!(
-        (s.packets_in, s.packets_out, s.bytes_in, s.bytes_out),
+        (s.packets_in, s.packets_out, s.bytes_in(), s.bytes_out()),
         (3, 3, 180, 180)
     );
 

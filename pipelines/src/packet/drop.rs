@@ -80,6 +80,8 @@ drop_reasons! {
     HostSessionsLimit => "host_sessions_limit", "new flow of an inside host at its live-session limit in the shard ([nat] host_max_sessions)";
     HostRateLimit => "host_rate_limit", "new flow of an inside host past its new-sessions rate ([nat] host_new_per_second, host_new_burst)";
     HostsTableFull => "hosts_table_full", "new flow of an inside host the shard does not track while its host table is full ([nat] max_hosts)";
+    TcpOutOfWindow => "tcp_out_of_window", "TCP segment from outside outside the inside host's window (an RST not in [RCV.NXT, RCV.NXT+RCV.WND), data or FIN past the window, an ACK of unsent data): the session is not refreshed";
+    TcpInvalidFlags => "tcp_invalid_flags", "TCP segment with an invalid flag combination (SYN+FIN, SYN+RST, FIN+RST, no flags, FIN or data without ACK)";
 }
 
 #[cfg(test)]

@@ -159,6 +159,104 @@ pub fn tcp_payload_len<B: PacketBuf>(pkt: &B) -> usize {
         .saturating_sub(l4 + usize::from(off >> 4) * 4)
 }
 
+pub const TCP_URG: u8 = 0x20;
+
+/// Flag combinations a TCP segment may carry (Linux conntrack's
+/// `tcp_valid_flags`), over FIN, SYN, RST, ACK and URG (PSH, ECE and CWR
+/// ignored): bit `n` set when combination `n` is valid. SYN+FIN, SYN+RST,
+/// FIN+RST, no flag at all, FIN or data without ACK are not.
+const VALID_FLAGS: u64 = (1 << TCP_SYN)
+    | (1 << (TCP_SYN | TCP_URG))
+    | (1 << (TCP_SYN | TCP_ACK))
+    | (1 << TCP_RST)
+    | (1 << (TCP_RST | TCP_ACK))
+    | (1 << (TCP_FIN | TCP_ACK))
+    | (1 << (TCP_FIN | TCP_ACK | TCP_URG))
+    | (1 << TCP_ACK)
+    | (1 << (TCP_ACK | TCP_URG));
+
+/// Whether a segment's flags are a valid combination (one shift, one mask).
+#[inline]
+pub const fn valid_flags(flags: u8) -> bool {
+    let f = flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG);
+    (VALID_FLAGS >> f) & 1 != 0
+}
+
+/// The window scale option's shift (RFC 7323 2.2) in the options of a TCP
+/// header, if any. The walk stops at the end of the header, at End of
+/// Option List, and at an option whose length is below 2 or runs past the
+/// header: a malformed option list is read as far as it is sound.
+#[inline]
+pub fn window_scale(tcp: &[u8]) -> Option<u8> {
+    let end = header_len(tcp).min(tcp.len());
+    let mut i = MIN_HEADER_LEN;
+    while i < end {
+        match tcp[i] {
+            OPT_END => return None,
+            OPT_NOP => i += 1,
+            kind => {
+                let len = usize::from(*tcp.get(i + 1)?);
+                if len < 2 || i + len > end {
+                    return None;
+                }
+                if kind == OPT_WSCALE && len == 3 {
+                    return Some(tcp[i + 2]);
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+/// What the window tracker reads of a TCP segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// Payload bytes.
+    pub len: u32,
+    /// The window scale option of a SYN (not read on other segments).
+    pub wscale: Option<u8>,
+}
+
+impl Segment {
+    /// The sequence number just past the segment (SYN and FIN count one).
+    #[inline]
+    pub fn end(&self) -> u32 {
+        self.seq
+            .wrapping_add(self.len)
+            .wrapping_add(u32::from(self.flags & TCP_SYN != 0))
+            .wrapping_add(u32::from(self.flags & TCP_FIN != 0))
+    }
+}
+
+/// The [`Segment`] of a classified TCP packet (`None` if its header is cut
+/// short, which classify already refuses).
+#[inline]
+pub fn tcp_segment<B: PacketBuf>(pkt: &B) -> Option<Segment> {
+    let l4 = usize::from(pkt.meta().l4_offset);
+    let d = pkt.data().get(l4..)?;
+    if d.len() < MIN_HEADER_LEN {
+        return None;
+    }
+    let f = flags(d);
+    Some(Segment {
+        seq: seq(d),
+        ack: ack(d),
+        flags: f,
+        window: window(d),
+        len: tcp_payload_len(pkt) as u32,
+        wscale: if f & TCP_SYN != 0 {
+            window_scale(d)
+        } else {
+            None
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +285,73 @@ mod tests {
         assert!(p.syn() && p.ack() && !p.fin() && !p.rst());
         assert_eq!(flags(&b), TCP_SYN | TCP_ACK);
         assert_eq!(window(&b), p.window_len());
+    }
+
+    #[test]
+    fn flag_combinations() {
+        for ok in [
+            TCP_SYN,
+            TCP_SYN | TCP_ACK,
+            TCP_ACK,
+            TCP_ACK | TCP_PSH,
+            TCP_FIN | TCP_ACK,
+            TCP_FIN | TCP_ACK | TCP_PSH,
+            TCP_RST,
+            TCP_RST | TCP_ACK,
+            TCP_ACK | 0x40 | 0x80,
+            TCP_SYN | 0xc0,
+        ] {
+            assert!(valid_flags(ok), "{ok:#x}");
+        }
+        for bad in [
+            0,
+            TCP_PSH,
+            TCP_FIN,
+            TCP_SYN | TCP_FIN,
+            TCP_SYN | TCP_RST,
+            TCP_FIN | TCP_RST,
+            TCP_FIN | TCP_RST | TCP_ACK,
+            TCP_SYN | TCP_FIN | TCP_ACK,
+            TCP_SYN | TCP_RST | TCP_ACK,
+            TCP_FIN | TCP_PSH,
+            TCP_URG,
+            0x3f,
+        ] {
+            assert!(!valid_flags(bad), "{bad:#x}");
+        }
+    }
+
+    #[test]
+    fn window_scale_option_walk() {
+        let mut b = [0u8; 40];
+        set_header_len(&mut b, 40);
+        // MSS, SACK permitted, timestamps, NOP, window scale 7.
+        b[20..24].copy_from_slice(&[OPT_MSS, 4, 0x05, 0xb4]);
+        b[24..26].copy_from_slice(&[OPT_SACK_PERMITTED, 2]);
+        b[26..36].copy_from_slice(&[OPT_TIMESTAMP, 10, 0, 0, 0, 1, 0, 0, 0, 0]);
+        b[36..40].copy_from_slice(&[OPT_NOP, OPT_WSCALE, 3, 7]);
+        assert_eq!(window_scale(&b), Some(7));
+        // A SACK block before it does not disturb the walk.
+        let mut c = [0u8; 36];
+        set_header_len(&mut c, 36);
+        c[20..30].copy_from_slice(&[OPT_SACK, 10, 0, 0, 0, 1, 0, 0, 0, 9]);
+        c[30..36].copy_from_slice(&[OPT_NOP, OPT_WSCALE, 3, 14, OPT_END, 0]);
+        assert_eq!(window_scale(&c), Some(14));
+        // End of list, zero length, running past the header: no option.
+        b[36] = OPT_END;
+        assert_eq!(window_scale(&b), None);
+        b[36..40].copy_from_slice(&[OPT_WSCALE, 0, 0, 0]);
+        assert_eq!(window_scale(&b), None);
+        b[36..40].copy_from_slice(&[OPT_NOP, OPT_NOP, OPT_WSCALE, 3]);
+        assert_eq!(window_scale(&b), None);
+        // Data offset past the buffer, any garbage: never a panic.
+        let mut g = [0xffu8; 22];
+        g[DATA_OFF_OFFSET] = 0xf0;
+        let _ = window_scale(&g);
+        for x in 0..=255u8 {
+            let mut h = [x; 28];
+            h[DATA_OFF_OFFSET] = 0x70;
+            let _ = window_scale(&h);
+        }
     }
 }

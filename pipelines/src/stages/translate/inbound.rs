@@ -10,7 +10,7 @@ use crate::packet::drop::DropReason;
 use crate::packet::flow::proto;
 use crate::packet::time::Nanos;
 use crate::select::SelEvent;
-use crate::wire::tcp::{TCP_ACK, TCP_SYN};
+use crate::wire::tcp::{tcp_segment, TCP_ACK, TCP_SYN};
 
 impl Translate {
     pub(super) fn inbound<B: PacketBuf>(
@@ -41,6 +41,15 @@ impl Translate {
             }
             None => self.nat.admit_in(&m.flow, m.tcp_flags, now)?,
         };
+        // Window tracking (nat/window.rs): checked before a race or the
+        // refresh sees the segment, learnt from after the refresh.
+        let seg = if m.flow.proto == proto::TCP {
+            let seg = tcp_segment(pkt).ok_or(DropReason::TruncatedTcp)?;
+            self.nat.tcp_check_in(idx, &seg)?;
+            Some(seg)
+        } else {
+            None
+        };
         if m.flow.proto == proto::TCP {
             if let Some(s) = self.nat.session(idx) {
                 if s.in_race() {
@@ -67,6 +76,9 @@ impl Translate {
         }
         let len = pkt.data().len();
         self.nat.touch(idx, now, len, m.tcp_flags, true);
+        if let Some(seg) = &seg {
+            self.nat.tcp_learn_in(idx, seg);
+        }
         let s = self.nat.session(idx).ok_or(DropReason::NoSession)?;
         let (addr, port, mac) = (s.client_addr(), s.client_port, s.client_mac);
         rewrite(pkt, Side::Dst, addr, port)?;

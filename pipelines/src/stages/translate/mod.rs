@@ -22,6 +22,8 @@ mod outbound;
 mod rewrite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,11 +33,13 @@ use crate::packet::buf::{Direction, PacketBuf};
 use crate::packet::burst::Burst;
 use crate::packet::counter::StageCounters;
 use crate::packet::drop::DropReason;
+use crate::packet::flow::proto;
 use crate::packet::time::Nanos;
 use crate::race::Racer;
 use crate::select::policy::{family_masks, initial_snapshot, SelectionCounters, SelectionPolicy};
 use crate::select::Selector;
 use crate::topology::{Topology, UplinkId};
+use crate::wire::tcp::valid_flags;
 
 pub struct Translate {
     topo: Arc<Topology>,
@@ -160,6 +164,10 @@ impl Translate {
         let m = pkt.meta_mut();
         if m.is_icmp_error() {
             return self.icmp_error(now, pkt);
+        }
+        let tracked = matches!(m.direction, Direction::Outbound | Direction::Inbound);
+        if tracked && m.flow.proto == proto::TCP && !valid_flags(m.tcp_flags) {
+            return Err(DropReason::TcpInvalidFlags);
         }
         match m.direction {
             Direction::Outbound => self.outbound(now, pkt, hint, extra),

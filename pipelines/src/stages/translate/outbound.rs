@@ -15,7 +15,7 @@ use crate::race::{reflect_tcp, Ctx, Racer};
 use crate::select::policy::candidates;
 use crate::topology::{Topology, UplinkId, UPLINK_AUTO};
 use crate::wire::ethernet;
-use crate::wire::tcp::{tcp_payload_len, tcp_seq_ack, TCP_ACK, TCP_RST, TCP_SYN};
+use crate::wire::tcp::{tcp_payload_len, tcp_segment, tcp_seq_ack, TCP_ACK, TCP_RST, TCP_SYN};
 
 impl Translate {
     pub(super) fn outbound<B: PacketBuf>(
@@ -51,6 +51,18 @@ impl Translate {
             // UDP / ICMP: the whole sticky mapping leaves the down uplink,
             // or its other sessions would pull new flows back onto it.
             self.nat.remove_mapping(i);
+            self.race.settle(&mut self.nat);
+            found = None;
+        }
+        // TIME_WAIT reuse: a new SYN from inside on a closed or closing
+        // connection (FINs both ways, or an RST) is a new connection: the
+        // old session goes, the SYN creates (and races) a fresh one.
+        if let Some(i) = found.filter(|&i| {
+            m.flow.proto == proto::TCP
+                && m.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+                && self.nat.tcp_reusable(i)
+        }) {
+            self.nat.tcp_replace(i);
             self.race.settle(&mut self.nat);
             found = None;
         }
@@ -215,6 +227,11 @@ pub(super) fn send_by<B: PacketBuf>(
     let len = pkt.data().len();
     let flags = pkt.meta().tcp_flags;
     nat.touch(idx, now, len, flags, false);
+    if pkt.meta().flow.proto == proto::TCP {
+        if let Some(seg) = tcp_segment(pkt) {
+            nat.tcp_learn_out(idx, &seg);
+        }
+    }
     let s = nat.session(idx).ok_or(DropReason::NoSession)?;
     let (addr, port, uplink) = (nat.nat_addr(s), s.nat_port, s.uplink);
     rewrite(pkt, Side::Src, addr, port)?;
