@@ -112,8 +112,8 @@ mod tests {
                 ..
             } => {
                 assert_eq!(operation, ArpOperation::Request);
-                assert_eq!(Ipv4Addr::from(source_protocol_addr), s);
-                assert_eq!(Ipv4Addr::from(target_protocol_addr), t);
+                assert_eq!(source_protocol_addr, s);
+                assert_eq!(target_protocol_addr, t);
             }
             r => panic!("{r:?}"),
         }

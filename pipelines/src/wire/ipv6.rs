@@ -112,8 +112,8 @@ mod tests {
         let p = smoltcp::wire::Ipv6Packet::new_checked(&ip[..]).unwrap();
         assert_eq!(p.payload_len(), 8);
         assert_eq!(p.hop_limit(), 255);
-        assert_eq!(Ipv6Addr::from(p.src_addr()), s);
-        assert_eq!(Ipv6Addr::from(p.dst_addr()), d);
+        assert_eq!(p.src_addr(), s);
+        assert_eq!(p.dst_addr(), d);
         assert_eq!(
             (version(&ip), payload_len(&ip), next_header(&ip)),
             (6, 8, 17)

@@ -154,10 +154,10 @@ mod tests {
         );
         assert_eq!(icmp::v6_checksum(&s, &d, &b), 0);
         let p = Icmpv6Packet::new_checked(&b[..]).unwrap();
-        let r = Icmpv6Repr::parse(&s.into(), &d.into(), &p, &Default::default()).unwrap();
+        let r = Icmpv6Repr::parse(&s, &d, &p, &Default::default()).unwrap();
         match r {
             Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert { target_addr, .. }) => {
-                assert_eq!(Ipv6Addr::from(target_addr), s)
+                assert_eq!(target_addr, s)
             }
             r => panic!("{r:?}"),
         }
