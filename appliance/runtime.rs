@@ -174,7 +174,7 @@ impl MgmtThread {
         match self.handle.take()?.join() {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
-            Err(p) => Some(format!("panicked: {}", panic_message(&*p))),
+            Err(p) => Some(format!("panicked: {}", crate::mgmt::panic_message(&*p))),
         }
     }
 }
@@ -195,14 +195,6 @@ fn check_mgmt(mgmt: &mut [MgmtThread]) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A panic's message (`&str` or `String` payloads), else a placeholder.
-pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 impl Drop for Runtime {

@@ -4,9 +4,17 @@
 //! human views.
 //!
 //! May import `config`, `dataplane` (counters it reads) and `ports`
-//! (backend control); never `lab`.
+//! (backend control); never `runtime` or `lab`.
 
 pub mod redirect;
 pub mod report;
 pub mod selection;
 pub mod stats;
+
+/// A panic's message (`&str` or `String` payloads), else a placeholder.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}

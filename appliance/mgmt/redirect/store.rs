@@ -137,7 +137,7 @@ impl Store {
     /// The store thread's death, with its panic message if it panicked.
     fn died(&mut self, what: &str) -> String {
         let cause = match self.thread.take().map(|t| t.join()) {
-            Some(Err(p)) => crate::runtime::panic_message(&*p),
+            Some(Err(p)) => crate::mgmt::panic_message(&*p),
             _ => "no panic message".into(),
         };
         format!("the shared store's thread (mgmt-store) died: {what}: {cause}")
