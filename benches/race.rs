@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pipelines::nat::NatConfig;
+use pipelines::nat::{HostLimits, NatConfig};
 use pipelines::select::policy::SelectionPolicy;
 use pipelines::stages::classify::Classify;
 use pipelines::stages::replicate::Replicate;
@@ -75,6 +75,15 @@ impl Path {
                 NatConfig {
                     max_sessions: 4 * BATCH,
                     seed: 1,
+                    // Thousands of races from each client address at one
+                    // instant: no per-host limit applies here.
+                    hosts: HostLimits {
+                        max_sessions: u32::MAX,
+                        new_per_second: u32::MAX,
+                        new_burst: u32::MAX,
+                        max_races: u32::MAX,
+                        ..HostLimits::default()
+                    },
                     ..NatConfig::default()
                 },
                 policy,
