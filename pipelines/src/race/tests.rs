@@ -2,7 +2,6 @@ use super::*;
 use crate::nat::NatConfig;
 use crate::packet::buf::HeapBuf;
 use crate::packet::buf::PacketBuf;
-use crate::packet::burst::Burst;
 use crate::packet::drop::DropReason;
 use crate::packet::time::Nanos;
 use crate::select::policy::RaceMode;
@@ -21,44 +20,9 @@ const T0: Nanos = Nanos(1_000_000_000);
 const SERVER: &str = "203.0.113.5";
 
 /// classify → replicate → translate over the two-uplink test site.
-struct Rig {
-    classify: Classify,
-    replicate: Replicate,
-    translate: Translate,
-}
+use crate::testing::chain::Chain as Rig;
 
 impl Rig {
-    fn new(policy: SelectionPolicy) -> Rig {
-        let topo = site(1);
-        let policy = Arc::new(policy);
-        Rig {
-            classify: Classify::new(topo.clone()),
-            replicate: Replicate::with_policy(topo.clone(), policy.clone()),
-            translate: Translate::with_policy(topo, 0, NatConfig::default(), policy),
-        }
-    }
-
-    /// Runs one frame received on `port` through the three stages.
-    fn send(&mut self, frame: &[u8], port: u16, now: Nanos) -> Vec<HeapBuf> {
-        let mut input: Burst<HeapBuf> = Burst::new();
-        input.push(buf(frame, port));
-        let mut classified = Burst::new();
-        self.classify.process(&mut input, &mut classified);
-        let mut out = Vec::new();
-        while !classified.is_empty() {
-            let mut replicated = Burst::new();
-            self.replicate
-                .process(now, &mut classified, &mut replicated);
-            while !replicated.is_empty() {
-                let mut translated = Burst::new();
-                self.translate
-                    .process(now, &mut replicated, &mut translated);
-                out.extend(translated.drain(..));
-            }
-        }
-        out
-    }
-
     fn events(&mut self) -> Vec<SelEvent> {
         self.translate.nat.events.drain(..).collect()
     }

@@ -10,7 +10,8 @@
 //! - [`raw`]: frames built byte by byte (what tests corrupt on purpose) and
 //!   the many-flow UDP frames of the benches;
 //! - [`reads`]: reading a frame back and asserting its checksums;
-//! - [`bufs`]: the contract checks every buffer pool's tests run.
+//! - [`bufs`]: the contract checks every buffer pool's tests run;
+//! - [`chain`]: classify → replicate → translate, a frame at a time.
 //!
 //! The site:
 //! - port 0 `lan`, untagged, the LAN: 10.0.0.0/16 and fd00::/64, gateway
@@ -22,6 +23,7 @@
 //! - port 3 `spare`, no role.
 
 pub mod bufs;
+pub mod chain;
 pub mod frames;
 pub mod icmp;
 pub mod raw;

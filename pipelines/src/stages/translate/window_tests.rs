@@ -2,7 +2,6 @@
 //! translate over the two-uplink test site (SYNs race by default).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{IpAddress, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
@@ -11,8 +10,6 @@ use super::*;
 use crate::nat::TcpState;
 use crate::packet::buf::HeapBuf;
 use crate::select::policy::SelectionPolicy;
-use crate::stages::classify::Classify;
-use crate::stages::replicate::Replicate;
 use crate::testing::*;
 use crate::wire::tcp::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 
@@ -20,48 +17,17 @@ const T0: Nanos = Nanos(1_000_000_000);
 const CLIENT: &str = "10.0.0.2";
 const SERVER: &str = "203.0.113.5";
 
-struct Rig {
-    classify: Classify,
-    replicate: Replicate,
-    translate: Translate,
+use crate::testing::chain::Chain as Rig;
+
+/// The rig with SYN races on (`race`) or off.
+fn new_rig(race: bool) -> Rig {
+    Rig::new(SelectionPolicy {
+        race_tcp: race,
+        ..SelectionPolicy::default()
+    })
 }
 
 impl Rig {
-    fn new(race: bool) -> Rig {
-        let topo = site(1);
-        let policy = Arc::new(SelectionPolicy {
-            race_tcp: race,
-            ..SelectionPolicy::default()
-        });
-        Rig {
-            classify: Classify::new(topo.clone()),
-            replicate: Replicate::with_policy(topo.clone(), policy.clone()),
-            translate: Translate::with_policy(topo, 0, NatConfig::default(), policy),
-        }
-    }
-
-    /// One frame through the three stages: what leaves, and the translate
-    /// stage's drops of it.
-    fn send(&mut self, frame: &[u8], port: u16, now: Nanos) -> Vec<HeapBuf> {
-        let mut input: Burst<HeapBuf> = Burst::new();
-        input.push(buf(frame, port));
-        let mut classified = Burst::new();
-        self.classify.process(&mut input, &mut classified);
-        let mut out = Vec::new();
-        while !classified.is_empty() {
-            let mut replicated = Burst::new();
-            self.replicate
-                .process(now, &mut classified, &mut replicated);
-            while !replicated.is_empty() {
-                let mut translated = Burst::new();
-                self.translate
-                    .process(now, &mut replicated, &mut translated);
-                out.extend(translated.drain(..));
-            }
-        }
-        out
-    }
-
     fn drops(&self, r: DropReason) -> u64 {
         self.translate.counters.drops(r)
     }
@@ -168,7 +134,7 @@ fn handshake(rig: &mut Rig) -> (IpAddr, u16) {
 
 #[test]
 fn invalid_flag_combinations_are_dropped_both_ways() {
-    let mut rig = Rig::new(false);
+    let mut rig = new_rig(false);
     let port = handshake(&mut rig);
     let bad = [
         0,
@@ -188,7 +154,7 @@ fn invalid_flag_combinations_are_dropped_both_ways() {
         assert_eq!(rig.drops(DropReason::TcpInvalidFlags), 2 * n);
     }
     // A SYN+FIN from inside creates no session either.
-    let mut fresh = Rig::new(false);
+    let mut fresh = new_rig(false);
     let o = seg(None, TCP_SYN | TCP_FIN, C, 0, None, None, b"");
     assert!(fresh.send(&o, LAN_PORT, T0).is_empty());
     assert_eq!(fresh.translate.nat.len(), 0);
@@ -197,7 +163,7 @@ fn invalid_flag_combinations_are_dropped_both_ways() {
 
 #[test]
 fn blind_rsts_over_the_sequence_space_leave_the_connection_alive() {
-    let mut rig = Rig::new(false);
+    let mut rig = new_rig(false);
     let port = handshake(&mut rig);
     let idx = rig.session().unwrap();
     let seen = rig.translate.nat.session(idx).unwrap().last_seen;
@@ -295,7 +261,7 @@ fn close(rig: &mut Rig, port: (IpAddr, u16)) {
 
 #[test]
 fn a_syn_after_a_fin_close_opens_a_new_connection() {
-    let mut rig = Rig::new(false);
+    let mut rig = new_rig(false);
     let port = handshake(&mut rig);
     close(&mut rig, port);
     let old = rig.session().unwrap();
@@ -322,7 +288,7 @@ fn a_syn_after_a_fin_close_opens_a_new_connection() {
 
 #[test]
 fn a_syn_after_an_rst_races_again() {
-    let mut rig = Rig::new(true);
+    let mut rig = new_rig(true);
     let out = rig.send(&seg(None, TCP_SYN, C, 0, Some(7), None, b""), LAN_PORT, T0);
     assert_eq!(out.len(), 2, "a race over both uplinks");
     assert_eq!(rig.translate.nat.counters.races.get(), 1);
