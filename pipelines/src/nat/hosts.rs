@@ -8,6 +8,7 @@
 //! host's entry lives while it has live sessions; a new host finding the
 //! table full is refused (`hosts_table_full`).
 
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 use super::counters::{NatCounters, TOP_HOSTS};
@@ -137,22 +138,22 @@ impl Hosts {
         lim: &HostLimits,
         c: &NatCounters,
     ) -> Result<(), DropReason> {
-        if !self.map.contains_key(addr) {
-            if self.map.len() >= lim.max_hosts {
+        // One hash of the address: an entry, created only while the table
+        // has room (it never grows past its reserved capacity).
+        let full = self.map.len() >= lim.max_hosts;
+        let h = match self.map.entry(*addr) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if full => {
                 c.hosts_table_full.inc();
                 return Err(DropReason::HostsTableFull);
             }
-            self.map.insert(
-                *addr,
-                Host {
-                    sessions: 0,
-                    races: 0,
-                    bucket: TokenBucket::full(lim.new_burst, now),
-                    refusals: 0,
-                },
-            );
-        }
-        let h = self.map.get_mut(addr).expect("inserted above");
+            Entry::Vacant(v) => v.insert(Host {
+                sessions: 0,
+                races: 0,
+                bucket: TokenBucket::full(lim.new_burst, now),
+                refusals: 0,
+            }),
+        };
         let refusal = if h.sessions >= lim.max_sessions {
             Some((Refusal::Sessions, DropReason::HostSessionsLimit))
         } else if rate && !h.bucket.take(now, lim.new_per_second, lim.new_burst) {
