@@ -29,11 +29,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::lab::{appliance_bin, ns_ok, ns_output, wait_for_port, Lab, LabOptions, NsProcess};
+use common::lab::{
+    ns_ok, ns_output, start_appliance, start_http_servers, wait_for_port, Lab, LabOptions,
+    NsProcess, HTTP_PORT, SERVER4, SERVER6,
+};
 
-const SERVER4: &str = "203.0.113.80";
-const SERVER6: &str = "2001:db8:80::80";
-const HTTP_PORT: u16 = 8080;
 /// The well-behaved LAN host (the client namespace's first address).
 const GOOD_HOST: &str = "10.0.0.2";
 /// The flooding LAN host (a second address of the client namespace).
@@ -95,24 +95,8 @@ impl Site {
         let www = work.path().join("www");
         std::fs::create_dir(&www).unwrap();
         std::fs::write(www.join("page.txt"), b"hello through the appliance").unwrap();
+        let http = start_http_servers(&lab, &www, work.path());
         let srv = lab.ns("srv");
-        let port = HTTP_PORT.to_string();
-        let http = [SERVER4, SERVER6]
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| {
-                NsProcess::start(
-                    &srv,
-                    &[PY, "-m", "http.server", "--bind", addr, &port],
-                    &www,
-                    &work.path().join(format!("http{i}.log")),
-                )
-            })
-            .collect();
-        for addr in [SERVER4, SERVER6] {
-            let a: std::net::IpAddr = addr.parse().unwrap();
-            wait_for_port(&srv, (a, HTTP_PORT).into(), Duration::from_secs(10));
-        }
         ns_ok(
             &lab.ns("cli"),
             &[
@@ -162,22 +146,7 @@ impl Site {
     }
 
     fn start_appliance(&self, config: &Path, tag: &str) -> Appliance {
-        let stats = self.work.path().join(format!("stats-{tag}.json"));
-        let mut proc = NsProcess::start(
-            &self.ns("app"),
-            &[
-                appliance_bin(),
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--stats-out",
-                stats.to_str().unwrap(),
-            ],
-            self.work.path(),
-            &self.work.path().join(format!("appliance-{tag}.log")),
-        );
-        std::thread::sleep(Duration::from_millis(500));
-        proc.assert_running();
+        let (proc, stats) = start_appliance(&self.lab, config, self.work.path(), tag);
         Appliance { proc, stats }
     }
 

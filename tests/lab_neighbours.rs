@@ -17,11 +17,11 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::lab::{appliance_bin, ns_ok, ns_output, wait_for_port, Lab, LabOptions, NsProcess};
+use common::lab::{
+    ns_ok, ns_output, start_appliance, start_http_servers, Lab, LabOptions, HTTP_PORT, SERVER4,
+    SERVER6,
+};
 
-const SERVER4: &str = "203.0.113.80";
-const SERVER6: &str = "2001:db8:80::80";
-const HTTP_PORT: u16 = 8080;
 /// isp-a's router (the server namespace's `isp-a0`).
 const ROUTER_A4: &str = "100.64.1.1";
 const ROUTER_A6: &str = "2001:db8:a::1";
@@ -91,31 +91,8 @@ fn spoofed_gratuitous_claims_inside_the_lock_time_do_not_move_the_next_hop() {
     let www = work.path().join("www");
     std::fs::create_dir(&www).unwrap();
     std::fs::write(www.join("page.txt"), b"hello").unwrap();
+    let _servers = start_http_servers(&lab, &www, work.path());
     let srv = lab.ns("srv");
-    let port = HTTP_PORT.to_string();
-    let _servers: Vec<NsProcess> = [SERVER4, SERVER6]
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            NsProcess::start(
-                &srv,
-                &[
-                    "/usr/bin/python3",
-                    "-m",
-                    "http.server",
-                    "--bind",
-                    addr,
-                    &port,
-                ],
-                &www,
-                &work.path().join(format!("http{i}.log")),
-            )
-        })
-        .collect();
-    for addr in [SERVER4, SERVER6] {
-        let a: std::net::IpAddr = addr.parse().unwrap();
-        wait_for_port(&srv, (a, HTTP_PORT).into(), Duration::from_secs(10));
-    }
 
     // The lab's af_packet site with the longest lock time, so the forged
     // claims below certainly fall inside it (the solicitor's 30 s refresh
@@ -130,22 +107,7 @@ fn spoofed_gratuitous_claims_inside_the_lock_time_do_not_move_the_next_hop() {
         format!("{base}\n[neighbours]\nlock_time_ms = 60000\n"),
     )
     .unwrap();
-    let stats_path = work.path().join("stats.json");
-    let mut app = NsProcess::start(
-        &lab.ns("app"),
-        &[
-            appliance_bin(),
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--stats-out",
-            stats_path.to_str().unwrap(),
-        ],
-        work.path(),
-        &work.path().join("appliance.log"),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    app.assert_running();
+    let (mut app, stats_path) = start_appliance(&lab, &config, work.path(), "spoof");
     let urls = [
         format!("http://{SERVER4}:{HTTP_PORT}/page.txt"),
         format!("http://[{SERVER6}]:{HTTP_PORT}/page.txt"),

@@ -348,3 +348,62 @@ impl Drop for Lab {
         }
     }
 }
+
+/// The lab's servers (the server namespace) and their HTTP port.
+pub const SERVER4: &str = "203.0.113.80";
+pub const SERVER6: &str = "2001:db8:80::80";
+pub const HTTP_PORT: u16 = 8080;
+
+/// `python3 -m http.server` on both server addresses, serving `www`, logs in
+/// `logs`; returns once both listen.
+pub fn start_http_servers(lab: &Lab, www: &Path, logs: &Path) -> Vec<NsProcess> {
+    let srv = lab.ns("srv");
+    let port = HTTP_PORT.to_string();
+    let procs = [SERVER4, SERVER6]
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            NsProcess::start(
+                &srv,
+                &[
+                    "/usr/bin/python3",
+                    "-m",
+                    "http.server",
+                    "--bind",
+                    addr,
+                    &port,
+                ],
+                www,
+                &logs.join(format!("http{i}.log")),
+            )
+        })
+        .collect();
+    for addr in [SERVER4, SERVER6] {
+        let a: std::net::IpAddr = addr.parse().unwrap();
+        wait_for_port(&srv, (a, HTTP_PORT).into(), Duration::from_secs(10));
+    }
+    procs
+}
+
+/// `appliance run --config CONFIG` in the lab's appliance namespace, its
+/// stats written to `work/stats-TAG.json` (returned) and its log to
+/// `work/appliance-TAG.log`; checked to be still running after 500 ms.
+pub fn start_appliance(lab: &Lab, config: &Path, work: &Path, tag: &str) -> (NsProcess, PathBuf) {
+    let stats = work.join(format!("stats-{tag}.json"));
+    let mut proc = NsProcess::start(
+        &lab.ns("app"),
+        &[
+            appliance_bin(),
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--stats-out",
+            stats.to_str().unwrap(),
+        ],
+        work,
+        &work.join(format!("appliance-{tag}.log")),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    proc.assert_running();
+    (proc, stats)
+}
