@@ -15,6 +15,7 @@
 //!   [`DropReason`] counted; nothing on the packet path panics on input.
 #![deny(unsafe_code)]
 
+pub mod frag;
 pub mod nat;
 pub mod neighbour;
 pub mod packet;

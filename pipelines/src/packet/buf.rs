@@ -85,6 +85,47 @@ pub struct PacketMeta {
     /// The DSCP of the packet's IP header, for service packets (a
     /// redirecting client's capability mark, `docs/redirection.md`).
     pub dscp: u8,
+    /// An IP fragment (IPv4 more-fragments or offset, an IPv6 Fragment
+    /// header), set by classify; `FragInfo::default()` (not a fragment)
+    /// for every other packet. See `crate::frag`.
+    pub frag: FragInfo,
+}
+
+/// What classify read of a fragment, and what the fragment tracker learnt
+/// for it (`crate::frag`, `stages/translate/fragments.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragInfo {
+    /// Whether the packet is a fragment at all (an IPv6 atomic fragment,
+    /// offset 0 and no more fragments, is not: it is translated whole).
+    pub fragment: bool,
+    /// More fragments follow (IPv4 MF, IPv6 M).
+    pub more: bool,
+    /// The fragment tracker has seen it (its shard owns the datagram) and,
+    /// for a non-first fragment, put the first fragment's ports into
+    /// `flow`; `shard` is then the flow's shard.
+    pub tracked: bool,
+    /// IPv4 identification (16 bits) or IPv6 fragment identification.
+    pub id: u32,
+    /// Offset of this fragment's data in the datagram's payload, in bytes.
+    pub offset: u16,
+    /// Bytes of payload this fragment carries (after the IP header and, in
+    /// IPv6, the Fragment header).
+    pub len: u16,
+    /// First fragment: the shard owning its flow (the one its ports name);
+    /// `PacketMeta::shard` is the datagram's fragment shard until tracked.
+    pub flow_shard: u16,
+}
+
+impl FragInfo {
+    /// A fragment at offset 0: it holds the transport header.
+    pub fn is_first(&self) -> bool {
+        self.fragment && self.offset == 0
+    }
+
+    /// A fragment after the first: no transport header, no ports.
+    pub fn is_later(&self) -> bool {
+        self.fragment && self.offset != 0
+    }
 }
 
 impl PacketMeta {

@@ -45,7 +45,13 @@ drop_reasons! {
     TruncatedIpv6 => "truncated_ipv6", "shorter than an IPv6 header";
     BadPayloadLength => "bad_payload_length", "IPv6 payload length past the end of the frame";
     Ipv6ExtensionHeader => "ipv6_extension_header", "IPv6 extension header chains are not translated";
-    Fragment => "fragment", "IP fragment: not translated (no reassembly)";
+    Fragment => "fragment", "IP fragment that cannot be translated: a later fragment whose flow has no session (its first fragment was refused), of an ICMP error, of a TCP SYN, hairpinned, or a non-last fragment whose length is not a multiple of 8";
+    FragmentLimit => "fragment_limit", "fragment refused by a fragment limit ([fragments] max_held_per_shard, max_datagrams_per_shard, max_fragments_per_datagram)";
+    FragmentTimeout => "fragment_timeout", "fragment held for its first fragment, freed when the datagram's timeout passed ([fragments] timeout_ms)";
+    FragmentOverlap => "fragment_overlap", "fragment overlapping another of its datagram, or past its last one's end: the datagram is refused whole (RFC 5722)";
+    FragmentDuplicate => "fragment_duplicate", "exact copy of a fragment already seen (same offset and length): the first copy went on";
+    FragmentTooBig => "fragment_too_big", "fragment ending past 65,535 bytes of datagram: the datagram is refused whole";
+    FragmentTiny => "fragment_tiny", "first fragment not holding the whole transport header (RFC 1858): the datagram is refused whole";
     TruncatedTcp => "truncated_tcp", "TCP header cut short or data offset invalid";
     TruncatedUdp => "truncated_udp", "UDP header cut short or length field invalid";
     TruncatedIcmp => "truncated_icmp", "ICMP header cut short";
