@@ -50,6 +50,9 @@ pub struct Config {
     pub uplinks: Vec<UplinkConfig>,
     #[serde(default)]
     pub nat: NatSection,
+    /// IP fragments (virtual reassembly): per-shard limits and timeout.
+    #[serde(default)]
+    pub fragments: FragmentsSection,
     #[serde(default)]
     pub selection: SelectionSection,
     #[serde(default)]
@@ -279,6 +282,35 @@ impl Default for NatSection {
             host_new_burst: 4_000,
             host_max_races: 1_024,
             max_hosts_per_shard: 8_192,
+        }
+    }
+}
+
+/// `[fragments]`: the fragment tracker of each NAT shard (virtual
+/// reassembly: fragments are translated one by one with the first
+/// fragment's ports, never joined).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FragmentsSection {
+    /// Later fragments a shard holds while their first fragment has not
+    /// arrived (packet buffers taken from the pool).
+    pub max_held_per_shard: usize,
+    /// Datagrams a shard tracks at once.
+    pub max_datagrams_per_shard: usize,
+    /// A datagram is forgotten this long after its first fragment seen;
+    /// fragments still held are then dropped (`fragment_timeout`).
+    pub timeout_ms: u64,
+    /// Fragments one datagram may have.
+    pub max_fragments_per_datagram: usize,
+}
+
+impl Default for FragmentsSection {
+    fn default() -> Self {
+        FragmentsSection {
+            max_held_per_shard: 256,
+            max_datagrams_per_shard: 1_024,
+            timeout_ms: 2_000,
+            max_fragments_per_datagram: 64,
         }
     }
 }

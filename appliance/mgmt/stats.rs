@@ -157,6 +157,13 @@ pub struct NatStats {
     pub hosts_table_full: u64,
     /// Unanswered sessions evicted for new flows in nearly full shards.
     pub evicted_unanswered: u64,
+    /// Fragment trackers, summed over the shards: later fragments held
+    /// (waiting for their first fragment), datagrams tracked, and the
+    /// limits of both (`[fragments]` per shard times the shards).
+    pub fragments_held: u64,
+    pub fragment_datagrams: u64,
+    pub fragments_held_limit: u64,
+    pub fragment_datagrams_limit: u64,
     /// The inside hosts refused most (summed over shards), most first.
     pub top_offenders: Vec<OffenderStats>,
 }
@@ -508,6 +515,12 @@ fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
         host_races_limit: sum(|n| n.host_races_limit.get()),
         hosts_table_full: sum(|n| n.hosts_table_full.get()),
         evicted_unanswered: sum(|n| n.evicted_unanswered.get()),
+        fragments_held: sum(|n| n.fragments_held.get()),
+        fragment_datagrams: sum(|n| n.fragment_datagrams.get()),
+        fragments_held_limit: (plan.nat.fragments.max_held * usize::from(plan.topology.shards))
+            as u64,
+        fragment_datagrams_limit: (plan.nat.fragments.max_datagrams
+            * usize::from(plan.topology.shards)) as u64,
         top_offenders: top_offenders(lcores),
     }
 }

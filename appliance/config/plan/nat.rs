@@ -5,6 +5,7 @@
 //! Invariant: the port range gives every shard at least 64 ports.
 //! May import `crate::config`, `super` (err) and pipelines; nothing else.
 
+use pipelines::frag::FragLimits;
 use pipelines::nat::{HostLimits, NatConfig};
 use pipelines::topology::NatPortRange;
 use pipelines::Nanos;
@@ -58,6 +59,7 @@ pub(super) fn plan_nat(
         );
     }
     let hosts = plan_hosts(n, shards)?;
+    let fragments = plan_fragments(cfg, shards)?;
     // Replays of captures must be identical run after run.
     let seed = n.seed.unwrap_or_else(|| match cfg.backend {
         BackendKind::Pcap => 0,
@@ -77,6 +79,7 @@ pub(super) fn plan_nat(
         race_timeout: Nanos::from_millis(cfg.selection.race_timeout_ms),
         max_races: cfg.selection.max_races_per_shard,
         hosts,
+        fragments,
     };
     Ok((nat, NatPortRange { first, last }))
 }
@@ -107,5 +110,63 @@ fn plan_hosts(n: &NatSection, shards: u16) -> Result<HostLimits, ConfigError> {
         new_burst: share(n.host_new_burst),
         max_races: share(n.host_max_races),
         max_hosts: n.max_hosts_per_shard,
+    })
+}
+
+/// `[fragments]`: each shard's tracker. Held fragments are packet buffers
+/// taken from the pool: all shards together may hold at most a quarter of
+/// it, so a fragment flood cannot starve reception.
+fn plan_fragments(cfg: &Config, shards: u16) -> Result<FragLimits, ConfigError> {
+    let f = &cfg.fragments;
+    for (name, v, max) in [
+        ("max_held_per_shard", f.max_held_per_shard, 65_536),
+        (
+            "max_datagrams_per_shard",
+            f.max_datagrams_per_shard,
+            1_048_576,
+        ),
+        (
+            "max_fragments_per_datagram",
+            f.max_fragments_per_datagram,
+            8_192,
+        ),
+    ] {
+        if v == 0 || v > max {
+            return err(
+                format!("fragments.{name}"),
+                format!("{v}; allowed: 1..={max}"),
+            );
+        }
+    }
+    if !(10..=60_000).contains(&f.timeout_ms) {
+        return err(
+            "fragments.timeout_ms",
+            format!("{}; allowed: 10..=60000", f.timeout_ms),
+        );
+    }
+    let pool = match (&cfg.backend, &cfg.dpdk) {
+        (BackendKind::Dpdk, Some(d)) => d.mbufs_per_socket as usize,
+        (BackendKind::Dpdk, None) => crate::config::DpdkConfig::default().mbufs_per_socket as usize,
+        _ => cfg.runtime.pool_size,
+    };
+    let held = f
+        .max_held_per_shard
+        .saturating_mul(usize::from(shards.max(1)));
+    if held > pool / 4 {
+        return err(
+            "fragments.max_held_per_shard",
+            format!(
+                "{} x {shards} shards = {held} held buffers; allowed: at most a quarter of the \
+                 packet buffers ({pool} / 4 = {})",
+                f.max_held_per_shard,
+                pool / 4
+            ),
+        );
+    }
+    Ok(FragLimits {
+        max_held: f.max_held_per_shard,
+        max_datagrams: f.max_datagrams_per_shard,
+        timeout: Nanos::from_millis(f.timeout_ms),
+        max_fragments: f.max_fragments_per_datagram,
     })
 }

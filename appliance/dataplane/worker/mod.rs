@@ -400,7 +400,11 @@ impl<B: PacketBuf> Worker<B> {
             self.hand_on(burst, pending);
             return;
         }
-        while !burst.is_empty() {
+        // Fragments released by their first fragment may not all fit the
+        // output burst of the call that released them: translate is called
+        // again until none wait.
+        let ready = |s: &Stages| s.translate.as_ref().is_some_and(|t| t.fragments_ready());
+        while !burst.is_empty() || ready(&self.stages) {
             let mut out = Burst::new();
             if let Some(t) = self.stages.translate.as_mut() {
                 t.process(now, &mut burst, &mut out);

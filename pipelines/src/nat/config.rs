@@ -80,6 +80,8 @@ pub struct NatConfig {
     pub max_races: usize,
     /// Per inside host limits in this shard (see [`HostLimits`]).
     pub hosts: HostLimits,
+    /// The shard's fragment tracker (`[fragments]`, see `crate::frag`).
+    pub fragments: crate::frag::FragLimits,
 }
 
 /// Eviction starts when a shard holds this share of `max_sessions`, in
@@ -111,6 +113,7 @@ impl Default for NatConfig {
             race_timeout: Nanos::from_secs(3),
             max_races: 16_384,
             hosts: HostLimits::default(),
+            fragments: crate::frag::FragLimits::default(),
         }
     }
 }

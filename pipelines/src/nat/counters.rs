@@ -45,6 +45,11 @@ pub struct NatCounters {
     /// Sessions that never saw an answer, removed (oldest first) to make
     /// room for a new flow in a nearly full shard.
     pub evicted_unanswered: Counter,
+    /// Gauges of the shard's fragment tracker (set by translate's sweep):
+    /// later fragments held (waiting for their first fragment or for room
+    /// in an output burst) and datagrams tracked.
+    pub fragments_held: Counter,
+    pub fragment_datagrams: Counter,
     /// The hosts this shard refused most, by refusals (unordered; an empty
     /// slot has `refusals` 0).
     pub top: [TopHost; TOP_HOSTS],

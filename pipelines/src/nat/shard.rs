@@ -146,6 +146,8 @@ impl NatShard {
                 host_races_limit: Counter::new(),
                 hosts_table_full: Counter::new(),
                 evicted_unanswered: Counter::new(),
+                fragments_held: Counter::new(),
+                fragment_datagrams: Counter::new(),
                 top: std::array::from_fn(|_| TopHost::default()),
                 uplinks: (0..topo.uplinks.len())
                     .map(|_| UplinkCounters::default())

@@ -43,7 +43,7 @@ impl Chain {
             let mut replicated = Burst::new();
             self.replicate
                 .process(now, &mut classified, &mut replicated);
-            while !replicated.is_empty() {
+            while !replicated.is_empty() || self.translate.fragments_ready() {
                 let mut translated = Burst::new();
                 self.translate
                     .process(now, &mut replicated, &mut translated);

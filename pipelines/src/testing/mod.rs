@@ -11,7 +11,8 @@
 //!   the many-flow UDP frames of the benches;
 //! - [`reads`]: reading a frame back and asserting its checksums;
 //! - [`bufs`]: the contract checks every buffer pool's tests run;
-//! - [`chain`]: classify → replicate → translate, a frame at a time.
+//! - [`chain`]: classify → replicate → translate, a frame at a time;
+//! - [`frag`]: a frame split into IP fragments, and fragments joined back.
 //!
 //! The site:
 //! - port 0 `lan`, untagged, the LAN: 10.0.0.0/16 and fd00::/64, gateway
@@ -24,6 +25,7 @@
 
 pub mod bufs;
 pub mod chain;
+pub mod frag;
 pub mod frames;
 pub mod icmp;
 pub mod raw;

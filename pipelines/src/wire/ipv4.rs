@@ -49,6 +49,15 @@ pub fn total_len(ip: &[u8]) -> usize {
     ]))
 }
 
+/// Identification (the datagram a fragment belongs to).
+#[inline]
+pub fn ident(ip: &[u8]) -> u16 {
+    u16::from_be_bytes([ip[IDENT_OFFSET], ip[IDENT_OFFSET + 1]])
+}
+
+/// More-fragments flag in [`flags_frag`].
+pub const FLAG_MF: u16 = 0x2000;
+
 /// Flags and fragment offset.
 #[inline]
 pub fn flags_frag(ip: &[u8]) -> u16 {

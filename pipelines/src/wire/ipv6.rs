@@ -16,6 +16,42 @@ pub const DST: core::ops::Range<usize> = 24..40;
 pub const EXT_HEADERS: [u8; 6] = [0, 43, 44, 51, 60, 135];
 pub const NEXT_FRAGMENT: u8 = 44;
 
+/// The Fragment extension header (RFC 8200 4.5), read from its first byte:
+/// next header, reserved, offset (13 bits, 8-byte units) with 2 reserved
+/// bits and M, identification. Readers take at least
+/// [`FRAG_HEADER_LEN`] bytes.
+pub const FRAG_HEADER_LEN: usize = 8;
+const FRAG_OFFSET_M_OFFSET: usize = 2;
+const FRAG_ID_OFFSET: usize = 4;
+
+/// The header after the Fragment header.
+#[inline]
+pub fn frag_next_header(fh: &[u8]) -> u8 {
+    fh[0]
+}
+
+/// Fragment offset in bytes.
+#[inline]
+pub fn frag_offset(fh: &[u8]) -> u16 {
+    u16::from_be_bytes([fh[FRAG_OFFSET_M_OFFSET], fh[FRAG_OFFSET_M_OFFSET + 1]]) & 0xFFF8
+}
+
+/// The M (more fragments) flag.
+#[inline]
+pub fn frag_more(fh: &[u8]) -> bool {
+    fh[FRAG_OFFSET_M_OFFSET + 1] & 1 != 0
+}
+
+#[inline]
+pub fn frag_id(fh: &[u8]) -> u32 {
+    u32::from_be_bytes([
+        fh[FRAG_ID_OFFSET],
+        fh[FRAG_ID_OFFSET + 1],
+        fh[FRAG_ID_OFFSET + 2],
+        fh[FRAG_ID_OFFSET + 3],
+    ])
+}
+
 #[inline]
 pub fn version(ip: &[u8]) -> u8 {
     ip[VER_TC_OFFSET] >> 4

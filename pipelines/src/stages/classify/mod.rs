@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::neighbour::{self, Neighbours};
-use crate::packet::buf::{Direction, PacketBuf};
+use crate::packet::buf::{Direction, FragInfo, PacketBuf};
 use crate::packet::burst::Burst;
 use crate::packet::counter::StageCounters;
 use crate::packet::drop::DropReason;
@@ -63,6 +63,8 @@ struct Parsed {
     /// 0 otherwise (as in `PacketMeta`).
     inner_l3: usize,
     inner_l4: usize,
+    /// A fragment (see `fragments`); the default for every other packet.
+    frag: FragInfo,
 }
 
 /// What the transport parse found. For an ICMP error, `flow` is already the
@@ -93,6 +95,7 @@ impl Parsed {
             tcp_flags: p.tcp_flags,
             inner_l3,
             inner_l4,
+            frag: FragInfo::default(),
         }
     }
 
@@ -187,6 +190,12 @@ impl Classify {
             }
             r => r?,
         };
+        if parsed.frag.fragment {
+            self.fragment_hairpin(&parsed, &port.role)?;
+            if parsed.frag.is_later() {
+                return self.later_fragment(pkt, &parsed, &port.role, vlan);
+            }
+        }
         let service = match (&self.services, &port.role) {
             (Some(s), PortRole::Uplink(_) | PortRole::Lan) if !parsed.is_icmp_error() => {
                 s.classify(&parsed.flow, port.role == PortRole::Lan, self.topo.shards)
@@ -235,6 +244,9 @@ impl Classify {
         m.shard = shard;
         m.service = service;
         m.dscp = dscp;
+        if parsed.frag.fragment {
+            fragments::mark_first(m, &parsed, self.topo.shards);
+        }
         Ok(())
     }
 
@@ -357,7 +369,7 @@ fn parse_l3_l4(d: &[u8], l3: usize, is_v4: bool) -> Result<Parsed, DropReason> {
         }
         if ipv4::flags_frag(ip) & ipv4::FRAGMENT_MASK != 0 {
             // More-fragments set or a non-zero offset.
-            return Err(DropReason::Fragment);
+            return fragments::parse_v4(ip, l3, ihl, total);
         }
         let src = IpAddr::V4(ipv4::src(ip));
         let dst = IpAddr::V4(ipv4::dst(ip));
@@ -376,7 +388,7 @@ fn parse_l3_l4(d: &[u8], l3: usize, is_v4: bool) -> Result<Parsed, DropReason> {
         }
         let next = ipv6::next_header(ip);
         if next == ipv6::NEXT_FRAGMENT {
-            return Err(DropReason::Fragment);
+            return fragments::parse_v6(ip, l3, end);
         }
         if ipv6::EXT_HEADERS.contains(&next) {
             return Err(DropReason::Ipv6ExtensionHeader);
@@ -575,5 +587,6 @@ fn parse_icmp_error(msg: &[u8], v6: bool) -> Result<L4Parsed, DropReason> {
     })
 }
 
+mod fragments;
 #[cfg(test)]
 mod tests;

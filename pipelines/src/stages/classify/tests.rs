@@ -413,13 +413,22 @@ fn ipv4_header_drops() {
             fix_ipv4_checksum(f, L3);
         })
     };
-    assert_eq!(d(fragment(0x2000)), DropReason::Fragment, "more fragments");
-    assert_eq!(d(fragment(0x0001)), DropReason::Fragment, "offset 8");
-    assert_eq!(
-        d(fragment(0x1FFF)),
-        DropReason::Fragment,
-        "last fragment at the largest offset"
+    // Fragments are classified (see `fragments`); one that is not the
+    // last must carry a multiple of 8 bytes.
+    assert!(
+        run(&stage(1), &fragment(0x2000), LAN_PORT).is_ok(),
+        "first fragment"
     );
+    assert!(
+        run(&stage(1), &fragment(0x0001), LAN_PORT).is_ok(),
+        "offset 8"
+    );
+    let odd = udp4(|f| {
+        f[L3 + 3] = 0x23; // total length 35: 15 bytes of payload
+        f[L3 + 6..L3 + 8].copy_from_slice(&0x2001u16.to_be_bytes());
+        fix_ipv4_checksum(f, L3);
+    });
+    assert_eq!(d(odd), DropReason::Fragment, "15 bytes, more follow");
     assert!(
         run(&stage(1), &fragment(0x4000), LAN_PORT).is_ok(),
         "DF alone is not a fragment"
@@ -439,7 +448,8 @@ fn ipv6_header_drops() {
     long[L3 + 4..L3 + 6].copy_from_slice(&((frame.len() - L3 - 40 + 1) as u16).to_be_bytes());
     assert_eq!(d(&long), DropReason::BadPayloadLength);
     let raw6 = |next: u8| client_raw("fd00::2", "2001:db8:ffff::5", next, &[0; 16]);
-    assert_eq!(d(&raw6(44)), DropReason::Fragment);
+    // A Fragment header followed by a hop-by-hop header (0).
+    assert_eq!(d(&raw6(44)), DropReason::Ipv6ExtensionHeader);
     for next in [0, 43, 60] {
         assert_eq!(
             d(&raw6(next)),
@@ -567,4 +577,5 @@ fn direction_drops() {
     assert_eq!(drop_reason(&UDP4_FRAME, 42), DropReason::UnknownPort);
 }
 
+mod fragments;
 mod icmp_errors_and_fuzz;

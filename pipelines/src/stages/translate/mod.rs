@@ -16,6 +16,7 @@
 //! quoting a translated packet), `rewrite` (address / port rewrite with
 //! incremental checksums, TTL).
 
+mod fragments;
 pub mod icmp_error;
 mod inbound;
 mod outbound;
@@ -57,6 +58,8 @@ pub struct Translate {
     pub selection: Arc<SelectionCounters>,
     /// Service addresses of this appliance (seed 000 [31]), when any.
     pub service: Option<crate::redirect::service::ServicePlane>,
+    /// The fragments of the datagrams classify sent to this shard.
+    frags: fragments::Frags,
 }
 
 impl Translate {
@@ -71,6 +74,7 @@ impl Translate {
         policy: Arc<SelectionPolicy>,
     ) -> Self {
         let race = Racer::new(cfg.max_races, policy.mode);
+        let frags = fragments::Frags::new(cfg.fragments);
         let nat = NatShard::new(cfg, &topo, shard);
         Translate {
             selector: Selector::new(initial_snapshot(&topo)),
@@ -83,6 +87,7 @@ impl Translate {
             counters: Arc::default(),
             selection: Arc::default(),
             service: None,
+            frags,
         }
     }
 
@@ -108,6 +113,7 @@ impl Translate {
         output: &mut Burst<B>,
     ) {
         self.race.settle(&mut self.nat);
+        self.release_fragments(now, output);
         let per_packet = self.race.room_per_packet();
         let n = input
             .len()
@@ -117,7 +123,7 @@ impl Translate {
         let mut hints = [None; crate::packet::burst::BURST_MAX];
         for (h, pkt) in hints.iter_mut().zip(input.iter().take(n)) {
             let m = pkt.meta();
-            if !m.is_icmp_error() {
+            if !m.is_icmp_error() && !m.frag.fragment {
                 *h = match m.direction {
                     Direction::Outbound => self.nat.find(&m.flow, false),
                     Direction::Inbound => self.nat.find(&m.flow, true),
@@ -126,8 +132,19 @@ impl Translate {
             }
         }
         let mut extra = Burst::new();
-        for (i, mut pkt) in input.drain(..n).enumerate() {
+        for (i, pkt) in input.drain(..n).enumerate() {
             self.counters.packets.inc();
+            let mut pkt = match pkt.meta().frag {
+                f if f.fragment && !f.tracked => match self.track(now, pkt) {
+                    fragments::Tracked::Here(p) => p,
+                    fragments::Tracked::Away(p) => {
+                        output.push(p);
+                        continue;
+                    }
+                    fragments::Tracked::Gone => continue,
+                },
+                _ => pkt,
+            };
             match self.translate_hinted(now, &mut pkt, hints[i], &mut extra) {
                 Ok(()) => output.push(pkt),
                 Err(reason) => self.counters.count_drop(reason),
@@ -140,13 +157,18 @@ impl Translate {
                 }
             }
         }
+        self.release_fragments(now, output);
     }
 
     /// Paced expiry work (see [`NatShard::sweep`]); call once per loop turn.
     pub fn sweep(&mut self, now: Nanos) -> usize {
         let expired = self.nat.sweep(now);
         self.race.settle(&mut self.nat);
-        expired
+        let freed = self.frags.sweep(now, &self.counters);
+        let (held, datagrams) = self.frags.gauges();
+        self.nat.counters.fragments_held.set(held as u64);
+        self.nat.counters.fragment_datagrams.set(datagrams as u64);
+        expired + freed
     }
 
     pub fn translate<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
@@ -162,6 +184,14 @@ impl Translate {
         extra: &mut Burst<B>,
     ) -> Result<(), DropReason> {
         let m = pkt.meta_mut();
+        if m.frag.tracked {
+            // A fragment's hand-off uses the hairpin path; its TTL was not
+            // decremented yet.
+            m.hairpin = false;
+            if m.frag.is_later() {
+                return self.later_fragment(now, pkt);
+            }
+        }
         if m.is_icmp_error() {
             return self.icmp_error(now, pkt);
         }

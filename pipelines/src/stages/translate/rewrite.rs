@@ -50,26 +50,32 @@ pub(crate) fn check_ttl<B: PacketBuf>(pkt: &mut B) -> Result<(), DropReason> {
     Ok(())
 }
 
-/// Rewrites the source or destination address and port (ICMP echo
-/// identifier) of a classified packet, updating the IPv4 header checksum and
-/// the L4 checksum (pseudo-header included) incrementally.
-pub(crate) fn rewrite<B: PacketBuf>(
+/// Rewrites the source or destination address of a later fragment (no
+/// transport header: the first fragment's checksum covers the
+/// pseudo-header), updating the IPv4 header checksum.
+pub(crate) fn rewrite_addr<B: PacketBuf>(
     pkt: &mut B,
     side: Side,
     addr: IpAddr,
-    port: u16,
 ) -> Result<(), DropReason> {
+    rewrite_ip(pkt, side, addr).map(|_| ())
+}
+
+/// Rewrites the address in the IP header and the IPv4 header checksum;
+/// returns the old and new address bytes and their length.
+fn rewrite_ip<B: PacketBuf>(
+    pkt: &mut B,
+    side: Side,
+    addr: IpAddr,
+) -> Result<([u8; 16], [u8; 16], usize), DropReason> {
     let m = *pkt.meta();
-    let (l3, l4) = (m.l3_offset as usize, m.l4_offset as usize);
-    let p = m.flow.proto;
+    let l3 = m.l3_offset as usize;
     let d = pkt.data_mut();
     let trunc = if m.is_ipv6() {
         DropReason::TruncatedIpv6
     } else {
         DropReason::TruncatedIpv4
     };
-
-    // Address in the IP header, and the IPv4 header checksum.
     let mut old_addr = [0u8; 16];
     let mut new_addr = [0u8; 16];
     let alen = match (addr, m.is_ipv6()) {
@@ -99,6 +105,30 @@ pub(crate) fn rewrite<B: PacketBuf>(
         let hc = update_bytes(ipv4::checksum(ip), &old_addr[..4], &new_addr[..4]);
         ipv4::set_checksum(ip, hc);
     }
+    Ok((old_addr, new_addr, alen))
+}
+
+/// Rewrites the source or destination address and port (ICMP echo
+/// identifier) of a classified packet, updating the IPv4 header checksum and
+/// the L4 checksum (pseudo-header included) incrementally.
+pub(crate) fn rewrite<B: PacketBuf>(
+    pkt: &mut B,
+    side: Side,
+    addr: IpAddr,
+    port: u16,
+) -> Result<(), DropReason> {
+    let m = *pkt.meta();
+    let l4 = m.l4_offset as usize;
+    let p = m.flow.proto;
+    let trunc = if m.is_ipv6() {
+        DropReason::TruncatedIpv6
+    } else {
+        DropReason::TruncatedIpv4
+    };
+
+    // Address in the IP header, and the IPv4 header checksum.
+    let (old_addr, new_addr, alen) = rewrite_ip(pkt, side, addr)?;
+    let d = pkt.data_mut();
 
     // Port (or echo identifier) and the L4 checksum.
     let (port_at, csum_at, pseudo) = match p {
