@@ -519,4 +519,5 @@ fn dst_of(b: &HeapBuf) -> (IpAddr, u16) {
     (addrs(b.data(), 14).1, ports(b.data(), 14, l4).1)
 }
 
+mod fragments;
 mod mappings_and_hostile;
