@@ -164,6 +164,8 @@ pub struct NatStats {
     pub fragment_datagrams: u64,
     pub fragments_held_limit: u64,
     pub fragment_datagrams_limit: u64,
+    /// Fragments that reached a fragment tracker.
+    pub fragments: u64,
     /// The inside hosts refused most (summed over shards), most first.
     pub top_offenders: Vec<OffenderStats>,
 }
@@ -517,6 +519,7 @@ fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
         evicted_unanswered: sum(|n| n.evicted_unanswered.get()),
         fragments_held: sum(|n| n.fragments_held.get()),
         fragment_datagrams: sum(|n| n.fragment_datagrams.get()),
+        fragments: sum(|n| n.fragments.get()),
         fragments_held_limit: (plan.nat.fragments.max_held * usize::from(plan.topology.shards))
             as u64,
         fragment_datagrams_limit: (plan.nat.fragments.max_datagrams

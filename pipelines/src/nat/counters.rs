@@ -50,6 +50,9 @@ pub struct NatCounters {
     /// in an output burst) and datagrams tracked.
     pub fragments_held: Counter,
     pub fragment_datagrams: Counter,
+    /// Fragments that reached this shard's tracker (first and later ones,
+    /// whatever became of them).
+    pub fragments: Counter,
     /// The hosts this shard refused most, by refusals (unordered; an empty
     /// slot has `refusals` 0).
     pub top: [TopHost; TOP_HOSTS],

@@ -148,6 +148,7 @@ impl NatShard {
                 evicted_unanswered: Counter::new(),
                 fragments_held: Counter::new(),
                 fragment_datagrams: Counter::new(),
+                fragments: Counter::new(),
                 top: std::array::from_fn(|_| TopHost::default()),
                 uplinks: (0..topo.uplinks.len())
                     .map(|_| UplinkCounters::default())

@@ -129,6 +129,7 @@ pub(super) enum Tracked<B> {
 impl Translate {
     /// A fragment classify sent to this shard, not tracked yet.
     pub(super) fn track<B: PacketBuf>(&mut self, now: Nanos, mut pkt: B) -> Tracked<B> {
+        self.nat.counters.fragments.inc();
         let m = *pkt.meta();
         let key = FragKey {
             src: m.flow.src,
