@@ -46,7 +46,6 @@ const TP_STATUS_WRONG_FORMAT: u32 = 4;
 const TP_STATUS_VLAN_VALID: u32 = 0x10;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 0x40;
 const PACKET_FANOUT_HASH: u32 = 0;
-const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 
 /// `struct tpacket_req3`.
 #[repr(C)]
@@ -265,7 +264,12 @@ fn open_ring_socket(
         len,
     };
     if let Some(group) = fanout {
-        let arg: u32 = group | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+        // No PACKET_FANOUT_FLAG_DEFRAG: the kernel would join IP fragments
+        // into one frame larger than a buffer (dropped as rx_oversize);
+        // the appliance tracks fragments itself (pipelines::frag). The
+        // kernel's hash of a fragment uses its addresses only, so the
+        // fragments of a datagram still share a queue.
+        let arg: u32 = group | (PACKET_FANOUT_HASH << 16);
         sock.setsockopt(libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
             .map_err(|e| ctx("PACKET_FANOUT", e))?;
     }
