@@ -181,3 +181,70 @@ fn neighbour_lock_time_is_configured_and_bounded() {
     let e = crate::config::parse(&site("[neighbours]\nlocktime = 1\n")).unwrap_err();
     assert!(e.contains("locktime"), "{e}");
 }
+
+/// The demo site with its `[fragments]` keys replaced by `fragments`.
+fn demo_with_fragments(fragments: &str) -> Result<Plan, ConfigError> {
+    let demo = include_str!("../../../conf/demo.toml");
+    let (start, end) = (
+        demo.find("[fragments]\n")
+            .expect("demo.toml has [fragments]"),
+        demo.find("max_fragments_per_datagram = 64\n").unwrap(),
+    );
+    let text = format!(
+        "{}[fragments]\n{fragments}\n{}",
+        &demo[..start],
+        &demo[end + "max_fragments_per_datagram = 64\n".len()..]
+    );
+    let cfg = crate::config::parse(&text).expect("demo variant parses");
+    validate_with_cpus(&cfg, 8)
+}
+
+#[test]
+fn fragments_limits_are_planned_and_validated() {
+    let plan = demo_with_fragments("").unwrap();
+    assert_eq!(plan.nat.fragments, pipelines::frag::FragLimits::default());
+    let plan = demo_with_fragments("max_held_per_shard = 10\ntimeout_ms = 500").unwrap();
+    assert_eq!(plan.nat.fragments.max_held, 10);
+    assert_eq!(
+        plan.nat.fragments.timeout,
+        pipelines::Nanos::from_millis(500)
+    );
+    for (keys, path, msg) in [
+        (
+            "max_held_per_shard = 0",
+            "fragments.max_held_per_shard",
+            "allowed: 1..=65536",
+        ),
+        (
+            "max_datagrams_per_shard = 0",
+            "fragments.max_datagrams_per_shard",
+            "allowed",
+        ),
+        (
+            "max_fragments_per_datagram = 9000",
+            "fragments.max_fragments_per_datagram",
+            "8192",
+        ),
+        (
+            "timeout_ms = 5",
+            "fragments.timeout_ms",
+            "allowed: 10..=60000",
+        ),
+        // The demo's pool is 32,768 buffers: a quarter is 8,192.
+        (
+            "max_held_per_shard = 60000",
+            "fragments.max_held_per_shard",
+            "a quarter",
+        ),
+    ] {
+        let e = demo_with_fragments(keys).unwrap_err();
+        assert_eq!(e.path, path, "{keys}: {e:?}");
+        assert!(e.msg.contains(msg), "{keys}: {e:?}");
+    }
+    let e = crate::config::parse(
+        &include_str!("../../../conf/demo.toml")
+            .replace("timeout_ms = 2000", "timeout_ms = 2000\nmax_fragments = 3"),
+    )
+    .unwrap_err();
+    assert!(e.contains("max_fragments"), "{e}");
+}
