@@ -376,7 +376,7 @@ impl<B, A: Copy> FragTracker<B, A> {
             || (!f.more && d.ranges.iter().any(|r| r.1 > end))
         {
             Some(DropReason::FragmentOverlap)
-        } else if d.ranges.iter().any(|r| *r == (f.offset, end)) {
+        } else if d.ranges.contains(&(f.offset, end)) {
             return Err(DropReason::FragmentDuplicate);
         } else if d.ranges.iter().any(|r| r.0 < end && f.offset < r.1) {
             Some(DropReason::FragmentOverlap)

@@ -99,7 +99,7 @@ fn parse(
 ) -> Result<Parsed, DropReason> {
     // Every fragment but the last carries a multiple of 8 bytes (RFC 791,
     // RFC 8200 4.5); anything else cannot be placed.
-    if info.more && (info.len == 0 || info.len % 8 != 0) {
+    if info.more && (info.len == 0 || !info.len.is_multiple_of(8)) {
         return Err(DropReason::Fragment);
     }
     let v6 = matches!(src, IpAddr::V6(_));
