@@ -114,8 +114,8 @@ fn plan_hosts(n: &NatSection, shards: u16) -> Result<HostLimits, ConfigError> {
 }
 
 /// `[fragments]`: each shard's tracker. Held fragments are packet buffers
-/// taken from the pool: all shards together may hold at most a quarter of
-/// it, so a fragment flood cannot starve reception.
+/// taken from the pool: all shards together may hold at most half of it,
+/// so a fragment flood cannot starve reception.
 fn plan_fragments(cfg: &Config, shards: u16) -> Result<FragLimits, ConfigError> {
     let f = &cfg.fragments;
     for (name, v, max) in [
@@ -152,14 +152,14 @@ fn plan_fragments(cfg: &Config, shards: u16) -> Result<FragLimits, ConfigError> 
     let held = f
         .max_held_per_shard
         .saturating_mul(usize::from(shards.max(1)));
-    if held > pool / 4 {
+    if held > pool / 2 {
         return err(
             "fragments.max_held_per_shard",
             format!(
-                "{} x {shards} shards = {held} held buffers; allowed: at most a quarter of the \
-                 packet buffers ({pool} / 4 = {})",
+                "{} x {shards} shards = {held} held buffers; allowed: at most half of the \
+                 packet buffers ({pool} / 2 = {})",
                 f.max_held_per_shard,
-                pool / 4
+                pool / 2
             ),
         );
     }

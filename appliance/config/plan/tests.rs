@@ -230,11 +230,11 @@ fn fragments_limits_are_planned_and_validated() {
             "fragments.timeout_ms",
             "allowed: 10..=60000",
         ),
-        // The demo's pool is 32,768 buffers: a quarter is 8,192.
+        // The demo's pool is 32,768 buffers: half is 16,384.
         (
             "max_held_per_shard = 60000",
             "fragments.max_held_per_shard",
-            "a quarter",
+            "at most half",
         ),
     ] {
         let e = demo_with_fragments(keys).unwrap_err();
