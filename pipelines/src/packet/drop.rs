@@ -51,7 +51,7 @@ drop_reasons! {
     FragmentOverlap => "fragment_overlap", "fragment overlapping another of its datagram, or past its last one's end: the datagram is refused whole (RFC 5722)";
     FragmentDuplicate => "fragment_duplicate", "exact copy of a fragment already seen (same offset and length): the first copy went on";
     FragmentTooBig => "fragment_too_big", "fragment ending past 65,535 bytes of datagram: the datagram is refused whole";
-    FragmentTiny => "fragment_tiny", "first fragment not holding the whole transport header (RFC 1858): the datagram is refused whole";
+    FragmentTiny => "fragment_tiny", "first fragment not holding the whole transport header (RFC 1858): dropped; its later fragments find no first fragment and time out";
     TruncatedTcp => "truncated_tcp", "TCP header cut short or data offset invalid";
     TruncatedUdp => "truncated_udp", "UDP header cut short or length field invalid";
     TruncatedIcmp => "truncated_icmp", "ICMP header cut short";
