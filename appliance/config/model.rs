@@ -61,12 +61,24 @@ pub struct Config {
     /// behind them, the redirection database.
     #[serde(default)]
     pub redirection: RedirectionSection,
+    /// The operator's control socket (`appliance stats`, `uplink`, ...).
+    #[serde(default)]
+    pub control: ControlSection,
     /// Required when `backend = "sim"`.
     pub sim: Option<SimConfig>,
     /// Only with `backend = "af-packet"` (all keys defaulted).
     pub af_packet: Option<AfPacketConfig>,
     /// Only with `backend = "dpdk"` (all keys defaulted).
     pub dpdk: Option<DpdkConfig>,
+}
+
+/// `[control]`: where `appliance run` serves its control socket.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// The socket's path (mode 0600). Unset: `$XDG_RUNTIME_DIR/appliance.sock`,
+    /// else `/tmp/appliance-$UID.sock`. `--socket` overrides it.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// `[neighbours]`: who may change a next hop's learned MAC.

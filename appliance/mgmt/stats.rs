@@ -103,6 +103,11 @@ pub struct UplinkStats {
     /// Usable for new connections (seed 001 [0054]).
     pub up: bool,
     pub link_up: bool,
+    /// The operator's state: `up`, `drained` (no new flows or races) or
+    /// `down` (as a link down), from `appliance uplink`.
+    pub admin: &'static str,
+    /// Selection weight in use (the config's, or `appliance uplink weight`).
+    pub weight: u32,
     pub port: String,
     pub tx_packets: u64,
     pub rx_packets: u64,
@@ -325,7 +330,7 @@ fn ms(n: Nanos) -> f64 {
 }
 
 /// Sums of the counters the status line needs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Totals {
     pub rx_packets: u64,
     pub tx_packets: u64,
@@ -347,6 +352,17 @@ impl Totals {
             }
         }
         t
+    }
+
+    /// The same sums, from the stats (ports and stages are sums over the
+    /// lcores already).
+    pub fn of_stats(stats: &Stats) -> Totals {
+        Totals {
+            rx_packets: stats.ports.values().map(|p| p.rx_packets).sum(),
+            tx_packets: stats.ports.values().map(|p| p.tx_packets).sum(),
+            drops: stats.stages.values().map(|s| s.drops_total).sum(),
+            stage_packets: stats.stages.values().map(|s| s.packets).sum(),
+        }
     }
 
     /// A number that grows while any packet moves anywhere.
@@ -459,6 +475,12 @@ fn uplinks(src: &StatsSources<'_>) -> Vec<UplinkStats> {
                 name: u.name.clone(),
                 up: sel.healthy || unpublished,
                 link_up: sel.link_up || unpublished,
+                admin: sel.admin.as_str(),
+                weight: if unpublished {
+                    u.weight.max(1)
+                } else {
+                    sel.weight
+                },
                 port: plan.ports[u.port as usize].name.clone(),
                 tx_packets: get(|c| c.tx_packets.get()),
                 rx_packets: get(|c| c.rx_packets.get()),

@@ -31,6 +31,14 @@ impl Backend {
         }
     }
 
+    /// The control side, shared with other threads (the stats reader).
+    pub(crate) fn shared_control(&self) -> Arc<dyn BackendControl> {
+        match self {
+            Backend::Sim(_, h) => Arc::new(h.clone()),
+            Backend::Other(_, c) => c.clone(),
+        }
+    }
+
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Backend::Sim(..) => "sim",

@@ -82,6 +82,8 @@ pub struct Plan {
     /// Service addresses and the redirection database (seed 000); `None`
     /// when no service is configured.
     pub redirection: Option<RedirectionPlan>,
+    /// The control socket's path from `[control] socket`, if given.
+    pub control_socket: Option<std::path::PathBuf>,
 }
 
 impl Plan {
@@ -115,6 +117,22 @@ fn plan_neighbours(cfg: &Config, topology: &Topology) -> Result<Neighbours, Conf
         );
     }
     Ok(Neighbours::new(&topology.uplinks).with_lock_time(pipelines::Nanos::from_millis(ms)))
+}
+
+/// `[control] socket`: an absolute or relative path that fits a Unix
+/// socket address (107 bytes on Linux).
+fn plan_control(cfg: &Config) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    let Some(p) = &cfg.control.socket else {
+        return Ok(None);
+    };
+    let len = p.as_os_str().len();
+    if len == 0 || len > 107 {
+        return err(
+            "control.socket",
+            format!("{len} bytes; allowed: a path of 1..=107 bytes (a Unix socket address)"),
+        );
+    }
+    Ok(Some(p.clone()))
 }
 
 pub fn available_cpus() -> usize {
@@ -161,6 +179,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         af_packet,
         dpdk,
         redirection,
+        control_socket: plan_control(cfg)?,
     })
 }
 

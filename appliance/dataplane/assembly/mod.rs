@@ -44,6 +44,7 @@ impl<B: PacketBuf> QueuedLen for Ring<B> {
 }
 
 /// What the management core can read of one lcore.
+#[derive(Clone)]
 pub struct LcoreView {
     pub id: usize,
     pub stages: Vec<(Stage, Arc<StageCounters>)>,

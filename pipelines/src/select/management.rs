@@ -14,11 +14,39 @@ use super::snapshot::{Snapshot, UplinkView};
 use crate::packet::time::Nanos;
 use crate::topology::{UplinkId, MAX_UPLINKS};
 
+/// An uplink's administrative state, set by the operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AdminState {
+    /// In service.
+    #[default]
+    Up,
+    /// No new flows or races while another uplink is usable; its sessions
+    /// stay until they end (graceful failback).
+    Drained,
+    /// Administratively down: as a link down (unhealthy, never probed,
+    /// `on_uplink_down` applies to its sessions).
+    Down,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Up => "up",
+            AdminState::Drained => "drained",
+            AdminState::Down => "down",
+        }
+    }
+}
+
 /// Per-uplink selection state, as the stats report it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UplinkSelStats {
     pub healthy: bool,
     pub link_up: bool,
+    /// The operator's state for it.
+    pub admin: AdminState,
+    /// Its selection weight (the config's, or the operator's).
+    pub weight: u32,
     /// Unanswered race copies since the last answer.
     pub unanswered_streak: u32,
     /// Distinct destinations (RTT cache keys) toward which race copies on
@@ -130,6 +158,7 @@ impl SelectionCore {
                 stats: UplinkSelStats {
                     healthy: true,
                     link_up: true,
+                    weight: w.max(1),
                     ..UplinkSelStats::default()
                 },
                 failed: ArrayVec::new(),
@@ -163,11 +192,33 @@ impl SelectionCore {
     fn update_health(u: &mut UplinkState) {
         let s = &mut u.stats;
         s.failed_destinations = u.failed.len() as u32;
-        let healthy = s.link_up && !u.failing;
+        let healthy = s.link_up && !u.failing && s.admin != AdminState::Down;
         if healthy != s.healthy {
             s.healthy = healthy;
             s.transitions = s.transitions.saturating_add(1);
         }
+    }
+
+    /// Sets uplink `i`'s administrative state (false: no such uplink).
+    /// Health follows at once; the next snapshot carries it.
+    pub fn set_admin(&mut self, i: usize, state: AdminState) -> bool {
+        let Some(u) = self.uplinks.get_mut(i) else {
+            return false;
+        };
+        u.stats.admin = state;
+        Self::update_health(u);
+        true
+    }
+
+    /// Sets uplink `i`'s selection weight (0 counts as 1; false: no such
+    /// uplink).
+    pub fn set_weight(&mut self, i: usize, weight: u32) -> bool {
+        let Some(u) = self.uplinks.get_mut(i) else {
+            return false;
+        };
+        u.weight = weight.max(1);
+        u.stats.weight = u.weight;
+        true
     }
 
     /// Remembers a failure toward `key`: failures older than the window
@@ -394,7 +445,9 @@ impl SelectionCore {
                 .iter()
                 .map(|u| UplinkView {
                     healthy: u.stats.healthy,
-                    link_up: u.stats.link_up,
+                    // Administratively down is a link down: never probed.
+                    link_up: u.stats.link_up && u.stats.admin != AdminState::Down,
+                    drained: u.stats.admin == AdminState::Drained,
                     weight: u.weight,
                     tcp_sessions: u.tcp,
                     udp_sessions: u.udp,

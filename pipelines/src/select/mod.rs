@@ -67,7 +67,9 @@ mod snapshot;
 pub use self::algorithms::Algorithm;
 pub use self::config::SelectConfig;
 pub use self::events::SelEvent;
-pub use self::management::{SelectionCore, UplinkSelStats, FAILED_DESTS, FAILURE_WINDOW};
+pub use self::management::{
+    AdminState, SelectionCore, UplinkSelStats, FAILED_DESTS, FAILURE_WINDOW,
+};
 pub use self::rtt::{CacheEntry, DestKey, RttEstimator, RACE_MAX};
 pub use self::selector::Selector;
 pub use self::snapshot::{Snapshot, UplinkView};
