@@ -154,6 +154,8 @@ pub struct NatStats {
     pub filtered: u64,
     pub sweep_laps: u64,
     pub race_closed: u64,
+    /// Sessions removed by `appliance sessions flush`.
+    pub flushed: u64,
     pub filtering: &'static str,
     /// Refusals by per-host limit (see `[nat] host_*`).
     pub host_sessions_limit: u64,
@@ -524,6 +526,7 @@ fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
         filtered: sum(|n| n.filtered.get()),
         sweep_laps: sum(|n| n.sweep_laps.get()),
         race_closed: sum(|n| n.race_closed.get()),
+        flushed: sum(|n| n.flushed.get()),
         filtering: plan.nat.filtering.as_str(),
         host_sessions_limit: sum(|n| n.host_sessions_limit.get()),
         host_rate_limit: sum(|n| n.host_rate_limit.get()),

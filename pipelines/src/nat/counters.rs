@@ -30,6 +30,8 @@ pub struct NatCounters {
     /// Losing race copies freed when their server answered (with a SYN+ACK,
     /// which gets an RST, or an RST); the others expire.
     pub race_closed: Counter,
+    /// Sessions removed by the operator (`appliance sessions flush`).
+    pub flushed: Counter,
     /// New sessions refused because their inside host had
     /// `host_max_sessions` live sessions in this shard.
     pub host_sessions_limit: Counter,

@@ -141,6 +141,7 @@ impl NatShard {
                 race_table_full: Counter::new(),
                 events_dropped: Counter::new(),
                 race_closed: Counter::new(),
+                flushed: Counter::new(),
                 host_sessions_limit: Counter::new(),
                 host_rate_limit: Counter::new(),
                 host_races_limit: Counter::new(),

@@ -149,6 +149,19 @@ impl Translate {
         expired
     }
 
+    /// [`NatShard::flush_sessions`], with the races of removed sessions
+    /// settled.
+    pub fn flush_sessions(
+        &mut self,
+        f: &crate::nat::SessionFilter,
+        cursor: u32,
+        scan: usize,
+    ) -> (usize, Option<u32>) {
+        let r = self.nat.flush_sessions(f, cursor, scan);
+        self.race.settle(&mut self.nat);
+        r
+    }
+
     pub fn translate<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
         let mut extra = Burst::new();
         self.translate_hinted(now, pkt, None, &mut extra)
