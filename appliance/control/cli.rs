@@ -161,3 +161,105 @@ pub fn uplink_table(v: &Value) -> String {
     }
     s
 }
+
+/// `appliance sessions [filters] [--limit N]`: pages of at most 1,000
+/// sessions until `limit` or the end; `appliance sessions flush
+/// [filters]`.
+pub fn sessions(
+    socket: &Path,
+    f: super::protocol::Filters,
+    limit: usize,
+    flush: bool,
+    json: bool,
+) -> Result<(), String> {
+    use super::protocol::Cursor;
+    let mut client = Client::connect(socket)?;
+    if flush {
+        let v = client.request(&Command::SessionsFlush {
+            uplink: f.uplink,
+            client: f.client,
+            remote: f.remote,
+            proto: f.proto,
+            state: f.state,
+        })?;
+        if json {
+            return print_json(&v, true);
+        }
+        println!("flushed {} sessions", v["flushed"].as_u64().unwrap_or(0));
+        return Ok(());
+    }
+    let mut all: Vec<Value> = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    while all.len() < limit {
+        let page = (limit - all.len()).min(crate::dataplane::rings::SESSION_PAGE);
+        let v = client.request(&Command::Sessions {
+            uplink: f.uplink.clone(),
+            client: f.client.clone(),
+            remote: f.remote.clone(),
+            proto: f.proto.clone(),
+            state: f.state.clone(),
+            limit: Some(page),
+            cursor,
+        })?;
+        if let Some(list) = v["sessions"].as_array() {
+            all.extend(list.iter().cloned());
+        }
+        match serde_json::from_value::<Option<Cursor>>(v["next"].clone()) {
+            Ok(Some(c)) => cursor = Some(c),
+            Ok(None) => break,
+            Err(e) => return Err(format!("malformed answer from the appliance: {e}")),
+        }
+    }
+    if json {
+        return print_json(&Value::Array(all), true);
+    }
+    print!("{}", session_table(&all));
+    Ok(())
+}
+
+/// Sessions as a table, one line each.
+pub fn session_table(list: &[Value]) -> String {
+    let row = |c: [&str; 13]| {
+        format!(
+            "{:<6} {:<21} {:<21} {:<21} {:<8} {:<12} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10} {:<6}\n",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]
+        )
+    };
+    let mut s = row([
+        "PROTO",
+        "INSIDE",
+        "OUTSIDE",
+        "REMOTE",
+        "UPLINK",
+        "STATE",
+        "IDLE_S",
+        "EXPIRES",
+        "PKTS_OUT",
+        "PKTS_IN",
+        "BYTES_OUT",
+        "BYTES_IN",
+        "RACE",
+    ]);
+    for v in list {
+        let t = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+        let n = |k: &str| v[k].as_u64().unwrap_or(0).to_string();
+        let f = |k: &str| format!("{:.1}", v[k].as_f64().unwrap_or(0.0));
+        s.push_str(&row([
+            &t("proto"),
+            &t("inside"),
+            &t("outside"),
+            &t("remote"),
+            &t("uplink"),
+            &t("state"),
+            &f("idle_s"),
+            &f("expires_in_s"),
+            &n("packets_out"),
+            &n("packets_in"),
+            &n("bytes_out"),
+            &n("bytes_in"),
+            &t("race"),
+        ]));
+    }
+    s.push_str(&format!("{} sessions\n", list.len()));
+    s
+}

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod sessions;
 
 use std::path::PathBuf;
 

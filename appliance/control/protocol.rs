@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use super::sessions::{Cursor, Filters};
 use crate::mgmt::stats::Totals;
 
 /// The protocol version this appliance speaks.
@@ -35,6 +36,37 @@ pub enum Command {
     Uplink { name: String, action: UplinkAction },
     /// Sets an uplink's selection weight (1 or more).
     UplinkWeight { name: String, weight: u32 },
+    /// One page of the sessions matching the filters (every field
+    /// optional): at most `limit` (1..=1000, default 1000) from `cursor`.
+    Sessions {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uplink: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proto: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<Cursor>,
+    },
+    /// Removes every session matching the filters (same as `sessions`).
+    SessionsFlush {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uplink: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proto: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

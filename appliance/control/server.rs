@@ -20,7 +20,9 @@ use crossbeam::queue::ArrayQueue;
 use pipelines::select::AdminState;
 use serde_json::{json, Value};
 
-use super::protocol::{self, Command, UplinkAction, View, MAX_REQUEST};
+use super::protocol::{self, Command, Filters, UplinkAction, View, MAX_REQUEST};
+use super::sessions;
+use crate::dataplane::rings::SESSION_PAGE;
 use crate::mgmt::reader::StatsReader;
 use crate::mgmt::report;
 use crate::mgmt::selection::AdminCmd;
@@ -268,6 +270,55 @@ pub fn handle(state: &State, cmd: Command) -> Result<Value, String> {
             };
             send(state, AdminCmd::State(i, admin))?;
             Ok(json!({"name": name, "admin": admin.as_str()}))
+        }
+        Command::Sessions {
+            uplink,
+            client,
+            remote,
+            proto,
+            state: st,
+            limit,
+            cursor,
+        } => {
+            let f = Filters {
+                uplink,
+                client,
+                remote,
+                proto,
+                state: st,
+            };
+            let r = &state.reader;
+            let filter = sessions::filter(&r.plan, &f)?;
+            let limit = limit.unwrap_or(SESSION_PAGE);
+            if !(1..=SESSION_PAGE).contains(&limit) {
+                return Err(format!(
+                    "limit: {limit}; allowed: 1..={SESSION_PAGE} per request"
+                ));
+            }
+            sessions::list(
+                &r.plan,
+                &r.lcores,
+                &filter,
+                limit,
+                cursor.unwrap_or_default(),
+            )
+        }
+        Command::SessionsFlush {
+            uplink,
+            client,
+            remote,
+            proto,
+            state: st,
+        } => {
+            let f = Filters {
+                uplink,
+                client,
+                remote,
+                proto,
+                state: st,
+            };
+            let filter = sessions::filter(&state.reader.plan, &f)?;
+            sessions::flush(&state.reader.lcores, &filter)
         }
         Command::UplinkWeight { name, weight } => {
             let i = uplink(state, &name)?;

@@ -51,6 +51,8 @@ pub struct LcoreView {
     pub nat: Option<Arc<NatCounters>>,
     pub ports: Arc<Vec<PortCounters>>,
     pub counters: Arc<LcoreCounters>,
+    /// Session requests to its NAT shard (translate lcores).
+    pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
@@ -297,7 +299,12 @@ impl<B: PacketBuf> Lcore<'_, B> {
                 .collect(),
         );
         let counters = Arc::new(LcoreCounters::default());
+        let sessions = stages
+            .translate
+            .is_some()
+            .then(|| Arc::new(crate::dataplane::rings::NatControl::default()));
         a.views.push(LcoreView {
+            sessions: sessions.clone(),
             id: lc.id,
             stages: stage_counters(&stages),
             nat: stages
@@ -334,6 +341,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
             }),
             service_snapshots,
             service_events,
+            sessions,
             stop: self.shared.stop.clone(),
             epoch: self.shared.epoch,
         }

@@ -179,6 +179,9 @@ pub struct Worker<B: PacketBuf> {
     /// of a site with service addresses).
     pub service_snapshots: Option<Arc<ArrayQueue<Arc<pipelines::redirect::db::Snapshot>>>>,
     pub service_events: Option<Arc<ArrayQueue<pipelines::redirect::service::ServiceEvent>>>,
+    /// Session requests (listing, flush) to this lcore's NAT shard from the
+    /// management core, one at a time (translate lcores).
+    pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
 }
@@ -277,8 +280,43 @@ impl<B: PacketBuf> Worker<B> {
         if let Some(t) = self.stages.translate.as_mut() {
             work += t.sweep(now);
         }
+        self.serve_sessions(now);
         self.send_events();
         work
+    }
+
+    /// Answers one session request, if one waits: at most
+    /// [`SESSION_SCAN`](crate::dataplane::rings::SESSION_SCAN) slots
+    /// visited, at most a page of sessions returned.
+    fn serve_sessions(&mut self, now: Nanos) {
+        use crate::dataplane::rings::{NatReply, SESSION_PAGE, SESSION_SCAN};
+        let (Some(ctl), Some(t)) = (self.sessions.as_ref(), self.stages.translate.as_mut()) else {
+            return;
+        };
+        let Some(q) = ctl.requests.pop() else {
+            return;
+        };
+        let mut reply = NatReply {
+            id: q.id,
+            ..NatReply::default()
+        };
+        if q.flush {
+            (reply.removed, reply.next) = t.flush_sessions(&q.filter, q.cursor, SESSION_SCAN);
+        } else {
+            let max = q.max.min(SESSION_PAGE);
+            reply.sessions.reserve(max.min(64));
+            reply.next = t.nat.list_sessions(
+                &q.filter,
+                q.cursor,
+                max,
+                SESSION_SCAN,
+                now,
+                &mut reply.sessions,
+            );
+        }
+        // The management core takes the reply before asking again; a
+        // stale one it abandoned is replaced.
+        let _ = ctl.replies.force_push(reply);
     }
 
     /// Takes the newest selection snapshot, if one was published. The one it

@@ -51,6 +51,7 @@ fn a_full_ring_hands_the_burst_back_and_its_packets_are_counted() {
         events: None,
         service_snapshots: None,
         service_events: None,
+        sessions: None,
         counters: Arc::default(),
         solicit: None,
         stop: Arc::default(),
