@@ -308,6 +308,8 @@ fn control_socket_drives_a_running_demo() {
         Some(2)
     );
 
+    sessions_list_filter_and_flush(&socket);
+
     // The stalled client is still connected and never read; others were
     // answered all along. The run ends normally with its stats JSON.
     drop(stalled);
@@ -317,6 +319,95 @@ fn control_socket_drives_a_running_demo() {
     let up = |v: &Value, n: &str| uplink(&v["uplinks"], n).clone();
     assert_eq!(up(&fin, "isp-c")["weight"], 7);
     assert_eq!(up(&fin, "isp-a")["admin"], "up");
+}
+
+fn sessions(args: &[&str], socket: &Path) -> Vec<Value> {
+    let mut a = vec!["sessions", "--json", "--limit", "100000"];
+    a.extend_from_slice(args);
+    json(&a, socket).as_array().unwrap().clone()
+}
+
+/// `sessions` lists what the stats count, its filters hold, and `flush
+/// --uplink` removes that uplink's sessions and no other.
+fn sessions_list_filter_and_flush(socket: &Path) {
+    let all = sessions(&[], socket);
+    assert!(all.len() > 100, "{}", all.len());
+    let tcp_a = sessions(&["--uplink", "isp-a", "--proto", "tcp"], socket);
+    assert!(!tcp_a.is_empty());
+    assert!(tcp_a
+        .iter()
+        .all(|s| s["uplink"] == "isp-a" && s["proto"] == "tcp"));
+    let est = sessions(&["--state", "established"], socket);
+    assert!(est.iter().all(|s| s["state"] == "established"));
+    let c = sessions(&["--client", "10.0.1.0/24"], socket);
+    assert!(!c.is_empty());
+    assert!(c
+        .iter()
+        .all(|s| s["inside"].as_str().unwrap().starts_with("10.0.1.")));
+    let r = sessions(&["--remote", "203.0.113.10"], socket);
+    assert!(r
+        .iter()
+        .all(|s| s["remote"].as_str().unwrap().starts_with("203.0.113.10:")));
+    // --limit bounds the listing; pages of 1000 join without repeats.
+    let three = json(&["sessions", "--json", "--limit", "3"], socket);
+    assert_eq!(three.as_array().unwrap().len(), 3);
+    let mut keys: Vec<String> = all
+        .iter()
+        .map(|s| format!("{} {} {}", s["proto"], s["inside"], s["remote"]))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), all.len(), "a session listed twice");
+    let table = ok(&["sessions", "--uplink", "isp-b", "--limit", "5"], socket);
+    assert!(
+        table.starts_with("PROTO") && table.ends_with("sessions\n"),
+        "{table}"
+    );
+
+    // Flush isp-b: its sessions go (new ones may come), the others'
+    // stay (fewer only by what expired meanwhile).
+    let count = |u: &str| sessions(&["--uplink", u], socket).len() as u64;
+    let nat = |k: &str| {
+        json(&["stats", "--json"], socket)["nat"][k]
+            .as_u64()
+            .unwrap()
+    };
+    let expired0 = nat("expired");
+    let (a0, b0, c0) = (count("isp-a"), count("isp-b"), count("isp-c"));
+    assert!(b0 > 10, "{b0}");
+    let before = nat("flushed");
+    let out = json(
+        &["sessions", "flush", "--uplink", "isp-b", "--json"],
+        socket,
+    );
+    let flushed = out["flushed"].as_u64().unwrap();
+    assert!(flushed + 20 >= b0, "{flushed} flushed of {b0}");
+    assert_eq!(nat("flushed") - before, flushed);
+    let (a1, b1, c1) = (count("isp-a"), count("isp-b"), count("isp-c"));
+    let expired = nat("expired") - expired0;
+    assert!(b1 < b0 / 2, "isp-b {b0} -> {b1}");
+    assert!(
+        a1 + c1 + expired >= a0 + c0,
+        "others {a0}+{c0} -> {a1}+{c1}, {expired} expired"
+    );
+    // Usage and filter errors.
+    for bad in [
+        &["--client", "10.0.0.0/40"][..],
+        &["--state", "open"],
+        &["--uplink", "isp-z"],
+    ] {
+        let mut a = vec!["sessions"];
+        a.extend_from_slice(bad);
+        let out = appliance(&a, socket);
+        assert_eq!(out.status.code(), Some(1), "{a:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+    }
+    assert_eq!(
+        appliance(&["sessions", "--proto", "sctp"], socket)
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 #[test]
