@@ -109,6 +109,19 @@ enum Cmd {
         #[command(subcommand)]
         op: UplinkCmd,
     },
+    /// A running appliance's RTT table: per destination prefix and uplink.
+    Rtt {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Only destinations in ADDR[/LEN].
+        #[arg(long, value_name = "ADDR[/LEN]")]
+        dest: Option<String>,
+        /// At most N rows.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// A running appliance's NAT sessions (`flush`: remove them), filtered.
     Sessions {
         /// `flush` removes the matching sessions instead of listing them.
@@ -326,6 +339,12 @@ fn main() -> ExitCode {
             let flush = matches!(action, Some(SessionsAction::Flush));
             done(cli::sessions(&socket.path(), filters, limit, flush, json))
         }
+        Cmd::Rtt {
+            socket,
+            dest,
+            limit,
+            json,
+        } => done(cli::rtt(&socket.path(), dest, limit as usize, json)),
         Cmd::Uplink { socket, json, op } => {
             let op = match &op {
                 UplinkCmd::List => UplinkOp::List,

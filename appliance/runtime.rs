@@ -19,7 +19,7 @@ use crate::config::BackendKind;
 use crate::dataplane::assembly::{assemble, Assembly, QueuedLen};
 use crate::mgmt::reader::StatsReader;
 use crate::mgmt::report;
-use crate::mgmt::selection::{AdminCmd, SelectionInputs, SelectionView};
+use crate::mgmt::selection::{AdminCmd, RttControl, SelectionInputs, SelectionView};
 use crate::mgmt::stats::{self, Stats};
 use crate::ports::{BackendControl, PortQueues};
 
@@ -56,6 +56,8 @@ pub struct Runtime {
     reader: Arc<StatsReader>,
     /// The operator's uplink changes, to the selection thread.
     admin: Arc<ArrayQueue<AdminCmd>>,
+    /// The operator's RTT table requests, to the selection thread.
+    rtt: Arc<RttControl>,
     rings: Vec<Arc<dyn QueuedLen>>,
     backend: Backend,
 }
@@ -119,6 +121,7 @@ impl Runtime {
         let state = crate::control::server::State {
             reader: self.reader.clone(),
             admin: self.admin.clone(),
+            rtt: self.rtt.clone(),
         };
         let handle = crate::control::server::spawn(path, state, self.stop.clone())?;
         self.mgmt.push(MgmtThread {
@@ -247,11 +250,13 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         .map(|u| u.weight.max(1))
         .collect();
     let admin = Arc::new(ArrayQueue::new(crate::mgmt::selection::ADMIN_RING_SIZE));
+    let rtt = Arc::new(RttControl::default());
     let inputs = SelectionInputs {
         nat: views.iter().filter_map(|v| v.nat.clone()).collect(),
         link_up: backend.link_state(plan),
         uplinks: plan.topology.uplinks.len(),
         admin: admin.clone(),
+        rtt: rtt.clone(),
     };
     mgmt.push(MgmtThread {
         name: "mgmt-selection",
@@ -336,6 +341,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         mgmt,
         reader,
         admin,
+        rtt,
         rings,
         backend,
     })

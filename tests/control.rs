@@ -232,6 +232,29 @@ fn control_socket_drives_a_running_demo() {
     let live = json(&["stats", "--json"], &socket);
     assert!(live["uptime_s"].as_f64().unwrap() > 0.0);
 
+    // The RTT table: every destination raced over the three ISPs; a
+    // cache hit picks the fastest, isp-a.
+    let rtt = json(&["rtt", "--json", "--limit", "10000"], &socket);
+    let rows = rtt.as_array().unwrap();
+    for isp in ["isp-a", "isp-b", "isp-c"] {
+        assert!(
+            rows.iter().any(|r| r["uplink"] == isp),
+            "{isp} missing: {rtt}"
+        );
+    }
+    let fresh: Vec<&Value> = rows.iter().filter(|r| r["fresh"] == true).collect();
+    assert!(
+        !fresh.is_empty() && fresh.iter().all(|r| r["pick"] == "isp-a"),
+        "{rtt}"
+    );
+    let dest = rows[0]["dest"].as_str().unwrap().to_string();
+    let one = json(&["rtt", "--json", "--dest", &dest], &socket);
+    assert!(one
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["dest"] == dest.as_str()));
+
     // Drain the fastest uplink: every new TCP connection goes elsewhere.
     let before = json(&["uplink", "list", "--json"], &socket);
     assert_eq!(uplink(&before, "isp-a")["admin"], "up");

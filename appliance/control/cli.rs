@@ -263,3 +263,40 @@ pub fn session_table(list: &[Value]) -> String {
     s.push_str(&format!("{} sessions\n", list.len()));
     s
 }
+
+/// `appliance rtt [--dest ADDR[/LEN]] [--limit N]`.
+pub fn rtt(socket: &Path, dest: Option<String>, limit: usize, json: bool) -> Result<(), String> {
+    let v = super::client::request(
+        socket,
+        &Command::Rtt {
+            dest,
+            limit: Some(limit),
+        },
+    )?;
+    if json {
+        return print_json(&v, true);
+    }
+    let mut s = format!(
+        "{:<20} {:<10} {:>11} {:>9} {:>9} {:>8} {:>8} {:<6} {:<10}\n",
+        "DEST", "UPLINK", "SMOOTHED_MS", "MIN_MS", "VAR_MS", "SAMPLES", "AGE_S", "FRESH", "PICK"
+    );
+    let rows = v.as_array().cloned().unwrap_or_default();
+    for r in &rows {
+        let f = |k: &str| r[k].as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+        s.push_str(&format!(
+            "{:<20} {:<10} {:>11} {:>9} {:>9} {:>8} {:>8} {:<6} {:<10}\n",
+            r["dest"].as_str().unwrap_or("?"),
+            r["uplink"].as_str().unwrap_or("?"),
+            f("smoothed_ms"),
+            f("min_ms"),
+            f("var_ms"),
+            r["samples"].as_u64().unwrap_or(0),
+            f("age_s"),
+            if r["fresh"] == true { "fresh" } else { "stale" },
+            r["pick"].as_str().unwrap_or("-"),
+        ));
+    }
+    s.push_str(&format!("{} rows\n", rows.len()));
+    print!("{s}");
+    Ok(())
+}

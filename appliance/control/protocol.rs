@@ -54,6 +54,15 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cursor: Option<Cursor>,
     },
+    /// The RTT table: rows (destination prefix × uplink) whose destination
+    /// lies in `dest` (`ADDR[/LEN]`), at most `limit` (1..=10000, default
+    /// 100).
+    Rtt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dest: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     /// Removes every session matching the filters (same as `sessions`).
     SessionsFlush {
         #[serde(default, skip_serializing_if = "Option::is_none")]

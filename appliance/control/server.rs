@@ -25,7 +25,7 @@ use super::sessions;
 use crate::dataplane::rings::SESSION_PAGE;
 use crate::mgmt::reader::StatsReader;
 use crate::mgmt::report;
-use crate::mgmt::selection::AdminCmd;
+use crate::mgmt::selection::{AdminCmd, RttControl};
 use crate::mgmt::stats::Totals;
 
 /// Clients served at once; one more is answered with an error and closed.
@@ -41,6 +41,7 @@ const POLL_EVERY: Duration = Duration::from_millis(5);
 pub struct State {
     pub reader: Arc<StatsReader>,
     pub admin: Arc<ArrayQueue<AdminCmd>>,
+    pub rtt: Arc<RttControl>,
 }
 
 /// Whether an appliance answers on `path` now.
@@ -320,6 +321,7 @@ pub fn handle(state: &State, cmd: Command) -> Result<Value, String> {
             let filter = sessions::filter(&state.reader.plan, &f)?;
             sessions::flush(&state.reader.lcores, &filter)
         }
+        Command::Rtt { dest, limit } => super::rtt::table(state, dest.as_deref(), limit),
         Command::UplinkWeight { name, weight } => {
             let i = uplink(state, &name)?;
             if weight == 0 {

@@ -48,7 +48,7 @@ pub struct Cursor {
     pub slot: u32,
 }
 
-fn prefix(field: &str, s: &str) -> Result<Prefix, String> {
+pub(crate) fn prefix(field: &str, s: &str) -> Result<Prefix, String> {
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),

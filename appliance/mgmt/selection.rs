@@ -50,6 +50,31 @@ pub enum AdminCmd {
 /// few milliseconds; a full ring refuses a change, nothing is lost silently).
 pub const ADMIN_RING_SIZE: usize = 64;
 
+/// A request for the RTT table (`appliance rtt`): rows within a prefix,
+/// at most `limit`.
+#[derive(Clone, Copy, Debug)]
+pub struct RttQuery {
+    pub id: u64,
+    pub within: Option<(std::net::IpAddr, u8)>,
+    pub limit: usize,
+}
+
+/// The selection thread's table requests and answers: one in flight,
+/// answered within one drain period (5 ms).
+pub struct RttControl {
+    pub requests: ArrayQueue<RttQuery>,
+    pub replies: ArrayQueue<(u64, Vec<pipelines::select::RttRow>)>,
+}
+
+impl Default for RttControl {
+    fn default() -> Self {
+        RttControl {
+            requests: ArrayQueue::new(1),
+            replies: ArrayQueue::new(1),
+        }
+    }
+}
+
 /// Where the management core reads loads and link states.
 pub struct SelectionInputs {
     pub nat: Vec<Arc<NatCounters>>,
@@ -58,6 +83,8 @@ pub struct SelectionInputs {
     pub uplinks: usize,
     /// The operator's uplink changes.
     pub admin: Arc<ArrayQueue<AdminCmd>>,
+    /// The operator's RTT table requests.
+    pub rtt: Arc<RttControl>,
 }
 
 /// Starts the management core's selection thread.
@@ -90,6 +117,10 @@ pub fn spawn(
                         AdminCmd::State(u, st) => core.set_admin(u, st),
                         AdminCmd::Weight(u, w) => core.set_weight(u, w),
                     };
+                }
+                if let Some(q) = inputs.rtt.requests.pop() {
+                    let rows = core.rtt_rows(now, q.within, q.limit);
+                    let _ = inputs.rtt.replies.force_push((q.id, rows));
                 }
                 // An operator's change is published at once.
                 if changed || last_publish.elapsed() >= publish_every {

@@ -63,23 +63,23 @@ pub struct UplinkSelStats {
 
 /// One uplink's measurements to one destination.
 #[derive(Clone, Copy, Debug)]
-struct UplinkRtt {
-    uplink: UplinkId,
-    est: RttEstimator,
+pub(super) struct UplinkRtt {
+    pub(super) uplink: UplinkId,
+    pub(super) est: RttEstimator,
     /// When `est` last took a sample.
-    last: Nanos,
+    pub(super) last: Nanos,
 }
 
 /// What the core keeps of one destination.
 #[derive(Clone, Debug)]
-struct DestRecord {
+pub(super) struct DestRecord {
     /// When the last race to it was decided; `None` while none was.
-    raced_at: Option<Nanos>,
+    pub(super) raced_at: Option<Nanos>,
     /// Last event for it (orders undecided records for eviction).
     seen: Nanos,
     /// At most [`RACE_MAX`]; a new uplink replaces the least recently
     /// sampled one.
-    rtts: ArrayVec<UplinkRtt, RACE_MAX>,
+    pub(super) rtts: ArrayVec<UplinkRtt, RACE_MAX>,
 }
 
 impl DestRecord {
@@ -119,8 +119,8 @@ pub const FAILED_DESTS: usize = 16;
 pub const FAILURE_WINDOW: Nanos = Nanos::from_secs(60);
 
 #[derive(Clone, Debug)]
-struct UplinkState {
-    stats: UplinkSelStats,
+pub(super) struct UplinkState {
+    pub(super) stats: UplinkSelStats,
     /// Destinations whose race copies failed on this uplink, with the last
     /// failure's time; cleared by an answer. Fixed capacity: the oldest
     /// goes for a new one.
@@ -138,9 +138,9 @@ struct UplinkState {
 
 /// Management side: turns events and periodic counters into snapshots.
 pub struct SelectionCore {
-    cfg: SelectConfig,
-    uplinks: Vec<UplinkState>,
-    dests: HashMap<DestKey, DestRecord>,
+    pub(super) cfg: SelectConfig,
+    pub(super) uplinks: Vec<UplinkState>,
+    pub(super) dests: HashMap<DestKey, DestRecord>,
     version: u64,
     /// Reused by the capacity eviction.
     scratch: Vec<u64>,

@@ -63,6 +63,7 @@ pub mod policy;
 mod rtt;
 mod selector;
 mod snapshot;
+mod table;
 
 pub use self::algorithms::Algorithm;
 pub use self::config::SelectConfig;
@@ -73,6 +74,7 @@ pub use self::management::{
 pub use self::rtt::{CacheEntry, DestKey, RttEstimator, RACE_MAX};
 pub use self::selector::Selector;
 pub use self::snapshot::{Snapshot, UplinkView};
+pub use self::table::RttRow;
 
 #[cfg(test)]
 mod tests;

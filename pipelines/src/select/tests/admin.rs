@@ -78,3 +78,42 @@ fn weights_change_and_unknown_uplinks_are_refused() {
     assert!(!c.set_weight(2, 3));
     assert!(!c.set_admin(9, AdminState::Down));
 }
+
+#[test]
+fn rtt_rows_show_each_uplink_freshness_and_the_cache_pick() {
+    let mut c = core(2);
+    let dst = v4(192, 0, 2, 1);
+    // The decided race's winner first; the other copy answers later.
+    c.on_event(&answer(dst, 0, Some(ms(10)), true), ms(1));
+    c.on_event(&answer(dst, 1, Some(ms(30)), false), ms(2));
+    c.on_event(&answer(v4(198, 51, 100, 7), 1, Some(ms(50)), true), ms(3));
+    let rows = c.rtt_rows(ms(4), None, 100);
+    assert_eq!(rows.len(), 3);
+    let cfg = SelectConfig::default();
+    let key = DestKey::new(dst, cfg.prefix_v4, cfg.prefix_v6).addr();
+    let mine: Vec<_> = rows.iter().filter(|r| r.dest == key).collect();
+    assert_eq!(mine.len(), 2);
+    assert_eq!((mine[0].uplink, mine[1].uplink), (0, 1));
+    assert!(mine
+        .iter()
+        .all(|r| r.fresh && r.pick == Some(0) && r.prefix == cfg.prefix_v4));
+    assert_eq!(mine[0].est.smoothed(), Some(ms(10)));
+    assert_eq!((mine[0].age, mine[1].age), (ms(3), ms(2)));
+    // Filters and limits.
+    let net = Some((v4(192, 0, 2, 0), 24));
+    assert_eq!(c.rtt_rows(ms(4), net, 100).len(), 2);
+    assert_eq!(c.rtt_rows(ms(4), Some((v4(10, 0, 0, 0), 8)), 100).len(), 0);
+    assert_eq!(c.rtt_rows(ms(4), None, 1).len(), 1);
+    // A drained uplink is not what a cache hit picks.
+    c.set_admin(0, AdminState::Drained);
+    assert!(c
+        .rtt_rows(ms(4), net, 100)
+        .iter()
+        .all(|r| r.pick == Some(1)));
+    // Past the TTL: stale, no pick.
+    let late = ms(5).saturating_add(SelectConfig::default().rtt_cache_ttl);
+    assert!(c
+        .rtt_rows(late, net, 100)
+        .iter()
+        .all(|r| !r.fresh && r.pick.is_none()));
+}
