@@ -123,32 +123,7 @@ enum Cmd {
         json: bool,
     },
     /// A running appliance's NAT sessions (`flush`: remove them), filtered.
-    Sessions {
-        /// `flush` removes the matching sessions instead of listing them.
-        #[arg(value_enum)]
-        action: Option<SessionsAction>,
-        #[command(flatten)]
-        socket: SocketArg,
-        /// Only sessions on this uplink.
-        #[arg(long)]
-        uplink: Option<String>,
-        /// Only sessions of inside clients in ADDR[/LEN].
-        #[arg(long, value_name = "ADDR[/LEN]")]
-        client: Option<String>,
-        /// Only sessions to outside remotes in ADDR[/LEN].
-        #[arg(long, value_name = "ADDR[/LEN]")]
-        remote: Option<String>,
-        #[arg(long, value_enum)]
-        proto: Option<ProtoArg>,
-        /// syn_sent, syn_received, established, fin_seen, closed, rst, udp, icmp.
-        #[arg(long)]
-        state: Option<String>,
-        /// List at most N sessions.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-        limit: u64,
-        #[arg(long)]
-        json: bool,
-    },
+    Sessions(SessionsArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -163,6 +138,34 @@ enum ProtoArg {
     Udp,
     Icmp,
     Icmpv6,
+}
+
+#[derive(clap::Args)]
+struct SessionsArgs {
+    /// `flush` removes the matching sessions instead of listing them.
+    #[arg(value_enum)]
+    action: Option<SessionsAction>,
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Only sessions on this uplink.
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Only sessions of inside clients in ADDR[/LEN].
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    client: Option<String>,
+    /// Only sessions to outside remotes in ADDR[/LEN].
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    remote: Option<String>,
+    #[arg(long, value_enum)]
+    proto: Option<ProtoArg>,
+    /// syn_sent, syn_received, established, fin_seen, closed, rst, udp, icmp.
+    #[arg(long)]
+    state: Option<String>,
+    /// List at most N sessions.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -309,36 +312,7 @@ fn main() -> ExitCode {
             watch,
             json,
         } => done(cli::stats(&socket.path(), watch, json)),
-        Cmd::Sessions {
-            action,
-            socket,
-            uplink,
-            client,
-            remote,
-            proto,
-            state,
-            limit,
-            json,
-        } => {
-            let filters = appliance::control::protocol::Filters {
-                uplink,
-                client,
-                remote,
-                proto: proto.map(|p| {
-                    match p {
-                        ProtoArg::Tcp => "tcp",
-                        ProtoArg::Udp => "udp",
-                        ProtoArg::Icmp => "icmp",
-                        ProtoArg::Icmpv6 => "icmpv6",
-                    }
-                    .to_string()
-                }),
-                state,
-            };
-            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-            let flush = matches!(action, Some(SessionsAction::Flush));
-            done(cli::sessions(&socket.path(), filters, limit, flush, json))
-        }
+        Cmd::Sessions(args) => sessions_cmd(args),
         Cmd::Rtt {
             socket,
             dest,
@@ -357,6 +331,39 @@ fn main() -> ExitCode {
             done(cli::uplink(&socket.path(), op, json))
         }
     }
+}
+
+/// `appliance sessions [flush] [filters]`.
+fn sessions_cmd(args: SessionsArgs) -> ExitCode {
+    let SessionsArgs {
+        action,
+        socket,
+        uplink,
+        client,
+        remote,
+        proto,
+        state,
+        limit,
+        json,
+    } = args;
+    let filters = appliance::control::protocol::Filters {
+        uplink,
+        client,
+        remote,
+        proto: proto.map(|p| {
+            match p {
+                ProtoArg::Tcp => "tcp",
+                ProtoArg::Udp => "udp",
+                ProtoArg::Icmp => "icmp",
+                ProtoArg::Icmpv6 => "icmpv6",
+            }
+            .to_string()
+        }),
+        state,
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let flush = matches!(action, Some(SessionsAction::Flush));
+    done(cli::sessions(&socket.path(), filters, limit, flush, json))
 }
 
 /// Where `run` serves its control socket: `--socket`, else `[control]
