@@ -11,6 +11,8 @@
 # appliance's RSS; at the end one line
 #   soak: result tcp_ok=.. tcp_failed=.. udp_ok=.. udp_failed=.. sessions_end=..
 #         rss_kb_first=.. rss_kb_mid=.. rss_kb_max=.. rss_kb_end=.. flood_sent=..
+# (RSS: at the first sample, at the first sample after the flood, the
+# highest, and once sessions are back to 0)
 # and exits 1 when a well-behaved host had a failed request or sessions did not
 # return to 0 (the RSS numbers are for the reader and the CI test).
 #
@@ -226,10 +228,14 @@ while (($(date +%s) < END)); do
         phase=traffic
     fi
     sample "$phase"
-    ((now - START < SOAK_SECS / 2 + SAMPLE)) && RSS_MID=$(rss_kb)
+    # The first sample once the flood is over.
+    if ((RSS_MID == 0 && now >= FLOOD_AT)) && ! kill -0 "$FLOOD_PID" 2>/dev/null; then
+        RSS_MID=$(rss_kb)
+    fi
     sleep "$SAMPLE"
 done
 wait "$FLOOD_PID" 2>/dev/null || true
+((RSS_MID > 0)) || RSS_MID=$(rss_kb)
 # Let the last requests finish (curl -m 10, UDP 2 s).
 sleep 11
 # --- back to 0 after the timeouts -------------------------------------------

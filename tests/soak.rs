@@ -67,7 +67,7 @@ fn a_short_soak_has_no_failures_and_returns_to_zero_sessions() {
     assert!(max - first <= 64 * 1024, "RSS grew by {} KiB", max - first);
     assert!(
         end <= mid + 8 * 1024,
-        "RSS grew by {} KiB after the middle of the soak",
+        "RSS grew by {} KiB after the flood",
         end.saturating_sub(mid)
     );
     assert!(out.status.success(), "soak.sh failed: {err}");
