@@ -59,6 +59,8 @@ mod hosts;
 mod index;
 #[cfg(test)]
 mod limits_tests;
+#[cfg(test)]
+mod mapping_tests;
 mod ports;
 mod session;
 mod shard;
