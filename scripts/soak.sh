@@ -278,7 +278,7 @@ FLOOD_SENT=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' "$OUT/flood.log" 
 import json, sys
 s = json.load(open(sys.argv[1]))
 n = s["nat"]
-keys = ["created", "expired", "table_full", "evicted_unanswered", "host_sessions_limit",
+keys = ["created", "expired", "table_full", "evicted_unanswered", "evicted_closed", "host_sessions_limit",
         "host_rate_limit", "host_races_limit", "mapping_sessions_limit", "tcp_sessions", "udp_sessions"]
 print("soak: nat " + " ".join("%s=%s" % (k, n.get(k)) for k in keys))
 print("soak: top offenders " + ", ".join("%s (%s refusals)" % (o["host"], o["refusals"])
