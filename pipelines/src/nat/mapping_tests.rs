@@ -261,3 +261,127 @@ fn a_closed_session_on_the_list_expires_and_is_replaced_as_before() {
     assert_eq!(nat.oldest_unanswered(), None);
     assert_eq!(nat.len(), 0);
 }
+
+mod invariants {
+    use super::*;
+    use crate::nat::session::NONE;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Udp {
+            host: u8,
+            port: u16,
+            remote: u8,
+        },
+        Tcp {
+            host: u8,
+            port: u16,
+        },
+        Answer(usize),
+        /// FINs both ways (`false`) or an RST from outside (`true`).
+        Close(usize, bool),
+        Remove(usize),
+        Sweep(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..4, 1u16..6, 1u8..8).prop_map(|(host, port, remote)| Op::Udp { host, port, remote }),
+            3 => (0u8..4, 1u16..300).prop_map(|(host, port)| Op::Tcp { host, port }),
+            3 => (0usize..64).prop_map(Op::Answer),
+            2 => (0usize..64, any::<bool>()).prop_map(|(n, r)| Op::Close(n, r)),
+            1 => (0usize..64).prop_map(Op::Remove),
+            1 => (0u16..300).prop_map(Op::Sweep),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The eviction list is, oldest first, exactly the unanswered
+        /// sessions (from their creation) and the closed TCP connections
+        /// (from their close); a two-way connection that has not ended is
+        /// never evicted; every mapping's count is its chain's length and
+        /// never passes the limit.
+        #[test]
+        fn the_eviction_list_and_mapping_counts_keep_their_invariants(ops in prop::collection::vec(op(), 1..300)) {
+            let mut nat = shard(24, 3, Filtering::default());
+            let mut now = T0;
+            let mut live: Vec<u32> = Vec::new();
+            let mut list: Vec<u32> = Vec::new(); // the model, oldest first
+            let mut closed = std::collections::HashSet::new();
+            let mut open_two_way = std::collections::HashSet::new();
+            let pick = |live: &Vec<u32>, n: usize| live.get(n % live.len().max(1)).copied();
+            for o in ops {
+                match o {
+                    Op::Udp { host, port, remote } => {
+                        let k = udp(&format!("10.0.0.{}", host + 1), 5000 + port, remote);
+                        if let Ok((i, _)) = nat.create_out(&k, 0, MAC, now) { live.push(i); list.push(i); }
+                    }
+                    Op::Tcp { host, port } => {
+                        let k = tcp(&format!("10.0.0.{}", host + 1), 10_000 + port);
+                        if let Ok((i, _)) = nat.create_out(&k, 0, MAC, now) {
+                            nat.touch(i, now, 60, TCP_SYN, false);
+                            live.push(i);
+                            list.push(i);
+                        }
+                    }
+                    Op::Answer(n) => if let Some(i) = pick(&live, n) {
+                        let tcp = nat.session(i).unwrap().proto == proto::TCP;
+                        nat.touch(i, now, 60, if tcp { TCP_SYN | TCP_ACK } else { 0 }, true);
+                        if tcp { nat.touch(i, now, 60, TCP_ACK, false); }
+                        if !closed.contains(&i) {
+                            list.retain(|&x| x != i);
+                            open_two_way.insert(i);
+                        }
+                    },
+                    Op::Close(n, rst) => if let Some(i) = pick(&live, n) {
+                        if nat.session(i).unwrap().proto != proto::TCP || closed.contains(&i) { continue; }
+                        if rst {
+                            nat.touch(i, now, 60, TCP_RST, true);
+                        } else {
+                            nat.touch(i, now, 60, TCP_FIN | TCP_ACK, false);
+                            nat.touch(i, now, 60, TCP_FIN | TCP_ACK, true);
+                        }
+                        list.retain(|&x| x != i);
+                        list.push(i);
+                        closed.insert(i);
+                        open_two_way.remove(&i);
+                    },
+                    Op::Remove(n) => if let Some(i) = pick(&live, n) {
+                        nat.remove(i);
+                    },
+                    Op::Sweep(ms) => {
+                        now = now.saturating_add(Nanos::from_millis(u64::from(ms) * 1_000));
+                        nat.sweep_slice(now, 64);
+                    }
+                }
+                let _ = nat.take_race_exits().count();
+                let gone: Vec<u32> = live.iter().copied().filter(|&x| nat.session(x).is_none()).collect();
+                for x in gone {
+                    live.retain(|&y| y != x);
+                    list.retain(|&y| y != x);
+                    closed.remove(&x);
+                    open_two_way.remove(&x);
+                }
+                prop_assert!(nat.len() <= 24);
+                let mut walk = Vec::new();
+                let mut i = nat.unans_head;
+                while i != NONE { walk.push(i); i = nat.slots[i as usize].newer; }
+                prop_assert_eq!(&walk, &list);
+                for &x in &open_two_way {
+                    prop_assert!(!walk.contains(&x));
+                }
+                for &x in &live {
+                    let s = nat.session(x).unwrap();
+                    if s.prev != NONE { continue; }
+                    let mut len = 0u16;
+                    let mut j = x;
+                    while j != NONE { len += 1; j = nat.slots[j as usize].next; }
+                    prop_assert!(len <= 3, "mapping of {} has {} sessions", x, len);
+                    prop_assert_eq!(nat.mapping_sessions(x).copied(), Some(len));
+                }
+            }
+        }
+    }
+}
