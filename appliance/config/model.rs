@@ -270,6 +270,9 @@ pub struct NatSection {
     /// Inside hosts with live sessions each shard tracks (every shard sees
     /// every active host); a further host's new flows are refused.
     pub max_hosts_per_shard: usize,
+    /// Most live sessions one mapping (an inside endpoint's NAT address and
+    /// port on an uplink) holds; further new sessions on it are refused.
+    pub mapping_max_sessions: u32,
 }
 
 impl Default for NatSection {
@@ -291,6 +294,7 @@ impl Default for NatSection {
             host_new_burst: 4_000,
             host_max_races: 1_024,
             max_hosts_per_shard: 8_192,
+            mapping_max_sessions: 256,
         }
     }
 }

@@ -164,6 +164,11 @@ pub struct NatStats {
     pub hosts_table_full: u64,
     /// Unanswered sessions evicted for new flows in nearly full shards.
     pub evicted_unanswered: u64,
+    /// Closed TCP sessions (FINs both ways, or an RST) evicted for new
+    /// flows in nearly full shards.
+    pub evicted_closed: u64,
+    /// New sessions refused on a mapping at `[nat] mapping_max_sessions`.
+    pub mapping_sessions_limit: u64,
     /// The inside hosts refused most (summed over shards), most first.
     pub top_offenders: Vec<OffenderStats>,
 }
@@ -533,6 +538,8 @@ fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
         host_races_limit: sum(|n| n.host_races_limit.get()),
         hosts_table_full: sum(|n| n.hosts_table_full.get()),
         evicted_unanswered: sum(|n| n.evicted_unanswered.get()),
+        evicted_closed: sum(|n| n.evicted_closed.get()),
+        mapping_sessions_limit: sum(|n| n.mapping_sessions_limit.get()),
         top_offenders: top_offenders(lcores),
     }
 }

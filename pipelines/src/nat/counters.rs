@@ -47,6 +47,13 @@ pub struct NatCounters {
     /// Sessions that never saw an answer, removed (oldest first) to make
     /// room for a new flow in a nearly full shard.
     pub evicted_unanswered: Counter,
+    /// Closed TCP sessions (FINs both ways, or an RST), removed (oldest
+    /// first, on the same list as unanswered ones) to make room for a new
+    /// flow in a nearly full shard.
+    pub evicted_closed: Counter,
+    /// New sessions refused because their mapping had
+    /// `mapping_max_sessions` live sessions.
+    pub mapping_sessions_limit: Counter,
     /// The hosts this shard refused most, by refusals (unordered; an empty
     /// slot has `refusals` 0).
     pub top: [TopHost; TOP_HOSTS],

@@ -62,6 +62,8 @@ mod limits_tests;
 mod list;
 #[cfg(test)]
 mod list_tests;
+#[cfg(test)]
+mod mapping_tests;
 mod ports;
 mod session;
 mod shard;

@@ -82,6 +82,7 @@ drop_reasons! {
     HostsTableFull => "hosts_table_full", "new flow of an inside host the shard does not track while its host table is full ([nat] max_hosts)";
     TcpOutOfWindow => "tcp_out_of_window", "TCP segment from outside outside the inside host's window (an RST not in [RCV.NXT, RCV.NXT+RCV.WND), data or FIN past the window, an ACK of unsent data): the session is not refreshed";
     TcpInvalidFlags => "tcp_invalid_flags", "TCP segment with an invalid flag combination (SYN+FIN, SYN+RST, FIN+RST, no flags, FIN or data without ACK)";
+    MappingSessionsLimit => "mapping_sessions_limit", "new flow on a mapping (an inside endpoint's NAT address and port) that has its most live sessions ([nat] mapping_max_sessions)";
 }
 
 #[cfg(test)]
