@@ -308,7 +308,8 @@ impl<B: PacketBuf> Worker<B> {
     }
 
     /// Moves translate's selection events onto the ring to the management
-    /// core; a full ring counts them `events_dropped`.
+    /// core; a full ring counts them `events_dropped` (service failure
+    /// events: `redirection.failure_events_lost`).
     fn send_events(&mut self) {
         if let (Some(p), Some(ring)) = (
             self.stages
@@ -318,7 +319,9 @@ impl<B: PacketBuf> Worker<B> {
             self.service_events.as_ref(),
         ) {
             for ev in p.events.drain(..) {
-                let _ = ring.push(ev);
+                if ring.push(ev).is_err() {
+                    p.counters.failure_events_lost.inc();
+                }
             }
         }
         let (Some(t), Some(ring)) = (self.stages.translate.as_mut(), self.events.as_ref()) else {

@@ -74,6 +74,7 @@ drop_reasons! {
     RaceSuppressed => "race_suppressed", "a SYN copy for a race that is already settled or already has a copy on that uplink (a retransmitted SYN does not start a second race)";
     RaceLoser => "race_loser", "a segment from an uplink that lost the race (its SYN+ACK is answered with an RST instead)";
     RaceNegative => "race_negative", "a negative answer (RST, or ICMP error) to a race copy while another copy can still answer: the client does not see it";
+    RaceCopyFailed => "race_copy_failed", "a copy the appliance makes for a race (a first-payload copy for another uplink, a replayed client segment, an RST to a losing copy) that could not be written into its buffer";
     RacePending => "race_pending", "a segment on a racing uplink before the race is decided that cannot be delivered to the client";
     NoServer => "no_server", "a first request to a service address that no local server can take (a plain request to a service without local servers)";
     RedirectDone => "redirect_done", "a segment of a redirected TCP exchange that needs no answer (the client acknowledged the redirection)";
