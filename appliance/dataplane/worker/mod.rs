@@ -232,6 +232,11 @@ impl<B: PacketBuf> Worker<B> {
         for q in 0..self.rx.len() {
             let mut burst = Burst::new();
             let n = self.rx[q].rx_burst(&mut burst, self.burst_size);
+            let oversize = self.rx[q].take_oversize();
+            if oversize > 0 {
+                self.producer_counters(Stage::Classify)
+                    .count_drops(DropReason::RxOversize, oversize);
+            }
             if n > 0 {
                 let port = burst[0].meta().in_port as usize;
                 if let Some(c) = self.ports.get(port) {
@@ -454,6 +459,11 @@ impl<B: PacketBuf> Worker<B> {
             }
             let bytes: u64 = out.iter().map(|p| p.data().len() as u64).sum();
             let sent = self.tx[port].tx_burst(out);
+            let oversize = self.tx[port].take_oversize();
+            if oversize > 0 {
+                self.producer_counters(Stage::Transmit)
+                    .count_drops(DropReason::TxOversize, oversize);
+            }
             let left_bytes: u64 = out.iter().map(|p| p.data().len() as u64).sum();
             if let Some(c) = self.ports.get(port) {
                 c.tx_packets.add(sent as u64);

@@ -69,6 +69,8 @@ drop_reasons! {
     TableFull => "table_full", "NAT shard at its session capacity";
     RingFull => "ring_full", "next stage's ring was full";
     TxFull => "tx_full", "port TX queue did not take the packet";
+    TxOversize => "tx_oversize", "larger than the egress port can send (af_packet: its MTU plus the Ethernet header and VLAN tags, or the 2,000-byte TX frame); dropped alone, the rest of its burst goes on";
+    RxOversize => "rx_oversize", "received frame larger than a packet buffer (af_packet: a frame merged by GRO/LRO when the offloads could not be turned off)";
     NoTxPort => "no_tx_port", "no egress port decided for the packet";
     NoBuffer => "no_buffer", "the buffer pool had no buffer for a copy the appliance makes (a race copy)";
     RaceSuppressed => "race_suppressed", "a SYN copy for a race that is already settled or already has a copy on that uplink (a retransmitted SYN does not start a second race)";
