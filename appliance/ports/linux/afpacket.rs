@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use pipelines::{Burst, HeapBuf, HeapPool, PacketBuf};
 
-use super::ethtool::{self, Offload};
+use super::ethtool;
 use super::rawsock::{self, RawSocket};
 use crate::config::plan::Plan;
 use crate::config::AfPacketConfig;
@@ -235,6 +235,14 @@ fn open_ring_socket(
             ..TpacketReq3::default()
         }
     });
+    if tx_req.is_some() {
+        // A frame the kernel refuses (larger than the MTU after all, say)
+        // is skipped rather than stopping every frame behind it (set before
+        // any ring: the kernel refuses it after).
+        let one: libc::c_int = 1;
+        sock.setsockopt(libc::SOL_PACKET, PACKET_LOSS, &one)
+            .map_err(|e| ctx("PACKET_LOSS", e))?;
+    }
     if let Some(r) = &rx_req {
         sock.setsockopt(libc::SOL_PACKET, libc::PACKET_RX_RING, r)
             .map_err(|e| ctx("PACKET_RX_RING", e))?;
@@ -246,10 +254,6 @@ fn open_ring_socket(
         // Straight to the driver: the appliance is the only sender here and
         // keeps its own queues. Best effort (older kernels lack it).
         let _ = sock.setsockopt(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
-        // A frame the kernel refuses (larger than the MTU after all, say)
-        // is skipped rather than stopping every frame behind it.
-        sock.setsockopt(libc::SOL_PACKET, PACKET_LOSS, &one)
-            .map_err(|e| ctx("PACKET_LOSS", e))?;
     }
     let size =
         |r: &Option<TpacketReq3>| r.map_or(0, |r| r.block_size as usize * r.block_nr as usize);
@@ -538,7 +542,7 @@ pub struct AfPacketControl {
     /// Serialises reads of the kernel counters (reading resets them).
     kernel_lock: Mutex<()>,
     /// Offloads turned off at start, per interface: back on at stop.
-    offloads_off: Vec<(String, Vec<Offload>)>,
+    offloads_off: Vec<(String, Vec<String>)>,
 }
 
 impl Drop for AfPacketControl {
@@ -548,12 +552,17 @@ impl Drop for AfPacketControl {
 }
 
 /// Turns back on the offloads [`open`] turned off.
-fn restore_offloads(offloads_off: &[(String, Vec<Offload>)]) {
+fn restore_offloads(offloads_off: &[(String, Vec<String>)]) {
     for (ifname, offs) in offloads_off {
-        for o in offs {
-            if let Err(e) = ethtool::set_offload(ifname, *o, true) {
-                eprintln!("af_packet: {ifname}: cannot turn {} back on: {e}", o.name);
-            }
+        let names: Vec<&str> = offs.iter().map(String::as_str).collect();
+        if names.is_empty() {
+            continue;
+        }
+        if let Err(e) = ethtool::set_features(ifname, &names, true) {
+            eprintln!(
+                "af_packet: {ifname}: cannot turn {} back on: {e}",
+                names.join(", ")
+            );
         }
     }
 }
@@ -700,7 +709,7 @@ pub fn open(
     let mut stats = Vec::new();
     let mut rx_sockets = Vec::new();
     let mut interfaces = Vec::new();
-    let mut offloads_off: Vec<(String, Vec<Offload>)> = Vec::new();
+    let mut offloads_off: Vec<(String, Vec<String>)> = Vec::new();
     for (p, port) in plan.ports.iter().enumerate() {
         let ifname = port
             .interface
@@ -895,5 +904,117 @@ mod tests {
             let seen = got.first();
             assert_eq!(seen, Some(&f), "tag restored, frame intact");
         });
+    }
+
+    #[test]
+    fn an_oversize_frame_is_dropped_alone_and_the_rest_of_its_burst_goes() {
+        let ns = VethNs::new();
+        ns.run(|| {
+            let cfg = small_rings();
+            let mut a = open_port("v0", 0, &cfg, 1, 1, pool()).unwrap();
+            let mut b = open_port("v1", 1, &cfg, 1, 1, pool()).unwrap();
+            // MTU 1500: 1514 bytes with the Ethernet header go; 1515 (over
+            // the MTU, under the 2,000-byte TX frame: the kernel would
+            // refuse it) and 1600 do not; a tagged 1518 goes.
+            let mut tagged = frame(4, 1518);
+            tagged.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+            tagged.truncate(1518);
+            let frames = [
+                frame(0, 100),
+                frame(1, 1515),
+                frame(2, 1514),
+                frame(3, 1600),
+                tagged.clone(),
+                frame(5, 60),
+            ];
+            let mut burst = Burst::new();
+            for f in &frames {
+                burst.push(pool().alloc_with(f).unwrap());
+            }
+            assert_eq!(
+                a.queues.tx[0].tx_burst(&mut burst),
+                4,
+                "every frame but the two oversize"
+            );
+            assert!(burst.is_empty(), "nothing left for tx_full");
+            assert_eq!(a.queues.tx[0].take_oversize(), 2);
+            assert_eq!(a.queues.tx[0].take_oversize(), 0, "reading resets");
+            assert_eq!(a.stats.tx_oversize.load(Ordering::Relaxed), 2);
+            let got = collect(&mut b.queues.rx, 1, 4);
+            let want = vec![
+                frames[0].clone(),
+                frames[2].clone(),
+                tagged,
+                frames[5].clone(),
+            ];
+            assert_eq!(got.len(), 4);
+            assert!(got == want, "the other frames arrive, in order");
+            // The ring goes on after them.
+            let mut burst = Burst::new();
+            burst.push(pool().alloc_with(&frame(6, 200)).unwrap());
+            assert_eq!(a.queues.tx[0].tx_burst(&mut burst), 1);
+            assert_eq!(collect(&mut b.queues.rx, 1, 1).len(), 1);
+        });
+    }
+
+    #[test]
+    fn open_turns_gro_off_and_stop_turns_it_back_on() {
+        let ns = VethNs::new();
+        let name = ns.0.clone();
+        let k = move |ifname: &str| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &name, "ethtool", "-k", ifname])
+                .output()
+                .expect("ethtool");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let x = |args: &[&str]| {
+            let st = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.0, "ethtool"])
+                .args(args)
+                .status()
+                .expect("ethtool");
+            assert!(st.success());
+        };
+        x(&["-K", "v0", "gro", "on", "tso", "on", "gso", "on"]);
+        x(&["-K", "v1", "gro", "on"]);
+        assert!(k("v0").contains("generic-receive-offload: on"));
+        let toml = r#"
+backend = "af-packet"
+[lan]
+port = "lan"
+prefixes = ["10.0.0.0/24"]
+addresses = ["10.0.0.1"]
+[[ports]]
+name = "lan"
+interface = "v0"
+mac = "02:00:00:00:99:00"
+[[ports]]
+name = "wan"
+interface = "v1"
+mac = "02:00:00:00:99:01"
+[[uplinks]]
+name = "isp"
+port = "wan"
+nat_addresses = ["100.64.1.10"]
+next_hop_mac = "02:00:00:00:0a:fe"
+"#;
+        let cfg = crate::config::parse(toml).unwrap();
+        let plan = crate::config::plan::validate_with_cpus(&cfg, 4).unwrap();
+        let control = ns.run(move || open(&plan, pool()).map(|(_, c)| c).unwrap());
+        for v in ["v0", "v1"] {
+            let shown = k(v);
+            for off in [
+                "generic-receive-offload: off",
+                "tcp-segmentation-offload: off",
+                "generic-segmentation-offload: off",
+            ] {
+                assert!(shown.contains(off), "{v}: {off} in\n{shown}");
+            }
+        }
+        // Stopping (the control dropped in the namespace) restores them.
+        ns.run(move || drop(control));
+        assert!(k("v0").contains("generic-receive-offload: on"));
+        assert!(k("v1").contains("generic-receive-offload: on"));
     }
 }
