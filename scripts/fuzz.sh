@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 secs="${1:-30}"
-case "$secs" in '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [SECS_PER_TARGET]" >&2; exit 2 ;; esac
+case "$secs" in '' | *[!0-9]* | 0 | 0*) echo "usage: scripts/fuzz.sh [SECS_PER_TARGET]" >&2; exit 2 ;; esac
 rss="${FUZZ_RSS_MB:-2048}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 toolchain="${FUZZ_TOOLCHAIN:-nightly}"

@@ -326,7 +326,11 @@ fn oversize_frames_of_the_ports_are_counted_as_drops_and_not_as_tx_full() {
     }
     w.flush_tx(&mut pending);
     assert_eq!(tc.drops(DropReason::TxOversize), 1);
-    assert_eq!(tc.drops(DropReason::TxFull), 0, "the rest of the burst went");
+    assert_eq!(
+        tc.drops(DropReason::TxFull),
+        0,
+        "the rest of the burst went"
+    );
     assert_eq!(*sent.lock().unwrap(), vec![100, 200]);
     assert_eq!(pool.in_use(), 0);
 }

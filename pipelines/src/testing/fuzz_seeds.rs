@@ -29,6 +29,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     out
 }
 
+/// A pipeline record: (port, dt, frame).
+type Record = (u16, u8, Vec<u8>);
+
 fn synack(nat: &str, seq: u32) -> Vec<u8> {
     server_segment(nat, 0x12, seq, 1, &[], &[])
 }
@@ -54,7 +57,7 @@ fn pipeline_seeds() -> Vec<(String, Vec<u8>)> {
     arp.extend_from_slice(&CLIENT_MAC);
     arp.extend_from_slice(&[10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
     let w = |p: u16, f: &Vec<u8>| (p, 1u8, f.clone());
-    let sets: Vec<(&str, u8, Vec<(u16, u8, Vec<u8>)>)> = vec![
+    let sets: Vec<(&str, u8, Vec<Record>)> = vec![
         (
             "race_synack",
             0,
