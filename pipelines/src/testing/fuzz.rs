@@ -42,12 +42,20 @@ pub const SERVER6: &str = "2001:db8:ffff::5";
 pub const CLIENT: &str = "10.0.0.2";
 pub const CLIENT6: &str = "fd00::2";
 /// The client's TCP port of the racing connection (the NAT keeps it: port
-/// preservation) and its UDP port.
+/// preservation) and its UDP port: inside the rig's NAT port range.
 pub const TCP_PORT: u16 = 40000;
-pub const UDP_PORT: u16 = 5353;
+pub const UDP_PORT: u16 = 40100;
+/// The ICMP echo identifier of the fixed echo (kept as its NAT "port").
+pub const ECHO_ID: u16 = 40200;
 /// The master service address (uplink 0) when services are on.
 pub const SERVICE: &str = "192.0.2.10";
 pub const SERVICE_PORT: u16 = 7000;
+
+/// The rig's NAT ports.
+pub const NAT_PORTS: crate::topology::NatPortRange = crate::topology::NatPortRange {
+    first: 40000,
+    last: 40511,
+};
 
 /// Mode bits of the first input byte.
 pub const MODE_FIRST_PAYLOAD: u8 = 1;
@@ -82,9 +90,11 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// The rig in `mode` (the mode bits above) with nothing sent yet.
+    /// The rig in `mode` (the mode bits above) with nothing sent yet. Its
+    /// NAT port range is [`NAT_PORTS`]: shuffling the full range for every
+    /// input would cost more than the input.
     pub fn new(mode: u8) -> Rig {
-        let topo = site(1);
+        let topo = site_with(NAT_PORTS, 1);
         let policy = SelectionPolicy {
             mode: if mode & MODE_FIRST_PAYLOAD != 0 {
                 RaceMode::FirstPayload
@@ -141,7 +151,7 @@ impl Rig {
                 CLIENT,
                 SERVER,
                 L4::EchoRequest {
-                    ident: 7,
+                    ident: ECHO_ID,
                     seq_no: 1,
                 },
             ),
@@ -351,7 +361,7 @@ pub fn neighbour(data: &[u8]) {
     rig.run(&[(port, &frame), (port, body)]);
     rig.assert_conserved();
     let mut out = [0u8; 128];
-    let topo = site(1);
+    let topo = site_with(NAT_PORTS, 1);
     for hop in rig.neighbours.hops() {
         let _ = crate::neighbour::write_request(&topo, hop, &mut out);
     }

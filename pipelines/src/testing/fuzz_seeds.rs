@@ -46,7 +46,7 @@ fn pipeline_seeds() -> Vec<(String, Vec<u8>)> {
         SERVER,
         NAT4,
         L4::EchoReply {
-            ident: 7,
+            ident: ECHO_ID,
             seq_no: 1,
         },
     );
