@@ -83,7 +83,8 @@ fn every_config_seed_is_a_valid_site() {
 #[test]
 fn corpora_and_regressions_replay_cleanly() {
     use pipelines::testing::fuzz;
-    let targets: [(&str, fn(&[u8])); 5] = [
+    type Body = fn(&[u8]);
+    let targets: [(&str, Body); 5] = [
         ("pipeline", fuzz::pipeline),
         ("icmp_error", fuzz::icmp_error),
         ("neighbour", fuzz::neighbour),
