@@ -244,6 +244,9 @@ pub struct RedirectionStats {
     /// Failure reports ignored: not from a client redirected to that target
     /// within the failure window.
     pub failure_reports_refused: u64,
+    /// Failure events lost on their way to the management core (a shard's
+    /// event buffer or its ring full): not packets, reports not acted on.
+    pub failure_events_lost: u64,
     pub avoided: u64,
     pub by_target: BTreeMap<String, u64>,
     pub servers: Vec<crate::mgmt::redirect::ServerView>,
@@ -315,6 +318,7 @@ fn redirection(
         no_server: sum(&|c| c.no_server.get()),
         failures: sum(&|c| c.failures.get()),
         failure_reports_refused: sum(&|c| c.failure_reports_refused.get()),
+        failure_events_lost: sum(&|c| c.failure_events_lost.get()),
         avoided: view.avoided,
         by_target,
         servers: view.servers.clone(),

@@ -235,6 +235,11 @@ impl<B: PacketBuf> Worker<B> {
         for q in 0..self.rx.len() {
             let mut burst = Burst::new();
             let n = self.rx[q].rx_burst(&mut burst, self.burst_size);
+            let oversize = self.rx[q].take_oversize();
+            if oversize > 0 {
+                self.producer_counters(Stage::Classify)
+                    .count_drops(DropReason::RxOversize, oversize);
+            }
             if n > 0 {
                 let port = burst[0].meta().in_port as usize;
                 if let Some(c) = self.ports.get(port) {
@@ -346,7 +351,8 @@ impl<B: PacketBuf> Worker<B> {
     }
 
     /// Moves translate's selection events onto the ring to the management
-    /// core; a full ring counts them `events_dropped`.
+    /// core; a full ring counts them `events_dropped` (service failure
+    /// events: `redirection.failure_events_lost`).
     fn send_events(&mut self) {
         if let (Some(p), Some(ring)) = (
             self.stages
@@ -356,7 +362,9 @@ impl<B: PacketBuf> Worker<B> {
             self.service_events.as_ref(),
         ) {
             for ev in p.events.drain(..) {
-                let _ = ring.push(ev);
+                if ring.push(ev).is_err() {
+                    p.counters.failure_events_lost.inc();
+                }
             }
         }
         let (Some(t), Some(ring)) = (self.stages.translate.as_mut(), self.events.as_ref()) else {
@@ -489,6 +497,11 @@ impl<B: PacketBuf> Worker<B> {
             }
             let bytes: u64 = out.iter().map(|p| p.data().len() as u64).sum();
             let sent = self.tx[port].tx_burst(out);
+            let oversize = self.tx[port].take_oversize();
+            if oversize > 0 {
+                self.producer_counters(Stage::Transmit)
+                    .count_drops(DropReason::TxOversize, oversize);
+            }
             let left_bytes: u64 = out.iter().map(|p| p.data().len() as u64).sum();
             if let Some(c) = self.ports.get(port) {
                 c.tx_packets.add(sent as u64);

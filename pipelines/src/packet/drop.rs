@@ -69,11 +69,14 @@ drop_reasons! {
     TableFull => "table_full", "NAT shard at its session capacity";
     RingFull => "ring_full", "next stage's ring was full";
     TxFull => "tx_full", "port TX queue did not take the packet";
+    TxOversize => "tx_oversize", "larger than the egress port can send (af_packet: its MTU plus the Ethernet header and VLAN tags, or the 2,000-byte TX frame); dropped alone, the rest of its burst goes on";
+    RxOversize => "rx_oversize", "received frame larger than a packet buffer (af_packet: a frame merged by GRO/LRO when the offloads could not be turned off)";
     NoTxPort => "no_tx_port", "no egress port decided for the packet";
     NoBuffer => "no_buffer", "the buffer pool had no buffer for a copy the appliance makes (a race copy)";
     RaceSuppressed => "race_suppressed", "a SYN copy for a race that is already settled or already has a copy on that uplink (a retransmitted SYN does not start a second race)";
     RaceLoser => "race_loser", "a segment from an uplink that lost the race (its SYN+ACK is answered with an RST instead)";
     RaceNegative => "race_negative", "a negative answer (RST, or ICMP error) to a race copy while another copy can still answer: the client does not see it";
+    RaceCopyFailed => "race_copy_failed", "a copy the appliance makes for a race (a first-payload copy for another uplink, a replayed client segment, an RST to a losing copy) that could not be written into its buffer";
     RacePending => "race_pending", "a segment on a racing uplink before the race is decided that cannot be delivered to the client";
     NoServer => "no_server", "a first request to a service address that no local server can take (a plain request to a service without local servers)";
     RedirectDone => "redirect_done", "a segment of a redirected TCP exchange that needs no answer (the client acknowledged the redirection)";

@@ -25,6 +25,8 @@
 pub mod bufs;
 pub mod chain;
 pub mod frames;
+pub mod fuzz;
+pub mod fuzz_seeds;
 pub mod icmp;
 pub mod raw;
 pub mod reads;

@@ -164,7 +164,12 @@ impl Translate {
 
     pub fn translate<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
         let mut extra = Burst::new();
-        self.translate_hinted(now, pkt, None, &mut extra)
+        let r = self.translate_hinted(now, pkt, None, &mut extra);
+        // One packet in, one out: the packets the appliance made beside it
+        // (race copies, replays, RSTs) have no room here; counted, freed.
+        self.counters
+            .count_drops(DropReason::RingFull, extra.len() as u64);
+        r
     }
 
     fn translate_hinted<B: PacketBuf>(
