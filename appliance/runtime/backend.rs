@@ -144,7 +144,7 @@ fn with_port_macs(plan: &Plan, macs: &[[u8; 6]]) -> Plan {
             ..info.clone()
         })
         .collect();
-    plan.topology = Arc::new(pipelines::Topology::new(
+    let mut topo = pipelines::Topology::new(
         ports,
         t.lan_port,
         t.lan_prefixes.clone(),
@@ -152,7 +152,9 @@ fn with_port_macs(plan: &Plan, macs: &[[u8; 6]]) -> Plan {
         t.uplinks.clone(),
         t.nat_ports,
         t.shards,
-    ));
+    );
+    topo.icmp = t.icmp;
+    plan.topology = Arc::new(topo);
     let lock_time = plan.neighbours.lock_time();
     plan.neighbours = Arc::new(
         pipelines::neighbour::Neighbours::new(&plan.topology.uplinks).with_lock_time(lock_time),

@@ -9,6 +9,7 @@
 //! another stage's internals: what two stages share lives in one of those.
 
 pub mod classify;
+pub mod local;
 pub mod replicate;
 pub mod translate;
 pub mod transmit;
