@@ -113,7 +113,14 @@ impl Classify {
                 .is_some_and(|u| u.port == port_id)
         };
         if own {
-            return self.echo(pkt, p, port_id, port, lan, v6);
+            if let Some(r) = self.echo(pkt, p, port_id, port, lan, v6) {
+                return Some(r);
+            }
+        }
+        if own == lan {
+            // To the LAN gateway (not forwarded), or on an uplink to an
+            // address not its own (classify drops it).
+            return None;
         }
         if lan && !t.is_lan_source(p.src) {
             // Spoofed: classify drops it; never an error to that address.
