@@ -282,6 +282,19 @@ pub(super) fn check_mtus(
                 ),
             );
         }
+        let l2 = pipelines::wire::ethernet::l2_len(p.vlan);
+        let room = pipelines::packet::buf::DATA_ROOM - l2;
+        if usize::from(p.mtu) > room {
+            return err(
+                path,
+                format!(
+                    "{}: the appliance's buffers hold {}-byte frames, so at most {room} on this {} port",
+                    p.mtu,
+                    pipelines::packet::buf::DATA_ROOM,
+                    if p.vlan.is_some() { "tagged" } else { "untagged" }
+                ),
+            );
+        }
         let v6 = (usize::from(lan.port) == i && lan.prefixes.iter().any(|x| x.addr.is_ipv6()))
             || uplinks
                 .iter()
