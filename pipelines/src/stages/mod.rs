@@ -6,7 +6,9 @@
 //!
 //! A stage imports `packet/`, `wire/`, the tables (`nat/`, `race/`), the
 //! selection policy (`select/`), `neighbour/` and `topology`, but never
-//! another stage's internals: what two stages share lives in one of those.
+//! another stage's internals: what two stages share lives in one of those,
+//! or in [`local`] (not a stage: the ICMP the appliance originates, its rate
+//! limit and egress fragmentation, used by classify and transmit).
 
 pub mod classify;
 pub mod local;
