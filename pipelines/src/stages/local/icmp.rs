@@ -254,7 +254,7 @@ pub fn restore_quote<B: PacketBuf>(
     let mut old_addr = [0u8; 16];
     old_addr[..alen].copy_from_slice(field);
     field.copy_from_slice(&new_addr[..alen]);
-    if !v6 {
+    if !v6 && (ipv4::MIN_HEADER_LEN..=ip.len()).contains(&ipv4::header_len(ip)) {
         ipv4::fill_checksum(ip);
     }
     let (port_at, csum_at, pseudo) = match protocol {
