@@ -367,9 +367,16 @@ fn ttl_one_is_dropped_without_creating_a_session() {
         ISP0_MAC,
         None,
         0x0800,
-        &ip_packet(r, n, 1, &udp(53, nat_port, b"a")),
+        &ip_packet(r, n, 64, &udp(53, nat_port, b"a")),
     );
-    assert_eq!(s.back(&expiring).unwrap_err(), DropReason::TtlExpired);
+    // Classify answers TTL 1 with time exceeded; past it, translate drops.
+    let mut pkt = buf(&expiring, WAN_PORT);
+    s.classify.classify(&mut pkt).unwrap();
+    set_ttl(&mut pkt, 1);
+    assert_eq!(
+        s.translate.translate(T0, &mut pkt).unwrap_err(),
+        DropReason::TtlExpired
+    );
     let fine = ethernet(
         WAN_MAC,
         ISP0_MAC,
