@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use pipelines::nat::NatCounters;
 use pipelines::neighbour::HopCounters;
+use pipelines::packet::counter::Sent;
 use pipelines::{DropReason, StageCounters};
 use serde::Serialize;
 use serde_json::Value;
@@ -92,6 +93,9 @@ pub struct StageStats {
     pub drops_total: u64,
     /// By drop reason, every reason present.
     pub drops: BTreeMap<&'static str, u64>,
+    /// What the stage originated (ICMP echo replies and errors, fragments)
+    /// or refused to send (`icmp_rate_limited`), every key present.
+    pub originated: BTreeMap<&'static str, u64>,
     /// Instances (lcores running the stage).
     pub lcores: usize,
 }
@@ -457,7 +461,12 @@ fn stages(lcores: &[LcoreView]) -> BTreeMap<&'static str, StageStats> {
                 .iter()
                 .map(|r| (r.as_str(), insts.iter().map(|c| c.drops(*r)).sum::<u64>()))
                 .collect();
+            let originated = Sent::ALL
+                .iter()
+                .map(|w| (w.as_str(), insts.iter().map(|c| c.sent(*w)).sum::<u64>()))
+                .collect();
             let stats = StageStats {
+                originated,
                 packets: insts.iter().map(|c| c.packets.get()).sum::<u64>(),
                 drops_total: insts.iter().map(|c| c.total_drops()).sum::<u64>(),
                 drops,

@@ -135,6 +135,28 @@ fn plan_control(cfg: &Config) -> Result<Option<std::path::PathBuf>, ConfigError>
     Ok(Some(p.clone()))
 }
 
+/// `[icmp]`: every rate and size at least 1 (a limit of 0 would silence
+/// the appliance: turn `uplinks[].answer_ping` off instead).
+fn plan_icmp(cfg: &Config) -> Result<pipelines::topology::IcmpLimits, ConfigError> {
+    let c = &cfg.icmp;
+    for (key, v, max) in [
+        ("rate_per_second", c.rate_per_second as usize, 1_000_000),
+        ("burst", c.burst as usize, 1_000_000),
+        ("max_destinations", c.max_destinations, 1 << 20),
+        ("global_per_second", c.global_per_second as usize, 1_000_000),
+    ] {
+        if !(1..=max).contains(&v) {
+            return err(format!("icmp.{key}"), format!("{v}; allowed: 1..={max}"));
+        }
+    }
+    Ok(pipelines::topology::IcmpLimits {
+        rate_per_second: c.rate_per_second,
+        burst: c.burst,
+        max_destinations: c.max_destinations,
+        global_per_second: c.global_per_second,
+    })
+}
+
 pub fn available_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -151,7 +173,9 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
     let shards = lcores::shards(&groups);
     let (nat, nat_ports) = nat::plan_nat(cfg, shards)?;
     let selection = selection::plan_selection(&cfg.selection)?;
-    let topology = ports::topology(&ports, lan, uplinks, nat_ports, shards);
+    ports::check_mtus(&ports, &lan, &uplinks)?;
+    let icmp = plan_icmp(cfg)?;
+    let topology = ports::topology(&ports, lan, uplinks, nat_ports, shards, icmp);
     let neighbours = Arc::new(plan_neighbours(cfg, &topology)?);
     let sim = backends::plan_sim_section(cfg, &topology)?;
     let af_packet = backends::plan_af_packet(cfg)?;

@@ -202,6 +202,9 @@ impl<B: PacketBuf> Worker<B> {
         let mut idle_streak: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Nanos(self.epoch.elapsed().as_nanos() as u64);
+            if let Some(tx) = self.stages.transmit.as_mut() {
+                tx.set_now(now);
+            }
             let work = self.turn(now, &mut pending);
             if work > 0 {
                 self.counters.busy_turns.inc();

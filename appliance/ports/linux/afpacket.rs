@@ -631,6 +631,27 @@ pub fn interface_macs(plan: &Plan) -> Result<Vec<[u8; 6]>, String> {
         .collect()
 }
 
+/// Checks each `ports[].mtu` against its interface's MTU (SIOCGIFMTU): the
+/// appliance may send no larger datagram than the interface carries.
+pub fn check_mtus(plan: &Plan) -> Result<(), String> {
+    for (i, p) in plan.ports.iter().enumerate() {
+        let ifname = p.interface.as_deref().unwrap_or("");
+        let dev = rawsock::if_mtu(ifname)
+            .map_err(|e| format!("port `{}`: interface `{ifname}`: {e}", p.name))?;
+        if u32::from(p.mtu) > dev {
+            return Err(mtu_error(i, p.mtu, &format!("interface `{ifname}`"), dev));
+        }
+    }
+    Ok(())
+}
+
+/// The error of a `ports[i].mtu` larger than its device's.
+pub fn mtu_error(i: usize, mtu: u16, what: &str, dev: u32) -> String {
+    format!(
+        "ports[{i}].mtu = {mtu} is larger than the MTU of {what}, {dev}: lower ports[{i}].mtu to at most {dev} or raise the device's MTU"
+    )
+}
+
 /// One port's queues on `ifname`, with its counters and RX sockets.
 struct OpenPort {
     queues: PortQueues<HeapBuf>,

@@ -84,6 +84,11 @@ drop_reasons! {
     HostRateLimit => "host_rate_limit", "new flow of an inside host past its new-sessions rate ([nat] host_new_per_second, host_new_burst)";
     HostsTableFull => "hosts_table_full", "new flow of an inside host the shard does not track while its host table is full ([nat] max_hosts)";
     TcpOutOfWindow => "tcp_out_of_window", "TCP segment from outside outside the inside host's window (an RST not in [RCV.NXT, RCV.NXT+RCV.WND), data or FIN past the window, an ACK of unsent data): the session is not refreshed";
+    NotForUs => "not_for_us", "frame whose destination MAC is not the port's, broadcast (ARP only), IPv6 all-nodes or the solicited-node group of one of the port's addresses";
+    MartianDestination => "martian_destination", "LAN packet to a multicast, broadcast (255.255.255.255 or a LAN subnet's), loopback, link-local or unspecified address: not translated";
+    MartianSource => "martian_source", "uplink packet from a LAN prefix, a NAT address, loopback, multicast, broadcast or unspecified source";
+    IcmpRateLimited => "icmp_rate_limited", "echo request to the appliance not answered: its ICMP rate limit ([icmp] rate_per_second, burst) is spent";
+    TooBig => "too_big", "packet larger than the egress port's MTU that may not be fragmented (IPv4 DF, any IPv6) and gets no fragmentation needed / packet too big in its place (an ICMP error, a non-first fragment, a special source, the ICMP rate limit spent), or fragments that found no room";
     TcpInvalidFlags => "tcp_invalid_flags", "TCP segment with an invalid flag combination (SYN+FIN, SYN+RST, FIN+RST, no flags, FIN or data without ACK)";
     MappingSessionsLimit => "mapping_sessions_limit", "new flow on a mapping (an inside endpoint's NAT address and port) that has its most live sessions ([nat] mapping_max_sessions)";
 }
