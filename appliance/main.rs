@@ -11,6 +11,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use appliance::config::{self, plan};
+use appliance::control::cli::{self, UplinkOp};
+use appliance::control::protocol::UplinkAction;
 use appliance::lab::delayline;
 use appliance::mgmt::report;
 use appliance::runtime;
@@ -39,11 +41,18 @@ enum Cmd {
         /// Write the final stats JSON here.
         #[arg(long)]
         stats_out: Option<PathBuf>,
+        /// Serve the control socket here (else `[control] socket`, else
+        /// $XDG_RUNTIME_DIR/appliance.sock or /tmp/appliance-$UID.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
     /// Validate a configuration and print the plan it becomes.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Validate for a machine with this many CPUs (default: this one).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        cpus: Option<u32>,
     },
     /// Carry frames between two interfaces with a delay, jitter and loss (the
     /// netns lab's ISP wire; this kernel has no netem).
@@ -77,20 +86,151 @@ enum Cmd {
     },
     /// Benchmark the packet path (reserved: arrives with the benchmark issue).
     Bench,
-    /// Query a running appliance's stats (reserved: arrives with the control socket).
-    Stats,
+    /// A running appliance's stats: the exit summary, live.
+    Stats {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Redraw every SECS seconds with per-second rates.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<f64>,
+        /// The stats JSON (the keys of --stats-out); with --watch one line
+        /// per redraw.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A running appliance's uplinks: list them, drain, resume, take down,
+    /// bring up, change a weight.
+    Uplink {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Print the answer as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        op: UplinkCmd,
+    },
+    /// A running appliance's RTT table: per destination prefix and uplink.
+    Rtt {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Only destinations in ADDR[/LEN].
+        #[arg(long, value_name = "ADDR[/LEN]")]
+        dest: Option<String>,
+        /// At most N rows.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A running appliance's NAT sessions (`flush`: remove them), filtered.
+    Sessions(SessionsArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SessionsAction {
+    /// Remove the matching sessions (their ports are freed).
+    Flush,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProtoArg {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+#[derive(clap::Args)]
+struct SessionsArgs {
+    /// `flush` removes the matching sessions instead of listing them.
+    #[arg(value_enum)]
+    action: Option<SessionsAction>,
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Only sessions on this uplink.
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Only sessions of inside clients in ADDR[/LEN].
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    client: Option<String>,
+    /// Only sessions to outside remotes in ADDR[/LEN].
+    #[arg(long, value_name = "ADDR[/LEN]")]
+    remote: Option<String>,
+    #[arg(long, value_enum)]
+    proto: Option<ProtoArg>,
+    /// syn_sent, syn_received, established, fin_seen, closed, rst, udp, icmp.
+    #[arg(long)]
+    state: Option<String>,
+    /// List at most N sessions.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct SocketArg {
+    /// The running appliance's control socket (default:
+    /// $XDG_RUNTIME_DIR/appliance.sock, else /tmp/appliance-$UID.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+}
+
+impl SocketArg {
+    fn path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(appliance::control::default_socket)
+    }
+}
+
+#[derive(Subcommand)]
+enum UplinkCmd {
+    /// Every uplink: admin state, health, weight, sessions, races, RTT.
+    List,
+    /// No new flows or races on it; its sessions stay until they end.
+    Drain { name: String },
+    /// Undo a drain.
+    Resume { name: String },
+    /// Administratively down: as a link down (`on_uplink_down` applies).
+    Down { name: String },
+    /// Undo a down (or a drain).
+    Up { name: String },
+    /// Set its selection weight.
+    Weight {
+        name: String,
+        #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+        weight: u32,
+    },
 }
 
 fn load(path: &Path) -> Result<plan::Plan, String> {
+    load_for(path, None)
+}
+
+/// The plan for a machine with `cpus` CPUs (default: this one).
+fn load_for(path: &Path, cpus: Option<u32>) -> Result<plan::Plan, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let cfg = config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    plan::validate(&cfg).map_err(|e| format!("{}: {e}", path.display()))
+    let cpus = cpus.map_or_else(plan::available_cpus, |n| n as usize);
+    plan::validate_with_cpus(&cfg, cpus).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Exit 0, or 1 with one `error:` line.
+fn done(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => match load(&config) {
+        Cmd::Check { config, cpus } => match load_for(&config, cpus) {
             Ok(plan) => {
                 print!("{}", plan.describe());
                 println!("ok: {} is valid", config.display());
@@ -105,6 +245,7 @@ fn main() -> ExitCode {
             config,
             duration,
             stats_out,
+            socket,
         } => {
             let plan = match load(&config) {
                 Ok(p) => p,
@@ -113,7 +254,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match run(&plan, duration, stats_out.as_deref()) {
+            let socket = control_socket(socket, &plan);
+            match run(&plan, duration, stats_out.as_deref(), socket) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -161,14 +303,94 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Bench | Cmd::Stats => {
+        Cmd::Bench => {
             eprintln!("error: this subcommand is reserved and not available in this version");
             ExitCode::from(2)
+        }
+        Cmd::Stats {
+            socket,
+            watch,
+            json,
+        } => done(cli::stats(&socket.path(), watch, json)),
+        Cmd::Sessions(args) => sessions_cmd(args),
+        Cmd::Rtt {
+            socket,
+            dest,
+            limit,
+            json,
+        } => done(cli::rtt(&socket.path(), dest, limit as usize, json)),
+        Cmd::Uplink { socket, json, op } => {
+            let op = match &op {
+                UplinkCmd::List => UplinkOp::List,
+                UplinkCmd::Drain { name } => UplinkOp::Set(name, UplinkAction::Drain),
+                UplinkCmd::Resume { name } => UplinkOp::Set(name, UplinkAction::Resume),
+                UplinkCmd::Down { name } => UplinkOp::Set(name, UplinkAction::Down),
+                UplinkCmd::Up { name } => UplinkOp::Set(name, UplinkAction::Up),
+                UplinkCmd::Weight { name, weight } => UplinkOp::Weight(name, *weight),
+            };
+            done(cli::uplink(&socket.path(), op, json))
         }
     }
 }
 
-fn run(plan: &plan::Plan, duration: Option<f64>, stats_out: Option<&Path>) -> anyhow::Result<()> {
+/// `appliance sessions [flush] [filters]`.
+fn sessions_cmd(args: SessionsArgs) -> ExitCode {
+    let SessionsArgs {
+        action,
+        socket,
+        uplink,
+        client,
+        remote,
+        proto,
+        state,
+        limit,
+        json,
+    } = args;
+    let filters = appliance::control::protocol::Filters {
+        uplink,
+        client,
+        remote,
+        proto: proto.map(|p| {
+            match p {
+                ProtoArg::Tcp => "tcp",
+                ProtoArg::Udp => "udp",
+                ProtoArg::Icmp => "icmp",
+                ProtoArg::Icmpv6 => "icmpv6",
+            }
+            .to_string()
+        }),
+        state,
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let flush = matches!(action, Some(SessionsAction::Flush));
+    done(cli::sessions(&socket.path(), filters, limit, flush, json))
+}
+
+/// Where `run` serves its control socket: `--socket`, else `[control]
+/// socket`, else the default path; when the default path is served by
+/// another appliance already, this one runs without a socket (and says
+/// so): a second demo next to a first keeps working.
+fn control_socket(flag: Option<PathBuf>, plan: &plan::Plan) -> Option<PathBuf> {
+    if flag.is_some() || plan.control_socket.is_some() {
+        return flag.or_else(|| plan.control_socket.clone());
+    }
+    let path = appliance::control::default_socket();
+    if appliance::control::server::in_use(&path) {
+        eprintln!(
+            "warning: the control socket {} is served by another appliance; this one runs without one (give --socket)",
+            path.display()
+        );
+        return None;
+    }
+    Some(path)
+}
+
+fn run(
+    plan: &plan::Plan,
+    duration: Option<f64>,
+    stats_out: Option<&Path>,
+    socket: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let duration = match duration {
         Some(d) if !(d > 0.0 && d.is_finite()) => {
             anyhow::bail!("--duration must be a positive number of seconds")
@@ -184,6 +406,7 @@ fn run(plan: &plan::Plan, duration: Option<f64>, stats_out: Option<&Path>) -> an
         duration,
         live_status: true,
         stop: Some(stop),
+        socket,
     };
     let stats = runtime::run_report(plan, &opts)?;
     print!("{}", report::summary(&stats));

@@ -10,15 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use crossbeam::queue::ArrayQueue;
 use pipelines::select::SelectionCore;
 use pipelines::PacketBuf;
 
 use crate::config::plan::Plan;
 use crate::config::BackendKind;
 use crate::dataplane::assembly::{assemble, Assembly, QueuedLen};
+use crate::mgmt::reader::StatsReader;
 use crate::mgmt::report;
-use crate::mgmt::selection::{SelectionInputs, SelectionView};
-use crate::mgmt::stats::{self, LcoreView, Stats, StatsSources};
+use crate::mgmt::selection::{AdminCmd, RttControl, SelectionInputs, SelectionView};
+use crate::mgmt::stats::{self, Stats};
 use crate::ports::{BackendControl, PortQueues};
 
 mod backend;
@@ -38,6 +40,8 @@ pub struct RunOptions {
     pub live_status: bool,
     /// Stop when this becomes true (Ctrl-C handler, tests).
     pub stop: Option<Arc<AtomicBool>>,
+    /// Serve the control socket here (`appliance run` always gives one).
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// A running appliance: its lcore threads and its backend.
@@ -48,14 +52,14 @@ pub struct Runtime {
     /// The management core's threads (selection, redirection): one that
     /// ends before the stop stops the appliance ([`Runtime::health`]).
     mgmt: Vec<MgmtThread>,
-    selection: Arc<Mutex<SelectionView>>,
-    selection_counters: Vec<Arc<pipelines::select::policy::SelectionCounters>>,
-    redirect: Arc<Mutex<crate::mgmt::redirect::RedirectView>>,
-    redirect_counters: Vec<Arc<pipelines::redirect::service::ServiceCounters>>,
-    lcores: Vec<LcoreView>,
+    /// What the stats are built from (shared with the control socket).
+    reader: Arc<StatsReader>,
+    /// The operator's uplink changes, to the selection thread.
+    admin: Arc<ArrayQueue<AdminCmd>>,
+    /// The operator's RTT table requests, to the selection thread.
+    rtt: Arc<RttControl>,
     rings: Vec<Arc<dyn QueuedLen>>,
     backend: Backend,
-    started: Instant,
 }
 
 impl Runtime {
@@ -108,22 +112,24 @@ impl Runtime {
 
     /// The stats as of now.
     pub fn report(&self) -> Stats {
-        stats::build(&StatsSources {
-            plan: &self.plan,
-            uptime: self.started.elapsed(),
-            lcores: &self.lcores,
-            backend_name: self.backend.name(),
-            backend: self.backend.control().stats(),
-            selection: &self.selection.lock().map(|v| v.clone()).unwrap_or_default(),
-            selection_counters: &self.selection_counters,
-            redirect: self.plan.redirection.as_ref().map(|p| {
-                (
-                    p,
-                    self.redirect.lock().map(|v| v.clone()).unwrap_or_default(),
-                    &self.redirect_counters[..],
-                )
-            }),
-        })
+        self.reader.report()
+    }
+
+    /// Serves the control socket at `path` (see [`crate::control`]) until
+    /// the appliance stops; the socket file goes with it.
+    pub fn serve_control(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+        let state = crate::control::server::State {
+            reader: self.reader.clone(),
+            admin: self.admin.clone(),
+            rtt: self.rtt.clone(),
+        };
+        let handle = crate::control::server::spawn(path, state, self.stop.clone())?;
+        self.mgmt.push(MgmtThread {
+            name: "mgmt-control",
+            what: "control socket",
+            handle: Some(handle),
+        });
+        Ok(())
     }
 
     /// An error naming the management thread that ended (panicked or
@@ -243,10 +249,14 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         .iter()
         .map(|u| u.weight.max(1))
         .collect();
+    let admin = Arc::new(ArrayQueue::new(crate::mgmt::selection::ADMIN_RING_SIZE));
+    let rtt = Arc::new(RttControl::default());
     let inputs = SelectionInputs {
         nat: views.iter().filter_map(|v| v.nat.clone()).collect(),
         link_up: backend.link_state(plan),
         uplinks: plan.topology.uplinks.len(),
+        admin: admin.clone(),
+        rtt: rtt.clone(),
     };
     mgmt.push(MgmtThread {
         name: "mgmt-selection",
@@ -313,19 +323,27 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         }
     }
 
+    let reader = Arc::new(StatsReader {
+        plan: plan.clone(),
+        started: Instant::now(),
+        lcores: views,
+        backend_name: backend.name(),
+        backend: backend.shared_control(),
+        selection: selection_view,
+        selection_counters,
+        redirect: redirect_view,
+        redirect_counters,
+    });
     Ok(Runtime {
         plan: plan.clone(),
         stop,
         threads,
         mgmt,
-        selection: selection_view,
-        selection_counters,
-        redirect: redirect_view,
-        redirect_counters,
-        lcores: views,
+        reader,
+        admin,
+        rtt,
         rings,
         backend,
-        started: Instant::now(),
     })
 }
 
@@ -339,6 +357,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> anyhow::Result<serde_json::Value> 
 /// [`run`], returning the stats at exit as [`Stats`].
 pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
     let mut rt = Runtime::start(plan)?;
+    if let Some(path) = &opts.socket {
+        rt.serve_control(path)?;
+    }
     let started = Instant::now();
     let show = opts.live_status && std::io::stderr().is_terminal();
     let mut last_status = Instant::now();
@@ -364,7 +385,7 @@ pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
         }
         if rt.backend.control().input_done() {
             // Drained when nothing is queued and counters stopped moving.
-            let progress = stats::Totals::of(&rt.lcores).processed();
+            let progress = stats::Totals::of(&rt.reader.lcores).processed();
             if rt.in_flight() == 0 && progress == last_progress {
                 quiet_checks += 1;
                 if quiet_checks >= 4 {
@@ -376,7 +397,7 @@ pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
             last_progress = progress;
         }
         if show && last_status.elapsed() >= Duration::from_secs(1) {
-            let totals = stats::Totals::of(&rt.lcores);
+            let totals = stats::Totals::of(&rt.reader.lcores);
             let line =
                 report::status_line(&rt.report(), &totals, &last_totals, last_status.elapsed());
             let mut err = std::io::stderr().lock();

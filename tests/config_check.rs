@@ -219,6 +219,18 @@ fn bad_host_limits_name_the_field_and_what_is_allowed() {
             "nat.max_hosts_per_shard",
             "1..=1048576",
         ),
+        (
+            "mapping_max_sessions = 256",
+            "mapping_max_sessions = 0",
+            "nat.mapping_max_sessions",
+            "1..=65535",
+        ),
+        (
+            "mapping_max_sessions = 256",
+            "mapping_max_sessions = 65536",
+            "nat.mapping_max_sessions",
+            "1..=65535",
+        ),
     ] {
         assert!(demo().contains(from), "{from}");
         rejected(&demo().replace(from, to), field, allowed);

@@ -15,7 +15,11 @@
 //!   connections per family, each racing, all succeed over another ISP and
 //!   isp-a stays up;
 //! - 64 blind RSTs over the sequence space at a live idle connection's NAT
-//!   port: the connection still carries data both ways.
+//!   port: the connection still carries data both ways;
+//! - a 5-tuple reused right after a FIN close opens and races a new
+//!   connection (`reuse`);
+//! - one UDP socket talking to 300 remotes gets 256 (the mapping limit),
+//!   the rest refused and counted (`mapping`).
 //!
 //! Needs root, network namespaces, hping3, nft, curl and Debian's python3
 //! with scapy (scripts/install-deps.sh): without them the tests fail, they
@@ -24,6 +28,10 @@
 //! one at a time (a mutex).
 
 mod common;
+#[path = "lab_hostile/mapping.rs"]
+mod mapping;
+#[path = "lab_hostile/reuse.rs"]
+mod reuse;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

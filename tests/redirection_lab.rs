@@ -143,3 +143,80 @@ fn redirections_follow_the_session_counts_and_avoid_a_failed_server() {
     let s = lab.stop().remove(0);
     assert_eq!(s["redirection"]["servers"][1]["avoided"], false);
 }
+
+#[test]
+fn forged_failure_reports_do_not_make_a_server_avoided() {
+    use pipelines::redirect::header::{HeaderRepr, Persistence};
+    // Two reports would make a server avoided (as the test above shows
+    // with real ones).
+    let extra = "failure_threshold = 2\navoid_ms = 60000\n";
+    let mut lab = Lab::start(&[plan(&site_config("a", "198.51.100", 3, None, extra))]).unwrap();
+    let master = sa("198.51.100.10:7000");
+    let a2 = sa("198.51.100.12:7000");
+    // Failure reports naming a2 (DSCP 43, the failure resend's header
+    // with the failed flag and a2 as target) from clients the appliance
+    // never redirected: three over UDP, and two TCP SYNs with the failure
+    // mark. Each forger has its own address, so none was ever given a2.
+    let report = HeaderRepr {
+        redirect: true,
+        persistence: Persistence::None,
+        failed: true,
+        target: a2,
+    };
+    let (msg, len) = report.to_message();
+    let mut forged = msg[..len].to_vec();
+    forged.extend_from_slice(b"GET /");
+    for i in 0..3u32 {
+        let answer = lab.marked(
+            client_ip(200 + i),
+            Proto::Udp,
+            master,
+            Mark::Failed,
+            &forged,
+        );
+        assert!(answer.is_some(), "the master answered forger {i}");
+    }
+    for i in 3..5u32 {
+        let _ = lab.marked(
+            client_ip(200 + i),
+            Proto::Tcp,
+            master,
+            Mark::Failed,
+            b"GET /",
+        );
+    }
+    lab.settle(Duration::from_millis(100));
+    let s = lab.appliances[0].runtime.stats();
+    let r = &s["redirection"];
+    println!(
+        "forged reports: refused {} failures {} avoided {}",
+        r["failure_reports_refused"], r["failures"], r["avoided"]
+    );
+    assert_eq!(r["failure_reports_refused"], 5, "{r:#}");
+    assert_eq!(r["failures"], 0, "{r:#}");
+    assert_eq!(r["avoided"], 0, "{r:#}");
+    assert_eq!(r["servers"][1]["avoided"], false, "{r:#}");
+
+    // a2 still receives clients: redirecting clients spread over the three
+    // servers by load, a2 among them, and every one is served.
+    let mut targets = Vec::new();
+    for i in 0..6u32 {
+        let mut c = RedirectClient::new(ClientConfig::default());
+        let proto = if i % 2 == 0 { Proto::Tcp } else { Proto::Udp };
+        let o = lab.request(&mut c, client_ip(i + 1), proto, master, b"GET /");
+        let (by, _) = o.result.unwrap_or_else(|e| panic!("{e}: {:#?}", o.steps));
+        assert!(
+            o.sends.iter().all(|s| s.1 != Mark::Failed),
+            "no server failed: {:#?}",
+            o.steps
+        );
+        targets.push(by);
+        lab.settle(Duration::from_millis(50));
+    }
+    println!("targets after the forged reports: {targets:?}");
+    assert!(targets.contains(&a2), "a2 got no client: {targets:?}");
+    let s = lab.stop().remove(0);
+    let l = total(&loads(&s));
+    assert!(l[1] >= 1, "a2 serves clients: {l:?}");
+    assert_eq!(s["redirection"]["failures"], 0);
+}

@@ -225,6 +225,29 @@ fn install_deps_dry_run_changes_nothing() {
     assert_refused("install-deps.sh", &["--yes"], 2, "unknown argument --yes");
 }
 
+#[test]
+fn fuzz_arguments_are_checked() {
+    assert_refused(
+        "fuzz.sh",
+        &["ten"],
+        2,
+        "usage: scripts/fuzz.sh [SECS_PER_TARGET]",
+    );
+    assert_refused(
+        "fuzz.sh",
+        &["-1"],
+        2,
+        "usage: scripts/fuzz.sh [SECS_PER_TARGET]",
+    );
+    // 0 would be libFuzzer's "no time limit".
+    assert_refused(
+        "fuzz.sh",
+        &["0"],
+        2,
+        "usage: scripts/fuzz.sh [SECS_PER_TARGET]",
+    );
+}
+
 /// Every script passes shellcheck (installed by scripts/install-deps.sh).
 #[test]
 fn scripts_pass_shellcheck() {

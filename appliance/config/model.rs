@@ -64,12 +64,27 @@ pub struct Config {
     /// behind them, the redirection database.
     #[serde(default)]
     pub redirection: RedirectionSection,
+    /// The operator's control socket (`appliance stats`, `uplink`, ...).
+    #[serde(default)]
+    pub control: ControlSection,
+    /// The rate limit of the ICMP the appliance originates.
+    #[serde(default)]
+    pub icmp: IcmpSection,
     /// Required when `backend = "sim"`.
     pub sim: Option<SimConfig>,
     /// Only with `backend = "af-packet"` (all keys defaulted).
     pub af_packet: Option<AfPacketConfig>,
     /// Only with `backend = "dpdk"` (all keys defaulted).
     pub dpdk: Option<DpdkConfig>,
+}
+
+/// `[control]`: where `appliance run` serves its control socket.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// The socket's path (mode 0600). Unset: `$XDG_RUNTIME_DIR/appliance.sock`,
+    /// else `/tmp/appliance-$UID.sock`. `--socket` overrides it.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// `[neighbours]`: who may change a next hop's learned MAC.
@@ -193,6 +208,10 @@ pub struct PortConfig {
     pub pcap_in: Option<PathBuf>,
     /// pcap backend: capture written with this port's transmitted traffic.
     pub pcap_out: Option<PathBuf>,
+    /// Largest IP datagram the port sends (default 1500; 68..=9000, at
+    /// least 1280 on a port that carries IPv6). Checked against the
+    /// interface's / device's MTU at start.
+    pub mtu: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,10 +238,41 @@ pub struct UplinkConfig {
     /// Relative capacity, for weighted algorithms (default 1).
     #[serde(default = "one")]
     pub weight: u32,
+    /// Whether echo requests to the uplink's NAT addresses are answered
+    /// (default true).
+    #[serde(default = "yes")]
+    pub answer_ping: bool,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// `[icmp]`: the rate limit of the ICMP the appliance originates (echo
+/// replies, time exceeded, fragmentation needed, packet too big).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IcmpSection {
+    /// Messages per second to one destination (token bucket refill).
+    pub rate_per_second: u32,
+    /// Messages one destination may get at once (bucket size).
+    pub burst: u32,
+    /// Destinations with a bucket of their own, per stage instance.
+    pub max_destinations: usize,
+    /// Messages per second shared by destinations that find the table full.
+    pub global_per_second: u32,
+}
+
+impl Default for IcmpSection {
+    fn default() -> Self {
+        let d = pipelines::topology::IcmpLimits::default();
+        IcmpSection {
+            rate_per_second: d.rate_per_second,
+            burst: d.burst,
+            max_destinations: d.max_destinations,
+            global_per_second: d.global_per_second,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +311,9 @@ pub struct NatSection {
     /// Inside hosts with live sessions each shard tracks (every shard sees
     /// every active host); a further host's new flows are refused.
     pub max_hosts_per_shard: usize,
+    /// Most live sessions one mapping (an inside endpoint's NAT address and
+    /// port on an uplink) holds; further new sessions on it are refused.
+    pub mapping_max_sessions: u32,
 }
 
 impl Default for NatSection {
@@ -282,6 +335,7 @@ impl Default for NatSection {
             host_new_burst: 4_000,
             host_max_races: 1_024,
             max_hosts_per_shard: 8_192,
+            mapping_max_sessions: 256,
         }
     }
 }

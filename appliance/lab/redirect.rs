@@ -464,6 +464,21 @@ impl Lab {
         self.exchange(from, proto, to, Mark::Plain, request)
     }
 
+    /// One send of `payload` as it is, its first packet marked `mark`: a
+    /// hand-made request, such as a forged failure report (DSCP 43 from a
+    /// client the appliance never redirected). The bytes that came back,
+    /// or `None`.
+    pub fn marked(
+        &mut self,
+        from: IpAddr,
+        proto: Proto,
+        to: SocketAddr,
+        mark: Mark,
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.exchange(from, proto, to, mark, payload)
+    }
+
     /// Lets the lab run (and the management cores publish) for a while.
     pub fn settle(&mut self, d: Duration) {
         self.pump(d);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::ArrayQueue;
 use pipelines::nat::NatCounters;
 
-use pipelines::select::{SelectionCore, UplinkSelStats};
+use pipelines::select::{AdminState, SelectionCore, UplinkSelStats};
 use pipelines::Nanos;
 
 pub use crate::dataplane::rings::SelectionRings;
@@ -36,12 +36,55 @@ pub struct SelectionView {
     pub events: u64,
 }
 
+/// An operator's change to an uplink (from the control socket), applied
+/// by the selection thread and published at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminCmd {
+    /// Uplink index, its new administrative state.
+    State(usize, AdminState),
+    /// Uplink index, its new selection weight (>= 1).
+    Weight(usize, u32),
+}
+
+/// Changes that can wait for the selection thread (it drains them every
+/// few milliseconds; a full ring refuses a change, nothing is lost silently).
+pub const ADMIN_RING_SIZE: usize = 64;
+
+/// A request for the RTT table (`appliance rtt`): rows within a prefix,
+/// at most `limit`.
+#[derive(Clone, Copy, Debug)]
+pub struct RttQuery {
+    pub id: u64,
+    pub within: Option<(std::net::IpAddr, u8)>,
+    pub limit: usize,
+}
+
+/// The selection thread's table requests and answers: one in flight,
+/// answered within one drain period (5 ms).
+pub struct RttControl {
+    pub requests: ArrayQueue<RttQuery>,
+    pub replies: ArrayQueue<(u64, Vec<pipelines::select::RttRow>)>,
+}
+
+impl Default for RttControl {
+    fn default() -> Self {
+        RttControl {
+            requests: ArrayQueue::new(1),
+            replies: ArrayQueue::new(1),
+        }
+    }
+}
+
 /// Where the management core reads loads and link states.
 pub struct SelectionInputs {
     pub nat: Vec<Arc<NatCounters>>,
     /// Link state of uplink i's port.
     pub link_up: Box<dyn Fn(usize) -> bool + Send>,
     pub uplinks: usize,
+    /// The operator's uplink changes.
+    pub admin: Arc<ArrayQueue<AdminCmd>>,
+    /// The operator's RTT table requests.
+    pub rtt: Arc<RttControl>,
 }
 
 /// Starts the management core's selection thread.
@@ -68,7 +111,19 @@ pub fn spawn(
                         events += 1;
                     }
                 }
-                if last_publish.elapsed() >= publish_every {
+                let mut changed = false;
+                while let Some(cmd) = inputs.admin.pop() {
+                    changed |= match cmd {
+                        AdminCmd::State(u, st) => core.set_admin(u, st),
+                        AdminCmd::Weight(u, w) => core.set_weight(u, w),
+                    };
+                }
+                if let Some(q) = inputs.rtt.requests.pop() {
+                    let rows = core.rtt_rows(now, q.within, q.limit);
+                    let _ = inputs.rtt.replies.force_push((q.id, rows));
+                }
+                // An operator's change is published at once.
+                if changed || last_publish.elapsed() >= publish_every {
                     last_publish = Instant::now();
                     let n = inputs.uplinks;
                     let mut loads = vec![(0u64, 0u64); n];

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use pipelines::nat::NatCounters;
 use pipelines::neighbour::HopCounters;
+use pipelines::packet::counter::Sent;
 use pipelines::{DropReason, StageCounters};
 use serde::Serialize;
 use serde_json::Value;
@@ -92,6 +93,9 @@ pub struct StageStats {
     pub drops_total: u64,
     /// By drop reason, every reason present.
     pub drops: BTreeMap<&'static str, u64>,
+    /// What the stage originated (ICMP echo replies and errors, fragments)
+    /// or refused to send (`icmp_rate_limited`), every key present.
+    pub originated: BTreeMap<&'static str, u64>,
     /// Instances (lcores running the stage).
     pub lcores: usize,
 }
@@ -103,6 +107,11 @@ pub struct UplinkStats {
     /// Usable for new connections (seed 001 [0054]).
     pub up: bool,
     pub link_up: bool,
+    /// The operator's state: `up`, `drained` (no new flows or races) or
+    /// `down` (as a link down), from `appliance uplink`.
+    pub admin: &'static str,
+    /// Selection weight in use (the config's, or `appliance uplink weight`).
+    pub weight: u32,
     pub port: String,
     pub tx_packets: u64,
     pub rx_packets: u64,
@@ -149,6 +158,8 @@ pub struct NatStats {
     pub filtered: u64,
     pub sweep_laps: u64,
     pub race_closed: u64,
+    /// Sessions removed by `appliance sessions flush`.
+    pub flushed: u64,
     pub filtering: &'static str,
     /// Refusals by per-host limit (see `[nat] host_*`).
     pub host_sessions_limit: u64,
@@ -157,6 +168,11 @@ pub struct NatStats {
     pub hosts_table_full: u64,
     /// Unanswered sessions evicted for new flows in nearly full shards.
     pub evicted_unanswered: u64,
+    /// Closed TCP sessions (FINs both ways, or an RST) evicted for new
+    /// flows in nearly full shards.
+    pub evicted_closed: u64,
+    /// New sessions refused on a mapping at `[nat] mapping_max_sessions`.
+    pub mapping_sessions_limit: u64,
     /// Fragment trackers, summed over the shards: later fragments held
     /// (waiting for their first fragment), datagrams tracked, and the
     /// limits of both (`[fragments]` per shard times the shards).
@@ -241,6 +257,9 @@ pub struct RedirectionStats {
     /// Failure reports ignored: not from a client redirected to that target
     /// within the failure window.
     pub failure_reports_refused: u64,
+    /// Failure events lost on their way to the management core (a shard's
+    /// event buffer or its ring full): not packets, reports not acted on.
+    pub failure_events_lost: u64,
     pub avoided: u64,
     pub by_target: BTreeMap<String, u64>,
     pub servers: Vec<crate::mgmt::redirect::ServerView>,
@@ -312,6 +331,7 @@ fn redirection(
         no_server: sum(&|c| c.no_server.get()),
         failures: sum(&|c| c.failures.get()),
         failure_reports_refused: sum(&|c| c.failure_reports_refused.get()),
+        failure_events_lost: sum(&|c| c.failure_events_lost.get()),
         avoided: view.avoided,
         by_target,
         servers: view.servers.clone(),
@@ -334,7 +354,7 @@ fn ms(n: Nanos) -> f64 {
 }
 
 /// Sums of the counters the status line needs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Totals {
     pub rx_packets: u64,
     pub tx_packets: u64,
@@ -356,6 +376,17 @@ impl Totals {
             }
         }
         t
+    }
+
+    /// The same sums, from the stats (ports and stages are sums over the
+    /// lcores already).
+    pub fn of_stats(stats: &Stats) -> Totals {
+        Totals {
+            rx_packets: stats.ports.values().map(|p| p.rx_packets).sum(),
+            tx_packets: stats.ports.values().map(|p| p.tx_packets).sum(),
+            drops: stats.stages.values().map(|s| s.drops_total).sum(),
+            stage_packets: stats.stages.values().map(|s| s.packets).sum(),
+        }
     }
 
     /// A number that grows while any packet moves anywhere.
@@ -439,7 +470,12 @@ fn stages(lcores: &[LcoreView]) -> BTreeMap<&'static str, StageStats> {
                 .iter()
                 .map(|r| (r.as_str(), insts.iter().map(|c| c.drops(*r)).sum::<u64>()))
                 .collect();
+            let originated = Sent::ALL
+                .iter()
+                .map(|w| (w.as_str(), insts.iter().map(|c| c.sent(*w)).sum::<u64>()))
+                .collect();
             let stats = StageStats {
+                originated,
                 packets: insts.iter().map(|c| c.packets.get()).sum::<u64>(),
                 drops_total: insts.iter().map(|c| c.total_drops()).sum::<u64>(),
                 drops,
@@ -468,6 +504,12 @@ fn uplinks(src: &StatsSources<'_>) -> Vec<UplinkStats> {
                 name: u.name.clone(),
                 up: sel.healthy || unpublished,
                 link_up: sel.link_up || unpublished,
+                admin: sel.admin.as_str(),
+                weight: if unpublished {
+                    u.weight.max(1)
+                } else {
+                    sel.weight
+                },
                 port: plan.ports[u.port as usize].name.clone(),
                 tx_packets: get(|c| c.tx_packets.get()),
                 rx_packets: get(|c| c.rx_packets.get()),
@@ -511,12 +553,15 @@ fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
         filtered: sum(|n| n.filtered.get()),
         sweep_laps: sum(|n| n.sweep_laps.get()),
         race_closed: sum(|n| n.race_closed.get()),
+        flushed: sum(|n| n.flushed.get()),
         filtering: plan.nat.filtering.as_str(),
         host_sessions_limit: sum(|n| n.host_sessions_limit.get()),
         host_rate_limit: sum(|n| n.host_rate_limit.get()),
         host_races_limit: sum(|n| n.host_races_limit.get()),
         hosts_table_full: sum(|n| n.hosts_table_full.get()),
         evicted_unanswered: sum(|n| n.evicted_unanswered.get()),
+        evicted_closed: sum(|n| n.evicted_closed.get()),
+        mapping_sessions_limit: sum(|n| n.mapping_sessions_limit.get()),
         fragments_held: sum(|n| n.fragments_held.get()),
         fragment_datagrams: sum(|n| n.fragment_datagrams.get()),
         fragments: sum(|n| n.fragments.get()),

@@ -20,6 +20,11 @@ pub trait RxQueue<B: PacketBuf>: Send {
     /// remaining capacity); returns how many. `in_port` of each packet's
     /// metadata must be set to the port's index.
     fn rx_burst(&mut self, out: &mut Burst<B>, max: usize) -> usize;
+    /// Frames received since the last call that were too large for a
+    /// packet buffer and dropped; the caller counts them `rx_oversize`.
+    fn take_oversize(&mut self) -> u64 {
+        0
+    }
 }
 
 /// One transmit queue of a port.
@@ -27,6 +32,13 @@ pub trait TxQueue<B: PacketBuf>: Send {
     /// Sends packets from the front of `pkts`, removing those it took;
     /// returns how many it took. Packets left in `pkts` were not sent.
     fn tx_burst(&mut self, pkts: &mut Burst<B>) -> usize;
+    /// Packets `tx_burst` removed from `pkts` since the last call without
+    /// sending them because the port can never send them (larger than its
+    /// frame room or MTU); freed, and the caller counts them `tx_oversize`.
+    /// They are not in `tx_burst`'s count of packets taken.
+    fn take_oversize(&mut self) -> u64 {
+        0
+    }
 }
 
 /// The queues of one port, to be handed out to lcores by the runtime.

@@ -31,6 +31,14 @@ impl Backend {
         }
     }
 
+    /// The control side, shared with other threads (the stats reader).
+    pub(crate) fn shared_control(&self) -> Arc<dyn BackendControl> {
+        match self {
+            Backend::Sim(_, h) => Arc::new(h.clone()),
+            Backend::Other(_, c) => c.clone(),
+        }
+    }
+
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Backend::Sim(..) => "sim",
@@ -144,7 +152,7 @@ fn with_port_macs(plan: &Plan, macs: &[[u8; 6]]) -> Plan {
             ..info.clone()
         })
         .collect();
-    plan.topology = Arc::new(pipelines::Topology::new(
+    let mut topo = pipelines::Topology::new(
         ports,
         t.lan_port,
         t.lan_prefixes.clone(),
@@ -152,7 +160,9 @@ fn with_port_macs(plan: &Plan, macs: &[[u8; 6]]) -> Plan {
         t.uplinks.clone(),
         t.nat_ports,
         t.shards,
-    ));
+    );
+    topo.icmp = t.icmp;
+    plan.topology = Arc::new(topo);
     let lock_time = plan.neighbours.lock_time();
     plan.neighbours = Arc::new(
         pipelines::neighbour::Neighbours::new(&plan.topology.uplinks).with_lock_time(lock_time),
@@ -164,6 +174,7 @@ fn with_port_macs(plan: &Plan, macs: &[[u8; 6]]) -> Plan {
 pub(crate) fn open_af_packet(plan: &Plan) -> anyhow::Result<Opened<HeapBuf>> {
     use crate::ports::linux::afpacket;
     let macs = afpacket::interface_macs(plan).map_err(|e| anyhow!("af-packet backend: {e}"))?;
+    afpacket::check_mtus(plan).map_err(|e| anyhow!("af-packet backend: {e}"))?;
     let plan = with_port_macs(plan, &macs);
     let pool = HeapPool::new_static(plan.pool_size);
     let (q, c) = afpacket::open(&plan, pool).map_err(|e| anyhow!("af-packet backend: {e}"))?;
@@ -262,6 +273,18 @@ pub(crate) fn open_dpdk(plan: &Plan) -> anyhow::Result<Opened<crate::ports::dpdk
         .collect();
     let (queues, control) = open(&settings, &devices, plan.rx_queues, plan.tx_queues)
         .map_err(|e| anyhow!("dpdk backend: {e}"))?;
+    for (i, p) in plan.ports.iter().enumerate() {
+        // rte_eth_dev_get_mtu: the device's MTU, checked like af-packet's.
+        if let Some(dev) = control.port_mtu(i) {
+            if p.mtu > dev {
+                return Err(anyhow!(
+                    "dpdk backend: ports[{i}].mtu = {} is larger than the MTU of device `{}`, {dev}: lower ports[{i}].mtu to at most {dev} or raise the device's MTU",
+                    p.mtu,
+                    p.device.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
     let macs: Vec<[u8; 6]> = (0..plan.ports.len())
         .map(|i| control.port_mac(i).unwrap_or([0; 6]))
         .collect();

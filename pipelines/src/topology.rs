@@ -118,6 +118,36 @@ pub struct PortInfo {
     /// 802.1Q VLAN id frames carry on this port, if tagged.
     pub vlan: Option<u16>,
     pub role: PortRole,
+    /// Largest IP datagram the port sends (its MTU): bigger packets are
+    /// fragmented (IPv4 without DF) or answered with ICMP fragmentation
+    /// needed / packet too big.
+    pub mtu: u16,
+}
+
+/// The default port MTU (Ethernet).
+pub const DEFAULT_MTU: u16 = 1500;
+
+/// The rate limit of ICMP the appliance originates: a token bucket per
+/// destination (`rate_per_second`, `burst`), at most `max_destinations`
+/// of them per stage instance; a destination that finds the table full
+/// shares one global bucket (`global_per_second`, burst `burst`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpLimits {
+    pub rate_per_second: u32,
+    pub burst: u32,
+    pub max_destinations: usize,
+    pub global_per_second: u32,
+}
+
+impl Default for IcmpLimits {
+    fn default() -> Self {
+        IcmpLimits {
+            rate_per_second: 10,
+            burst: 10,
+            max_destinations: 1024,
+            global_per_second: 1000,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -135,6 +165,8 @@ pub struct UplinkInfo {
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
     pub weight: u32,
+    /// Whether echo requests to the uplink's NAT addresses are answered.
+    pub answer_ping: bool,
 }
 
 /// The inclusive range of NAT ports, split into equal contiguous slices, one
@@ -158,6 +190,9 @@ pub struct Topology {
     pub nat_addr_uplink: HashMap<IpAddr, UplinkId>,
     pub nat_ports: NatPortRange,
     pub shards: u16,
+    /// The rate limit of ICMP the appliance originates (defaults unless the
+    /// builder sets it after [`Topology::new`]).
+    pub icmp: IcmpLimits,
 }
 
 impl Topology {
@@ -200,6 +235,7 @@ impl Topology {
             nat_addr_uplink,
             nat_ports,
             shards: shards.max(1),
+            icmp: IcmpLimits::default(),
         }
     }
 

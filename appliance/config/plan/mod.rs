@@ -82,6 +82,8 @@ pub struct Plan {
     /// Service addresses and the redirection database (seed 000); `None`
     /// when no service is configured.
     pub redirection: Option<RedirectionPlan>,
+    /// The control socket's path from `[control] socket`, if given.
+    pub control_socket: Option<std::path::PathBuf>,
 }
 
 impl Plan {
@@ -117,6 +119,44 @@ fn plan_neighbours(cfg: &Config, topology: &Topology) -> Result<Neighbours, Conf
     Ok(Neighbours::new(&topology.uplinks).with_lock_time(pipelines::Nanos::from_millis(ms)))
 }
 
+/// `[control] socket`: an absolute or relative path that fits a Unix
+/// socket address (107 bytes on Linux).
+fn plan_control(cfg: &Config) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    let Some(p) = &cfg.control.socket else {
+        return Ok(None);
+    };
+    let len = p.as_os_str().len();
+    if len == 0 || len > 107 {
+        return err(
+            "control.socket",
+            format!("{len} bytes; allowed: a path of 1..=107 bytes (a Unix socket address)"),
+        );
+    }
+    Ok(Some(p.clone()))
+}
+
+/// `[icmp]`: every rate and size at least 1 (a limit of 0 would silence
+/// the appliance: turn `uplinks[].answer_ping` off instead).
+fn plan_icmp(cfg: &Config) -> Result<pipelines::topology::IcmpLimits, ConfigError> {
+    let c = &cfg.icmp;
+    for (key, v, max) in [
+        ("rate_per_second", c.rate_per_second as usize, 1_000_000),
+        ("burst", c.burst as usize, 1_000_000),
+        ("max_destinations", c.max_destinations, 1 << 20),
+        ("global_per_second", c.global_per_second as usize, 1_000_000),
+    ] {
+        if !(1..=max).contains(&v) {
+            return err(format!("icmp.{key}"), format!("{v}; allowed: 1..={max}"));
+        }
+    }
+    Ok(pipelines::topology::IcmpLimits {
+        rate_per_second: c.rate_per_second,
+        burst: c.burst,
+        max_destinations: c.max_destinations,
+        global_per_second: c.global_per_second,
+    })
+}
+
 pub fn available_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -133,7 +173,9 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
     let shards = lcores::shards(&groups);
     let (nat, nat_ports) = nat::plan_nat(cfg, shards)?;
     let selection = selection::plan_selection(&cfg.selection)?;
-    let topology = ports::topology(&ports, lan, uplinks, nat_ports, shards);
+    ports::check_mtus(&ports, &lan, &uplinks)?;
+    let icmp = plan_icmp(cfg)?;
+    let topology = ports::topology(&ports, lan, uplinks, nat_ports, shards, icmp);
     let neighbours = Arc::new(plan_neighbours(cfg, &topology)?);
     let sim = backends::plan_sim_section(cfg, &topology)?;
     let af_packet = backends::plan_af_packet(cfg)?;
@@ -161,6 +203,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         af_packet,
         dpdk,
         redirection,
+        control_socket: plan_control(cfg)?,
     })
 }
 

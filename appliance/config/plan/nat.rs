@@ -79,9 +79,22 @@ pub(super) fn plan_nat(
         race_timeout: Nanos::from_millis(cfg.selection.race_timeout_ms),
         max_races: cfg.selection.max_races_per_shard,
         hosts,
+        mapping_max_sessions: plan_mapping_limit(n.mapping_max_sessions)?,
         fragments,
     };
     Ok((nat, NatPortRange { first, last }))
+}
+
+/// `mapping_max_sessions`: a mapping lives in one shard, so the limit is
+/// not divided.
+fn plan_mapping_limit(v: u32) -> Result<u16, ConfigError> {
+    match u16::try_from(v) {
+        Ok(m) if m > 0 => Ok(m),
+        _ => err(
+            "nat.mapping_max_sessions",
+            format!("{v}; allowed: 1..=65535"),
+        ),
+    }
 }
 
 /// The per-host limits of one shard: the site-wide figures divided across

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pipelines::topology::{
-    IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo, MAX_UPLINKS,
+    IcmpLimits, IpPrefix, NatPortRange, PortInfo, PortRole, Topology, UplinkInfo, DEFAULT_MTU,
+    MAX_UPLINKS,
 };
 
 use super::{backends, err, ConfigError};
@@ -33,6 +34,8 @@ pub struct PortPlan {
     pub vlan: Option<u16>,
     pub pcap_in: Option<PathBuf>,
     pub pcap_out: Option<PathBuf>,
+    /// The port's MTU (`ports[].mtu`, default 1500).
+    pub mtu: u16,
 }
 
 /// The LAN side, resolved.
@@ -77,6 +80,7 @@ pub(super) fn plan_ports(cfg: &Config) -> Result<Vec<PortPlan>, ConfigError> {
             vlan: p.vlan,
             pcap_in: p.pcap_in.clone(),
             pcap_out: p.pcap_out.clone(),
+            mtu: p.mtu.unwrap_or(DEFAULT_MTU),
         });
     }
     backends::check_pcap_inputs(cfg.backend, &ports)?;
@@ -172,6 +176,7 @@ pub(super) fn plan_uplinks(cfg: &Config, lan: &LanPlan) -> Result<Vec<UplinkInfo
             next_hop_v4: u.next_hop,
             next_hop_v6: u.next_hop_v6,
             weight: u.weight,
+            answer_ping: u.answer_ping,
         });
     }
     Ok(uplinks)
@@ -251,6 +256,62 @@ fn check_next_hops(u: &UplinkConfig, path: &str, nat_addrs: &[IpAddr]) -> Result
     Ok(())
 }
 
+/// Smallest and largest `ports[].mtu`: RFC 791's minimum, a jumbo frame.
+const MTU_RANGE: std::ops::RangeInclusive<u16> = 68..=9000;
+/// Smallest MTU of a port that carries IPv6 (RFC 8200 5).
+const MTU_V6_MIN: u16 = 1280;
+
+/// Checks `ports[].mtu` against its range and the IPv6 minimum on the
+/// ports that carry IPv6 (the LAN with an IPv6 prefix, an uplink with an
+/// IPv6 NAT address).
+pub(super) fn check_mtus(
+    ports: &[PortPlan],
+    lan: &LanPlan,
+    uplinks: &[UplinkInfo],
+) -> Result<(), ConfigError> {
+    for (i, p) in ports.iter().enumerate() {
+        let path = format!("ports[{i}].mtu");
+        if !MTU_RANGE.contains(&p.mtu) {
+            return err(
+                path,
+                format!(
+                    "{} is not an MTU; allowed: {}..={}",
+                    p.mtu,
+                    MTU_RANGE.start(),
+                    MTU_RANGE.end()
+                ),
+            );
+        }
+        let l2 = pipelines::wire::ethernet::l2_len(p.vlan);
+        let room = pipelines::packet::buf::DATA_ROOM - l2;
+        if usize::from(p.mtu) > room {
+            return err(
+                path,
+                format!(
+                    "{}: the appliance's buffers hold {}-byte frames, so at most {room} on this {} port",
+                    p.mtu,
+                    pipelines::packet::buf::DATA_ROOM,
+                    if p.vlan.is_some() { "tagged" } else { "untagged" }
+                ),
+            );
+        }
+        let v6 = (usize::from(lan.port) == i && lan.prefixes.iter().any(|x| x.addr.is_ipv6()))
+            || uplinks
+                .iter()
+                .any(|u| usize::from(u.port) == i && u.nat_addrs.iter().any(|a| a.is_ipv6()));
+        if v6 && p.mtu < MTU_V6_MIN {
+            return err(
+                path,
+                format!(
+                    "{}: the port carries IPv6, whose minimum MTU is {MTU_V6_MIN} (RFC 8200)",
+                    p.mtu
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The topology every stage shares.
 pub(super) fn topology(
     ports: &[PortPlan],
@@ -258,6 +319,7 @@ pub(super) fn topology(
     uplinks: Vec<UplinkInfo>,
     nat_ports: NatPortRange,
     shards: u16,
+    icmp: IcmpLimits,
 ) -> Arc<Topology> {
     let port_infos = ports
         .iter()
@@ -266,9 +328,10 @@ pub(super) fn topology(
             mac: p.mac,
             vlan: p.vlan,
             role: PortRole::Unused,
+            mtu: p.mtu,
         })
         .collect();
-    Arc::new(Topology::new(
+    let mut t = Topology::new(
         port_infos,
         lan.port,
         lan.prefixes,
@@ -276,5 +339,7 @@ pub(super) fn topology(
         uplinks,
         nat_ports,
         shards,
-    ))
+    );
+    t.icmp = icmp;
+    Arc::new(t)
 }

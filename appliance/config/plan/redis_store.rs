@@ -157,9 +157,9 @@ pub fn plan_redis(r: &RedirectionSection) -> Result<RedisStore, ConfigError> {
                 "a CA file is for TLS: the redis URL must be rediss://",
             )
         }
-        Some(f) => Some(std::fs::read(f).map_err(|e| ConfigError {
+        Some(f) => Some(read_ca_file(f).map_err(|msg| ConfigError {
             path: at("redis_tls_ca_file"),
-            msg: format!("cannot read `{f}`: {e}"),
+            msg,
         })?),
     };
     for (name, v, lo, hi) in [
@@ -195,6 +195,26 @@ pub fn plan_redis(r: &RedirectionSection) -> Result<RedisStore, ConfigError> {
 
 /// The password from `redis_password` or `redis_password_env`, at most one
 /// source (the URL counts as one).
+/// Largest CA file read (a bundle of a few hundred certificates fits).
+const CA_FILE_MAX: u64 = 4 << 20;
+
+/// Reads CA file `f`, refusing one larger than [`CA_FILE_MAX`] (a path such
+/// as `/dev/zero` must not make validation allocate without bound).
+fn read_ca_file(f: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(f).map_err(|e| format!("cannot read `{f}`: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(CA_FILE_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read `{f}`: {e}"))?;
+    if bytes.len() as u64 > CA_FILE_MAX {
+        return Err(format!(
+            "`{f}` is larger than {CA_FILE_MAX} bytes; allowed: a PEM CA bundle up to 4 MiB"
+        ));
+    }
+    Ok(bytes)
+}
+
 fn plan_password(
     r: &RedirectionSection,
     url_password: bool,

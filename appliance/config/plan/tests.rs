@@ -248,3 +248,76 @@ fn fragments_limits_are_planned_and_validated() {
     .unwrap_err();
     assert!(e.contains("max_fragments"), "{e}");
 }
+
+#[test]
+fn port_mtus_and_icmp_limits_are_configured_and_bounded() {
+    let site = |wan_mtu: &str, lan_prefixes: &[&str], section: &str| {
+        let mut s = crate::config::site::SiteToml::new("pcap")
+            .prefixes(lan_prefixes)
+            .lan_key("pcap_in", "/nonexistent/lan.pcap")
+            .port("wan-a", "02:00:00:00:0a:01")
+            .uplink("isp-a", "wan-a", &["198.51.100.10"], "02:00:00:00:0a:fe")
+            .section(section);
+        if !wan_mtu.is_empty() {
+            s = s.port_raw("wan-a", &format!("mtu = {wan_mtu}"));
+        }
+        crate::config::parse(&s.to_string()).unwrap()
+    };
+    let plan = validate_with_cpus(&site("", &["10.0.0.0/16"], ""), 8).unwrap();
+    assert_eq!(
+        plan.topology
+            .ports
+            .iter()
+            .map(|p| p.mtu)
+            .collect::<Vec<_>>(),
+        [1500, 1500],
+        "default"
+    );
+    assert_eq!(
+        plan.topology.icmp,
+        pipelines::topology::IcmpLimits::default()
+    );
+    assert!(
+        plan.topology.uplinks[0].answer_ping,
+        "answers pings by default"
+    );
+    let plan = validate_with_cpus(&site("576", &["10.0.0.0/16"], ""), 8).unwrap();
+    assert_eq!(plan.topology.ports[1].mtu, 576);
+    for (mtu, prefixes, allowed) in [
+        ("67", &["10.0.0.0/16"][..], "allowed: 68..=9000"),
+        ("9001", &["10.0.0.0/16"][..], "allowed: 68..=9000"),
+        ("4000", &["10.0.0.0/16"][..], "at most 2034"),
+    ] {
+        let e = validate_with_cpus(&site(mtu, prefixes, ""), 8).unwrap_err();
+        assert_eq!(e.path, "ports[1].mtu", "{e:?}");
+        assert!(e.msg.contains(allowed), "{e:?}");
+    }
+    // The LAN port carries IPv6: at least 1280.
+    let cfg = site("", &["10.0.0.0/16", "fd00::/64"], "");
+    let mut cfg2 = cfg.clone();
+    cfg2.ports[0].mtu = Some(1279);
+    let e = validate_with_cpus(&cfg2, 8).unwrap_err();
+    assert_eq!(e.path, "ports[0].mtu", "{e:?}");
+    assert!(e.msg.contains("1280"), "{e:?}");
+    cfg2.ports[0].mtu = Some(1280);
+    assert!(validate_with_cpus(&cfg2, 8).is_ok());
+
+    let section =
+        "[icmp]\nrate_per_second = 5\nburst = 3\nmax_destinations = 64\nglobal_per_second = 100\n";
+    let plan = validate_with_cpus(&site("", &["10.0.0.0/16"], section), 8).unwrap();
+    assert_eq!(
+        plan.topology.icmp,
+        pipelines::topology::IcmpLimits {
+            rate_per_second: 5,
+            burst: 3,
+            max_destinations: 64,
+            global_per_second: 100
+        }
+    );
+    let e = validate_with_cpus(&site("", &["10.0.0.0/16"], "[icmp]\nburst = 0\n"), 8).unwrap_err();
+    assert_eq!(e.path, "icmp.burst", "{e:?}");
+    assert!(e.msg.contains("allowed: 1..="), "{e:?}");
+    let mut quiet = site("", &["10.0.0.0/16"], "");
+    quiet.uplinks[0].answer_ping = false;
+    assert!(!validate_with_cpus(&quiet, 8).unwrap().topology.uplinks[0].answer_ping);
+}

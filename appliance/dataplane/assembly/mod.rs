@@ -44,12 +44,15 @@ impl<B: PacketBuf> QueuedLen for Ring<B> {
 }
 
 /// What the management core can read of one lcore.
+#[derive(Clone)]
 pub struct LcoreView {
     pub id: usize,
     pub stages: Vec<(Stage, Arc<StageCounters>)>,
     pub nat: Option<Arc<NatCounters>>,
     pub ports: Arc<Vec<PortCounters>>,
     pub counters: Arc<LcoreCounters>,
+    /// Session requests to its NAT shard (translate lcores).
+    pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
@@ -296,7 +299,12 @@ impl<B: PacketBuf> Lcore<'_, B> {
                 .collect(),
         );
         let counters = Arc::new(LcoreCounters::default());
+        let sessions = stages
+            .translate
+            .is_some()
+            .then(|| Arc::new(crate::dataplane::rings::NatControl::default()));
         a.views.push(LcoreView {
+            sessions: sessions.clone(),
             id: lc.id,
             stages: stage_counters(&stages),
             nat: stages
@@ -333,6 +341,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
             }),
             service_snapshots,
             service_events,
+            sessions,
             stop: self.shared.stop.clone(),
             epoch: self.shared.epoch,
         }

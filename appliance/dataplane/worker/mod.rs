@@ -179,6 +179,9 @@ pub struct Worker<B: PacketBuf> {
     /// of a site with service addresses).
     pub service_snapshots: Option<Arc<ArrayQueue<Arc<pipelines::redirect::db::Snapshot>>>>,
     pub service_events: Option<Arc<ArrayQueue<pipelines::redirect::service::ServiceEvent>>>,
+    /// Session requests (listing, flush) to this lcore's NAT shard from the
+    /// management core, one at a time (translate lcores).
+    pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
 }
@@ -199,6 +202,9 @@ impl<B: PacketBuf> Worker<B> {
         let mut idle_streak: u32 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             let now = Nanos(self.epoch.elapsed().as_nanos() as u64);
+            if let Some(tx) = self.stages.transmit.as_mut() {
+                tx.set_now(now);
+            }
             let work = self.turn(now, &mut pending);
             if work > 0 {
                 self.counters.busy_turns.inc();
@@ -232,6 +238,11 @@ impl<B: PacketBuf> Worker<B> {
         for q in 0..self.rx.len() {
             let mut burst = Burst::new();
             let n = self.rx[q].rx_burst(&mut burst, self.burst_size);
+            let oversize = self.rx[q].take_oversize();
+            if oversize > 0 {
+                self.producer_counters(Stage::Classify)
+                    .count_drops(DropReason::RxOversize, oversize);
+            }
             if n > 0 {
                 let port = burst[0].meta().in_port as usize;
                 if let Some(c) = self.ports.get(port) {
@@ -277,8 +288,43 @@ impl<B: PacketBuf> Worker<B> {
         if let Some(t) = self.stages.translate.as_mut() {
             work += t.sweep(now);
         }
+        self.serve_sessions(now);
         self.send_events();
         work
+    }
+
+    /// Answers one session request, if one waits: at most
+    /// [`SESSION_SCAN`](crate::dataplane::rings::SESSION_SCAN) slots
+    /// visited, at most a page of sessions returned.
+    fn serve_sessions(&mut self, now: Nanos) {
+        use crate::dataplane::rings::{NatReply, SESSION_PAGE, SESSION_SCAN};
+        let (Some(ctl), Some(t)) = (self.sessions.as_ref(), self.stages.translate.as_mut()) else {
+            return;
+        };
+        let Some(q) = ctl.requests.pop() else {
+            return;
+        };
+        let mut reply = NatReply {
+            id: q.id,
+            ..NatReply::default()
+        };
+        if q.flush {
+            (reply.removed, reply.next) = t.flush_sessions(&q.filter, q.cursor, SESSION_SCAN);
+        } else {
+            let max = q.max.min(SESSION_PAGE);
+            reply.sessions.reserve(max.min(64));
+            reply.next = t.nat.list_sessions(
+                &q.filter,
+                q.cursor,
+                max,
+                SESSION_SCAN,
+                now,
+                &mut reply.sessions,
+            );
+        }
+        // The management core takes the reply before asking again; a
+        // stale one it abandoned is replaced.
+        let _ = ctl.replies.force_push(reply);
     }
 
     /// Takes the newest selection snapshot, if one was published. The one it
@@ -308,7 +354,8 @@ impl<B: PacketBuf> Worker<B> {
     }
 
     /// Moves translate's selection events onto the ring to the management
-    /// core; a full ring counts them `events_dropped`.
+    /// core; a full ring counts them `events_dropped` (service failure
+    /// events: `redirection.failure_events_lost`).
     fn send_events(&mut self) {
         if let (Some(p), Some(ring)) = (
             self.stages
@@ -318,7 +365,9 @@ impl<B: PacketBuf> Worker<B> {
             self.service_events.as_ref(),
         ) {
             for ev in p.events.drain(..) {
-                let _ = ring.push(ev);
+                if ring.push(ev).is_err() {
+                    p.counters.failure_events_lost.inc();
+                }
             }
         }
         let (Some(t), Some(ring)) = (self.stages.translate.as_mut(), self.events.as_ref()) else {
@@ -455,6 +504,11 @@ impl<B: PacketBuf> Worker<B> {
             }
             let bytes: u64 = out.iter().map(|p| p.data().len() as u64).sum();
             let sent = self.tx[port].tx_burst(out);
+            let oversize = self.tx[port].take_oversize();
+            if oversize > 0 {
+                self.producer_counters(Stage::Transmit)
+                    .count_drops(DropReason::TxOversize, oversize);
+            }
             let left_bytes: u64 = out.iter().map(|p| p.data().len() as u64).sum();
             if let Some(c) = self.ports.get(port) {
                 c.tx_packets.add(sent as u64);

@@ -51,6 +51,7 @@ fn a_full_ring_hands_the_burst_back_and_its_packets_are_counted() {
         events: None,
         service_snapshots: None,
         service_events: None,
+        sessions: None,
         counters: Arc::default(),
         solicit: None,
         stop: Arc::default(),
@@ -232,5 +233,106 @@ fn hairpinned_packets_with_nowhere_to_go_are_dropped_and_counted() {
     assert_eq!(counters.drops(DropReason::NoTxPort), 3);
     flush_hairpin(&mut pending, &rings, &counters);
     assert!(rings.iter().flatten().all(|r| r.is_empty()));
+    assert_eq!(pool.in_use(), 0);
+}
+
+/// A port queue pair that takes every frame up to 1,000 bytes and drops
+/// larger ones as oversize (as af_packet does past the MTU), and reports
+/// `rx_oversize` oversize frames received.
+struct OversizePort {
+    sent: Arc<std::sync::Mutex<Vec<usize>>>,
+    oversize: u64,
+    rx_oversize: u64,
+}
+
+impl TxQueue<HeapBuf> for OversizePort {
+    fn tx_burst(&mut self, pkts: &mut Burst<HeapBuf>) -> usize {
+        let mut taken = 0;
+        for p in pkts.drain(..) {
+            if p.data().len() > 1000 {
+                self.oversize += 1;
+            } else {
+                self.sent.lock().unwrap().push(p.data().len());
+                taken += 1;
+            }
+        }
+        taken
+    }
+
+    fn take_oversize(&mut self) -> u64 {
+        std::mem::take(&mut self.oversize)
+    }
+}
+
+impl RxQueue<HeapBuf> for OversizePort {
+    fn rx_burst(&mut self, _out: &mut Burst<HeapBuf>, _max: usize) -> usize {
+        0
+    }
+
+    fn take_oversize(&mut self) -> u64 {
+        std::mem::take(&mut self.rx_oversize)
+    }
+}
+
+#[test]
+fn oversize_frames_of_the_ports_are_counted_as_drops_and_not_as_tx_full() {
+    let topo = topology();
+    let pool = HeapPool::new_static(64);
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let port = |rx_oversize| OversizePort {
+        sent: sent.clone(),
+        oversize: 0,
+        rx_oversize,
+    };
+    let classify = Classify::new(topo.clone());
+    let transmit = Transmit::new(topo.clone());
+    let (cc, tc) = (classify.counters.clone(), transmit.counters.clone());
+    let mut w: Worker<HeapBuf> = Worker {
+        id: 0,
+        shard: 0,
+        stages_run: vec![Stage::Classify, Stage::Transmit],
+        stages: Stages {
+            classify: Some(classify),
+            replicate: None,
+            translate: None,
+            transmit: Some(transmit),
+        },
+        burst_size: 32,
+        rx: vec![Box::new(port(3))],
+        tx: vec![Box::new(port(0)), Box::new(port(0))],
+        stage_in: Vec::new(),
+        handoff_in: Vec::new(),
+        handoff_out: Vec::new(),
+        hairpin_in: None,
+        hairpin_out: Vec::new(),
+        next: None,
+        ports: Arc::new(Vec::new()),
+        snapshots: None,
+        events: None,
+        service_snapshots: None,
+        service_events: None,
+        sessions: None,
+        counters: Arc::default(),
+        solicit: None,
+        stop: Arc::default(),
+        epoch: Instant::now(),
+    };
+    let mut pending = w.pending();
+    w.turn(Nanos::ZERO, &mut pending);
+    assert_eq!(cc.drops(DropReason::RxOversize), 3);
+    for len in [100, 1500, 200] {
+        let mut b = pool.alloc_with(&vec![0u8; len]).unwrap();
+        b.meta_mut().out_port = 1;
+        b.meta_mut().direction = Direction::Local;
+        pending.per_port[1].push(b);
+    }
+    w.flush_tx(&mut pending);
+    assert_eq!(tc.drops(DropReason::TxOversize), 1);
+    assert_eq!(
+        tc.drops(DropReason::TxFull),
+        0,
+        "the rest of the burst went"
+    );
+    assert_eq!(*sent.lock().unwrap(), vec![100, 200]);
     assert_eq!(pool.in_use(), 0);
 }

@@ -43,6 +43,11 @@ impl DpdkControl {
         self.ports.len()
     }
 
+    /// The MTU of port `port`'s device, when the driver tells it.
+    pub fn port_mtu(&self, port: usize) -> Option<u16> {
+        self.ports.get(port).and_then(|p| p.running.mtu().ok())
+    }
+
     /// The MAC address port `port` (the appliance's index) uses.
     pub fn port_mac(&self, port: usize) -> Option<[u8; 6]> {
         self.ports.get(port).map(|p| p.mac)

@@ -252,6 +252,7 @@ extern "C" {
     fn rte_eth_dev_stop(port_id: u16) -> c_int;
     fn rte_eth_promiscuous_enable(port_id: u16) -> c_int;
     fn rte_eth_macaddr_get(port_id: u16, mac: *mut [u8; 6]) -> c_int;
+    fn rte_eth_dev_get_mtu(port_id: u16, mtu: *mut u16) -> c_int;
     fn rte_eth_dev_default_mac_addr_set(port_id: u16, mac: *mut [u8; 6]) -> c_int;
     fn rte_eth_xstats_get_names(port_id: u16, names: *mut XstatName, size: c_uint) -> c_int;
     fn rte_eth_xstats_get(port_id: u16, xstats: *mut Xstat, n: c_uint) -> c_int;
@@ -587,6 +588,18 @@ impl RunningPort {
         let ret = unsafe { shim_link_get_nowait(self.port_id(), &mut link) };
         if ret == 0 {
             Ok(link)
+        } else {
+            Err(ret)
+        }
+    }
+
+    /// The device's MTU (rte_eth_dev_get_mtu).
+    pub fn mtu(&self) -> Result<u16, i32> {
+        let mut mtu = 0u16;
+        // SAFETY: `mtu` is a valid u16 out-parameter.
+        let ret = unsafe { rte_eth_dev_get_mtu(self.port_id(), &mut mtu) };
+        if ret == 0 {
+            Ok(mtu)
         } else {
             Err(ret)
         }

@@ -25,12 +25,14 @@
 //! while its status says it belongs to user space.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pipelines::{Burst, HeapBuf, HeapPool, PacketBuf};
 
+use super::ethtool;
 use super::rawsock::{self, RawSocket};
 use crate::config::plan::Plan;
 use crate::config::AfPacketConfig;
@@ -46,6 +48,9 @@ const TP_STATUS_WRONG_FORMAT: u32 = 4;
 const TP_STATUS_VLAN_VALID: u32 = 0x10;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 0x40;
 const PACKET_FANOUT_HASH: u32 = 0;
+/// `PACKET_LOSS` (linux/if_packet.h): the kernel skips a TX frame it cannot
+/// send (marks it available again) instead of stopping the ring at it.
+const PACKET_LOSS: libc::c_int = 14;
 
 /// `struct tpacket_req3`.
 #[repr(C)]
@@ -229,6 +234,14 @@ fn open_ring_socket(
             ..TpacketReq3::default()
         }
     });
+    if tx_req.is_some() {
+        // A frame the kernel refuses (larger than the MTU after all, say)
+        // is skipped rather than stopping every frame behind it (set before
+        // any ring: the kernel refuses it after).
+        let one: libc::c_int = 1;
+        sock.setsockopt(libc::SOL_PACKET, PACKET_LOSS, &one)
+            .map_err(|e| ctx("PACKET_LOSS", e))?;
+    }
     if let Some(r) = &rx_req {
         sock.setsockopt(libc::SOL_PACKET, libc::PACKET_RX_RING, r)
             .map_err(|e| ctx("PACKET_RX_RING", e))?;
@@ -292,9 +305,16 @@ struct AfRx {
     /// (0 = the current block has not been opened).
     left: u32,
     next: usize,
+    /// Oversize frames not yet reported by `take_oversize`.
+    oversize: Cell<u64>,
 }
 
 impl AfRx {
+    fn count_oversize(&self) {
+        bump(&self.stats.rx_oversize, 1);
+        self.oversize.set(self.oversize.get() + 1);
+    }
+
     fn block_base(&self) -> usize {
         let r = self.ring.rx.unwrap_or_default();
         self.block * r.block_size as usize
@@ -320,20 +340,16 @@ impl AfRx {
         let mac = usize::from(m.read_u16(hdr + PKT_MAC));
         let status = m.read_u32(hdr + PKT_STATUS);
         if snap < wire_len || hdr + mac + snap > block_end {
-            bump(&self.stats.rx_oversize, 1);
+            self.count_oversize();
             return None;
         }
         let frame = m.bytes(hdr + mac, snap);
         let Some(mut b) = self.pool.alloc_with(frame) else {
-            let full = frame.len() <= pipelines::packet::buf::DATA_ROOM;
-            bump(
-                if full {
-                    &self.stats.rx_no_buffer
-                } else {
-                    &self.stats.rx_oversize
-                },
-                1,
-            );
+            if frame.len() <= pipelines::packet::buf::DATA_ROOM {
+                bump(&self.stats.rx_no_buffer, 1);
+            } else {
+                self.count_oversize();
+            }
             return None;
         };
         if status & TP_STATUS_VLAN_VALID != 0 && frame.len() >= 12 {
@@ -344,7 +360,7 @@ impl AfRx {
                 0x8100
             };
             if !b.prepend(4) {
-                bump(&self.stats.rx_oversize, 1);
+                self.count_oversize();
                 return None;
             }
             let d = b.data_mut();
@@ -405,6 +421,10 @@ impl RxQueue<HeapBuf> for AfRx {
         bump(&self.stats.rx_frames, n as u64);
         n
     }
+
+    fn take_oversize(&mut self) -> u64 {
+        self.oversize.replace(0)
+    }
 }
 
 /// One TX queue: fills the frames of its socket's TX ring in order.
@@ -412,6 +432,10 @@ struct AfTx {
     ring: Arc<RingSocket>,
     stats: Arc<PortStats>,
     head: usize,
+    /// The interface's MTU: a frame whose L3 part is larger is never sent.
+    mtu: usize,
+    /// Oversize frames not yet reported by `take_oversize`.
+    oversize: u64,
 }
 
 impl AfTx {
@@ -422,13 +446,42 @@ impl AfTx {
     fn frames(&self) -> usize {
         self.ring.tx.map_or(0, |r| r.frame_nr as usize)
     }
+
+    /// Whether `data` is more than this port can send: larger than a TX
+    /// frame's room, or its L3 part (after the Ethernet header and any
+    /// 802.1Q/802.1ad tags) larger than the interface's MTU, which the
+    /// kernel would refuse.
+    fn oversize(&self, data: &[u8]) -> bool {
+        data.len() > TX_FRAME_SIZE - TX_DATA_OFFSET || data.len() > self.mtu + l2_len(data)
+    }
+}
+
+/// The Ethernet header's length with its VLAN tags (at most two).
+fn l2_len(frame: &[u8]) -> usize {
+    let mut at = 12;
+    while at < 20
+        && frame.len() >= at + 2
+        && matches!([frame[at], frame[at + 1]], [0x81, 0x00] | [0x88, 0xa8])
+    {
+        at += 4;
+    }
+    at + 2
 }
 
 impl TxQueue<HeapBuf> for AfTx {
     fn tx_burst(&mut self, pkts: &mut Burst<HeapBuf>) -> usize {
         let frames = self.frames();
         let mut taken = 0;
+        let mut consumed = 0;
         for pkt in pkts.iter() {
+            if self.oversize(pkt.data()) {
+                // Never sendable: dropped on its own (the caller counts it
+                // tx_oversize); the frames after it still go.
+                bump(&self.stats.tx_oversize, 1);
+                self.oversize += 1;
+                consumed += 1;
+                continue;
+            }
             let off = self.frame_off(self.head);
             let status = self.ring.map.word(off + PKT_STATUS);
             let st = status.load(Ordering::Acquire);
@@ -439,12 +492,6 @@ impl TxQueue<HeapBuf> for AfTx {
                 break;
             }
             let data = pkt.data();
-            if data.len() > TX_FRAME_SIZE - TX_DATA_OFFSET {
-                // Cannot be sent by this ring; the caller counts it with the
-                // rest of what was not taken.
-                bump(&self.stats.tx_oversize, 1);
-                break;
-            }
             self.ring.map.write(off + TX_DATA_OFFSET, data);
             self.ring
                 .map
@@ -457,6 +504,7 @@ impl TxQueue<HeapBuf> for AfTx {
             status.store(TP_STATUS_SEND_REQUEST, Ordering::Release);
             self.head = (self.head + 1) % frames;
             taken += 1;
+            consumed += 1;
         }
         if taken > 0 {
             // SAFETY: a send with no buffer and no address on our own open
@@ -480,8 +528,12 @@ impl TxQueue<HeapBuf> for AfTx {
             }
             bump(&self.stats.tx_frames, taken as u64);
         }
-        pkts.drain(..taken);
+        pkts.drain(..consumed);
         taken
+    }
+
+    fn take_oversize(&mut self) -> u64 {
+        std::mem::take(&mut self.oversize)
     }
 }
 
@@ -493,6 +545,30 @@ pub struct AfPacketControl {
     rx_sockets: Vec<Vec<Arc<RingSocket>>>,
     /// Serialises reads of the kernel counters (reading resets them).
     kernel_lock: Mutex<()>,
+    /// Offloads turned off at start, per interface: back on at stop.
+    offloads_off: Vec<(String, Vec<String>)>,
+}
+
+impl Drop for AfPacketControl {
+    fn drop(&mut self) {
+        restore_offloads(&self.offloads_off);
+    }
+}
+
+/// Turns back on the offloads [`open`] turned off.
+fn restore_offloads(offloads_off: &[(String, Vec<String>)]) {
+    for (ifname, offs) in offloads_off {
+        let names: Vec<&str> = offs.iter().map(String::as_str).collect();
+        if names.is_empty() {
+            continue;
+        }
+        if let Err(e) = ethtool::set_features(ifname, &names, true) {
+            eprintln!(
+                "af_packet: {ifname}: cannot turn {} back on: {e}",
+                names.join(", ")
+            );
+        }
+    }
 }
 
 impl AfPacketControl {
@@ -559,6 +635,27 @@ pub fn interface_macs(plan: &Plan) -> Result<Vec<[u8; 6]>, String> {
         .collect()
 }
 
+/// Checks each `ports[].mtu` against its interface's MTU (SIOCGIFMTU): the
+/// appliance may send no larger datagram than the interface carries.
+pub fn check_mtus(plan: &Plan) -> Result<(), String> {
+    for (i, p) in plan.ports.iter().enumerate() {
+        let ifname = p.interface.as_deref().unwrap_or("");
+        let dev = rawsock::if_mtu(ifname)
+            .map_err(|e| format!("port `{}`: interface `{ifname}`: {e}", p.name))?;
+        if u32::from(p.mtu) > dev {
+            return Err(mtu_error(i, p.mtu, &format!("interface `{ifname}`"), dev));
+        }
+    }
+    Ok(())
+}
+
+/// The error of a `ports[i].mtu` larger than its device's.
+pub fn mtu_error(i: usize, mtu: u16, what: &str, dev: u32) -> String {
+    format!(
+        "ports[{i}].mtu = {mtu} is larger than the MTU of {what}, {dev}: lower ports[{i}].mtu to at most {dev} or raise the device's MTU"
+    )
+}
+
 /// One port's queues on `ifname`, with its counters and RX sockets.
 struct OpenPort {
     queues: PortQueues<HeapBuf>,
@@ -581,6 +678,7 @@ fn open_port(
         .wrapping_add(u32::from(port))
         & 0xffff;
     let fanout = (rx_queues > 1).then_some(group);
+    let mtu = ethtool::mtu(ifname)? as usize;
     let mut socks = Vec::new();
     for q in 0..rx_queues.max(tx_queues) {
         let rx = q < rx_queues;
@@ -603,6 +701,7 @@ fn open_port(
                 block: 0,
                 left: 0,
                 next: 0,
+                oversize: Cell::new(0),
             }) as Box<dyn RxQueue<HeapBuf>>
         })
         .collect();
@@ -613,6 +712,8 @@ fn open_port(
                 ring: r.clone(),
                 stats: stats.clone(),
                 head: 0,
+                mtu,
+                oversize: 0,
             }) as Box<dyn TxQueue<HeapBuf>>
         })
         .collect();
@@ -633,11 +734,19 @@ pub fn open(
     let mut stats = Vec::new();
     let mut rx_sockets = Vec::new();
     let mut interfaces = Vec::new();
+    let mut offloads_off: Vec<(String, Vec<String>)> = Vec::new();
     for (p, port) in plan.ports.iter().enumerate() {
         let ifname = port
             .interface
             .as_deref()
             .ok_or_else(|| format!("port `{}` has no interface", port.name))?;
+        if !offloads_off.iter().any(|(i, _)| i == ifname) {
+            let (changed, log) = ethtool::disable_offloads(ifname);
+            for line in log {
+                eprintln!("{line}");
+            }
+            offloads_off.push((ifname.to_string(), changed));
+        }
         let o = open_port(
             ifname,
             p as u16,
@@ -646,7 +755,10 @@ pub fn open(
             plan.tx_queues,
             pool,
         )
-        .map_err(|e| format!("port `{}` (interface `{ifname}`): {e}", port.name))?;
+        .map_err(|e| {
+            restore_offloads(&offloads_off);
+            format!("port `{}` (interface `{ifname}`): {e}", port.name)
+        })?;
         queues.push(o.queues);
         stats.push(o.stats);
         rx_sockets.push(o.rx_sockets);
@@ -659,6 +771,7 @@ pub fn open(
             stats,
             rx_sockets,
             kernel_lock: Mutex::new(()),
+            offloads_off,
         }),
     ))
 }
@@ -816,5 +929,117 @@ mod tests {
             let seen = got.first();
             assert_eq!(seen, Some(&f), "tag restored, frame intact");
         });
+    }
+
+    #[test]
+    fn an_oversize_frame_is_dropped_alone_and_the_rest_of_its_burst_goes() {
+        let ns = VethNs::new();
+        ns.run(|| {
+            let cfg = small_rings();
+            let mut a = open_port("v0", 0, &cfg, 1, 1, pool()).unwrap();
+            let mut b = open_port("v1", 1, &cfg, 1, 1, pool()).unwrap();
+            // MTU 1500: 1514 bytes with the Ethernet header go; 1515 (over
+            // the MTU, under the 2,000-byte TX frame: the kernel would
+            // refuse it) and 1600 do not; a tagged 1518 goes.
+            let mut tagged = frame(4, 1518);
+            tagged.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+            tagged.truncate(1518);
+            let frames = [
+                frame(0, 100),
+                frame(1, 1515),
+                frame(2, 1514),
+                frame(3, 1600),
+                tagged.clone(),
+                frame(5, 60),
+            ];
+            let mut burst = Burst::new();
+            for f in &frames {
+                burst.push(pool().alloc_with(f).unwrap());
+            }
+            assert_eq!(
+                a.queues.tx[0].tx_burst(&mut burst),
+                4,
+                "every frame but the two oversize"
+            );
+            assert!(burst.is_empty(), "nothing left for tx_full");
+            assert_eq!(a.queues.tx[0].take_oversize(), 2);
+            assert_eq!(a.queues.tx[0].take_oversize(), 0, "reading resets");
+            assert_eq!(a.stats.tx_oversize.load(Ordering::Relaxed), 2);
+            let got = collect(&mut b.queues.rx, 1, 4);
+            let want = vec![
+                frames[0].clone(),
+                frames[2].clone(),
+                tagged,
+                frames[5].clone(),
+            ];
+            assert_eq!(got.len(), 4);
+            assert!(got == want, "the other frames arrive, in order");
+            // The ring goes on after them.
+            let mut burst = Burst::new();
+            burst.push(pool().alloc_with(&frame(6, 200)).unwrap());
+            assert_eq!(a.queues.tx[0].tx_burst(&mut burst), 1);
+            assert_eq!(collect(&mut b.queues.rx, 1, 1).len(), 1);
+        });
+    }
+
+    #[test]
+    fn open_turns_gro_off_and_stop_turns_it_back_on() {
+        let ns = VethNs::new();
+        let name = ns.0.clone();
+        let k = move |ifname: &str| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &name, "ethtool", "-k", ifname])
+                .output()
+                .expect("ethtool");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let x = |args: &[&str]| {
+            let st = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.0, "ethtool"])
+                .args(args)
+                .status()
+                .expect("ethtool");
+            assert!(st.success());
+        };
+        x(&["-K", "v0", "gro", "on", "tso", "on", "gso", "on"]);
+        x(&["-K", "v1", "gro", "on"]);
+        assert!(k("v0").contains("generic-receive-offload: on"));
+        let toml = r#"
+backend = "af-packet"
+[lan]
+port = "lan"
+prefixes = ["10.0.0.0/24"]
+addresses = ["10.0.0.1"]
+[[ports]]
+name = "lan"
+interface = "v0"
+mac = "02:00:00:00:99:00"
+[[ports]]
+name = "wan"
+interface = "v1"
+mac = "02:00:00:00:99:01"
+[[uplinks]]
+name = "isp"
+port = "wan"
+nat_addresses = ["100.64.1.10"]
+next_hop_mac = "02:00:00:00:0a:fe"
+"#;
+        let cfg = crate::config::parse(toml).unwrap();
+        let plan = crate::config::plan::validate_with_cpus(&cfg, 4).unwrap();
+        let control = ns.run(move || open(&plan, pool()).map(|(_, c)| c).unwrap());
+        for v in ["v0", "v1"] {
+            let shown = k(v);
+            for off in [
+                "generic-receive-offload: off",
+                "tcp-segmentation-offload: off",
+                "generic-segmentation-offload: off",
+            ] {
+                assert!(shown.contains(off), "{v}: {off} in\n{shown}");
+            }
+        }
+        // Stopping (the control dropped in the namespace) restores them.
+        ns.run(move || drop(control));
+        assert!(k("v0").contains("generic-receive-offload: on"));
+        assert!(k("v1").contains("generic-receive-offload: on"));
     }
 }

@@ -4,4 +4,5 @@
 //! carries its `// SAFETY:` argument.
 
 pub mod afpacket;
+pub mod ethtool;
 pub mod rawsock;

@@ -392,6 +392,14 @@ pub fn if_mac(ifname: &str) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// The MTU of `ifname` (SIOCGIFMTU).
+pub fn if_mtu(ifname: &str) -> io::Result<u32> {
+    let ifr = ifreq_ioctl(ifname, libc::SIOCGIFMTU, "MTU")?;
+    // SAFETY: SIOCGIFMTU fills the `ifru_mtu` member of the union.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+    Ok(mtu.max(0) as u32)
+}
+
 /// Whether `ifname` is administratively up and has carrier (IFF_UP and
 /// IFF_RUNNING): the link state uplink health watches.
 pub fn if_up(ifname: &str) -> io::Result<bool> {

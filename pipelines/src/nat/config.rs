@@ -80,6 +80,12 @@ pub struct NatConfig {
     pub max_races: usize,
     /// Per inside host limits in this shard (see [`HostLimits`]).
     pub hosts: HostLimits,
+    /// Most live sessions one mapping (an inside endpoint's NAT address
+    /// and port on an uplink) holds: further new sessions on it, from
+    /// inside to another remote or admitted from outside, are refused
+    /// (`mapping_sessions_limit`). Service mappings (a server endpoint
+    /// behind a service address) are not limited by it.
+    pub mapping_max_sessions: u16,
     /// The shard's fragment tracker (`[fragments]`, see `crate::frag`).
     pub fragments: crate::frag::FragLimits,
 }
@@ -113,6 +119,7 @@ impl Default for NatConfig {
             race_timeout: Nanos::from_secs(3),
             max_races: 16_384,
             hosts: HostLimits::default(),
+            mapping_max_sessions: 256,
             fragments: crate::frag::FragLimits::default(),
         }
     }

@@ -30,6 +30,8 @@ pub struct NatCounters {
     /// Losing race copies freed when their server answered (with a SYN+ACK,
     /// which gets an RST, or an RST); the others expire.
     pub race_closed: Counter,
+    /// Sessions removed by the operator (`appliance sessions flush`).
+    pub flushed: Counter,
     /// New sessions refused because their inside host had
     /// `host_max_sessions` live sessions in this shard.
     pub host_sessions_limit: Counter,
@@ -45,6 +47,13 @@ pub struct NatCounters {
     /// Sessions that never saw an answer, removed (oldest first) to make
     /// room for a new flow in a nearly full shard.
     pub evicted_unanswered: Counter,
+    /// Closed TCP sessions (FINs both ways, or an RST), removed (oldest
+    /// first, on the same list as unanswered ones) to make room for a new
+    /// flow in a nearly full shard.
+    pub evicted_closed: Counter,
+    /// New sessions refused because their mapping had
+    /// `mapping_max_sessions` live sessions.
+    pub mapping_sessions_limit: Counter,
     /// Gauges of the shard's fragment tracker (set by translate's sweep):
     /// later fragments held (waiting for their first fragment or for room
     /// in an output burst) and datagrams tracked.

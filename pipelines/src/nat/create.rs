@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::config::Filtering;
 use super::counters::ServerCounters;
+use super::hosts::Refusal;
 use super::index::{inside_hash, out_eq, session_in_hash, session_out_hash, tag, NatAddr, Tuple};
 use super::ports::{class_of, PortPool, CLASSES};
 use super::session::{to16, Session, HOSTED, LIVE, NONE, OUT_INDEXED, UNANSWERED, V6};
@@ -103,12 +104,15 @@ impl NatShard {
             return Err(DropReason::TableFull);
         }
         let t = Tuple::of(key);
+        let head = self.find_mapping(&t, uplink);
+        if let Some(h) = head {
+            self.mapping_admits(h, &t.src)?;
+        }
         // A race copy after the first is the same new flow: it takes a
         // session but no token.
         let lim = self.cfg.hosts;
         self.hosts
             .admit(&t.src, now, indexed, &lim, &self.counters)?;
-        let head = self.find_mapping(&t, uplink);
         let claimed = self.claim_port(&t, uplink, head);
         let (uplink, nat_addr, nat_port) = match claimed {
             Ok(c) => c,
@@ -149,6 +153,30 @@ impl NatShard {
                 Created::NewMapping
             },
         ))
+    }
+
+    /// Live sessions of the mapping whose head is `head`, for its limit;
+    /// `None` for a mapping without a port pool (a service mapping).
+    pub(super) fn mapping_sessions(&mut self, head: u32) -> Option<&mut u16> {
+        let s = &self.slots[head as usize];
+        let (at, port) = (
+            usize::from(s.nat_addr) * CLASSES + class_of(s.proto),
+            s.nat_port,
+        );
+        let pool = self.pools.get_mut(at)?.as_mut()?;
+        let i = pool.index(port)?;
+        pool.sessions.get_mut(i)
+    }
+
+    /// Whether the mapping of `head` may take one more session; a refusal
+    /// is counted `mapping_sessions_limit` against inside host `client`.
+    fn mapping_admits(&mut self, head: u32, client: &[u8; 16]) -> Result<(), DropReason> {
+        let max = self.cfg.mapping_max_sessions;
+        if self.mapping_sessions(head).is_some_and(|n| *n >= max) {
+            self.hosts.refuse(client, Refusal::Mapping, &self.counters);
+            return Err(DropReason::MappingSessionsLimit);
+        }
+        Ok(())
     }
 
     /// The mapping's (uplink, NAT address, NAT port): those of `head`, or a
@@ -243,6 +271,8 @@ impl NatShard {
             self.counters.table_full.inc();
             return Err(DropReason::TableFull);
         }
+        let client = self.slots[head as usize].client;
+        self.mapping_admits(head, &client)?;
         let m = &self.slots[head as usize];
         let hosted = m.flags & HOSTED != 0;
         // The client already talks to this remote endpoint over another of
@@ -335,6 +365,7 @@ impl NatShard {
                 if let Some(pool) = self.pools[usize::from(s.nat_addr) * CLASSES + class].as_mut() {
                     if let Some(pi) = pool.index(s.nat_port) {
                         pool.owner[pi] = idx;
+                        pool.sessions[pi] = 0;
                     }
                 }
                 self.counters.mappings.add(1);
@@ -355,6 +386,9 @@ impl NatShard {
         self.by_in.insert_unique(ih, idx, |&i| {
             session_in_hash(hasher, addrs, &slots[i as usize])
         });
+        if let Some(n) = self.mapping_sessions(idx) {
+            *n = n.saturating_add(1);
+        }
         if unanswered {
             self.unanswered_push(idx);
         }

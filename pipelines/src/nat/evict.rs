@@ -1,15 +1,28 @@
-//! Eviction under pressure: the list of sessions that never saw an answer,
-//! oldest first, threaded through the slab (two `u32` links a session), and
-//! the host bookkeeping of sessions joining and leaving it.
+//! Eviction under pressure: the list of sessions a newcomer may take the
+//! place of, oldest first, threaded through the slab (two `u32` links a
+//! session), and the host bookkeeping of sessions joining and leaving it.
+//!
+//! Two kinds of session are on it, in the order they joined:
+//! - unanswered ones (a SYN or SYN copy no server answered, a UDP or ICMP
+//!   flow with no reply), from their creation; one packet from outside
+//!   takes such a session off the list;
+//! - closed TCP connections (FINs seen both ways, TIME_WAIT-like, or an
+//!   RST), from the packet that closed them to their end; late segments
+//!   (the last ACK, a retransmitted FIN) leave them on it. Joining reuses
+//!   the links the window tracker kept its edges in, so its checks become
+//!   liberal for what is left of the connection (as before the first
+//!   answer). One FIN alone is not enough: a half-closed connection may
+//!   still carry data the other way for as long as it likes.
 //!
 //! A shard holding [`EVICT_AT_PERCENT`](super::EVICT_AT_PERCENT) of its
-//! `max_sessions` removes the oldest unanswered session (a SYN or SYN copy
-//! no server answered, a UDP or ICMP flow with no reply) before it creates
-//! an outbound session: O(1), no scan. A session that saw one packet from
-//! outside leaves the list for good, so sessions with traffic both ways are
-//! never evicted for a newcomer.
+//! `max_sessions` removes the head of the list before it creates an
+//! outbound session: O(1), no scan. A session with traffic both ways whose
+//! connection has not ended (established, or half-closed) is never on the
+//! list, so it is never evicted for a newcomer. This is conntrack's early
+//! drop (entries not yet assured go first) and VPP NAT44-ED's reuse of
+//! transitory sessions, made shard-wide and oldest-first.
 
-use super::session::{HOSTED, NONE, UNANSWERED};
+use super::session::{seen, HOSTED, NONE, SENT, UNANSWERED, WIN};
 use super::shard::NatShard;
 
 impl NatShard {
@@ -30,18 +43,31 @@ impl NatShard {
         self.unans_tail = idx;
     }
 
-    /// Takes session `idx` off the unanswered list (it was answered or
-    /// leaves); a race copy of a host stops counting as a race in progress.
+    /// Appends live TCP session `idx`, whose connection ended and which is
+    /// not on the list, as a closed one: the window tracker's edges give
+    /// way to the links (its checks become liberal).
+    pub(super) fn closed_push(&mut self, idx: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.flags &= !(WIN | SENT);
+        s.tcp |= seen::CLOSED_LISTED;
+        self.unanswered_push(idx);
+    }
+
+    /// Takes session `idx` off the list (it was answered or leaves); a race
+    /// copy of a host waiting for its answer stops counting as a race in
+    /// progress.
     pub(super) fn unanswered_unlink(&mut self, idx: u32) {
         let s = &mut self.slots[idx as usize];
         if s.flags & UNANSWERED == 0 {
             return;
         }
+        let waited = s.unanswered();
         s.flags &= !UNANSWERED;
+        s.tcp &= !seen::CLOSED_LISTED;
         let (older, newer) = (s.older, s.newer);
         s.older = NONE;
         s.newer = NONE;
-        let counted_race = s.race != NONE && s.flags & HOSTED != 0;
+        let counted_race = waited && s.race != NONE && s.flags & HOSTED != 0;
         let client = s.client;
         if older != NONE {
             self.slots[older as usize].newer = newer;
@@ -58,12 +84,13 @@ impl NatShard {
         }
     }
 
-    /// The oldest session that never saw an answer, if any.
+    /// The head of the eviction list: the oldest session that never saw an
+    /// answer or whose TCP connection ended, if any.
     pub fn oldest_unanswered(&self) -> Option<u32> {
         (self.unans_head != NONE).then_some(self.unans_head)
     }
 
-    /// Removes the oldest unanswered session unless it is `keep` (the
+    /// Removes the head of the eviction list unless it is `keep` (the
     /// session just created). Returns whether it did. Callers: outbound
     /// creation, in a nearly full shard.
     pub(super) fn make_room(&mut self, keep: u32) -> bool {
@@ -71,8 +98,13 @@ impl NatShard {
         if victim == NONE || victim == keep {
             return false;
         }
+        let closed = self.slots[victim as usize].tcp & seen::CLOSED_LISTED != 0;
         self.remove(victim);
-        self.counters.evicted_unanswered.inc();
+        if closed {
+            self.counters.evicted_closed.inc();
+        } else {
+            self.counters.evicted_unanswered.inc();
+        }
         true
     }
 

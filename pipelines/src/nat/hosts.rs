@@ -105,6 +105,7 @@ pub(super) enum Refusal {
     Sessions,
     Rate,
     Races,
+    Mapping,
 }
 
 impl Hosts {
@@ -197,8 +198,9 @@ impl Hosts {
         }
     }
 
-    /// Counts a refusal of host `addr` (which has an entry) and ranks it.
-    fn refuse(&mut self, addr: &[u8; 16], r: Refusal, c: &NatCounters) {
+    /// Counts a refusal of host `addr` and ranks it (a host without an
+    /// entry is counted, not ranked).
+    pub(super) fn refuse(&mut self, addr: &[u8; 16], r: Refusal, c: &NatCounters) {
         count(c, r);
         let Some(h) = self.map.get_mut(addr) else {
             return;
@@ -269,5 +271,6 @@ fn count(c: &NatCounters, r: Refusal) {
         Refusal::Sessions => c.host_sessions_limit.inc(),
         Refusal::Rate => c.host_rate_limit.inc(),
         Refusal::Races => c.host_races_limit.inc(),
+        Refusal::Mapping => c.mapping_sessions_limit.inc(),
     }
 }

@@ -59,6 +59,11 @@ mod hosts;
 mod index;
 #[cfg(test)]
 mod limits_tests;
+mod list;
+#[cfg(test)]
+mod list_tests;
+#[cfg(test)]
+mod mapping_tests;
 mod ports;
 mod session;
 mod shard;
@@ -71,6 +76,7 @@ pub use config::{Filtering, NatConfig, EVICT_AT_PERCENT};
 pub use counters::{NatCounters, ServerCounters, TopHost, UplinkCounters, TOP_HOSTS};
 pub use create::{Created, ADF_WALK_MAX};
 pub use hosts::{HostLimits, TokenBucket};
+pub use list::{state_name, Prefix, SessionFilter, SessionInfo, STATE_NAMES};
 pub(crate) use session::NONE;
 pub use session::{Session, TcpState, NO_SERVER};
 pub use shard::{NatShard, RaceExit, EVENTS_MAX};

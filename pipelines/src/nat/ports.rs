@@ -20,7 +20,8 @@ pub(super) fn class_of(protocol: u8) -> usize {
 /// The ports of one NAT address and class within the shard's slice. `free`
 /// is a stack of free ports; `pos` says where a free port sits in it (so a
 /// preserved port leaves in O(1)); `owner` is the head session of the
-/// mapping holding a port, or `NONE`. Allocation swaps a random free port to
+/// mapping holding a port, or `NONE`; `sessions` the live sessions of that
+/// mapping (its chain's length, for `mapping_max_sessions`). Allocation swaps a random free port to
 /// the top first, so NAT ports are unpredictable (RFC 6056) and a port just
 /// freed is not handed out next.
 pub(super) struct PortPool {
@@ -28,6 +29,7 @@ pub(super) struct PortPool {
     pub(super) free: Vec<u16>,
     pub(super) pos: Vec<u16>,
     pub(super) owner: Vec<u32>,
+    pub(super) sessions: Vec<u16>,
 }
 
 impl PortPool {
@@ -41,11 +43,13 @@ impl PortPool {
             pos[usize::from(p - range.first)] = i as u16;
         }
         let owner = vec![NONE; free.len()];
+        let sessions = vec![0; free.len()];
         PortPool {
             base: range.first,
             free,
             pos,
             owner,
+            sessions,
         }
     }
 
@@ -80,6 +84,7 @@ impl PortPool {
 
     pub(super) fn give_back(&mut self, i: usize) {
         self.owner[i] = NONE;
+        self.sessions[i] = 0;
         self.pos[i] = self.free.len() as u16;
         self.free.push(self.base + i as u16);
     }

@@ -36,6 +36,10 @@ pub(crate) mod seen {
     pub const RST: u8 = 16;
     pub const OUT: u8 = 32;
     pub const IN: u8 = 64;
+    /// Not a thing seen: the session is on the eviction list because its
+    /// connection closed (FINs both ways, or an RST), not because nothing
+    /// answered it (see `evict`).
+    pub const CLOSED_LISTED: u8 = 128;
 }
 
 pub(crate) const NONE: u32 = u32::MAX;
@@ -85,11 +89,12 @@ pub struct Session {
     /// list link of a free slot.
     pub(super) next: u32,
     pub(super) prev: u32,
-    /// Links of the unanswered list (older, newer neighbour), `NONE` at
-    /// its ends, while the `UNANSWERED` flag is set. A session leaves that
-    /// list for good, after which the TCP window tracker keeps the inside
-    /// host's receive edge (`rcv_nxt`, flag `WIN`) in `older` and its
-    /// highest sequence end (`snd_end`, flag `SENT`) in `newer`.
+    /// Links of the eviction list (older, newer neighbour), `NONE` at its
+    /// ends, while the `UNANSWERED` flag is set (unanswered, or a closed
+    /// TCP connection: see `evict`). Off the list, the TCP window tracker
+    /// keeps the inside host's receive edge (`rcv_nxt`, flag `WIN`) in
+    /// `older` and its highest sequence end (`snd_end`, flag `SENT`) in
+    /// `newer`; a connection that closes gives them back to the list.
     pub(super) older: u32,
     pub(super) newer: u32,
     pub client_port: u16,
@@ -241,7 +246,15 @@ impl Session {
 
     /// Whether the session has not seen a packet from outside yet.
     pub fn unanswered(&self) -> bool {
-        self.flags & UNANSWERED != 0
+        self.flags & UNANSWERED != 0 && self.tcp & seen::CLOSED_LISTED == 0
+    }
+
+    /// Whether this is a TCP session whose connection ended: FINs seen
+    /// both ways (TIME_WAIT-like), or an RST.
+    pub(super) fn tcp_closed(&self) -> bool {
+        use seen::*;
+        self.proto == proto::TCP
+            && (self.tcp & RST != 0 || self.tcp & (FIN_OUT | FIN_IN) == FIN_OUT | FIN_IN)
     }
 
     pub(super) fn timeout(&self, cfg: &NatConfig) -> Nanos {
@@ -255,7 +268,7 @@ impl Session {
         if self.flags & LOSER != 0 {
             return cfg.race_timeout;
         }
-        if self.race != NONE && self.flags & UNANSWERED != 0 {
+        if self.race != NONE && self.unanswered() {
             return cfg.race_timeout.saturating_add(cfg.race_timeout);
         }
         match self.proto {

@@ -141,11 +141,14 @@ impl NatShard {
                 race_table_full: Counter::new(),
                 events_dropped: Counter::new(),
                 race_closed: Counter::new(),
+                flushed: Counter::new(),
                 host_sessions_limit: Counter::new(),
                 host_rate_limit: Counter::new(),
                 host_races_limit: Counter::new(),
                 hosts_table_full: Counter::new(),
                 evicted_unanswered: Counter::new(),
+                evicted_closed: Counter::new(),
+                mapping_sessions_limit: Counter::new(),
                 fragments_held: Counter::new(),
                 fragment_datagrams: Counter::new(),
                 fragments: Counter::new(),
@@ -327,7 +330,7 @@ impl NatShard {
             s.race = race;
             // A race copy waiting for its answer counts as its host's race
             // in progress.
-            if was != (race != NONE) && s.flags & (UNANSWERED | HOSTED) == UNANSWERED | HOSTED {
+            if was != (race != NONE) && s.flags & HOSTED != 0 && s.unanswered() {
                 let client = s.client;
                 self.hosts.race(&client, !was);
             }
@@ -385,8 +388,13 @@ impl NatShard {
         if s.proto == proto::TCP {
             s.on_tcp(tcp_flags, inbound);
         }
-        if inbound && s.flags & UNANSWERED != 0 {
+        if inbound && s.unanswered() {
             self.unanswered_unlink(idx);
+        }
+        // A connection that ended joins the eviction list (see `evict`).
+        let s = &self.slots[idx as usize];
+        if s.flags & UNANSWERED == 0 && s.tcp_closed() {
+            self.closed_push(idx);
         }
         self.slots.get(idx as usize)
     }
@@ -426,6 +434,10 @@ impl NatShard {
         {
             e.remove();
         }
+        if let Some(n) = self.mapping_sessions(idx) {
+            *n = n.saturating_sub(1);
+        }
+        let hasher = &self.hasher;
         if s.next != NONE {
             self.slots[s.next as usize].prev = s.prev;
         }

@@ -22,8 +22,9 @@
 //! read with the largest shift (14) until it closes.
 //!
 //! State (inside the 104-byte record): `rcv_nxt` and `snd_end` reuse the
-//! two links of the unanswered list, which a session leaves for good at its
-//! first packet from outside; `win_max` (u16, in the inside host's scaled
+//! two links of the eviction list, which a session leaves at its first
+//! packet from outside and joins again only when its connection has ended
+//! (FINs both ways, or an RST; the checks are liberal from then on); `win_max` (u16, in the inside host's scaled
 //! unit) and `wscale` (both shifts, a nibble each) took 4 bytes from the
 //! byte counters, now 48 bits each.
 

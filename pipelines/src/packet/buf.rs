@@ -313,6 +313,9 @@ impl PacketBuf for HeapBuf {
 pub struct HeapPool {
     free: ArrayQueue<Box<HeapBufInner>>,
     created: AtomicUsize,
+    /// Buffers handed out since the start (tests check conservation:
+    /// every buffer handed out is forwarded or counted as a drop).
+    allocs: AtomicUsize,
     capacity: usize,
 }
 
@@ -323,6 +326,7 @@ impl HeapPool {
         Box::leak(Box::new(HeapPool {
             free: ArrayQueue::new(capacity),
             created: AtomicUsize::new(0),
+            allocs: AtomicUsize::new(0),
             capacity,
         }))
     }
@@ -336,6 +340,11 @@ impl HeapPool {
         self.created
             .load(Ordering::Relaxed)
             .saturating_sub(self.free.len())
+    }
+
+    /// Buffers handed out since the pool was made (allocations and clones).
+    pub fn allocs(&self) -> usize {
+        self.allocs.load(Ordering::Relaxed)
     }
 
     fn release(&self, mut inner: Box<HeapBufInner>) {
@@ -382,6 +391,7 @@ impl BufPool for &'static HeapPool {
         };
         inner.head = HEADROOM as u16;
         inner.len = 0;
+        pool.allocs.fetch_add(1, Ordering::Relaxed);
         Some(HeapBuf { inner: Some(inner) })
     }
 }

@@ -42,6 +42,53 @@ impl Counter {
     }
 }
 
+/// What a stage originated (ICMP it sent, fragments it made) or refused to
+/// send; `as_str` names are the keys of `stages.NAME.originated` in the
+/// stats JSON and are never renamed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Sent {
+    /// ICMP / ICMPv6 echo replies for the appliance's own addresses.
+    EchoReply,
+    /// ICMP time exceeded / ICMPv6 time exceeded (TTL or hop limit ran out).
+    TimeExceeded,
+    /// ICMP destination unreachable, fragmentation needed (IPv4, DF set).
+    FragNeeded,
+    /// ICMPv6 packet too big.
+    PacketTooBig,
+    /// ICMP messages not sent: the rate limit was spent.
+    IcmpRateLimited,
+    /// IPv4 packets fragmented on egress (larger than the port's MTU, DF clear).
+    FragmentedOut,
+    /// Fragments those packets became.
+    FragmentsOut,
+}
+
+impl Sent {
+    pub const ALL: &'static [Sent] = &[
+        Sent::EchoReply,
+        Sent::TimeExceeded,
+        Sent::FragNeeded,
+        Sent::PacketTooBig,
+        Sent::IcmpRateLimited,
+        Sent::FragmentedOut,
+        Sent::FragmentsOut,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Sent::EchoReply => "echo_reply",
+            Sent::TimeExceeded => "time_exceeded",
+            Sent::FragNeeded => "frag_needed",
+            Sent::PacketTooBig => "packet_too_big",
+            Sent::IcmpRateLimited => "icmp_rate_limited",
+            Sent::FragmentedOut => "fragmented_out",
+            Sent::FragmentsOut => "fragments_out",
+        }
+    }
+}
+
 /// Counters of one stage instance: packets it processed and packets it
 /// dropped, by reason. One instance per (stage, lcore); the management core
 /// sums instances of the same stage.
@@ -49,6 +96,7 @@ impl Counter {
 pub struct StageCounters {
     pub packets: Counter,
     drops: [Counter; DropReason::COUNT],
+    sent: [Counter; Sent::COUNT],
 }
 
 impl Default for StageCounters {
@@ -56,6 +104,7 @@ impl Default for StageCounters {
         StageCounters {
             packets: Counter::new(),
             drops: std::array::from_fn(|_| Counter::new()),
+            sent: std::array::from_fn(|_| Counter::new()),
         }
     }
 }
@@ -73,6 +122,20 @@ impl StageCounters {
 
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].get()
+    }
+
+    #[inline]
+    pub fn count_sent(&self, what: Sent) {
+        self.sent[what as usize].inc();
+    }
+
+    #[inline]
+    pub fn count_sents(&self, what: Sent, n: u64) {
+        self.sent[what as usize].add(n);
+    }
+
+    pub fn sent(&self, what: Sent) -> u64 {
+        self.sent[what as usize].get()
     }
 
     pub fn total_drops(&self) -> u64 {

@@ -75,11 +75,14 @@ drop_reasons! {
     TableFull => "table_full", "NAT shard at its session capacity";
     RingFull => "ring_full", "next stage's ring was full";
     TxFull => "tx_full", "port TX queue did not take the packet";
+    TxOversize => "tx_oversize", "larger than the egress port can send (af_packet: its MTU plus the Ethernet header and VLAN tags, or the 2,000-byte TX frame); dropped alone, the rest of its burst goes on";
+    RxOversize => "rx_oversize", "received frame larger than a packet buffer (af_packet: a frame merged by GRO/LRO when the offloads could not be turned off)";
     NoTxPort => "no_tx_port", "no egress port decided for the packet";
     NoBuffer => "no_buffer", "the buffer pool had no buffer for a copy the appliance makes (a race copy)";
     RaceSuppressed => "race_suppressed", "a SYN copy for a race that is already settled or already has a copy on that uplink (a retransmitted SYN does not start a second race)";
     RaceLoser => "race_loser", "a segment from an uplink that lost the race (its SYN+ACK is answered with an RST instead)";
     RaceNegative => "race_negative", "a negative answer (RST, or ICMP error) to a race copy while another copy can still answer: the client does not see it";
+    RaceCopyFailed => "race_copy_failed", "a copy the appliance makes for a race (a first-payload copy for another uplink, a replayed client segment, an RST to a losing copy) that could not be written into its buffer";
     RacePending => "race_pending", "a segment on a racing uplink before the race is decided that cannot be delivered to the client";
     NoServer => "no_server", "a first request to a service address that no local server can take (a plain request to a service without local servers)";
     RedirectDone => "redirect_done", "a segment of a redirected TCP exchange that needs no answer (the client acknowledged the redirection)";
@@ -87,7 +90,13 @@ drop_reasons! {
     HostRateLimit => "host_rate_limit", "new flow of an inside host past its new-sessions rate ([nat] host_new_per_second, host_new_burst)";
     HostsTableFull => "hosts_table_full", "new flow of an inside host the shard does not track while its host table is full ([nat] max_hosts)";
     TcpOutOfWindow => "tcp_out_of_window", "TCP segment from outside outside the inside host's window (an RST not in [RCV.NXT, RCV.NXT+RCV.WND), data or FIN past the window, an ACK of unsent data): the session is not refreshed";
+    NotForUs => "not_for_us", "frame whose destination MAC is not the port's, broadcast (ARP only), IPv6 all-nodes or the solicited-node group of one of the port's addresses";
+    MartianDestination => "martian_destination", "LAN packet to a multicast, broadcast (255.255.255.255 or a LAN subnet's), loopback, link-local or unspecified address: not translated";
+    MartianSource => "martian_source", "uplink packet from a LAN prefix, a NAT address, loopback, multicast, broadcast or unspecified source";
+    IcmpRateLimited => "icmp_rate_limited", "echo request to the appliance not answered: its ICMP rate limit ([icmp] rate_per_second, burst) is spent";
+    TooBig => "too_big", "packet larger than the egress port's MTU that may not be fragmented (IPv4 DF, any IPv6) and gets no fragmentation needed / packet too big in its place (an ICMP error, a non-first fragment, a special source, the ICMP rate limit spent), or fragments that found no room";
     TcpInvalidFlags => "tcp_invalid_flags", "TCP segment with an invalid flag combination (SYN+FIN, SYN+RST, FIN+RST, no flags, FIN or data without ACK)";
+    MappingSessionsLimit => "mapping_sessions_limit", "new flow on a mapping (an inside endpoint's NAT address and port) that has its most live sessions ([nat] mapping_max_sessions)";
 }
 
 #[cfg(test)]

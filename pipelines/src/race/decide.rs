@@ -262,8 +262,9 @@ impl Racer {
                 continue;
             };
             shift_seq(&mut copy, 0, r.isn[k].wrapping_sub(r.client_isn));
-            if (cx.send_by)(cx.nat, cx.topo, cx.now, &mut copy, member).is_ok() {
-                extra.push(copy);
+            match (cx.send_by)(cx.nat, cx.topo, cx.now, &mut copy, member) {
+                Ok(_) => push_extra(cx.counters, extra, copy),
+                Err(reason) => cx.counters.count_drop(reason),
             }
         }
     }
@@ -405,11 +406,13 @@ impl Racer {
                 continue;
             };
             if !self.table.replay.restore(slot, &mut copy) {
+                cx.counters.count_drop(DropReason::RaceCopyFailed);
                 continue;
             }
             shift_seq(&mut copy, 0, offset);
-            if (cx.send_by)(cx.nat, cx.topo, cx.now, &mut copy, idx).is_ok() {
-                extra.push(copy);
+            match (cx.send_by)(cx.nat, cx.topo, cx.now, &mut copy, idx) {
+                Ok(_) => push_extra(cx.counters, extra, copy),
+                Err(reason) => cx.counters.count_drop(reason),
             }
         }
         let next_hop = next_hop_of(cx.nat, cx.topo, idx);
@@ -614,13 +617,15 @@ impl Racer {
         // The segment in hand (same IP version, classified) is the template.
         match template.try_clone() {
             Some(mut b) => {
-                if write_tcp(&mut b, &f, TCP_RST, seq, 0, 0).is_ok() && !extra.is_full() {
+                if write_tcp(&mut b, &f, TCP_RST, seq, 0, 0).is_ok() {
                     let m = b.meta_mut();
                     m.direction = Direction::Outbound;
                     m.out_port = port;
                     m.uplink = s.uplink;
                     m.next_hop_mac = next_hop;
-                    extra.push(b);
+                    push_extra(cx.counters, extra, b);
+                } else {
+                    cx.counters.count_drop(DropReason::RaceCopyFailed);
                 }
             }
             None => cx.counters.count_drop(DropReason::NoBuffer),
@@ -668,6 +673,15 @@ impl Racer {
         self.drop_member(cx.nat, idx);
         cx.nat.counters.race_closed.inc();
         reflect_tcp(pkt, TCP_RST, ack, 0, 0, next_hop)
+    }
+}
+
+/// Queues a packet the appliance made for a race; one that finds the
+/// burst of extra packets full is counted `ring_full` and freed.
+fn push_extra<B: PacketBuf>(counters: &StageCounters, extra: &mut Burst<B>, pkt: B) {
+    if let Err(e) = extra.try_push(pkt) {
+        counters.count_drop(DropReason::RingFull);
+        drop(e.element());
     }
 }
 

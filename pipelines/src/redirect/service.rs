@@ -123,6 +123,9 @@ pub struct ServiceCounters {
     /// to the reported target within the failure window (forged, stale,
     /// or about a target it was never sent to).
     pub failure_reports_refused: Counter,
+    /// Failure events not delivered to the management core: the shard's
+    /// buffer of undrained events was full, or the event ring was.
+    pub failure_events_lost: Counter,
 }
 
 const TCP_PSH: u8 = 0x08;
@@ -321,6 +324,8 @@ impl ServicePlane {
     fn emit(&mut self, ev: ServiceEvent) {
         if self.events.len() < EVENTS_MAX {
             self.events.push(ev);
+        } else {
+            self.counters.failure_events_lost.inc();
         }
     }
 

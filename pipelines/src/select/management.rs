@@ -14,11 +14,39 @@ use super::snapshot::{Snapshot, UplinkView};
 use crate::packet::time::Nanos;
 use crate::topology::{UplinkId, MAX_UPLINKS};
 
+/// An uplink's administrative state, set by the operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AdminState {
+    /// In service.
+    #[default]
+    Up,
+    /// No new flows or races while another uplink is usable; its sessions
+    /// stay until they end (graceful failback).
+    Drained,
+    /// Administratively down: as a link down (unhealthy, never probed,
+    /// `on_uplink_down` applies to its sessions).
+    Down,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Up => "up",
+            AdminState::Drained => "drained",
+            AdminState::Down => "down",
+        }
+    }
+}
+
 /// Per-uplink selection state, as the stats report it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UplinkSelStats {
     pub healthy: bool,
     pub link_up: bool,
+    /// The operator's state for it.
+    pub admin: AdminState,
+    /// Its selection weight (the config's, or the operator's).
+    pub weight: u32,
     /// Unanswered race copies since the last answer.
     pub unanswered_streak: u32,
     /// Distinct destinations (RTT cache keys) toward which race copies on
@@ -35,23 +63,23 @@ pub struct UplinkSelStats {
 
 /// One uplink's measurements to one destination.
 #[derive(Clone, Copy, Debug)]
-struct UplinkRtt {
-    uplink: UplinkId,
-    est: RttEstimator,
+pub(super) struct UplinkRtt {
+    pub(super) uplink: UplinkId,
+    pub(super) est: RttEstimator,
     /// When `est` last took a sample.
-    last: Nanos,
+    pub(super) last: Nanos,
 }
 
 /// What the core keeps of one destination.
 #[derive(Clone, Debug)]
-struct DestRecord {
+pub(super) struct DestRecord {
     /// When the last race to it was decided; `None` while none was.
-    raced_at: Option<Nanos>,
+    pub(super) raced_at: Option<Nanos>,
     /// Last event for it (orders undecided records for eviction).
     seen: Nanos,
     /// At most [`RACE_MAX`]; a new uplink replaces the least recently
     /// sampled one.
-    rtts: ArrayVec<UplinkRtt, RACE_MAX>,
+    pub(super) rtts: ArrayVec<UplinkRtt, RACE_MAX>,
 }
 
 impl DestRecord {
@@ -91,8 +119,8 @@ pub const FAILED_DESTS: usize = 16;
 pub const FAILURE_WINDOW: Nanos = Nanos::from_secs(60);
 
 #[derive(Clone, Debug)]
-struct UplinkState {
-    stats: UplinkSelStats,
+pub(super) struct UplinkState {
+    pub(super) stats: UplinkSelStats,
     /// Destinations whose race copies failed on this uplink, with the last
     /// failure's time; cleared by an answer. Fixed capacity: the oldest
     /// goes for a new one.
@@ -110,9 +138,9 @@ struct UplinkState {
 
 /// Management side: turns events and periodic counters into snapshots.
 pub struct SelectionCore {
-    cfg: SelectConfig,
-    uplinks: Vec<UplinkState>,
-    dests: HashMap<DestKey, DestRecord>,
+    pub(super) cfg: SelectConfig,
+    pub(super) uplinks: Vec<UplinkState>,
+    pub(super) dests: HashMap<DestKey, DestRecord>,
     version: u64,
     /// Reused by the capacity eviction.
     scratch: Vec<u64>,
@@ -130,6 +158,7 @@ impl SelectionCore {
                 stats: UplinkSelStats {
                     healthy: true,
                     link_up: true,
+                    weight: w.max(1),
                     ..UplinkSelStats::default()
                 },
                 failed: ArrayVec::new(),
@@ -163,11 +192,33 @@ impl SelectionCore {
     fn update_health(u: &mut UplinkState) {
         let s = &mut u.stats;
         s.failed_destinations = u.failed.len() as u32;
-        let healthy = s.link_up && !u.failing;
+        let healthy = s.link_up && !u.failing && s.admin != AdminState::Down;
         if healthy != s.healthy {
             s.healthy = healthy;
             s.transitions = s.transitions.saturating_add(1);
         }
+    }
+
+    /// Sets uplink `i`'s administrative state (false: no such uplink).
+    /// Health follows at once; the next snapshot carries it.
+    pub fn set_admin(&mut self, i: usize, state: AdminState) -> bool {
+        let Some(u) = self.uplinks.get_mut(i) else {
+            return false;
+        };
+        u.stats.admin = state;
+        Self::update_health(u);
+        true
+    }
+
+    /// Sets uplink `i`'s selection weight (0 counts as 1; false: no such
+    /// uplink).
+    pub fn set_weight(&mut self, i: usize, weight: u32) -> bool {
+        let Some(u) = self.uplinks.get_mut(i) else {
+            return false;
+        };
+        u.weight = weight.max(1);
+        u.stats.weight = u.weight;
+        true
     }
 
     /// Remembers a failure toward `key`: failures older than the window
@@ -394,7 +445,9 @@ impl SelectionCore {
                 .iter()
                 .map(|u| UplinkView {
                     healthy: u.stats.healthy,
-                    link_up: u.stats.link_up,
+                    // Administratively down is a link down: never probed.
+                    link_up: u.stats.link_up && u.stats.admin != AdminState::Down,
+                    drained: u.stats.admin == AdminState::Drained,
                     weight: u.weight,
                     tcp_sessions: u.tcp,
                     udp_sessions: u.udp,

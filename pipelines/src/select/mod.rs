@@ -63,14 +63,18 @@ pub mod policy;
 mod rtt;
 mod selector;
 mod snapshot;
+mod table;
 
 pub use self::algorithms::Algorithm;
 pub use self::config::SelectConfig;
 pub use self::events::SelEvent;
-pub use self::management::{SelectionCore, UplinkSelStats, FAILED_DESTS, FAILURE_WINDOW};
+pub use self::management::{
+    AdminState, SelectionCore, UplinkSelStats, FAILED_DESTS, FAILURE_WINDOW,
+};
 pub use self::rtt::{CacheEntry, DestKey, RttEstimator, RACE_MAX};
 pub use self::selector::Selector;
 pub use self::snapshot::{Snapshot, UplinkView};
+pub use self::table::RttRow;
 
 #[cfg(test)]
 mod tests;

@@ -145,13 +145,19 @@ pub fn initial_snapshot(topo: &Topology) -> Arc<Snapshot> {
     Arc::new(Snapshot::initial(&SelectConfig::default(), &weights))
 }
 
-/// Uplinks a new flow of `f` may use: healthy ones with a NAT address of its
-/// family; if none is healthy, every one of its family (trying a failed
-/// uplink beats dropping everything).
+/// Uplinks a new flow of `f` may use: healthy, not drained ones with a NAT
+/// address of its family; if none, the healthy ones (drained included: a
+/// drain never leaves a family without an uplink); if none is healthy,
+/// every one of its family (trying a failed uplink beats dropping
+/// everything).
 pub fn candidates(families: &[u64; 2], selector: &Selector, f: &FlowKey) -> u64 {
     let fam = families[usize::from(f.dst.is_ipv6())];
-    match fam & selector.snapshot().healthy_mask() {
-        0 => fam,
+    let snap = selector.snapshot();
+    match fam & snap.usable_mask() {
+        0 => match fam & snap.healthy_mask() {
+            0 => fam,
+            c => c,
+        },
         c => c,
     }
 }

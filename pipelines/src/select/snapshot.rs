@@ -18,6 +18,9 @@ pub struct UplinkView {
     /// Usable for new connections.
     pub healthy: bool,
     pub link_up: bool,
+    /// Drained by the operator: no new flows or races while another
+    /// uplink is usable; its sessions stay.
+    pub drained: bool,
     /// Capacity weight from the config, >= 1.
     pub weight: u32,
     /// Load (seed 000 [75]: TCP sessions plus artificial UDP sessions),
@@ -78,6 +81,15 @@ impl Snapshot {
             .iter()
             .enumerate()
             .filter(|(_, u)| u.healthy)
+            .fold(0, |m, (i, _)| m | bit(i))
+    }
+
+    /// Bit i set: uplink i healthy and not drained (what new flows use).
+    pub fn usable_mask(&self) -> u64 {
+        self.uplinks
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.healthy && !u.drained)
             .fold(0, |m, (i, _)| m | bit(i))
     }
 

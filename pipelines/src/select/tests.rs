@@ -20,6 +20,7 @@ fn ms(x: u64) -> Nanos {
 
 fn view(weight: u32, tcp: u64, udp: u64, bps: u64, srtt: Option<Nanos>) -> UplinkView {
     UplinkView {
+        drained: false,
         healthy: true,
         link_up: true,
         weight,
@@ -560,3 +561,5 @@ fn unanswered(uplink: UplinkId, d: u8) -> SelEvent {
 }
 
 mod management;
+
+mod admin;

@@ -6,9 +6,12 @@
 //!
 //! A stage imports `packet/`, `wire/`, the tables (`nat/`, `race/`), the
 //! selection policy (`select/`), `neighbour/` and `topology`, but never
-//! another stage's internals: what two stages share lives in one of those.
+//! another stage's internals: what two stages share lives in one of those,
+//! or in [`local`] (not a stage: the ICMP the appliance originates, its rate
+//! limit and egress fragmentation, used by classify and transmit).
 
 pub mod classify;
+pub mod local;
 pub mod replicate;
 pub mod translate;
 pub mod transmit;

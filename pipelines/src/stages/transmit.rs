@@ -3,16 +3,25 @@
 //! packets into one TX burst per port. The caller hands those bursts to the
 //! ports and reports what a port did not take with [`Transmit::tx_rejected`],
 //! so it is counted and freed, never lost silently.
+//!
+//! A packet larger than the egress port's MTU is fragmented (IPv4 without
+//! DF, [`local::frag`]) or answered, rate-limited, with ICMP fragmentation
+//! needed / ICMPv6 packet too big (RFC 1191, RFC 8201) quoting it as its
+//! sender wrote it, out of the port it came in on.
 
 use std::sync::Arc;
 
 use crate::neighbour::Neighbours;
 use crate::packet::buf::{Direction, PacketBuf};
 use crate::packet::burst::Burst;
-use crate::packet::counter::StageCounters;
+use crate::packet::counter::{Sent, StageCounters};
 use crate::packet::drop::DropReason;
-use crate::topology::Topology;
+use crate::packet::time::Nanos;
+use crate::stages::local::icmp::{first_of_family, is_special, QuoteSide};
+use crate::stages::local::{self, frag, IcmpError, IcmpLimiter};
+use crate::topology::{PortRole, Topology};
 use crate::wire::ethernet::{l2_len, write_l2, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::ipv4;
 
 pub struct Transmit {
     topo: Arc<Topology>,
@@ -20,6 +29,18 @@ pub struct Transmit {
     neighbours: Arc<Neighbours>,
     /// Shared with the management core, which only reads.
     pub counters: Arc<StageCounters>,
+    /// The rate limit of fragmentation needed / packet too big.
+    icmp_limit: IcmpLimiter,
+    now: Nanos,
+}
+
+/// What the egress MTU asks of a packet.
+enum Fit {
+    Fits,
+    /// IPv4 without DF: this many fragments.
+    Fragment(usize),
+    /// Too big and may not be fragmented: ICMP with this MTU.
+    TooBig(u16),
 }
 
 impl Transmit {
@@ -35,10 +56,18 @@ impl Transmit {
     /// table built beside `topo` that classify learns into.
     pub fn with_neighbours(topo: Arc<Topology>, neighbours: Arc<Neighbours>) -> Self {
         Transmit {
+            icmp_limit: IcmpLimiter::new(topo.icmp),
             topo,
             neighbours,
             counters: Arc::default(),
+            now: Nanos::ZERO,
         }
+    }
+
+    /// Sets the time the rate limit of ICMP errors is judged at (the
+    /// runtime's clock, once per loop turn).
+    pub fn set_now(&mut self, now: Nanos) {
+        self.now = now;
     }
 
     /// Moves packets from `input` into `per_port[out_port]`. Packets whose
@@ -57,6 +86,23 @@ impl Transmit {
                 deferred.push(pkt);
                 continue;
             }
+            match self.fit(&pkt) {
+                Fit::Fits => {}
+                Fit::Fragment(n) if n > out.remaining_capacity() && !out.is_empty() => {
+                    deferred.push(pkt);
+                    continue;
+                }
+                Fit::Fragment(_) => {
+                    self.counters.packets.inc();
+                    self.fragment(pkt, out);
+                    continue;
+                }
+                Fit::TooBig(mtu) => {
+                    self.counters.packets.inc();
+                    self.too_big(pkt, mtu, per_port);
+                    continue;
+                }
+            }
             self.counters.packets.inc();
             match self.prepare(&mut pkt) {
                 Ok(()) => out.push(pkt),
@@ -64,6 +110,134 @@ impl Transmit {
             }
         }
         input.extend(deferred);
+    }
+
+    /// Whether `pkt` fits its egress port's MTU.
+    fn fit<B: PacketBuf>(&self, pkt: &B) -> Fit {
+        let m = pkt.meta();
+        if m.direction == Direction::Local {
+            return Fit::Fits;
+        }
+        let Some(port) = self.topo.ports.get(usize::from(m.out_port)) else {
+            return Fit::Fits;
+        };
+        let l3 = usize::from(m.l3_offset);
+        let len = pkt.data().len().saturating_sub(l3);
+        if len <= usize::from(port.mtu) {
+            return Fit::Fits;
+        }
+        let ip = &pkt.data()[l3..];
+        if m.is_ipv6()
+            || ip.len() < ipv4::MIN_HEADER_LEN
+            || ipv4::flags_frag(ip) & ipv4::FLAG_DF != 0
+        {
+            return Fit::TooBig(port.mtu);
+        }
+        match frag::count(ipv4::header_len(ip), len, usize::from(port.mtu)) {
+            Some(n) => Fit::Fragment(n),
+            None => Fit::TooBig(port.mtu),
+        }
+    }
+
+    /// Fragments `pkt` (IPv4, no DF) into `out`, each piece with its L2
+    /// header.
+    fn fragment<B: PacketBuf>(&mut self, pkt: B, out: &mut Burst<B>) {
+        let (l3, port) = (
+            usize::from(pkt.meta().l3_offset),
+            usize::from(pkt.meta().out_port),
+        );
+        let mtu = self.topo.ports.get(port).map_or(0, |p| usize::from(p.mtu));
+        let mut pieces: Burst<B> = Burst::new();
+        let room = out.remaining_capacity();
+        match frag::fragment(pkt, l3, mtu, &mut pieces) {
+            Ok(n) if n <= room => {
+                self.counters.count_sent(Sent::FragmentedOut);
+                for mut p in pieces.drain(..) {
+                    match self.prepare(&mut p) {
+                        Ok(()) => {
+                            self.counters.count_sent(Sent::FragmentsOut);
+                            out.push(p)
+                        }
+                        Err(r) => self.counters.count_drop(r),
+                    }
+                }
+            }
+            Ok(n) => self.counters.count_drops(DropReason::TooBig, n as u64),
+            Err((_, r)) => self.counters.count_drop(r),
+        }
+    }
+
+    /// `pkt` is larger than its egress MTU `mtu` and may not be
+    /// fragmented: it becomes the ICMP error to its sender, unless it is one
+    /// the appliance never answers or the rate limit is spent.
+    fn too_big<B: PacketBuf>(&mut self, mut pkt: B, mtu: u16, per_port: &mut [Burst<B>]) {
+        let m = *pkt.meta();
+        let (l3, l4) = (usize::from(m.l3_offset), usize::from(m.l4_offset));
+        let v6 = m.is_ipv6();
+        let in_port = usize::from(m.in_port);
+        let Some(port) = self.topo.ports.get(in_port) else {
+            return self.counters.count_drop(DropReason::TooBig);
+        };
+        let allowed = !m.is_icmp_error()
+            && !is_special(m.flow.src)
+            && local::errors_allowed(&pkt.data()[l3..], v6);
+        // The ingress port's address: the LAN gateway, or the NAT address
+        // the packet came to.
+        let src = match port.role {
+            PortRole::Lan => first_of_family(&self.topo.lan_addrs, v6),
+            _ => Some(m.flow.dst),
+        };
+        let Some(src) = src.filter(|_| allowed) else {
+            return self.counters.count_drop(DropReason::TooBig);
+        };
+        if !self.icmp_limit.allow(m.flow.src, self.now) {
+            self.counters.count_sent(Sent::IcmpRateLimited);
+            return self.counters.count_drop(DropReason::TooBig);
+        }
+        // Quote the packet as its sender wrote it (RFC 5508 4.2).
+        let restored = match m.direction {
+            Direction::Outbound => local::restore_quote(
+                &mut pkt,
+                l3,
+                l4,
+                QuoteSide::Src,
+                m.flow.src,
+                m.flow.src_port,
+            ),
+            _ => local::restore_quote(
+                &mut pkt,
+                l3,
+                l4,
+                QuoteSide::Dst,
+                m.flow.dst,
+                m.flow.dst_port,
+            ),
+        };
+        let mac = crate::wire::ethernet::src(pkt.data()).unwrap_or([0; 6]);
+        let built = restored.and_then(|()| {
+            local::error_in_place(
+                &mut pkt,
+                l3,
+                v6,
+                IcmpError::TooBig { mtu },
+                src,
+                m.in_port,
+                port,
+                mac,
+            )
+        });
+        if let Err(r) = built {
+            return self.counters.count_drop(r);
+        }
+        self.counters.count_sent(if v6 {
+            Sent::PacketTooBig
+        } else {
+            Sent::FragNeeded
+        });
+        match per_port.get_mut(in_port) {
+            Some(out) if !out.is_full() => out.push(pkt),
+            _ => self.counters.count_drop(DropReason::TxFull),
+        }
     }
 
     /// Rewrites the L2 header for the egress port.

@@ -27,6 +27,8 @@ pub mod bufs;
 pub mod chain;
 pub mod frag;
 pub mod frames;
+pub mod fuzz;
+pub mod fuzz_seeds;
 pub mod icmp;
 pub mod raw;
 pub mod reads;
@@ -70,6 +72,7 @@ pub fn site_with(nat_ports: NatPortRange, shards: u16) -> Arc<Topology> {
         mac,
         vlan,
         role: PortRole::Unused,
+        mtu: crate::topology::DEFAULT_MTU,
     };
     Arc::new(Topology::new(
         vec![
@@ -93,6 +96,7 @@ pub fn site_with(nat_ports: NatPortRange, shards: u16) -> Arc<Topology> {
                 next_hop_v4: None,
                 next_hop_v6: None,
                 weight: 1,
+                answer_ping: true,
             },
             UplinkInfo {
                 name: "isp1".into(),
@@ -102,11 +106,20 @@ pub fn site_with(nat_ports: NatPortRange, shards: u16) -> Arc<Topology> {
                 next_hop_v4: None,
                 next_hop_v6: None,
                 weight: 1,
+                answer_ping: true,
             },
         ],
         nat_ports,
         shards,
     ))
+}
+
+/// [`site`] with `edit` applied (port MTUs, `answer_ping`, ICMP limits:
+/// fields no derived index depends on).
+pub fn site_edited(shards: u16, edit: impl FnOnce(&mut Topology)) -> Arc<Topology> {
+    let mut t = (*site(shards)).clone();
+    edit(&mut t);
+    Arc::new(t)
 }
 
 /// The site with NAT ports 1024..=65535.
@@ -143,6 +156,7 @@ pub fn bench_site(uplinks: u8, nat_addrs: u8, shards: u16) -> Arc<Topology> {
         mac: [2, 0, 0, 0, 0, mac],
         vlan: None,
         role: PortRole::Unused,
+        mtu: crate::topology::DEFAULT_MTU,
     };
     let mut ports = vec![port("lan".into(), 1)];
     let mut infos = Vec::new();
@@ -158,6 +172,7 @@ pub fn bench_site(uplinks: u8, nat_addrs: u8, shards: u16) -> Arc<Topology> {
             next_hop_v4: None,
             next_hop_v6: None,
             weight: 1,
+            answer_ping: true,
         });
     }
     Arc::new(Topology::new(

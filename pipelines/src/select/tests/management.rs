@@ -408,6 +408,7 @@ fn arb_view() -> impl Strategy<Value = UplinkView> {
         proptest::option::of(any::<u64>()),
     )
         .prop_map(|(healthy, weight, tcp, udp, bps, srtt)| UplinkView {
+            drained: false,
             healthy,
             link_up: healthy,
             weight,

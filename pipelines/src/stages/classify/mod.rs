@@ -20,6 +20,9 @@
 //! `inner_l4`, and takes the embedded 5-tuple reversed as the flow, so that
 //! direction and shard follow from it exactly as for the flow's own packets.
 
+mod hygiene;
+
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -45,6 +48,9 @@ pub struct Classify {
     /// The time ARP and ND messages are judged at (answer window, lock
     /// time); the runtime sets it once per burst with [`Classify::set_now`].
     now: Nanos,
+    /// The rate limit of the ICMP classify originates (echo replies, time
+    /// exceeded). Only this stage instance touches it.
+    icmp_limit: RefCell<crate::stages::local::IcmpLimiter>,
 }
 
 /// What the L3/L4 parse found, before direction is decided.
@@ -117,11 +123,12 @@ impl Classify {
     /// table built beside `topo` and shared with transmit.
     pub fn with_neighbours(topo: Arc<Topology>, neighbours: Arc<Neighbours>) -> Self {
         Classify {
-            topo,
             neighbours,
             services: None,
             counters: Arc::default(),
             now: Nanos::ZERO,
+            icmp_limit: RefCell::new(crate::stages::local::IcmpLimiter::new(topo.icmp)),
+            topo,
         }
     }
 
@@ -163,6 +170,9 @@ impl Classify {
         if vlan != port.vlan {
             return Err(DropReason::UnexpectedVlan);
         }
+        if !self.for_us(pkt.data(), in_port, port, ethertype) {
+            return Err(DropReason::NotForUs);
+        }
         if ethertype == ETHERTYPE_ARP {
             let a = neighbour::answer_arp(
                 pkt.data_mut(),
@@ -190,6 +200,9 @@ impl Classify {
             }
             r => r?,
         };
+        if let Some(r) = self.local_ip(pkt, &parsed, in_port, port) {
+            return r;
+        }
         if parsed.frag.fragment {
             self.fragment_hairpin(&parsed, &port.role)?;
             if parsed.frag.is_later() {
@@ -337,7 +350,7 @@ fn parse_l2(d: &[u8]) -> Result<(usize, Option<u16>, u16), DropReason> {
     if ethertype == ETHERTYPE_VLAN {
         let id = ethernet::vlan_id(d).ok_or(DropReason::TruncatedVlan)?;
         ethertype = ethernet::inner_ethertype(d).ok_or(DropReason::TruncatedVlan)?;
-        vlan = Some(id);
+        vlan = hygiene::vlan_of(id);
         l2 += ethernet::VLAN_TAG_LEN;
     }
     match ethertype {

@@ -564,10 +564,11 @@ fn direction_drops() {
             seq_no: 1,
         },
     );
+    let quiet = Classify::new(site_edited(4, |t| t.uplinks[0].answer_ping = false));
     assert_eq!(
-        drop_reason(&echo_request, WAN_PORT),
+        run(&quiet, &echo_request, WAN_PORT).unwrap_err(),
         DropReason::PortOutOfRange,
-        "no NAT port in a request"
+        "no NAT port in a request (the uplink does not answer pings)"
     );
 
     assert_eq!(

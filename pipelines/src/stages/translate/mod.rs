@@ -171,9 +171,27 @@ impl Translate {
         expired + freed
     }
 
+    /// [`NatShard::flush_sessions`], with the races of removed sessions
+    /// settled.
+    pub fn flush_sessions(
+        &mut self,
+        f: &crate::nat::SessionFilter,
+        cursor: u32,
+        scan: usize,
+    ) -> (usize, Option<u32>) {
+        let r = self.nat.flush_sessions(f, cursor, scan);
+        self.race.settle(&mut self.nat);
+        r
+    }
+
     pub fn translate<B: PacketBuf>(&mut self, now: Nanos, pkt: &mut B) -> Result<(), DropReason> {
         let mut extra = Burst::new();
-        self.translate_hinted(now, pkt, None, &mut extra)
+        let r = self.translate_hinted(now, pkt, None, &mut extra);
+        // One packet in, one out: the packets the appliance made beside it
+        // (race copies, replays, RSTs) have no room here; counted, freed.
+        self.counters
+            .count_drops(DropReason::RingFull, extra.len() as u64);
+        r
     }
 
     fn translate_hinted<B: PacketBuf>(
