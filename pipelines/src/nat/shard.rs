@@ -170,6 +170,29 @@ impl NatShard {
         &self.cfg
     }
 
+    /// Takes the settings of `cfg` that can change while sessions live (a
+    /// reload): timeouts (existing sessions expire by the new ones at the
+    /// sweep's next visit), filtering and port preservation for new
+    /// sessions, the sweep interval, the race timeout and the per-host
+    /// rate and count limits. What sized the tables up front stays:
+    /// `max_sessions`, `max_races`, `hosts.max_hosts`, and the `seed`.
+    pub fn set_live(&mut self, cfg: &NatConfig) {
+        let c = &mut self.cfg;
+        c.udp_idle_timeout = cfg.udp_idle_timeout;
+        c.tcp_established_timeout = cfg.tcp_established_timeout;
+        c.tcp_transitory_timeout = cfg.tcp_transitory_timeout;
+        c.tcp_closed_timeout = cfg.tcp_closed_timeout;
+        c.icmp_timeout = cfg.icmp_timeout;
+        c.filtering = cfg.filtering;
+        c.sweep_interval = cfg.sweep_interval;
+        c.port_preservation = cfg.port_preservation;
+        c.race_timeout = cfg.race_timeout;
+        c.hosts.max_sessions = cfg.hosts.max_sessions;
+        c.hosts.new_per_second = cfg.hosts.new_per_second;
+        c.hosts.new_burst = cfg.hosts.new_burst;
+        c.hosts.max_races = cfg.hosts.max_races;
+    }
+
     /// The live session in slot `idx`.
     pub fn session(&self, idx: u32) -> Option<&Session> {
         self.slots.get(idx as usize).filter(|s| s.is_live())

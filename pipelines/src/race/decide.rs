@@ -46,6 +46,9 @@ pub struct Ctx<'a, B> {
 pub struct Racer {
     table: RaceTable,
     mode: RaceMode,
+    /// First-payload mode was in force at some point: races of that mode
+    /// may still be open after a reload switched to SYN+ACK.
+    wide: bool,
 }
 
 impl Racer {
@@ -54,7 +57,15 @@ impl Racer {
         Racer {
             table: RaceTable::with_capacity(max_races),
             mode,
+            wide: mode == RaceMode::FirstPayload,
         }
+    }
+
+    /// Decides new races by `mode` (a reload); each open race keeps the
+    /// mode it started with.
+    pub fn set_mode(&mut self, mode: RaceMode) {
+        self.mode = mode;
+        self.wide |= mode == RaceMode::FirstPayload;
     }
 
     /// Races held (in progress, or first-payload offsets kept).
@@ -74,7 +85,7 @@ impl Racer {
     /// segments to every racing uplink and replay them to late ones, so
     /// while any is open each packet needs room for its extras.
     pub fn room_per_packet(&self) -> usize {
-        if !self.table.is_empty() && self.mode == RaceMode::FirstPayload {
+        if !self.table.is_empty() && self.wide {
             1 + RACE_MAX + REPLAY_MAX
         } else {
             1
