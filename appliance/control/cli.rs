@@ -264,6 +264,34 @@ pub fn session_table(list: &[Value]) -> String {
     s
 }
 
+/// `appliance reload [--config FILE]`: the fields it changed.
+pub fn reload(socket: &Path, config: Option<&Path>, json: bool) -> Result<(), String> {
+    let config = match config {
+        Some(p) => Some(
+            std::path::absolute(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .display()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let v = super::client::request(socket, &Command::Reload { config })?;
+    if json {
+        return print_json(&v, true);
+    }
+    let changed: Vec<&str> = v["changed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let from = text(&v, "config");
+    if changed.is_empty() {
+        println!("reloaded {from}: nothing changed");
+    } else {
+        println!("reloaded {from}: {}", changed.join(", "));
+    }
+    Ok(())
+}
+
 /// `appliance rtt [--dest ADDR[/LEN]] [--limit N]`.
 pub fn rtt(socket: &Path, dest: Option<String>, limit: usize, json: bool) -> Result<(), String> {
     let v = super::client::request(

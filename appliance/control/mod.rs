@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod client;
 pub mod protocol;
+pub mod reload;
 pub mod rtt;
 pub mod server;
 pub mod sessions;

@@ -42,6 +42,8 @@ pub struct State {
     pub reader: Arc<StatsReader>,
     pub admin: Arc<ArrayQueue<AdminCmd>>,
     pub rtt: Arc<RttControl>,
+    /// Reloads (`None`: the appliance was not started from a file).
+    pub reload: Option<Arc<super::reload::Reloader>>,
 }
 
 /// Whether an appliance answers on `path` now.
@@ -321,6 +323,12 @@ pub fn handle(state: &State, cmd: Command) -> Result<Value, String> {
             let filter = sessions::filter(&state.reader.plan, &f)?;
             sessions::flush(&state.reader.lcores, &filter)
         }
+        Command::Reload { config } => match &state.reload {
+            Some(r) => r.reload(config.as_deref().map(Path::new)),
+            None => {
+                Err("this appliance was not started from a config file; nothing to reload".into())
+            }
+        },
         Command::Rtt { dest, limit } => super::rtt::table(state, dest.as_deref(), limit),
         Command::UplinkWeight { name, weight } => {
             let i = uplink(state, &name)?;

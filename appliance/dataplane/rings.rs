@@ -89,3 +89,31 @@ impl Default for NatControl {
         }
     }
 }
+
+/// The settings a reload changes on an lcore: the selection policy
+/// (replicate, translate) and the NAT shard's live settings (translate).
+#[derive(Debug)]
+pub struct LiveSettings {
+    /// Counts reloads from 1; an lcore records the last it applied.
+    pub version: u64,
+    pub policy: Arc<pipelines::select::policy::SelectionPolicy>,
+    /// Only the fields `NatShard::set_live` takes are used.
+    pub nat: pipelines::nat::NatConfig,
+}
+
+/// One lcore's reload ring: the newest settings (an unread older one is
+/// replaced), taken at the start of a loop turn like a snapshot, and the
+/// version it applied last.
+pub struct SettingsControl {
+    pub slot: ArrayQueue<Arc<LiveSettings>>,
+    pub applied: std::sync::atomic::AtomicU64,
+}
+
+impl Default for SettingsControl {
+    fn default() -> Self {
+        SettingsControl {
+            slot: ArrayQueue::new(1),
+            applied: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}

@@ -34,6 +34,8 @@ pub struct StatsSources<'a> {
     pub backend: Value,
     pub selection: &'a SelectionView,
     pub selection_counters: &'a [Arc<SelectionCounters>],
+    /// The control socket's and the reloads' counters.
+    pub control: &'a ControlCounters,
     /// Server-cluster rerouting, when configured: the plan, the database's
     /// view, the translate lcores' service counters.
     pub redirect: Option<(
@@ -59,6 +61,7 @@ pub struct Stats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirection: Option<RedirectionStats>,
     pub lcores: Vec<LcoreStats>,
+    pub control: ControlStats,
     /// The backend's own section, under its name (`sim`, `pcap`, ...).
     #[serde(flatten)]
     pub backend: BackendStats,
@@ -406,11 +409,42 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
                 idle_turns: l.counters.idle_turns.get(),
             })
             .collect(),
+        control: src.control.stats(),
         backend: BackendStats {
             name: src.backend_name,
             stats: src.backend.clone(),
         },
     }
+}
+
+/// Counted by the management core's control thread and the run loop
+/// (reloads from the socket and from SIGHUP), read by the stats.
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    pub reloads: std::sync::atomic::AtomicU64,
+    pub reloads_refused: std::sync::atomic::AtomicU64,
+    /// Events taken from the lcores' event rings.
+    pub events: std::sync::atomic::AtomicU64,
+    /// Events a subscriber's full buffer did not take.
+    pub events_dropped_subscribers: std::sync::atomic::AtomicU64,
+}
+
+impl ControlCounters {
+    fn stats(&self) -> ControlStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        ControlStats {
+            reloads: self.reloads.load(Relaxed),
+            reloads_refused: self.reloads_refused.load(Relaxed),
+        }
+    }
+}
+
+/// `control`: reloads applied (`appliance reload`, SIGHUP) and refused
+/// (invalid, or a field that needs a restart; nothing applied).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ControlStats {
+    pub reloads: u64,
+    pub reloads_refused: u64,
 }
 
 /// `ports`: each port's counters summed over the lcores.

@@ -53,6 +53,8 @@ pub struct LcoreView {
     pub counters: Arc<LcoreCounters>,
     /// Session requests to its NAT shard (translate lcores).
     pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
+    /// Its reload ring (lcores with replicate or translate).
+    pub settings: Option<Arc<crate::dataplane::rings::SettingsControl>>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
@@ -303,8 +305,11 @@ impl<B: PacketBuf> Lcore<'_, B> {
             .translate
             .is_some()
             .then(|| Arc::new(crate::dataplane::rings::NatControl::default()));
+        let settings = (stages.replicate.is_some() || stages.translate.is_some())
+            .then(|| Arc::new(crate::dataplane::rings::SettingsControl::default()));
         a.views.push(LcoreView {
             sessions: sessions.clone(),
+            settings: settings.clone(),
             id: lc.id,
             stages: stage_counters(&stages),
             nat: stages
@@ -342,6 +347,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
             service_snapshots,
             service_events,
             sessions,
+            settings,
             stop: self.shared.stop.clone(),
             epoch: self.shared.epoch,
         }

@@ -182,6 +182,8 @@ pub struct Worker<B: PacketBuf> {
     /// Session requests (listing, flush) to this lcore's NAT shard from the
     /// management core, one at a time (translate lcores).
     pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
+    /// Settings a reload changes (lcores with replicate or translate).
+    pub settings: Option<Arc<crate::dataplane::rings::SettingsControl>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
 }
@@ -324,6 +326,7 @@ impl<B: PacketBuf> Worker<B> {
     /// every published snapshot until it is the last holder, so no table is
     /// freed on a data-plane lcore.
     fn install_snapshot(&mut self) {
+        self.install_settings();
         if let Some(snap) = self.service_snapshots.as_ref().and_then(|q| q.pop()) {
             if let Some(p) = self
                 .stages
@@ -343,6 +346,26 @@ impl<B: PacketBuf> Worker<B> {
         if let Some(t) = self.stages.translate.as_mut() {
             t.selector.install(snap);
         }
+    }
+
+    /// Takes the settings of a reload, if one was published. The policy it
+    /// replaces is only a reference dropped here: the reloader keeps it
+    /// until no lcore holds it.
+    fn install_settings(&mut self) {
+        let Some(ctl) = self.settings.as_ref() else {
+            return;
+        };
+        let Some(s) = ctl.slot.pop() else {
+            return;
+        };
+        if let Some(r) = self.stages.replicate.as_mut() {
+            r.set_policy(s.policy.clone());
+        }
+        if let Some(t) = self.stages.translate.as_mut() {
+            t.set_policy(s.policy.clone());
+            t.nat.set_live(&s.nat);
+        }
+        ctl.applied.store(s.version, Ordering::Release);
     }
 
     /// Moves translate's selection events onto the ring to the management

@@ -52,6 +52,7 @@ fn a_full_ring_hands_the_burst_back_and_its_packets_are_counted() {
         service_snapshots: None,
         service_events: None,
         sessions: None,
+        settings: None,
         counters: Arc::default(),
         solicit: None,
         stop: Arc::default(),
