@@ -122,6 +122,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A running appliance's events, live: sessions created, expired,
+    /// flushed; races decided (winner, RTTs); limits hit; uplink changes.
+    Events {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Stop after N events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Re-read the running appliance's config and apply what can change
     /// live (as SIGHUP); a change that needs a restart is refused.
     Reload {
@@ -329,6 +341,11 @@ fn main() -> ExitCode {
             json,
         } => done(cli::stats(&socket.path(), watch, json)),
         Cmd::Sessions(args) => sessions_cmd(args),
+        Cmd::Events {
+            socket,
+            json,
+            count,
+        } => done(cli::events(&socket.path(), json, count)),
         Cmd::Reload {
             socket,
             config,

@@ -585,3 +585,54 @@ fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
     let stats = run.finish();
     assert_eq!(stats["control"]["reloads"], 2);
 }
+
+/// `events --json` during the demo (RTT entries kept 1 s, so races go on):
+/// sessions created and races decided with their winner and its RTT; the
+/// table view prints them `conntrack -E` style; nothing lost.
+#[test]
+fn events_stream_shows_races_decided_with_the_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let demo = std::fs::read_to_string(DEMO).unwrap();
+    assert!(demo.contains("\nrtt_cache_ttl_s = 60\n"));
+    std::fs::write(
+        &config,
+        demo.replace("\nrtt_cache_ttl_s = 60\n", "\nrtt_cache_ttl_s = 1\n"),
+    )
+    .unwrap();
+    let run = Running::start_with(dir, &config, "10");
+    let socket = run.socket.clone();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = ok(&["events", "--json", "--count", "1500"], &socket);
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1500);
+    let kinds: BTreeSet<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains("session_created"), "{kinds:?}");
+    let race = events
+        .iter()
+        .find(|e| e["kind"] == "race_decided")
+        .unwrap_or_else(|| panic!("no race decided in {kinds:?}"));
+    let winner = race["winner"].as_str().unwrap();
+    assert!(["isp-a", "isp-b", "isp-c"].contains(&winner), "{race}");
+    assert_eq!(race["uplink"], winner);
+    assert!(race["rtt_ms"][winner].as_f64().unwrap() > 0.0, "{race}");
+    assert_eq!(race["rtt_ms"].as_object().unwrap().len(), 3, "{race}");
+    assert_eq!(race["proto"], "tcp");
+    // The text view.
+    let text = ok(&["events", "--count", "50"], &socket);
+    assert!(
+        text.lines().count() == 50 && text.contains("[NEW] "),
+        "{text}"
+    );
+    let stats = json(&["stats", "--json"], &socket);
+    assert!(
+        stats["events"]["delivered"].as_u64().unwrap() >= 1550,
+        "{}",
+        stats["events"]
+    );
+    assert_eq!(stats["events"]["lost"], 0);
+    run.finish();
+}

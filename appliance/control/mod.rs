@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod events;
 pub mod protocol;
 pub mod reload;
 pub mod rtt;

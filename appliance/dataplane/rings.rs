@@ -117,3 +117,29 @@ impl Default for SettingsControl {
         }
     }
 }
+
+/// NAT events (`pipelines::nat::NatEvent`) each translate lcore can have in
+/// flight toward the management core.
+pub const NAT_EVENT_RING_SIZE: usize = 16_384;
+
+/// One translate lcore's NAT event ring. The lcore logs only while
+/// `consumers` is non-zero (read once per turn), moves its shard's events
+/// here every turn, and counts in `lost` those the ring (or the shard's
+/// buffer) did not take: it never waits. The management core's
+/// [`crate::mgmt::events::EventHub`] is the one reader; it hands each event
+/// to every consumer (control socket subscribers, a log).
+pub struct NatEventRing {
+    pub ring: ArrayQueue<pipelines::nat::NatEvent>,
+    pub lost: pipelines::Counter,
+    pub consumers: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for NatEventRing {
+    fn default() -> Self {
+        NatEventRing {
+            ring: ArrayQueue::new(NAT_EVENT_RING_SIZE),
+            lost: pipelines::Counter::new(),
+            consumers: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}

@@ -62,6 +62,7 @@ pub struct Stats {
     pub redirection: Option<RedirectionStats>,
     pub lcores: Vec<LcoreStats>,
     pub control: ControlStats,
+    pub events: EventStats,
     /// The backend's own section, under its name (`sim`, `pcap`, ...).
     #[serde(flatten)]
     pub backend: BackendStats,
@@ -410,6 +411,22 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
             })
             .collect(),
         control: src.control.stats(),
+        events: EventStats {
+            lost: src
+                .lcores
+                .iter()
+                .filter_map(|l| l.nat_events.as_ref())
+                .map(|r| r.lost.get())
+                .sum(),
+            delivered: src
+                .control
+                .events
+                .load(std::sync::atomic::Ordering::Relaxed),
+            subscriber_dropped: src
+                .control
+                .events_dropped_subscribers
+                .load(std::sync::atomic::Ordering::Relaxed),
+        },
         backend: BackendStats {
             name: src.backend_name,
             stats: src.backend.clone(),
@@ -423,7 +440,7 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
 pub struct ControlCounters {
     pub reloads: std::sync::atomic::AtomicU64,
     pub reloads_refused: std::sync::atomic::AtomicU64,
-    /// Events taken from the lcores' event rings.
+    /// Events taken from the lcores' event rings (`events.delivered`).
     pub events: std::sync::atomic::AtomicU64,
     /// Events a subscriber's full buffer did not take.
     pub events_dropped_subscribers: std::sync::atomic::AtomicU64,
@@ -445,6 +462,17 @@ impl ControlCounters {
 pub struct ControlStats {
     pub reloads: u64,
     pub reloads_refused: u64,
+}
+
+/// `events`: the NAT event stream (`appliance events`). `lost`: events
+/// the lcores could not hand over (their buffer or ring full; never
+/// waited for); `delivered`: taken from the rings by the control thread;
+/// `subscriber_dropped`: not sent to a subscriber over its rate or backlog.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventStats {
+    pub lost: u64,
+    pub delivered: u64,
+    pub subscriber_dropped: u64,
 }
 
 /// `ports`: each port's counters summed over the lcores.

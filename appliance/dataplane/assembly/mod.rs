@@ -55,6 +55,8 @@ pub struct LcoreView {
     pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
     /// Its reload ring (lcores with replicate or translate).
     pub settings: Option<Arc<crate::dataplane::rings::SettingsControl>>,
+    /// Its NAT event ring (translate lcores).
+    pub nat_events: Option<Arc<crate::dataplane::rings::NatEventRing>>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
@@ -307,7 +309,12 @@ impl<B: PacketBuf> Lcore<'_, B> {
             .then(|| Arc::new(crate::dataplane::rings::NatControl::default()));
         let settings = (stages.replicate.is_some() || stages.translate.is_some())
             .then(|| Arc::new(crate::dataplane::rings::SettingsControl::default()));
+        let nat_events = stages
+            .translate
+            .is_some()
+            .then(|| Arc::new(crate::dataplane::rings::NatEventRing::default()));
         a.views.push(LcoreView {
+            nat_events: nat_events.clone(),
             sessions: sessions.clone(),
             settings: settings.clone(),
             id: lc.id,
@@ -348,6 +355,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
             service_events,
             sessions,
             settings,
+            nat_events,
             stop: self.shared.stop.clone(),
             epoch: self.shared.epoch,
         }

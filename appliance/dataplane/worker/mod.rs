@@ -184,6 +184,8 @@ pub struct Worker<B: PacketBuf> {
     pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
     /// Settings a reload changes (lcores with replicate or translate).
     pub settings: Option<Arc<crate::dataplane::rings::SettingsControl>>,
+    /// NAT events toward the management core (translate lcores).
+    pub nat_events: Option<Arc<crate::dataplane::rings::NatEventRing>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
 }
@@ -380,6 +382,19 @@ impl<B: PacketBuf> Worker<B> {
         ) {
             for ev in p.events.drain(..) {
                 let _ = ring.push(ev);
+            }
+        }
+        if let (Some(t), Some(er)) = (self.stages.translate.as_mut(), self.nat_events.as_ref()) {
+            let log = &mut t.nat.log;
+            log.enabled = er.consumers.load(Ordering::Relaxed) > 0;
+            let mut lost = std::mem::take(&mut log.lost);
+            for ev in log.events.drain(..) {
+                if er.ring.push(ev).is_err() {
+                    lost += 1;
+                }
+            }
+            if lost > 0 {
+                er.lost.add(lost);
             }
         }
         let (Some(t), Some(ring)) = (self.stages.translate.as_mut(), self.events.as_ref()) else {

@@ -53,6 +53,7 @@ fn a_full_ring_hands_the_burst_back_and_its_packets_are_counted() {
         service_events: None,
         sessions: None,
         settings: None,
+        nat_events: None,
         counters: Arc::default(),
         solicit: None,
         stop: Arc::default(),

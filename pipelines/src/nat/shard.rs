@@ -51,6 +51,8 @@ pub struct NatShard {
     /// management core; the runtime drains them every loop turn. Bounded by
     /// [`EVENTS_MAX`]: past it events are counted `events_dropped`.
     pub events: Vec<SelEvent>,
+    /// The NAT event log (see `event`): off until the lcore turns it on.
+    pub log: super::event::EventLog,
     /// Per inside host limits and counts (see `hosts`).
     pub(super) hosts: Hosts,
     /// The unanswered list: oldest and newest (see `evict`).
@@ -122,6 +124,7 @@ impl NatShard {
             last_sweep: None,
             race_exits: Vec::with_capacity(EXITS_RESERVED),
             events: Vec::with_capacity(EVENTS_MAX),
+            log: super::event::EventLog::default(),
             hosts: Hosts::new(cfg.hosts.max_hosts),
             unans_head: NONE,
             unans_tail: NONE,
@@ -296,6 +299,11 @@ impl NatShard {
     /// answered its SYN copy (answered ones are removed when their RST goes
     /// out): that counts against its uplink's health (seed 001 [0054]).
     pub(super) fn expire(&mut self, idx: u32) {
+        self.log_session(
+            idx,
+            super::event::EventKind::SessionExpired,
+            super::event::EventReason::Timeout,
+        );
         if let Some(s) = self.remove(idx) {
             if s.flags & LOSER != 0 && s.tcp & seen::SYN_IN == 0 {
                 if let Some(u) = self.counters.uplinks.get(usize::from(s.uplink)) {

@@ -491,10 +491,37 @@ impl Racer {
             c.races_won.inc();
             c.connections.inc();
         }
+        if cx.nat.log.enabled {
+            self.log_decision(cx.nat, &race, winner, ev);
+        }
         cx.nat.emit(ev);
         if offset == 0 {
             self.detach(cx.nat, r, winner);
         }
+    }
+
+    /// Logs the decision: the winner and each member's uplink, with the
+    /// winner's RTT (the others had not answered yet; their answers reach
+    /// the RTT table).
+    fn log_decision(&self, nat: &mut NatShard, race: &Race, winner: u32, ev: SelEvent) {
+        use crate::nat::{EventKind, EventReason};
+        let Some(mut log) = nat.session_event(winner, EventKind::RaceDecided, EventReason::None)
+        else {
+            return;
+        };
+        log.winner = log.uplink;
+        let rtt = match ev {
+            SelEvent::Answer { rtt, .. } => rtt,
+            SelEvent::Unanswered { .. } => None,
+        };
+        for (k, (_, x)) in race.live_members().enumerate().take(log.rtts.len()) {
+            let Some(u) = nat.session(x).map(|s| s.uplink) else {
+                continue;
+            };
+            log.rtts[k] = (u, if x == winner { rtt } else { None });
+            log.races = k as u8 + 1;
+        }
+        nat.log.push(log);
     }
 
     /// A negative answer (an inbound RST, or an ICMP error quoting the
