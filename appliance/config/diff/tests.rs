@@ -69,12 +69,7 @@ fn each_live_field_is_reported_by_its_path() {
             "{path}"
         );
     }
-    let text = DEMO.replacen(
-        "name = \"isp-c\"\nport = \"wan-c\"",
-        "name = \"isp-c\"\nport = \"wan-c\"",
-        1,
-    );
-    let mut new = parse(&text).unwrap();
+    let mut new = demo();
     new.uplinks[2].weight = 3;
     new.nat.icmp_timeout_s = 5;
     assert_eq!(
@@ -88,7 +83,8 @@ fn each_live_field_is_reported_by_its_path() {
 
 #[test]
 fn each_restart_field_is_refused_by_its_path() {
-    let mut cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Config)>;
+    let mut cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|c| c.ports[1].name = "wan-x".into()),
             "ports[1].name",
