@@ -55,6 +55,8 @@ mod config;
 mod counters;
 mod create;
 mod event;
+#[cfg(test)]
+mod event_tests;
 mod evict;
 mod hosts;
 mod index;
