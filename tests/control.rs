@@ -526,11 +526,18 @@ fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
     // A timeout and a weight.
     let edited = demo
         .replacen("udp_idle_timeout_s = 180", "udp_idle_timeout_s = 120", 1)
-        .replacen("weight = 1\n\n[nat]", "weight = 4\n\n[nat]", 1);
+        .replacen("weight = 1\n\n[nat]", "weight = 4\n\n[nat]", 1)
+        .replacen(
+            "algorithm = \"weighted-least-load\"",
+            "algorithm = \"round-robin\"",
+            1,
+        );
     std::fs::write(&config, &edited).unwrap();
     let out = ok(&["reload"], &socket);
     assert!(
-        out.contains("nat.udp_idle_timeout_s") && out.contains("uplinks[2].weight"),
+        out.contains("nat.udp_idle_timeout_s")
+            && out.contains("uplinks[2].weight")
+            && out.contains("selection.algorithm"),
         "{out}"
     );
     list_until(&socket, "isp-c weight 4", |l| {
@@ -547,6 +554,8 @@ fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
         "UDP sessions expire by the new timeout: {max}"
     );
     assert_eq!(reloads(&socket), (1, 0));
+    let stats = json(&["stats", "--json"], &socket);
+    assert_eq!(stats["selection"]["algorithm"], "round-robin");
 
     // A port renamed (with a timeout change beside it): refused, naming
     // the field; the timeout is not applied either.

@@ -134,6 +134,13 @@ impl Reloader {
         cur.held.retain(|s| {
             s.version == newest || Arc::strong_count(s) > 1 || Arc::strong_count(&s.policy) > 1
         });
+        if let Ok(mut r) = self.counters.reloaded.lock() {
+            *r = Some(crate::mgmt::stats::Reloaded {
+                filtering: new.nat.filtering,
+                mode: sel.mode_name.clone(),
+                algorithm: sel.policy.algorithm,
+            });
+        }
         cur.cfg = cfg;
         cur.path = path.clone();
         Ok(json!({

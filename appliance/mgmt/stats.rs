@@ -393,7 +393,7 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
         ports: ports(plan, src.lcores),
         stages: stages(src.lcores),
         uplinks: uplinks(src),
-        nat: nat(plan, src.lcores),
+        nat: nat(plan, src.lcores, reloaded(src).map(|r| r.filtering)),
         selection: selection(src),
         neighbours: neighbours(plan),
         redirection: src
@@ -444,6 +444,17 @@ pub struct ControlCounters {
     pub events: std::sync::atomic::AtomicU64,
     /// Events a subscriber's full buffer did not take.
     pub events_dropped_subscribers: std::sync::atomic::AtomicU64,
+    /// The settings the last reload put in force that the stats show
+    /// (`None`: the plan's, as started).
+    pub reloaded: std::sync::Mutex<Option<Reloaded>>,
+}
+
+/// What the stats show of the settings a reload changed.
+#[derive(Clone, Debug)]
+pub struct Reloaded {
+    pub filtering: pipelines::nat::Filtering,
+    pub mode: String,
+    pub algorithm: Algorithm,
 }
 
 impl ControlCounters {
@@ -574,7 +585,16 @@ fn uplinks(src: &StatsSources<'_>) -> Vec<UplinkStats> {
 }
 
 /// `nat`: the NAT counters summed over the translate lcores.
-fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
+/// The settings in force after the last reload, if any.
+fn reloaded(src: &StatsSources<'_>) -> Option<Reloaded> {
+    src.control.reloaded.lock().ok().and_then(|r| r.clone())
+}
+
+fn nat(
+    plan: &Plan,
+    lcores: &[LcoreView],
+    filtering: Option<pipelines::nat::Filtering>,
+) -> NatStats {
     let sum = |f: fn(&NatCounters) -> u64| sum_nat(lcores, f);
     NatStats {
         tcp_sessions: sum(|n| n.tcp_sessions.get()),
@@ -589,7 +609,7 @@ fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
         sweep_laps: sum(|n| n.sweep_laps.get()),
         race_closed: sum(|n| n.race_closed.get()),
         flushed: sum(|n| n.flushed.get()),
-        filtering: plan.nat.filtering.as_str(),
+        filtering: filtering.unwrap_or(plan.nat.filtering).as_str(),
         host_sessions_limit: sum(|n| n.host_sessions_limit.get()),
         host_rate_limit: sum(|n| n.host_rate_limit.get()),
         host_races_limit: sum(|n| n.host_races_limit.get()),
@@ -638,9 +658,14 @@ fn selection(src: &StatsSources<'_>) -> SelectionStats {
             (a.as_str(), n)
         })
         .collect();
+    let reloaded = reloaded(src);
     SelectionStats {
-        mode: plan.selection.mode_name.clone(),
-        algorithm: plan.selection.policy.algorithm.as_str(),
+        mode: reloaded
+            .as_ref()
+            .map_or_else(|| plan.selection.mode_name.clone(), |r| r.mode.clone()),
+        algorithm: reloaded
+            .map_or(plan.selection.policy.algorithm, |r| r.algorithm)
+            .as_str(),
         races: sum_nat(lcores, |n| n.races.get()),
         cache_hits: sel_sum(|c| c.cache_hits.get()),
         by_algorithm,
