@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +122,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A running appliance's events, live: sessions created, expired,
+    /// flushed; races decided (winner, RTTs); limits hit; uplink changes.
+    Events {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Stop after N events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Re-read the running appliance's config and apply what can change
+    /// live (as SIGHUP); a change that needs a restart is refused.
+    Reload {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Read this file instead of the one the appliance runs from.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// A running appliance's NAT sessions (`flush`: remove them), filtered.
     Sessions(SessionsArgs),
 }
@@ -204,8 +227,12 @@ enum UplinkCmd {
     },
 }
 
-fn load(path: &Path) -> Result<plan::Plan, String> {
-    load_for(path, None)
+/// The config file's model and the plan it becomes.
+fn load(path: &Path) -> Result<(config::Config, plan::Plan), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cfg = config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let plan = plan::validate(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((cfg, plan))
 }
 
 /// The plan for a machine with `cpus` CPUs (default: this one).
@@ -247,7 +274,7 @@ fn main() -> ExitCode {
             stats_out,
             socket,
         } => {
-            let plan = match load(&config) {
+            let (cfg, plan) = match load(&config) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -255,7 +282,8 @@ fn main() -> ExitCode {
                 }
             };
             let socket = control_socket(socket, &plan);
-            match run(&plan, duration, stats_out.as_deref(), socket) {
+            let source = (config, cfg);
+            match run(&plan, source, duration, stats_out.as_deref(), socket) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -313,6 +341,16 @@ fn main() -> ExitCode {
             json,
         } => done(cli::stats(&socket.path(), watch, json)),
         Cmd::Sessions(args) => sessions_cmd(args),
+        Cmd::Events {
+            socket,
+            json,
+            count,
+        } => done(cli::events(&socket.path(), json, count)),
+        Cmd::Reload {
+            socket,
+            config,
+            json,
+        } => done(cli::reload(&socket.path(), config.as_deref(), json)),
         Cmd::Rtt {
             socket,
             dest,
@@ -387,6 +425,7 @@ fn control_socket(flag: Option<PathBuf>, plan: &plan::Plan) -> Option<PathBuf> {
 
 fn run(
     plan: &plan::Plan,
+    source: (PathBuf, config::Config),
     duration: Option<f64>,
     stats_out: Option<&Path>,
     socket: Option<PathBuf>,
@@ -398,15 +437,23 @@ fn run(
         Some(d) => Some(Duration::from_secs_f64(d)),
         None => None,
     };
+    // SIGINT and SIGTERM stop the run (final stats printed); SIGHUP
+    // reloads the config file.
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
-        .context("installing the Ctrl-C handler")?;
+    let reload = Arc::new(AtomicBool::new(false));
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .context("installing the SIGINT/SIGTERM handler")?;
+    }
+    signal_hook::flag::register(SIGHUP, reload.clone()).context("installing the SIGHUP handler")?;
     let opts = runtime::RunOptions {
         duration,
         live_status: true,
         stop: Some(stop),
         socket,
+        config: Some(source),
+        reload: Some(reload),
     };
     let stats = runtime::run_report(plan, &opts)?;
     print!("{}", report::summary(&stats));

@@ -42,6 +42,11 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Serve the control socket here (`appliance run` always gives one).
     pub socket: Option<std::path::PathBuf>,
+    /// The config file the plan came from and what it held: reloads
+    /// (`appliance reload`, SIGHUP) compare against it.
+    pub config: Option<(std::path::PathBuf, crate::config::Config)>,
+    /// Reload when this becomes true (the SIGHUP handler); it is reset.
+    pub reload: Option<Arc<AtomicBool>>,
 }
 
 /// A running appliance: its lcore threads and its backend.
@@ -60,6 +65,7 @@ pub struct Runtime {
     rtt: Arc<RttControl>,
     rings: Vec<Arc<dyn QueuedLen>>,
     backend: Backend,
+    reloader: Option<Arc<crate::control::reload::Reloader>>,
 }
 
 impl Runtime {
@@ -122,6 +128,7 @@ impl Runtime {
             reader: self.reader.clone(),
             admin: self.admin.clone(),
             rtt: self.rtt.clone(),
+            reload: self.reloader.clone(),
         };
         let handle = crate::control::server::spawn(path, state, self.stop.clone())?;
         self.mgmt.push(MgmtThread {
@@ -130,6 +137,36 @@ impl Runtime {
             handle: Some(handle),
         });
         Ok(())
+    }
+
+    /// Lets `appliance reload` and [`Runtime::reload`] re-read `path`,
+    /// which held `cfg` when this started (call before
+    /// [`Runtime::serve_control`]).
+    pub fn enable_reload(&mut self, path: std::path::PathBuf, cfg: crate::config::Config) {
+        let lcores = self
+            .reader
+            .lcores
+            .iter()
+            .filter_map(|l| l.settings.clone())
+            .collect();
+        self.reloader = Some(Arc::new(crate::control::reload::Reloader::new(
+            path,
+            cfg,
+            self.admin.clone(),
+            lcores,
+            self.reader.control.clone(),
+        )));
+    }
+
+    /// Reloads the config file (see [`crate::control::reload`]): the
+    /// fields changed, or why nothing was applied.
+    pub fn reload(&self, path: Option<&std::path::Path>) -> Result<serde_json::Value, String> {
+        match &self.reloader {
+            Some(r) => r.reload(path),
+            None => {
+                Err("this appliance was not started from a config file; nothing to reload".into())
+            }
+        }
     }
 
     /// An error naming the management thread that ended (panicked or
@@ -333,6 +370,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         selection_counters,
         redirect: redirect_view,
         redirect_counters,
+        control: Arc::default(),
     });
     Ok(Runtime {
         plan: plan.clone(),
@@ -344,6 +382,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         rtt,
         rings,
         backend,
+        reloader: None,
     })
 }
 
@@ -357,6 +396,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> anyhow::Result<serde_json::Value> 
 /// [`run`], returning the stats at exit as [`Stats`].
 pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
     let mut rt = Runtime::start(plan)?;
+    if let Some((path, cfg)) = &opts.config {
+        rt.enable_reload(path.clone(), cfg.clone());
+    }
     if let Some(path) = &opts.socket {
         rt.serve_control(path)?;
     }
@@ -372,6 +414,16 @@ pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
             // Stops the lcores and the other threads before the error.
             drop(rt.stop_report());
             return Err(e);
+        }
+        if opts
+            .reload
+            .as_ref()
+            .is_some_and(|r| r.swap(false, Ordering::Relaxed))
+        {
+            match rt.reload(None) {
+                Ok(v) => eprintln!("\rSIGHUP: reloaded: {}", v["changed"]),
+                Err(e) => eprintln!("\rSIGHUP: reload refused: {e}"),
+            }
         }
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;

@@ -8,6 +8,11 @@
 //!   visited in random order;
 //! - `nat/new_udp_flows`: the same path where every packet opens a new UDP
 //!   session on a new mapping (port allocation, three index inserts);
+//! - `nat/list_page_1m`: one page of `appliance sessions` (at most 16,384
+//!   slots visited, 1,000 sessions returned) over one million sessions,
+//!   i.e. the pause a listing puts in a loop turn; before it, a full
+//!   listing interleaved with forwarding prints its time and the
+//!   forwarding rate during it;
 //! - `nat/sweep_call_1m_expired`: one paced sweep call on a table of one
 //!   million expired sessions, i.e. the longest pause the sweep puts in a
 //!   loop turn ([`SWEEP_MAX`] removals).
@@ -24,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::Refill;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pipelines::nat::{HostLimits, NatConfig, NatShard, SWEEP_MAX};
+use pipelines::nat::{HostLimits, NatConfig, NatShard, SessionFilter, SWEEP_MAX};
 use pipelines::packet::flow::{proto, FlowKey};
 use pipelines::stages::classify::Classify;
 use pipelines::stages::replicate::Replicate;
@@ -90,6 +95,60 @@ impl Path {
     }
 }
 
+/// The appliance's session request bounds (`dataplane::rings`:
+/// `SESSION_SCAN`, `SESSION_PAGE`).
+const SCAN: usize = 16_384;
+const PAGE: usize = 1_000;
+
+/// Lists every session of the million-session shard in pages, one page
+/// between two bursts (what a translate lcore does while `appliance
+/// sessions` walks it: at most one page per loop turn), and prints the time
+/// to list all and the forwarding rate meanwhile, beside the rate without.
+fn list_while_forwarding(path: &mut Path, refill: &mut Refill, now: Nanos) {
+    const BURSTS: usize = 4_096;
+    let t = Instant::now();
+    for _ in 0..BURSTS {
+        let mut x = Burst::new();
+        refill.refill(&mut x);
+        path.run(now, &mut x);
+    }
+    let alone = (BURSTS * BURST_MAX) as f64 / t.elapsed().as_secs_f64();
+    let (mut cursor, mut pages, mut listed, mut bursts) = (Some(0u32), 0usize, 0usize, 0usize);
+    let mut out = Vec::with_capacity(PAGE);
+    let mut paging = Duration::ZERO;
+    let t = Instant::now();
+    while let Some(c) = cursor {
+        let mut x = Burst::new();
+        refill.refill(&mut x);
+        path.run(now, &mut x);
+        bursts += 1;
+        out.clear();
+        let p = Instant::now();
+        cursor = path.translate.nat.list_sessions(
+            &SessionFilter::default(),
+            c,
+            PAGE,
+            SCAN,
+            now,
+            &mut out,
+        );
+        paging += p.elapsed();
+        listed += out.len();
+        pages += 1;
+    }
+    let total = t.elapsed();
+    assert_eq!(listed, SESSIONS, "every session listed");
+    let during = (bursts * BURST_MAX) as f64 / total.as_secs_f64();
+    eprintln!(
+        "nat: listed {listed} sessions in {pages} pages of {PAGE} in {:.0} ms ({:.0} ms in the pages, {:.1} µs a page); forwarding meanwhile {:.2} Mpps (one burst of {BURST_MAX} per page), alone {:.2} Mpps",
+        total.as_secs_f64() * 1e3,
+        paging.as_secs_f64() * 1e3,
+        paging.as_secs_f64() * 1e6 / pages as f64,
+        during / 1e6,
+        alone / 1e6
+    );
+}
+
 fn udp_key(i: usize) -> FlowKey {
     let c = i / PORTS_PER_CLIENT;
     FlowKey {
@@ -147,6 +206,21 @@ fn benches(c: &mut Criterion) {
         })
     });
     assert_eq!(path.drops(), 0, "the established path dropped packets");
+    list_while_forwarding(&mut path, &mut refill, now);
+    assert_eq!(path.drops(), 0, "packets dropped while listing");
+    g.bench_function("list_page_1m", |bn| {
+        let mut cursor = 0u32;
+        let mut out = Vec::with_capacity(PAGE);
+        bn.iter(|| {
+            out.clear();
+            cursor = path
+                .translate
+                .nat
+                .list_sessions(&SessionFilter::default(), cursor, PAGE, SCAN, now, &mut out)
+                .unwrap_or(0);
+            std::hint::black_box(&out);
+        })
+    });
     drop(path);
 
     // New flows: fresh tables of 256 k sessions, each template a new flow.

@@ -49,11 +49,18 @@ struct Running {
 
 impl Running {
     fn start(duration: &str) -> Running {
-        let dir = tempfile::tempdir().unwrap();
+        Running::start_with(tempfile::tempdir().unwrap(), Path::new(DEMO), duration)
+    }
+
+    /// Runs `config`, with the socket and stats in `dir`.
+    fn start_with(dir: tempfile::TempDir, config: &Path, duration: &str) -> Running {
         let socket = dir.path().join("ctl.sock");
         let stats_out = dir.path().join("final.json");
         let child = Command::new(env!("CARGO_BIN_EXE_appliance"))
-            .args(["run", "--config", DEMO, "--duration", duration, "--socket"])
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(["--duration", duration, "--socket"])
             .arg(&socket)
             .arg("--stats-out")
             .arg(&stats_out)
@@ -472,4 +479,169 @@ fn check_validates_for_another_machine_size() {
         "{err}"
     );
     assert_eq!(run("0").status.code(), Some(2));
+}
+
+/// Live sessions in the stats.
+fn live_sessions(socket: &Path) -> u64 {
+    let nat = &json(&["stats", "--json"], socket)["nat"];
+    ["tcp_sessions", "udp_sessions", "icmp_sessions"]
+        .iter()
+        .map(|k| nat[*k].as_u64().unwrap())
+        .sum()
+}
+
+/// The largest `expires_in_s` among the listed UDP sessions.
+fn udp_expiry_max(socket: &Path) -> f64 {
+    sessions(&["--proto", "udp"], socket)
+        .iter()
+        .map(|s| s["expires_in_s"].as_f64().unwrap())
+        .fold(0.0, f64::max)
+}
+
+fn reloads(socket: &Path) -> (u64, u64) {
+    let c = &json(&["stats", "--json"], socket)["control"];
+    (
+        c["reloads"].as_u64().unwrap(),
+        c["reloads_refused"].as_u64().unwrap(),
+    )
+}
+
+/// `reload` applies a timeout and a weight with every session kept,
+/// refuses a port change naming the field (and applies nothing of it),
+/// and SIGHUP reloads too while the appliance keeps running.
+#[test]
+fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let demo = std::fs::read_to_string(DEMO).unwrap();
+    std::fs::write(&config, &demo).unwrap();
+    let run = Running::start_with(dir, &config, "30");
+    let socket = run.socket.clone();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(reloads(&socket), (0, 0));
+    let before = live_sessions(&socket);
+    assert!(before > 100, "{before}");
+    assert!(udp_expiry_max(&socket) > 170.0);
+
+    // A timeout and a weight.
+    let edited = demo
+        .replacen("udp_idle_timeout_s = 180", "udp_idle_timeout_s = 120", 1)
+        .replacen("weight = 1\n\n[nat]", "weight = 4\n\n[nat]", 1)
+        .replacen(
+            "algorithm = \"weighted-least-load\"",
+            "algorithm = \"round-robin\"",
+            1,
+        );
+    std::fs::write(&config, &edited).unwrap();
+    let out = ok(&["reload"], &socket);
+    assert!(
+        out.contains("nat.udp_idle_timeout_s")
+            && out.contains("uplinks[2].weight")
+            && out.contains("selection.algorithm"),
+        "{out}"
+    );
+    list_until(&socket, "isp-c weight 4", |l| {
+        uplink(l, "isp-c")["weight"] == 4
+    });
+    let after = live_sessions(&socket);
+    assert!(
+        after >= before,
+        "sessions dropped by the reload: {before} -> {after}"
+    );
+    let max = udp_expiry_max(&socket);
+    assert!(
+        max <= 120.5 && max > 100.0,
+        "UDP sessions expire by the new timeout: {max}"
+    );
+    assert_eq!(reloads(&socket), (1, 0));
+    let stats = json(&["stats", "--json"], &socket);
+    assert_eq!(stats["selection"]["algorithm"], "round-robin");
+
+    // A port renamed (with a timeout change beside it): refused, naming
+    // the field; the timeout is not applied either.
+    let renamed = edited.replace("\"wan-a\"", "\"wan-x\"").replacen(
+        "udp_idle_timeout_s = 120",
+        "udp_idle_timeout_s = 60",
+        1,
+    );
+    std::fs::write(&config, &renamed).unwrap();
+    let out = appliance(&["reload"], &socket);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("ports[1].name: changing ports needs a restart"),
+        "{err}"
+    );
+    assert_eq!(reloads(&socket), (1, 1));
+    let max = udp_expiry_max(&socket);
+    assert!(max > 100.0, "a refused reload applied its timeout: {max}");
+
+    // SIGHUP: the weight back to 2.
+    std::fs::write(
+        &config,
+        edited.replacen("weight = 4\n\n[nat]", "weight = 2\n\n[nat]", 1),
+    )
+    .unwrap();
+    let pid = run.child.as_ref().unwrap().id().to_string();
+    let kill = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(kill.success());
+    list_until(&socket, "isp-c weight 2 after SIGHUP", |l| {
+        uplink(l, "isp-c")["weight"] == 2
+    });
+    assert_eq!(reloads(&socket), (2, 1));
+    assert!(live_sessions(&socket) >= before);
+    // Still running: it ends at its duration with its final stats.
+    let stats = run.finish();
+    assert_eq!(stats["control"]["reloads"], 2);
+}
+
+/// `events --json` during the demo (RTT entries kept 1 s, so races go on):
+/// sessions created and races decided with their winner and its RTT; the
+/// table view prints them `conntrack -E` style; nothing lost.
+#[test]
+fn events_stream_shows_races_decided_with_the_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let demo = std::fs::read_to_string(DEMO).unwrap();
+    assert!(demo.contains("\nrtt_cache_ttl_s = 60\n"));
+    std::fs::write(
+        &config,
+        demo.replace("\nrtt_cache_ttl_s = 60\n", "\nrtt_cache_ttl_s = 1\n"),
+    )
+    .unwrap();
+    let run = Running::start_with(dir, &config, "10");
+    let socket = run.socket.clone();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = ok(&["events", "--json", "--count", "1500"], &socket);
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1500);
+    let kinds: BTreeSet<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains("session_created"), "{kinds:?}");
+    let race = events
+        .iter()
+        .find(|e| e["kind"] == "race_decided")
+        .unwrap_or_else(|| panic!("no race decided in {kinds:?}"));
+    let winner = race["winner"].as_str().unwrap();
+    assert!(["isp-a", "isp-b", "isp-c"].contains(&winner), "{race}");
+    assert_eq!(race["uplink"], winner);
+    assert!(race["rtt_ms"][winner].as_f64().unwrap() > 0.0, "{race}");
+    assert_eq!(race["rtt_ms"].as_object().unwrap().len(), 3, "{race}");
+    assert_eq!(race["proto"], "tcp");
+    // The text view.
+    let text = ok(&["events", "--count", "50"], &socket);
+    assert!(
+        text.lines().count() == 50 && text.contains("[NEW] "),
+        "{text}"
+    );
+    let stats = json(&["stats", "--json"], &socket);
+    assert!(
+        stats["events"]["delivered"].as_u64().unwrap() >= 1550,
+        "{}",
+        stats["events"]
+    );
+    assert_eq!(stats["events"]["lost"], 0);
+    run.finish();
 }

@@ -12,6 +12,7 @@
 //! [`ConfigError`] with the same shape.
 //! Nothing here imports the runtime, the ports, the dataplane or `lab`.
 
+pub mod diff;
 mod model;
 pub mod plan;
 pub mod site;

@@ -264,6 +264,66 @@ pub fn session_table(list: &[Value]) -> String {
     s
 }
 
+/// `appliance events [--json] [--count N]`: the stream until the
+/// appliance stops (or `count` events were printed).
+pub fn events(socket: &Path, json: bool, count: Option<u64>) -> Result<(), String> {
+    use std::io::{BufRead, Write};
+    let mut client = super::client::Client::connect(socket)?;
+    client.request(&Command::Events {})?;
+    let mut lines = client.stream_lines()?;
+    let mut n = 0u64;
+    let mut out = std::io::stdout().lock();
+    while count.is_none_or(|c| n < c) {
+        let mut line = String::new();
+        match lines.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("reading events: {e}")),
+        }
+        let v: Value =
+            serde_json::from_str(&line).map_err(|e| format!("malformed event line: {e}"))?;
+        let ev = &v["event"];
+        let text = if json {
+            ev.to_string()
+        } else {
+            super::events::text(ev)
+        };
+        if writeln!(out, "{text}").and_then(|_| out.flush()).is_err() {
+            return Ok(());
+        }
+        n += 1;
+    }
+    Ok(())
+}
+
+/// `appliance reload [--config FILE]`: the fields it changed.
+pub fn reload(socket: &Path, config: Option<&Path>, json: bool) -> Result<(), String> {
+    let config = match config {
+        Some(p) => Some(
+            std::path::absolute(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .display()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let v = super::client::request(socket, &Command::Reload { config })?;
+    if json {
+        return print_json(&v, true);
+    }
+    let changed: Vec<&str> = v["changed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let from = text(&v, "config");
+    if changed.is_empty() {
+        println!("reloaded {from}: nothing changed");
+    } else {
+        println!("reloaded {from}: {}", changed.join(", "));
+    }
+    Ok(())
+}
+
 /// `appliance rtt [--dest ADDR[/LEN]] [--limit N]`.
 pub fn rtt(socket: &Path, dest: Option<String>, limit: usize, json: bool) -> Result<(), String> {
     let v = super::client::request(

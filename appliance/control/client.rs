@@ -56,6 +56,18 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The connection's further lines (a subscription's stream), read
+    /// without a timeout.
+    pub fn stream_lines(self) -> Result<impl BufRead, String> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(|e| e.to_string())?;
+        Ok(self.reader)
+    }
+}
+
 /// One request on a fresh connection.
 pub fn request(path: &Path, cmd: &Command) -> Result<Value, String> {
     Client::connect(path)?.request(cmd)

@@ -12,7 +12,9 @@
 
 pub mod cli;
 pub mod client;
+pub mod events;
 pub mod protocol;
+pub mod reload;
 pub mod rtt;
 pub mod server;
 pub mod sessions;

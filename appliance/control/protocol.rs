@@ -63,6 +63,17 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
     },
+    /// Subscribes this connection to the event stream: after the answer,
+    /// one `{"v":1,"event":{...}}` line per event until it closes.
+    Events {},
+    /// Re-reads the config (`config`: this file instead of the running
+    /// one's; an absolute path, the appliance's working directory is not
+    /// the client's), applies what can change live, or refuses naming the
+    /// field that needs a restart.
+    Reload {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<String>,
+    },
     /// Removes every session matching the filters (same as `sessions`).
     SessionsFlush {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -42,6 +42,8 @@ pub struct State {
     pub reader: Arc<StatsReader>,
     pub admin: Arc<ArrayQueue<AdminCmd>>,
     pub rtt: Arc<RttControl>,
+    /// Reloads (`None`: the appliance was not started from a file).
+    pub reload: Option<Arc<super::reload::Reloader>>,
 }
 
 /// Whether an appliance answers on `path` now.
@@ -62,10 +64,14 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("mgmt-control".into())
         .spawn(move || {
+            let hub = crate::mgmt::events::EventHub::new(&state.reader.lcores);
             let mut server = Server {
                 listener,
                 clients: Vec::new(),
                 state,
+                hub,
+                uplinks_seen: Vec::new(),
+                uplinks_checked: Instant::now(),
             };
             while !stop.load(Ordering::Relaxed) {
                 server.turn();
@@ -113,12 +119,19 @@ struct Client {
     progress: Instant,
     /// Closed after `output` is written (EOF, or an oversized request).
     closing: bool,
+    /// Subscribed to the event stream.
+    events: Option<super::events::Subscription>,
 }
 
 struct Server {
     listener: UnixListener,
     clients: Vec<Client>,
     state: State,
+    /// The lcores' NAT event rings.
+    hub: crate::mgmt::events::EventHub,
+    /// The uplinks' states when last looked at (for uplink events).
+    uplinks_seen: Vec<pipelines::select::UplinkSelStats>,
+    uplinks_checked: Instant,
 }
 
 impl Server {
@@ -131,6 +144,72 @@ impl Server {
                 i += 1;
             } else {
                 self.clients.swap_remove(i);
+            }
+        }
+        self.fan_out();
+    }
+
+    /// Hands the events since the last turn to every subscriber, within
+    /// its budget (see [`super::events`]).
+    fn fan_out(&mut self) {
+        use super::events::{line, nat_event, uplink_changes};
+        let subs = self.clients.iter().filter(|c| c.events.is_some()).count();
+        if subs > 0 && self.hub.consumers() == 0 {
+            // Left from an earlier subscriber: stale.
+            self.hub.drain(|_| {});
+        }
+        self.hub.set_consumers(subs);
+        let reader = &self.state.reader;
+        let names: Vec<String> = reader
+            .plan
+            .topology
+            .uplinks
+            .iter()
+            .map(|u| u.name.clone())
+            .collect();
+        let mut lines = Vec::new();
+        if self.uplinks_checked.elapsed() >= Duration::from_millis(100) {
+            self.uplinks_checked = Instant::now();
+            let now = reader
+                .selection
+                .lock()
+                .map(|v| v.uplinks.clone())
+                .unwrap_or_default();
+            if subs > 0 {
+                lines.extend(
+                    uplink_changes(&self.uplinks_seen, &now, &names)
+                        .into_iter()
+                        .map(line),
+                );
+            }
+            self.uplinks_seen = now;
+        }
+        if subs == 0 {
+            return;
+        }
+        let n = self.hub.drain(|ev| lines.push(line(nat_event(ev, &names))));
+        let counters = &reader.control;
+        counters.events.fetch_add(n as u64, Ordering::Relaxed);
+        for c in &mut self.clients {
+            let Some(sub) = c.events.as_mut() else {
+                continue;
+            };
+            let mut dropped = 0;
+            for l in &lines {
+                if sub.admit(c.output.len()) {
+                    if c.output.is_empty() {
+                        c.progress = Instant::now();
+                    }
+                    c.output.extend_from_slice(l.as_bytes());
+                } else {
+                    dropped += 1;
+                }
+            }
+            counters
+                .events_dropped_subscribers
+                .fetch_add(dropped, Ordering::Relaxed);
+            if let Some(l) = sub.dropped_line() {
+                c.output.extend_from_slice(l.as_bytes());
             }
         }
     }
@@ -153,6 +232,7 @@ impl Server {
                         output: Vec::new(),
                         progress: Instant::now(),
                         closing: false,
+                        events: None,
                     });
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -219,7 +299,15 @@ fn answer_lines(state: &State, c: &mut Client) {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let answer = protocol::parse(line).and_then(|cmd| handle(state, cmd));
+        let answer = match protocol::parse(line) {
+            Ok(Command::Events {}) => {
+                c.events.get_or_insert_with(Default::default);
+                Ok(
+                    json!({"subscribed": true, "rate": super::events::RATE, "backlog": super::events::BACKLOG}),
+                )
+            }
+            r => r.and_then(|cmd| handle(state, cmd)),
+        };
         if c.output.is_empty() {
             c.progress = Instant::now();
         }
@@ -321,6 +409,13 @@ pub fn handle(state: &State, cmd: Command) -> Result<Value, String> {
             let filter = sessions::filter(&state.reader.plan, &f)?;
             sessions::flush(&state.reader.lcores, &filter)
         }
+        Command::Events {} => Err("events: a subscription; send it as a request line".into()),
+        Command::Reload { config } => match &state.reload {
+            Some(r) => r.reload(config.as_deref().map(Path::new)),
+            None => {
+                Err("this appliance was not started from a config file; nothing to reload".into())
+            }
+        },
         Command::Rtt { dest, limit } => super::rtt::table(state, dest.as_deref(), limit),
         Command::UplinkWeight { name, weight } => {
             let i = uplink(state, &name)?;

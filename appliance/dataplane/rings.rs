@@ -89,3 +89,57 @@ impl Default for NatControl {
         }
     }
 }
+
+/// The settings a reload changes on an lcore: the selection policy
+/// (replicate, translate) and the NAT shard's live settings (translate).
+#[derive(Debug)]
+pub struct LiveSettings {
+    /// Counts reloads from 1; an lcore records the last it applied.
+    pub version: u64,
+    pub policy: Arc<pipelines::select::policy::SelectionPolicy>,
+    /// Only the fields `NatShard::set_live` takes are used.
+    pub nat: pipelines::nat::NatConfig,
+}
+
+/// One lcore's reload ring: the newest settings (an unread older one is
+/// replaced), taken at the start of a loop turn like a snapshot, and the
+/// version it applied last.
+pub struct SettingsControl {
+    pub slot: ArrayQueue<Arc<LiveSettings>>,
+    pub applied: std::sync::atomic::AtomicU64,
+}
+
+impl Default for SettingsControl {
+    fn default() -> Self {
+        SettingsControl {
+            slot: ArrayQueue::new(1),
+            applied: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+/// NAT events (`pipelines::nat::NatEvent`) each translate lcore can have in
+/// flight toward the management core.
+pub const NAT_EVENT_RING_SIZE: usize = 16_384;
+
+/// One translate lcore's NAT event ring. The lcore logs only while
+/// `consumers` is non-zero (read once per turn), moves its shard's events
+/// here every turn, and counts in `lost` those the ring (or the shard's
+/// buffer) did not take: it never waits. The management core's
+/// [`crate::mgmt::events::EventHub`] is the one reader; it hands each event
+/// to every consumer (control socket subscribers, a log).
+pub struct NatEventRing {
+    pub ring: ArrayQueue<pipelines::nat::NatEvent>,
+    pub lost: pipelines::Counter,
+    pub consumers: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for NatEventRing {
+    fn default() -> Self {
+        NatEventRing {
+            ring: ArrayQueue::new(NAT_EVENT_RING_SIZE),
+            lost: pipelines::Counter::new(),
+            consumers: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}

@@ -27,6 +27,7 @@ pub struct StatsReader {
     pub selection_counters: Vec<Arc<SelectionCounters>>,
     pub redirect: Arc<Mutex<RedirectView>>,
     pub redirect_counters: Vec<Arc<ServiceCounters>>,
+    pub control: Arc<stats::ControlCounters>,
 }
 
 impl StatsReader {
@@ -40,6 +41,7 @@ impl StatsReader {
             backend: self.backend.stats(),
             selection: &self.selection.lock().map(|v| v.clone()).unwrap_or_default(),
             selection_counters: &self.selection_counters,
+            control: &self.control,
             redirect: self.plan.redirection.as_ref().map(|p| {
                 (
                     p,

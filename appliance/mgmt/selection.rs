@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::ArrayQueue;
 use pipelines::nat::NatCounters;
 
-use pipelines::select::{AdminState, SelectionCore, UplinkSelStats};
+use pipelines::select::{AdminState, SelectConfig, SelectionCore, UplinkSelStats};
 use pipelines::Nanos;
 
 pub use crate::dataplane::rings::SelectionRings;
@@ -38,12 +38,15 @@ pub struct SelectionView {
 
 /// An operator's change to an uplink (from the control socket), applied
 /// by the selection thread and published at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum AdminCmd {
     /// Uplink index, its new administrative state.
     State(usize, AdminState),
     /// Uplink index, its new selection weight (>= 1).
     Weight(usize, u32),
+    /// A reload's selection settings and publish interval (the uplinks'
+    /// admin states and weights are kept).
+    Config(SelectConfig, Duration),
 }
 
 /// Changes that can wait for the selection thread (it drains them every
@@ -92,7 +95,7 @@ pub fn spawn(
     mut core: SelectionCore,
     rings: SelectionRings,
     inputs: SelectionInputs,
-    publish_every: Duration,
+    mut publish_every: Duration,
     epoch: Instant,
     stop: Arc<AtomicBool>,
     view: Arc<Mutex<SelectionView>>,
@@ -116,6 +119,11 @@ pub fn spawn(
                     changed |= match cmd {
                         AdminCmd::State(u, st) => core.set_admin(u, st),
                         AdminCmd::Weight(u, w) => core.set_weight(u, w),
+                        AdminCmd::Config(cfg, every) => {
+                            core.set_config(cfg);
+                            publish_every = every;
+                            true
+                        }
                     };
                 }
                 if let Some(q) = inputs.rtt.requests.pop() {

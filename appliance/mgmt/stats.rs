@@ -35,6 +35,8 @@ pub struct StatsSources<'a> {
     pub backend: Value,
     pub selection: &'a SelectionView,
     pub selection_counters: &'a [Arc<SelectionCounters>],
+    /// The control socket's and the reloads' counters.
+    pub control: &'a ControlCounters,
     /// Server-cluster rerouting, when configured: the plan, the database's
     /// view, the translate lcores' service counters.
     pub redirect: Option<(
@@ -60,6 +62,8 @@ pub struct Stats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirection: Option<RedirectionStats>,
     pub lcores: Vec<LcoreStats>,
+    pub control: ControlStats,
+    pub events: EventStats,
     /// The backend's own section, under its name (`sim`, `pcap`, ...).
     #[serde(flatten)]
     pub backend: BackendStats,
@@ -411,7 +415,7 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
         ports: ports(plan, src.lcores),
         stages: stages(src.lcores),
         uplinks: uplinks(src),
-        nat: nat(plan, src.lcores),
+        nat: nat(plan, src.lcores, reloaded(src).map(|r| r.filtering)),
         selection: selection(src),
         neighbours: neighbours(plan),
         redirection: src
@@ -428,11 +432,80 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
                 idle_turns: l.counters.idle_turns.get(),
             })
             .collect(),
+        control: src.control.stats(),
+        events: EventStats {
+            lost: src
+                .lcores
+                .iter()
+                .filter_map(|l| l.nat_events.as_ref())
+                .map(|r| r.lost.get())
+                .sum(),
+            delivered: src
+                .control
+                .events
+                .load(std::sync::atomic::Ordering::Relaxed),
+            subscriber_dropped: src
+                .control
+                .events_dropped_subscribers
+                .load(std::sync::atomic::Ordering::Relaxed),
+        },
         backend: BackendStats {
             name: src.backend_name,
             stats: src.backend.clone(),
         },
     }
+}
+
+/// Counted by the management core's control thread and the run loop
+/// (reloads from the socket and from SIGHUP), read by the stats.
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    pub reloads: std::sync::atomic::AtomicU64,
+    pub reloads_refused: std::sync::atomic::AtomicU64,
+    /// Events taken from the lcores' event rings (`events.delivered`).
+    pub events: std::sync::atomic::AtomicU64,
+    /// Events a subscriber's full buffer did not take.
+    pub events_dropped_subscribers: std::sync::atomic::AtomicU64,
+    /// The settings the last reload put in force that the stats show
+    /// (`None`: the plan's, as started).
+    pub reloaded: std::sync::Mutex<Option<Reloaded>>,
+}
+
+/// What the stats show of the settings a reload changed.
+#[derive(Clone, Debug)]
+pub struct Reloaded {
+    pub filtering: pipelines::nat::Filtering,
+    pub mode: String,
+    pub algorithm: Algorithm,
+}
+
+impl ControlCounters {
+    fn stats(&self) -> ControlStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        ControlStats {
+            reloads: self.reloads.load(Relaxed),
+            reloads_refused: self.reloads_refused.load(Relaxed),
+        }
+    }
+}
+
+/// `control`: reloads applied (`appliance reload`, SIGHUP) and refused
+/// (invalid, or a field that needs a restart; nothing applied).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ControlStats {
+    pub reloads: u64,
+    pub reloads_refused: u64,
+}
+
+/// `events`: the NAT event stream (`appliance events`). `lost`: events
+/// the lcores could not hand over (their buffer or ring full; never
+/// waited for); `delivered`: taken from the rings by the control thread;
+/// `subscriber_dropped`: not sent to a subscriber over its rate or backlog.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventStats {
+    pub lost: u64,
+    pub delivered: u64,
+    pub subscriber_dropped: u64,
 }
 
 /// `ports`: each port's counters summed over the lcores.
@@ -539,7 +612,16 @@ fn uplinks(src: &StatsSources<'_>) -> Vec<UplinkStats> {
 }
 
 /// `nat`: the NAT counters summed over the translate lcores.
-fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
+/// The settings in force after the last reload, if any.
+fn reloaded(src: &StatsSources<'_>) -> Option<Reloaded> {
+    src.control.reloaded.lock().ok().and_then(|r| r.clone())
+}
+
+fn nat(
+    plan: &Plan,
+    lcores: &[LcoreView],
+    filtering: Option<pipelines::nat::Filtering>,
+) -> NatStats {
     let sum = |f: fn(&NatCounters) -> u64| sum_nat(lcores, f);
     NatStats {
         tcp_sessions: sum(|n| n.tcp_sessions.get()),
@@ -554,7 +636,7 @@ fn nat(plan: &Plan, lcores: &[LcoreView]) -> NatStats {
         sweep_laps: sum(|n| n.sweep_laps.get()),
         race_closed: sum(|n| n.race_closed.get()),
         flushed: sum(|n| n.flushed.get()),
-        filtering: plan.nat.filtering.as_str(),
+        filtering: filtering.unwrap_or(plan.nat.filtering).as_str(),
         host_sessions_limit: sum(|n| n.host_sessions_limit.get()),
         host_rate_limit: sum(|n| n.host_rate_limit.get()),
         host_races_limit: sum(|n| n.host_races_limit.get()),
@@ -612,9 +694,14 @@ fn selection(src: &StatsSources<'_>) -> SelectionStats {
             (a.as_str(), n)
         })
         .collect();
+    let reloaded = reloaded(src);
     SelectionStats {
-        mode: plan.selection.mode_name.clone(),
-        algorithm: plan.selection.policy.algorithm.as_str(),
+        mode: reloaded
+            .as_ref()
+            .map_or_else(|| plan.selection.mode_name.clone(), |r| r.mode.clone()),
+        algorithm: reloaded
+            .map_or(plan.selection.policy.algorithm, |r| r.algorithm)
+            .as_str(),
         races: sum_nat(lcores, |n| n.races.get()),
         cache_hits: sel_sum(|c| c.cache_hits.get()),
         by_algorithm,

@@ -53,6 +53,10 @@ pub struct LcoreView {
     pub counters: Arc<LcoreCounters>,
     /// Session requests to its NAT shard (translate lcores).
     pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
+    /// Its reload ring (lcores with replicate or translate).
+    pub settings: Option<Arc<crate::dataplane::rings::SettingsControl>>,
+    /// Its NAT event ring (translate lcores).
+    pub nat_events: Option<Arc<crate::dataplane::rings::NatEventRing>>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
@@ -303,8 +307,16 @@ impl<B: PacketBuf> Lcore<'_, B> {
             .translate
             .is_some()
             .then(|| Arc::new(crate::dataplane::rings::NatControl::default()));
+        let settings = (stages.replicate.is_some() || stages.translate.is_some())
+            .then(|| Arc::new(crate::dataplane::rings::SettingsControl::default()));
+        let nat_events = stages
+            .translate
+            .is_some()
+            .then(|| Arc::new(crate::dataplane::rings::NatEventRing::default()));
         a.views.push(LcoreView {
+            nat_events: nat_events.clone(),
             sessions: sessions.clone(),
+            settings: settings.clone(),
             id: lc.id,
             stages: stage_counters(&stages),
             nat: stages
@@ -342,6 +354,8 @@ impl<B: PacketBuf> Lcore<'_, B> {
             service_snapshots,
             service_events,
             sessions,
+            settings,
+            nat_events,
             stop: self.shared.stop.clone(),
             epoch: self.shared.epoch,
         }

@@ -182,6 +182,10 @@ pub struct Worker<B: PacketBuf> {
     /// Session requests (listing, flush) to this lcore's NAT shard from the
     /// management core, one at a time (translate lcores).
     pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
+    /// Settings a reload changes (lcores with replicate or translate).
+    pub settings: Option<Arc<crate::dataplane::rings::SettingsControl>>,
+    /// NAT events toward the management core (translate lcores).
+    pub nat_events: Option<Arc<crate::dataplane::rings::NatEventRing>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
 }
@@ -332,6 +336,7 @@ impl<B: PacketBuf> Worker<B> {
     /// every published snapshot until it is the last holder, so no table is
     /// freed on a data-plane lcore.
     fn install_snapshot(&mut self) {
+        self.install_settings();
         if let Some(snap) = self.service_snapshots.as_ref().and_then(|q| q.pop()) {
             if let Some(p) = self
                 .stages
@@ -353,6 +358,26 @@ impl<B: PacketBuf> Worker<B> {
         }
     }
 
+    /// Takes the settings of a reload, if one was published. The policy it
+    /// replaces is only a reference dropped here: the reloader keeps it
+    /// until no lcore holds it.
+    fn install_settings(&mut self) {
+        let Some(ctl) = self.settings.as_ref() else {
+            return;
+        };
+        let Some(s) = ctl.slot.pop() else {
+            return;
+        };
+        if let Some(r) = self.stages.replicate.as_mut() {
+            r.set_policy(s.policy.clone());
+        }
+        if let Some(t) = self.stages.translate.as_mut() {
+            t.set_policy(s.policy.clone());
+            t.nat.set_live(&s.nat);
+        }
+        ctl.applied.store(s.version, Ordering::Release);
+    }
+
     /// Moves translate's selection events onto the ring to the management
     /// core; a full ring counts them `events_dropped` (service failure
     /// events: `redirection.failure_events_lost`).
@@ -368,6 +393,19 @@ impl<B: PacketBuf> Worker<B> {
                 if ring.push(ev).is_err() {
                     p.counters.failure_events_lost.inc();
                 }
+            }
+        }
+        if let (Some(t), Some(er)) = (self.stages.translate.as_mut(), self.nat_events.as_ref()) {
+            let log = &mut t.nat.log;
+            log.enabled = er.consumers.load(Ordering::Relaxed) > 0;
+            let mut lost = std::mem::take(&mut log.lost);
+            for ev in log.events.drain(..) {
+                if er.ring.push(ev).is_err() {
+                    lost += 1;
+                }
+            }
+            if lost > 0 {
+                er.lost.add(lost);
             }
         }
         let (Some(t), Some(ring)) = (self.stages.translate.as_mut(), self.events.as_ref()) else {

@@ -94,6 +94,29 @@ impl NatShard {
         now: Nanos,
         indexed: bool,
     ) -> Result<(u32, Created), DropReason> {
+        self.log.now = now;
+        let r = self.create_out_inner(key, uplink, client_mac, now, indexed);
+        if let Err(
+            reason @ (DropReason::TableFull
+            | DropReason::PortExhausted
+            | DropReason::HostSessionsLimit
+            | DropReason::HostRateLimit
+            | DropReason::HostsTableFull),
+        ) = r
+        {
+            self.log_limit(key, uplink, reason);
+        }
+        r
+    }
+
+    fn create_out_inner(
+        &mut self,
+        key: &FlowKey,
+        uplink: UplinkId,
+        client_mac: [u8; 6],
+        now: Nanos,
+        indexed: bool,
+    ) -> Result<(u32, Created), DropReason> {
         // A full shard evicts before any mapping is looked up (the evicted
         // session may be the last of the mapping this flow would use).
         if self.live >= self.cfg.max_sessions {
@@ -394,6 +417,11 @@ impl NatShard {
         }
         self.live += 1;
         self.counters.created.inc();
+        self.log_session(
+            idx,
+            super::event::EventKind::SessionCreated,
+            super::event::EventReason::None,
+        );
         self.counters.adjust_gauges(protocol, uplink, true);
         self.counters.adjust_server(protocol, server, true);
         idx

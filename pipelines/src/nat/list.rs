@@ -182,7 +182,17 @@ impl NatShard {
         let mut i = cursor as usize;
         let (mut removed, mut seen) = (0, 0);
         while i < n && seen < scan {
-            if self.matches(i, f) && self.remove(i as u32).is_some() {
+            if !self.matches(i, f) {
+                i += 1;
+                seen += 1;
+                continue;
+            }
+            self.log_session(
+                i as u32,
+                super::event::EventKind::SessionFlushed,
+                super::event::EventReason::Flush,
+            );
+            if self.remove(i as u32).is_some() {
                 removed += 1;
             }
             i += 1;

@@ -54,6 +54,9 @@
 mod config;
 mod counters;
 mod create;
+mod event;
+#[cfg(test)]
+mod event_tests;
 mod evict;
 mod hosts;
 mod index;
@@ -75,6 +78,7 @@ mod window;
 pub use config::{Filtering, NatConfig, EVICT_AT_PERCENT};
 pub use counters::{NatCounters, ServerCounters, TopHost, UplinkCounters, TOP_HOSTS};
 pub use create::{Created, ADF_WALK_MAX};
+pub use event::{EventKind, EventLog, EventReason, NatEvent, LOG_MAX, NO_UPLINK};
 pub use hosts::{HostLimits, TokenBucket};
 pub use list::{state_name, Prefix, SessionFilter, SessionInfo, STATE_NAMES};
 pub(crate) use session::NONE;

@@ -51,6 +51,8 @@ pub struct NatShard {
     /// management core; the runtime drains them every loop turn. Bounded by
     /// [`EVENTS_MAX`]: past it events are counted `events_dropped`.
     pub events: Vec<SelEvent>,
+    /// The NAT event log (see `event`): off until the lcore turns it on.
+    pub log: super::event::EventLog,
     /// Per inside host limits and counts (see `hosts`).
     pub(super) hosts: Hosts,
     /// The unanswered list: oldest and newest (see `evict`).
@@ -122,6 +124,7 @@ impl NatShard {
             last_sweep: None,
             race_exits: Vec::with_capacity(EXITS_RESERVED),
             events: Vec::with_capacity(EVENTS_MAX),
+            log: super::event::EventLog::default(),
             hosts: Hosts::new(cfg.hosts.max_hosts),
             unans_head: NONE,
             unans_tail: NONE,
@@ -173,6 +176,29 @@ impl NatShard {
 
     pub fn config(&self) -> &NatConfig {
         &self.cfg
+    }
+
+    /// Takes the settings of `cfg` that can change while sessions live (a
+    /// reload): timeouts (existing sessions expire by the new ones at the
+    /// sweep's next visit), filtering and port preservation for new
+    /// sessions, the sweep interval, the race timeout and the per-host
+    /// rate and count limits. What sized the tables up front stays:
+    /// `max_sessions`, `max_races`, `hosts.max_hosts`, and the `seed`.
+    pub fn set_live(&mut self, cfg: &NatConfig) {
+        let c = &mut self.cfg;
+        c.udp_idle_timeout = cfg.udp_idle_timeout;
+        c.tcp_established_timeout = cfg.tcp_established_timeout;
+        c.tcp_transitory_timeout = cfg.tcp_transitory_timeout;
+        c.tcp_closed_timeout = cfg.tcp_closed_timeout;
+        c.icmp_timeout = cfg.icmp_timeout;
+        c.filtering = cfg.filtering;
+        c.sweep_interval = cfg.sweep_interval;
+        c.port_preservation = cfg.port_preservation;
+        c.race_timeout = cfg.race_timeout;
+        c.hosts.max_sessions = cfg.hosts.max_sessions;
+        c.hosts.new_per_second = cfg.hosts.new_per_second;
+        c.hosts.new_burst = cfg.hosts.new_burst;
+        c.hosts.max_races = cfg.hosts.max_races;
     }
 
     /// The live session in slot `idx`.
@@ -278,6 +304,11 @@ impl NatShard {
     /// answered its SYN copy (answered ones are removed when their RST goes
     /// out): that counts against its uplink's health (seed 001 [0054]).
     pub(super) fn expire(&mut self, idx: u32) {
+        self.log_session(
+            idx,
+            super::event::EventKind::SessionExpired,
+            super::event::EventReason::Timeout,
+        );
         if let Some(s) = self.remove(idx) {
             if s.flags & LOSER != 0 && s.tcp & seen::SYN_IN == 0 {
                 if let Some(u) = self.counters.uplinks.get(usize::from(s.uplink)) {

@@ -41,6 +41,7 @@ impl NatShard {
     /// more than [`SWEEP_MAX`] per call, so expiring a million sessions at
     /// once is spread over many turns instead of stalling one.
     pub fn sweep(&mut self, now: Nanos) -> usize {
+        self.log.now = now;
         let elapsed = self.last_sweep.map_or(0, |t| now.since(t).as_nanos());
         self.last_sweep = Some(now);
         let n = self.slots.len();

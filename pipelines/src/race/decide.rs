@@ -46,6 +46,9 @@ pub struct Ctx<'a, B> {
 pub struct Racer {
     table: RaceTable,
     mode: RaceMode,
+    /// First-payload mode was in force at some point: races of that mode
+    /// may still be open after a reload switched to SYN+ACK.
+    wide: bool,
 }
 
 impl Racer {
@@ -54,7 +57,15 @@ impl Racer {
         Racer {
             table: RaceTable::with_capacity(max_races),
             mode,
+            wide: mode == RaceMode::FirstPayload,
         }
+    }
+
+    /// Decides new races by `mode` (a reload); each open race keeps the
+    /// mode it started with.
+    pub fn set_mode(&mut self, mode: RaceMode) {
+        self.mode = mode;
+        self.wide |= mode == RaceMode::FirstPayload;
     }
 
     /// Races held (in progress, or first-payload offsets kept).
@@ -74,7 +85,7 @@ impl Racer {
     /// segments to every racing uplink and replay them to late ones, so
     /// while any is open each packet needs room for its extras.
     pub fn room_per_packet(&self) -> usize {
-        if !self.table.is_empty() && self.mode == RaceMode::FirstPayload {
+        if !self.table.is_empty() && self.wide {
             1 + RACE_MAX + REPLAY_MAX
         } else {
             1
@@ -483,10 +494,37 @@ impl Racer {
             c.races_won.inc();
             c.connections.inc();
         }
+        if cx.nat.log.enabled {
+            self.log_decision(cx.nat, &race, winner, ev);
+        }
         cx.nat.emit(ev);
         if offset == 0 {
             self.detach(cx.nat, r, winner);
         }
+    }
+
+    /// Logs the decision: the winner and each member's uplink, with the
+    /// winner's RTT (the others had not answered yet; their answers reach
+    /// the RTT table).
+    fn log_decision(&self, nat: &mut NatShard, race: &Race, winner: u32, ev: SelEvent) {
+        use crate::nat::{EventKind, EventReason};
+        let Some(mut log) = nat.session_event(winner, EventKind::RaceDecided, EventReason::None)
+        else {
+            return;
+        };
+        log.winner = log.uplink;
+        let rtt = match ev {
+            SelEvent::Answer { rtt, .. } => rtt,
+            SelEvent::Unanswered { .. } => None,
+        };
+        for (k, (_, x)) in race.live_members().enumerate().take(log.rtts.len()) {
+            let Some(u) = nat.session(x).map(|s| s.uplink) else {
+                continue;
+            };
+            log.rtts[k] = (u, if x == winner { rtt } else { None });
+            log.races = k as u8 + 1;
+        }
+        nat.log.push(log);
     }
 
     /// A negative answer (an inbound RST, or an ICMP error quoting the

@@ -183,6 +183,19 @@ impl SelectionCore {
         &self.cfg
     }
 
+    /// Takes `cfg` (a reload), except the destination prefix lengths: the
+    /// cache's keys are built with them, so they stay as started. The
+    /// next tick applies a smaller cache capacity, the next snapshot
+    /// carries the rest.
+    pub fn set_config(&mut self, cfg: SelectConfig) {
+        let (v4, v6) = (self.cfg.prefix_v4, self.cfg.prefix_v6);
+        self.cfg = SelectConfig {
+            prefix_v4: v4,
+            prefix_v6: v6,
+            ..cfg
+        };
+    }
+
     /// Seed 001 [0054], with evidence from more than one destination:
     /// healthy iff the link is up and the uplink has not failed race copies
     /// toward `unanswered_limit` distinct destinations (at most

@@ -54,6 +54,11 @@ impl Replicate {
         Replicate::with_policy(topo, Arc::default())
     }
 
+    /// Uses `policy` for the packets from now on (a reload).
+    pub fn set_policy(&mut self, policy: Arc<SelectionPolicy>) {
+        self.policy = policy;
+    }
+
     pub fn with_policy(topo: Arc<Topology>, policy: Arc<SelectionPolicy>) -> Self {
         Replicate {
             policy,

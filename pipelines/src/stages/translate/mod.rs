@@ -91,6 +91,13 @@ impl Translate {
         }
     }
 
+    /// Uses `policy` for the packets from now on and decides new races by
+    /// its mode (a reload); open races keep theirs.
+    pub fn set_policy(&mut self, policy: Arc<SelectionPolicy>) {
+        self.race.set_mode(policy.mode);
+        self.policy = policy;
+    }
+
     /// Serves service addresses: `addrs` are the service addresses with
     /// their uplinks, `servers` the number of local servers (load gauges).
     /// Call before the counters are shared.
