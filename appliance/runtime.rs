@@ -132,6 +132,18 @@ impl Runtime {
         Ok(())
     }
 
+    /// Serves Prometheus metrics (`GET /metrics`) at `addr` until the
+    /// appliance stops (see [`crate::mgmt::metrics`]).
+    pub fn serve_metrics(&mut self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+        let handle = crate::mgmt::metrics::spawn(addr, self.reader.clone(), self.stop.clone())?;
+        self.mgmt.push(MgmtThread {
+            name: "mgmt-metrics",
+            what: "Prometheus metrics",
+            handle: Some(handle),
+        });
+        Ok(())
+    }
+
     /// An error naming the management thread that ended (panicked or
     /// returned an error) while the appliance runs: its snapshots would
     /// then be frozen, so the run must end.
@@ -359,6 +371,9 @@ pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
     let mut rt = Runtime::start(plan)?;
     if let Some(path) = &opts.socket {
         rt.serve_control(path)?;
+    }
+    if let Some(addr) = plan.prometheus {
+        rt.serve_metrics(addr)?;
     }
     let started = Instant::now();
     let show = opts.live_status && std::io::stderr().is_terminal();

@@ -6,6 +6,7 @@
 //! May import `config`, `dataplane` (counters it reads) and `ports`
 //! (backend control); never `runtime` or `lab`.
 
+pub mod metrics;
 pub mod reader;
 pub mod redirect;
 pub mod report;
