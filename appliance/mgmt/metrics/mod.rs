@@ -331,8 +331,8 @@ fn uplinks(s: &Stats, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error
     )?;
     gauges(
         enc,
-        "appliance_uplink_traffic_bits_per_second",
-        "Traffic through the uplink as selection measures it (RFC 2391 least traffic).",
+        "appliance_uplink_traffic_bytes_per_second",
+        "Bytes per second through the uplink as selection measures it, smoothed (RFC 2391 least traffic).",
         u.iter().map(|x| (l1("uplink", &x.name), x.traffic_bps)),
     )?;
     counters(
