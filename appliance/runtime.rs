@@ -122,6 +122,7 @@ impl Runtime {
             reader: self.reader.clone(),
             admin: self.admin.clone(),
             rtt: self.rtt.clone(),
+            captures: Default::default(),
         };
         let handle = crate::control::server::spawn(path, state, self.stop.clone())?;
         self.mgmt.push(MgmtThread {

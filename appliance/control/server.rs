@@ -42,6 +42,8 @@ pub struct State {
     pub reader: Arc<StatsReader>,
     pub admin: Arc<ArrayQueue<AdminCmd>>,
     pub rtt: Arc<RttControl>,
+    /// The live capture, if any (`appliance capture`).
+    pub captures: super::capture::Captures,
 }
 
 /// Whether an appliance answers on `path` now.
@@ -123,6 +125,7 @@ struct Server {
 
 impl Server {
     fn turn(&mut self) {
+        self.state.captures.expire(&self.state.reader);
         self.accept();
         let mut i = 0;
         while i < self.clients.len() {
@@ -321,6 +324,22 @@ pub fn handle(state: &State, cmd: Command) -> Result<Value, String> {
             let filter = sessions::filter(&state.reader.plan, &f)?;
             sessions::flush(&state.reader.lcores, &filter)
         }
+        Command::CaptureStart {
+            port,
+            direction,
+            snaplen,
+            count,
+            seconds,
+        } => state.captures.start(
+            &state.reader,
+            &port,
+            direction.as_deref(),
+            snaplen,
+            count,
+            seconds,
+        ),
+        Command::CaptureRead { id } => state.captures.read(&state.reader, id),
+        Command::CaptureStop { id } => state.captures.stop(&state.reader, id),
         Command::Rtt { dest, limit } => super::rtt::table(state, dest.as_deref(), limit),
         Command::UplinkWeight { name, weight } => {
             let i = uplink(state, &name)?;

@@ -60,6 +60,9 @@ pub struct Stats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirection: Option<RedirectionStats>,
     pub lcores: Vec<LcoreStats>,
+    /// `appliance capture`: frames the lcores copied, and lost to a full
+    /// capture ring.
+    pub capture: CaptureStats,
     /// The backend's own section, under its name (`sim`, `pcap`, ...).
     #[serde(flatten)]
     pub backend: BackendStats,
@@ -266,6 +269,13 @@ pub struct RedirectionStats {
     pub store_invalid_loads: u64,
 }
 
+/// `capture`, summed over the lcores.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CaptureStats {
+    pub copied: u64,
+    pub lost: u64,
+}
+
 /// One entry of `lcores`.
 #[derive(Clone, Debug, Serialize)]
 pub struct LcoreStats {
@@ -419,6 +429,10 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
                 idle_turns: l.counters.idle_turns.get(),
             })
             .collect(),
+        capture: CaptureStats {
+            copied: src.lcores.iter().map(|l| l.capture.copied.get()).sum(),
+            lost: src.lcores.iter().map(|l| l.capture.lost.get()).sum(),
+        },
         backend: BackendStats {
             name: src.backend_name,
             stats: src.backend.clone(),

@@ -53,6 +53,8 @@ pub struct LcoreView {
     pub counters: Arc<LcoreCounters>,
     /// Session requests to its NAT shard (translate lcores).
     pub sessions: Option<Arc<crate::dataplane::rings::NatControl>>,
+    /// Its capture tap (`appliance capture`).
+    pub capture: Arc<crate::dataplane::rings::CaptureTap>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
@@ -303,8 +305,10 @@ impl<B: PacketBuf> Lcore<'_, B> {
             .translate
             .is_some()
             .then(|| Arc::new(crate::dataplane::rings::NatControl::default()));
+        let capture = Arc::new(crate::dataplane::rings::CaptureTap::new(plan.ports.len()));
         a.views.push(LcoreView {
             sessions: sessions.clone(),
+            capture: capture.clone(),
             id: lc.id,
             stages: stage_counters(&stages),
             nat: stages
@@ -342,6 +346,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
             service_snapshots,
             service_events,
             sessions,
+            capture: Some(capture),
             stop: self.shared.stop.clone(),
             epoch: self.shared.epoch,
         }

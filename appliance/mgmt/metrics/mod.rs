@@ -137,6 +137,15 @@ pub fn encode_stats(
     uplinks(s, enc)?;
     selection(s, enc)?;
     redirection(s, enc)?;
+    counters(
+        enc,
+        "appliance_capture_frames",
+        "Frames the lcores copied for `appliance capture`, or lost to a full capture ring.",
+        [
+            (l1("result", "copied"), s.capture.copied),
+            (l1("result", "lost"), s.capture.lost),
+        ],
+    )?;
     lcores(s, enc)
 }
 
