@@ -173,3 +173,7 @@ impl CaptureTap {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "rings_tests.rs"]
+mod tests;
