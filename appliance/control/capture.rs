@@ -193,7 +193,7 @@ impl Captures {
         let answer = json!({
             "frames": frames,
             "captured": s.taken,
-            "lost": lost(r) - s.lost_at_start,
+            "lost": lost(r).saturating_sub(s.lost_at_start),
             "done": done,
         });
         if done {
