@@ -147,6 +147,9 @@ enum Cmd {
     },
     /// A running appliance's NAT sessions (`flush`: remove them), filtered.
     Sessions(SessionsArgs),
+    /// Captures the frames crossing a port of a running appliance into a
+    /// pcap file (like `tcpdump -i PORT -w FILE`).
+    Capture(CaptureArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -161,6 +164,30 @@ enum ProtoArg {
     Udp,
     Icmp,
     Icmpv6,
+}
+
+#[derive(clap::Args)]
+struct CaptureArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// The port's name (`[[ports]] name`).
+    #[arg(long)]
+    port: String,
+    /// Frames received (rx), sent (tx) or both.
+    #[arg(long, value_parser = ["rx", "tx", "both"], default_value = "both")]
+    direction: String,
+    /// Stop after N frames.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after S seconds (with neither --count nor --seconds: 10).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Bytes kept of each frame (1..=65535).
+    #[arg(long, default_value_t = 65_535)]
+    snaplen: u32,
+    /// The pcap file to write.
+    #[arg(short = 'w', value_name = "FILE")]
+    write: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -351,6 +378,7 @@ fn main() -> ExitCode {
             config,
             json,
         } => done(cli::reload(&socket.path(), config.as_deref(), json)),
+        Cmd::Capture(args) => capture_cmd(args),
         Cmd::Rtt {
             socket,
             dest,
@@ -369,6 +397,38 @@ fn main() -> ExitCode {
             done(cli::uplink(&socket.path(), op, json))
         }
     }
+}
+
+/// `appliance capture`: runs the capture, writes the pcap, says how many
+/// frames (and how many the lcores lost).
+fn capture_cmd(args: CaptureArgs) -> ExitCode {
+    let CaptureArgs {
+        socket,
+        port,
+        direction,
+        count,
+        seconds,
+        snaplen,
+        write,
+    } = args;
+    let seconds = seconds.or(count.is_none().then_some(10.0));
+    let start = appliance::control::protocol::Command::CaptureStart {
+        port: port.clone(),
+        direction: Some(direction),
+        snaplen: Some(snaplen),
+        count,
+        seconds,
+    };
+    done(
+        appliance::control::capture::run_client(&socket.path(), start, &write).map(|a| {
+            eprintln!(
+                "{} frames of port {port} written to {}, {} lost (capture ring full)",
+                a["captured"],
+                write.display(),
+                a["lost"]
+            );
+        }),
+    )
 }
 
 /// `appliance sessions [flush] [filters]`.

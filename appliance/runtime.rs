@@ -129,6 +129,7 @@ impl Runtime {
             admin: self.admin.clone(),
             rtt: self.rtt.clone(),
             reload: self.reloader.clone(),
+            captures: Default::default(),
         };
         let handle = crate::control::server::spawn(path, state, self.stop.clone())?;
         self.mgmt.push(MgmtThread {
@@ -167,6 +168,18 @@ impl Runtime {
                 Err("this appliance was not started from a config file; nothing to reload".into())
             }
         }
+    }
+
+    /// Serves Prometheus metrics (`GET /metrics`) at `addr` until the
+    /// appliance stops (see [`crate::mgmt::metrics`]).
+    pub fn serve_metrics(&mut self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+        let handle = crate::mgmt::metrics::spawn(addr, self.reader.clone(), self.stop.clone())?;
+        self.mgmt.push(MgmtThread {
+            name: "mgmt-metrics",
+            what: "Prometheus metrics",
+            handle: Some(handle),
+        });
+        Ok(())
     }
 
     /// An error naming the management thread that ended (panicked or
@@ -401,6 +414,9 @@ pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
     }
     if let Some(path) = &opts.socket {
         rt.serve_control(path)?;
+    }
+    if let Some(addr) = plan.prometheus {
+        rt.serve_metrics(addr)?;
     }
     let started = Instant::now();
     let show = opts.live_status && std::io::stderr().is_terminal();

@@ -26,6 +26,10 @@ PACKAGES=(
     # The shared redirection store the cluster tests start on loopback;
     # openssl makes the certificates of its TLS test.
     redis-server openssl
+    # Prometheus and promtool: tests/telemetry.rs checks the metrics
+    # endpoint with `promtool check metrics` and scrapes it with a real
+    # server it starts on loopback.
+    prometheus
     # Debian's Python with scapy for packet fixtures; the lab's HTTP server.
     python3 python3-scapy
     # Instruction counts of the benchmarks; script linting.

@@ -75,6 +75,7 @@ pub fn diff(old: &Config, new: &Config) -> Result<Vec<String>, ConfigError> {
         dpdk,
         fragments,
         icmp,
+        telemetry,
     } = new;
     let mut d = Diff { live: Vec::new() };
     fixed("backend", "the backend", &old.backend, backend)?;
@@ -107,6 +108,12 @@ pub fn diff(old: &Config, new: &Config) -> Result<Vec<String>, ConfigError> {
         fragments,
     )?;
     fixed("icmp", "the ICMP rate limiters", &old.icmp, icmp)?;
+    fixed(
+        "telemetry",
+        "the metrics endpoint",
+        &old.telemetry,
+        telemetry,
+    )?;
     Ok(d.live)
 }
 

@@ -70,6 +70,9 @@ pub struct Config {
     /// The rate limit of the ICMP the appliance originates.
     #[serde(default)]
     pub icmp: IcmpSection,
+    /// What operators plug into: the Prometheus endpoint.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// Required when `backend = "sim"`.
     pub sim: Option<SimConfig>,
     /// Only with `backend = "af-packet"` (all keys defaulted).
@@ -85,6 +88,15 @@ pub struct ControlSection {
     /// The socket's path (mode 0600). Unset: `$XDG_RUNTIME_DIR/appliance.sock`,
     /// else `/tmp/appliance-$UID.sock`. `--socket` overrides it.
     pub socket: Option<std::path::PathBuf>,
+}
+
+/// `[telemetry]`: the Prometheus metrics endpoint (off by default).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// `address:port` to serve `/metrics` on (e.g. `127.0.0.1:9417`).
+    /// Unset: no endpoint.
+    pub prometheus: Option<String>,
 }
 
 /// `[neighbours]`: who may change a next hop's learned MAC.

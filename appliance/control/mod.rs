@@ -10,6 +10,7 @@
 //! May import `config` and `mgmt`; never `runtime`, `dataplane` internals,
 //! `ports` or `lab` (the runtime imports it).
 
+pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod events;

@@ -74,6 +74,24 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         config: Option<String>,
     },
+    /// Starts a live capture of `port` (`direction` rx, tx or both, the
+    /// default); it ends after `count` frames or `seconds`, whichever
+    /// first, or at `capture_stop`. See `control::capture`.
+    CaptureStart {
+        port: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        direction: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snaplen: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<f64>,
+    },
+    /// The frames of capture `id` copied since the last read.
+    CaptureRead { id: u64 },
+    /// Ends capture `id`.
+    CaptureStop { id: u64 },
     /// Removes every session matching the filters (same as `sessions`).
     SessionsFlush {
         #[serde(default, skip_serializing_if = "Option::is_none")]

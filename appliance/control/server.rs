@@ -44,6 +44,8 @@ pub struct State {
     pub rtt: Arc<RttControl>,
     /// Reloads (`None`: the appliance was not started from a file).
     pub reload: Option<Arc<super::reload::Reloader>>,
+    /// The live capture, if any (`appliance capture`).
+    pub captures: super::capture::Captures,
 }
 
 /// Whether an appliance answers on `path` now.
@@ -136,6 +138,7 @@ struct Server {
 
 impl Server {
     fn turn(&mut self) {
+        self.state.captures.expire(&self.state.reader);
         self.accept();
         let mut i = 0;
         while i < self.clients.len() {
@@ -416,6 +419,22 @@ pub fn handle(state: &State, cmd: Command) -> Result<Value, String> {
                 Err("this appliance was not started from a config file; nothing to reload".into())
             }
         },
+        Command::CaptureStart {
+            port,
+            direction,
+            snaplen,
+            count,
+            seconds,
+        } => state.captures.start(
+            &state.reader,
+            &port,
+            direction.as_deref(),
+            snaplen,
+            count,
+            seconds,
+        ),
+        Command::CaptureRead { id } => state.captures.read(&state.reader, id),
+        Command::CaptureStop { id } => state.captures.stop(&state.reader, id),
         Command::Rtt { dest, limit } => super::rtt::table(state, dest.as_deref(), limit),
         Command::UplinkWeight { name, weight } => {
             let i = uplink(state, &name)?;

@@ -118,6 +118,90 @@ impl Default for SettingsControl {
     }
 }
 
+/// Frames one lcore can hold for a running capture before it counts them
+/// lost (with the largest snaplen, 64 MiB at most per lcore).
+pub const CAPTURE_RING_SIZE: usize = 1024;
+/// The largest capture snaplen (bytes kept of each frame).
+pub const CAPTURE_SNAPLEN_MAX: u32 = 65_535;
+/// Capture flag bits, per port.
+pub const CAPTURE_RX: u8 = 1;
+pub const CAPTURE_TX: u8 = 2;
+
+/// A frame an lcore copied for `appliance capture`.
+#[derive(Clone, Debug)]
+pub struct CapturedFrame {
+    pub port: u16,
+    /// Sent (else received).
+    pub tx: bool,
+    /// Wall-clock time of its burst, since the Unix epoch.
+    pub time: std::time::Duration,
+    /// Its length on the wire; `data` holds at most the snaplen of it.
+    pub orig_len: u32,
+    pub data: Vec<u8>,
+}
+
+/// One lcore's capture tap: per-port flags the control thread sets (read
+/// once per burst), the frames copied toward it, and what did not fit.
+pub struct CaptureTap {
+    /// Per port: [`CAPTURE_RX`] | [`CAPTURE_TX`] bits.
+    pub ports: Vec<std::sync::atomic::AtomicU8>,
+    pub snaplen: std::sync::atomic::AtomicU32,
+    pub frames: ArrayQueue<CapturedFrame>,
+    /// Written by the lcore only.
+    pub copied: pipelines::packet::counter::Counter,
+    /// Frames not copied because `frames` was full (written by the lcore).
+    pub lost: pipelines::packet::counter::Counter,
+}
+
+impl CaptureTap {
+    pub fn new(ports: usize) -> CaptureTap {
+        CaptureTap {
+            ports: (0..ports).map(|_| Default::default()).collect(),
+            snaplen: CAPTURE_SNAPLEN_MAX.into(),
+            frames: ArrayQueue::new(CAPTURE_RING_SIZE),
+            copied: Default::default(),
+            lost: Default::default(),
+        }
+    }
+
+    /// Whether a burst of `port` in direction `dir` is to be copied: one
+    /// relaxed load.
+    #[inline]
+    pub fn wants(&self, port: usize, dir: u8) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ports
+            .get(port)
+            .is_some_and(|f| f.load(Relaxed) & dir != 0)
+    }
+
+    /// Copies `frames` (at most the snaplen of each) into the ring; what
+    /// does not fit is counted lost, never waited for.
+    pub fn copy<'a>(&self, port: usize, dir: u8, frames: impl Iterator<Item = &'a [u8]>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let snaplen = self.snaplen.load(Relaxed) as usize;
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        for d in frames {
+            if self.frames.is_full() {
+                self.lost.inc();
+                continue;
+            }
+            let f = CapturedFrame {
+                port: port as u16,
+                tx: dir == CAPTURE_TX,
+                time,
+                orig_len: d.len() as u32,
+                data: d[..d.len().min(snaplen)].to_vec(),
+            };
+            match self.frames.push(f) {
+                Ok(()) => self.copied.inc(),
+                Err(_) => self.lost.inc(),
+            }
+        }
+    }
+}
+
 /// NAT events (`pipelines::nat::NatEvent`) each translate lcore can have in
 /// flight toward the management core.
 pub const NAT_EVENT_RING_SIZE: usize = 16_384;
@@ -143,3 +227,7 @@ impl Default for NatEventRing {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "rings_tests.rs"]
+mod tests;

@@ -7,6 +7,7 @@
 //! (backend control); never `runtime` or `lab`.
 
 pub mod events;
+pub mod metrics;
 pub mod reader;
 pub mod redirect;
 pub mod report;

@@ -64,6 +64,9 @@ pub struct Stats {
     pub lcores: Vec<LcoreStats>,
     pub control: ControlStats,
     pub events: EventStats,
+    /// `appliance capture`: frames the lcores copied, and lost to a full
+    /// capture ring.
+    pub capture: CaptureStats,
     /// The backend's own section, under its name (`sim`, `pcap`, ...).
     #[serde(flatten)]
     pub backend: BackendStats,
@@ -279,6 +282,13 @@ pub struct RedirectionStats {
     pub store_invalid_loads: u64,
 }
 
+/// `capture`, summed over the lcores.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CaptureStats {
+    pub copied: u64,
+    pub lost: u64,
+}
+
 /// One entry of `lcores`.
 #[derive(Clone, Debug, Serialize)]
 pub struct LcoreStats {
@@ -448,6 +458,10 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
                 .control
                 .events_dropped_subscribers
                 .load(std::sync::atomic::Ordering::Relaxed),
+        },
+        capture: CaptureStats {
+            copied: src.lcores.iter().map(|l| l.capture.copied.get()).sum(),
+            lost: src.lcores.iter().map(|l| l.capture.lost.get()).sum(),
         },
         backend: BackendStats {
             name: src.backend_name,

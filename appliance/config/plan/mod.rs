@@ -84,6 +84,8 @@ pub struct Plan {
     pub redirection: Option<RedirectionPlan>,
     /// The control socket's path from `[control] socket`, if given.
     pub control_socket: Option<std::path::PathBuf>,
+    /// Where to serve Prometheus metrics, from `[telemetry] prometheus`.
+    pub prometheus: Option<std::net::SocketAddr>,
 }
 
 impl Plan {
@@ -133,6 +135,21 @@ fn plan_control(cfg: &Config) -> Result<Option<std::path::PathBuf>, ConfigError>
         );
     }
     Ok(Some(p.clone()))
+}
+
+/// `[telemetry] prometheus`: a socket address (`IP:port`, IPv6 in
+/// brackets) with a port other than 0.
+fn plan_prometheus(cfg: &Config) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let Some(s) = &cfg.telemetry.prometheus else {
+        return Ok(None);
+    };
+    match s.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(Some(a)),
+        _ => err(
+            "telemetry.prometheus",
+            format!("{s:?}; allowed: an IP address and a port 1..=65535, such as \"127.0.0.1:9417\" or \"[::1]:9417\""),
+        ),
+    }
 }
 
 /// `[icmp]`: every rate and size at least 1 (a limit of 0 would silence
@@ -204,6 +221,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         dpdk,
         redirection,
         control_socket: plan_control(cfg)?,
+        prometheus: plan_prometheus(cfg)?,
     })
 }
 

@@ -321,3 +321,35 @@ fn port_mtus_and_icmp_limits_are_configured_and_bounded() {
     quiet.uplinks[0].answer_ping = false;
     assert!(!validate_with_cpus(&quiet, 8).unwrap().topology.uplinks[0].answer_ping);
 }
+
+#[test]
+fn prometheus_address_is_off_by_default_and_validated() {
+    assert_eq!(test_plan("").prometheus, None);
+    let plan = test_plan("[telemetry]\nprometheus = \"127.0.0.1:9417\"\n");
+    assert_eq!(plan.prometheus, Some("127.0.0.1:9417".parse().unwrap()));
+    let plan = test_plan("[telemetry]\nprometheus = \"[::1]:9417\"\n");
+    assert_eq!(plan.prometheus, Some("[::1]:9417".parse().unwrap()));
+    let site = |section: &str| {
+        crate::config::site::SiteToml::new("pcap")
+            .lan_key("pcap_in", "/nonexistent/lan.pcap")
+            .port("wan-a", "02:00:00:00:0a:01")
+            .uplink("isp-a", "wan-a", &["198.51.100.10"], "02:00:00:00:0a:fe")
+            .section(section)
+            .to_string()
+    };
+    for bad in [
+        "localhost:9417",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        "",
+    ] {
+        let cfg =
+            crate::config::parse(&site(&format!("[telemetry]\nprometheus = \"{bad}\"\n"))).unwrap();
+        let e = validate_with_cpus(&cfg, 8).unwrap_err();
+        assert_eq!(e.path, "telemetry.prometheus", "{bad}: {e:?}");
+        assert!(e.msg.contains("allowed: an IP address and a port"), "{e:?}");
+    }
+    let e = crate::config::parse(&site("[telemetry]\nprometheus_addr = \"x\"\n")).unwrap_err();
+    assert!(e.contains("prometheus_addr"), "{e}");
+}

@@ -108,3 +108,36 @@ fn answers_round_trip() {
     assert!(parse_answer(b"{\"v\":1}").is_err());
     assert!(parse_answer(b"garbage").is_err());
 }
+
+#[test]
+fn capture_requests_round_trip() {
+    for cmd in [
+        Command::CaptureStart {
+            port: "wan-a".into(),
+            direction: Some("tx".into()),
+            snaplen: Some(128),
+            count: Some(10),
+            seconds: Some(2.5),
+        },
+        Command::CaptureRead { id: 7 },
+        Command::CaptureStop { id: 7 },
+    ] {
+        let line = request_line(&cmd);
+        assert_eq!(parse(line.trim_end().as_bytes()), Ok(cmd));
+    }
+    assert_eq!(
+        parse(br#"{"v":1,"cmd":"capture_start","port":"lan"}"#),
+        Ok(Command::CaptureStart {
+            port: "lan".into(),
+            direction: None,
+            snaplen: None,
+            count: None,
+            seconds: None,
+        })
+    );
+    refused(
+        br#"{"v":1,"cmd":"capture_start","port":"lan","filter":"host 1.2.3.4"}"#,
+        "unknown field `filter`",
+    );
+    refused(br#"{"v":1,"cmd":"capture_read"}"#, "missing field `id`");
+}

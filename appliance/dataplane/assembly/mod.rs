@@ -57,6 +57,8 @@ pub struct LcoreView {
     pub settings: Option<Arc<crate::dataplane::rings::SettingsControl>>,
     /// Its NAT event ring (translate lcores).
     pub nat_events: Option<Arc<crate::dataplane::rings::NatEventRing>>,
+    /// Its capture tap (`appliance capture`).
+    pub capture: Arc<crate::dataplane::rings::CaptureTap>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
@@ -313,10 +315,12 @@ impl<B: PacketBuf> Lcore<'_, B> {
             .translate
             .is_some()
             .then(|| Arc::new(crate::dataplane::rings::NatEventRing::default()));
+        let capture = Arc::new(crate::dataplane::rings::CaptureTap::new(plan.ports.len()));
         a.views.push(LcoreView {
             nat_events: nat_events.clone(),
             sessions: sessions.clone(),
             settings: settings.clone(),
+            capture: capture.clone(),
             id: lc.id,
             stages: stage_counters(&stages),
             nat: stages
@@ -356,6 +360,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
             sessions,
             settings,
             nat_events,
+            capture: Some(capture),
             stop: self.shared.stop.clone(),
             epoch: self.shared.epoch,
         }

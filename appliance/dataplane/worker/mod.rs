@@ -186,6 +186,9 @@ pub struct Worker<B: PacketBuf> {
     pub settings: Option<Arc<crate::dataplane::rings::SettingsControl>>,
     /// NAT events toward the management core (translate lcores).
     pub nat_events: Option<Arc<crate::dataplane::rings::NatEventRing>>,
+    /// `appliance capture`: per-port flags checked once per burst, frames
+    /// copied into a bounded ring (full: counted lost).
+    pub capture: Option<Arc<crate::dataplane::rings::CaptureTap>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
 }
@@ -249,6 +252,7 @@ impl<B: PacketBuf> Worker<B> {
             }
             if n > 0 {
                 let port = burst[0].meta().in_port as usize;
+                self.tap(port, crate::dataplane::rings::CAPTURE_RX, &burst);
                 if let Some(c) = self.ports.get(port) {
                     c.rx_packets.add(n as u64);
                     c.rx_bytes
@@ -535,12 +539,31 @@ impl<B: PacketBuf> Worker<B> {
         }
     }
 
+    /// Copies a burst for a running capture of `port` in `dir`.
+    #[inline]
+    fn tap(&self, port: usize, dir: u8, burst: &Burst<B>) {
+        if let Some(t) = self.capture.as_ref() {
+            if t.wants(port, dir) {
+                t.copy(port, dir, burst.iter().map(|p| p.data()));
+            }
+        }
+    }
+
     fn flush_tx(&mut self, pending: &mut Pending<B>) {
         for (port, out) in pending.per_port.iter_mut().enumerate() {
             if out.is_empty() {
                 continue;
             }
             let bytes: u64 = out.iter().map(|p| p.data().len() as u64).sum();
+            if let Some(t) = self.capture.as_ref() {
+                if t.wants(port, crate::dataplane::rings::CAPTURE_TX) {
+                    t.copy(
+                        port,
+                        crate::dataplane::rings::CAPTURE_TX,
+                        out.iter().map(|p| p.data()),
+                    );
+                }
+            }
             let sent = self.tx[port].tx_burst(out);
             let oversize = self.tx[port].take_oversize();
             if oversize > 0 {
