@@ -11,6 +11,7 @@
 //! followed the redirections. `appliance client --to` is a loop over
 //! `request`.
 
+pub mod cli;
 pub mod net;
 pub mod state;
 
