@@ -247,7 +247,7 @@ fn capture_syns<T>(site: &Site, fam: &Family, f: impl FnOnce() -> T) -> (T, Vec<
     let mut td = NsProcess::start(
         &site.lab.ns("srv"),
         &[
-            "timeout", "20", "tcpdump", "-l", "-v", "-n", "-i", "isp-a0", "-c", "50", &filter,
+            "timeout", "90", "tcpdump", "-l", "-v", "-n", "-i", "isp-a0", "-c", "400", &filter,
         ],
         site.work.path(),
         &log,
@@ -342,24 +342,35 @@ fn failures(site: &mut Site, fam: &Family) {
     let s1 = sock(fam.svc, 81);
     site.servers[0].0.stop(Duration::from_secs(2));
     let name = format!("s1{}", fam.suffix);
-    let mut resends = 0;
-    for _ in 0..20 {
-        let out = site.client(&svc80, true, &[]);
-        if out.contains(&format!("tcp {s1} dscp 27")) {
-            // Redirected to the stopped server: refused, then resent to the
-            // service with the failure flag and served elsewhere.
-            let resend = format!("tcp {svc80} dscp 43 (failed, resend): redirected to");
-            assert!(out.contains(&resend), "{out}");
-            let port = served_port(&out);
-            assert!(port == 82 || port == 83, "{out}");
-            resends += 1;
-        } else {
-            served_port(&out);
+    let (resends, ds) = capture_syns(site, fam, || {
+        let mut resends = 0;
+        for _ in 0..20 {
+            let out = site.client(&svc80, true, &[]);
+            if out.contains(&format!("tcp {s1} dscp 27")) {
+                // Redirected to the stopped server: refused, then resent to
+                // the service with the failure flag and served elsewhere.
+                let resend = format!("tcp {svc80} dscp 43 (failed, resend): redirected to");
+                assert!(out.contains(&resend), "{out}");
+                let port = served_port(&out);
+                assert!(port == 82 || port == 83, "{out}");
+                resends += 1;
+            } else {
+                served_port(&out);
+            }
+            if entry(&site.stats(), "services", &name)["avoided"] == true {
+                break;
+            }
         }
-        if entry(&site.stats(), "services", &name)["avoided"] == true {
-            break;
-        }
-    }
+        resends
+    });
+    // On the wire: each resend is a SYN marked 43 right after the refused
+    // one marked 27.
+    let on_wire = ds.windows(2).filter(|w| w == &[27 << 2, 43 << 2]).count();
+    assert_eq!(on_wire, resends, "SYN DS bytes {ds:?}");
+    assert!(
+        !ds.is_empty() && ds.iter().all(|d| [11 << 2, 27 << 2, 43 << 2].contains(d)),
+        "{ds:?}"
+    );
     let st = site.stats();
     assert_eq!(
         entry(&st, "services", &name)["avoided"],
