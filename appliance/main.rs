@@ -280,55 +280,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Client {
-            lab,
-            to,
-            tcp,
-            request,
-            count,
-            from,
-            stop,
-            attempts,
-            state,
-            timeout_ms,
-        } => {
-            let proto = if tcp {
-                pipelines::redirect::client::Proto::Tcp
-            } else {
-                pipelines::redirect::client::Proto::Udp
-            };
-            let r = match lab {
-                Some(lab) => appliance::lab::client::run(&appliance::lab::client::ClientArgs {
-                    lab: &lab,
-                    to,
-                    proto,
-                    request: &request,
-                    count,
-                    from: from.unwrap_or(std::net::IpAddr::from([203, 0, 113, 7])),
-                    stop: &stop,
-                    max_attempts: attempts,
-                }),
-                None => appliance::redirect_client::cli::run(
-                    &appliance::redirect_client::cli::CliArgs {
-                        to,
-                        proto,
-                        request,
-                        count,
-                        max_attempts: attempts,
-                        timeout: std::time::Duration::from_millis(timeout_ms),
-                        state,
-                    },
-                ),
-            };
-            match r {
-                Ok(0) => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        cmd @ Cmd::Client { .. } => client(cmd),
         Cmd::Bench => {
             eprintln!("error: this subcommand is reserved and not available in this version");
             ExitCode::from(2)
@@ -442,4 +394,58 @@ fn run(
         println!("stats written to {}", path.display());
     }
     Ok(())
+}
+
+/// `appliance client`: in-process against a lab (`--lab`), else against a
+/// live appliance over real sockets.
+fn client(cmd: Cmd) -> ExitCode {
+    let Cmd::Client {
+        lab,
+        to,
+        tcp,
+        request,
+        count,
+        from,
+        stop,
+        attempts,
+        state,
+        timeout_ms,
+    } = cmd
+    else {
+        unreachable!("client() is called with Cmd::Client")
+    };
+    let proto = if tcp {
+        pipelines::redirect::client::Proto::Tcp
+    } else {
+        pipelines::redirect::client::Proto::Udp
+    };
+    let r = match lab {
+        Some(lab) => appliance::lab::client::run(&appliance::lab::client::ClientArgs {
+            lab: &lab,
+            to,
+            proto,
+            request: &request,
+            count,
+            from: from.unwrap_or(std::net::IpAddr::from([203, 0, 113, 7])),
+            stop: &stop,
+            max_attempts: attempts,
+        }),
+        None => appliance::redirect_client::cli::run(&appliance::redirect_client::cli::CliArgs {
+            to,
+            proto,
+            request,
+            count,
+            max_attempts: attempts,
+            timeout: std::time::Duration::from_millis(timeout_ms),
+            state,
+        }),
+    };
+    match r {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
