@@ -14,7 +14,7 @@
 //! - with a server stopped, the client resends with the failure flag (DSCP
 //!   43) and is served elsewhere, and after `failure_threshold` reports the
 //!   appliance avoids that server;
-//! - (IPv4) a permanent redirection is followed on the next run without
+//! - a permanent redirection is followed on the next run without
 //!   asking the service (the state file), a leased one until its lease ends.
 //!
 //! Needs root, network namespaces, tcpdump, curl and python3: without them
@@ -388,15 +388,13 @@ fn failures(site: &mut Site, fam: &Family) {
     }
 }
 
-#[test]
-fn cluster_ipv4() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut site = cluster(&V4);
-
+/// A permanent redirection is followed by the next run without asking the
+/// service (the state file); a leased one until its lease ends.
+fn persistence(site: &Site, fam: &Family) {
     // Permanent: the next run goes straight to the target (state file).
-    let state = site.work.path().join("client.json");
+    let state = site.work.path().join(format!("client{}.json", fam.suffix));
     let st = state.to_str().unwrap();
-    let perm = sock(V4.svc, 84);
+    let perm = sock(fam.svc, 84);
     let out = site.client(&perm, true, &["--state", st]);
     assert!(
         out.contains("dscp 11 (capable, first): redirected to"),
@@ -412,13 +410,13 @@ fn cluster_ipv4() {
     assert!(
         out.contains(&format!(
             "tcp {} dscp 27 (redirected, remembered): served by",
-            sock(V4.svc, target)
+            sock(fam.svc, target)
         )),
         "{out}"
     );
 
     // Leased (3 s): followed while the lease runs, then the service again.
-    let leased = sock(V4.svc, 85);
+    let leased = sock(fam.svc, 85);
     let out = site.client(&leased, false, &["--state", st]);
     assert!(out.contains("(leased 3 s)"), "{out}");
     let target = served_port(&out);
@@ -426,7 +424,7 @@ fn cluster_ipv4() {
     assert!(
         out.contains(&format!(
             "udp {} dscp 27 (redirected, remembered): served by",
-            sock(V4.svc, target)
+            sock(fam.svc, target)
         )),
         "{out}"
     );
@@ -438,6 +436,13 @@ fn cluster_ipv4() {
         )),
         "lease over:\n{out}"
     );
+}
+
+#[test]
+fn cluster_ipv4() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut site = cluster(&V4);
+    persistence(&site, &V4);
 
     failures(&mut site, &V4);
 }
@@ -446,5 +451,6 @@ fn cluster_ipv4() {
 fn cluster_ipv6() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut site = cluster(&V6);
+    persistence(&site, &V6);
     failures(&mut site, &V6);
 }
