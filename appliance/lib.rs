@@ -9,4 +9,5 @@ pub mod dataplane;
 pub mod lab;
 pub mod mgmt;
 pub mod ports;
+pub mod redirect_client;
 pub mod runtime;

@@ -61,9 +61,10 @@ enum Cmd {
     /// redirections, resend on failure, print each step.
     Client {
         /// A lab site (`backend = "external"`, e.g. conf/redirect-lab.toml)
-        /// started in-process to run against.
+        /// started in-process to run against; without it the client talks
+        /// to a live appliance over real sockets.
         #[arg(long)]
-        lab: PathBuf,
+        lab: Option<PathBuf>,
         /// The service address and port.
         #[arg(long)]
         to: std::net::SocketAddr,
@@ -74,15 +75,24 @@ enum Cmd {
         request: String,
         #[arg(long, default_value_t = 1)]
         count: u32,
-        /// The client's address.
-        #[arg(long, default_value = "203.0.113.7")]
-        from: std::net::IpAddr,
-        /// Stop this lab server first (repeatable), to see failure handling.
-        #[arg(long)]
+        /// The client's address (--lab only).
+        #[arg(long, requires = "lab")]
+        from: Option<std::net::IpAddr>,
+        /// Stop this lab server first (repeatable), to see failure handling
+        /// (--lab only).
+        #[arg(long, requires = "lab")]
         stop: Vec<String>,
         /// Sends per request before a service failure is reported.
         #[arg(long, default_value_t = 4)]
         attempts: u32,
+        /// JSON file keeping remembered (permanent, leased) redirections and
+        /// the history between runs (not with --lab).
+        #[arg(long, conflicts_with = "lab")]
+        state: Option<PathBuf>,
+        /// How long each send waits for an answer, in milliseconds (not
+        /// with --lab).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        timeout_ms: u64,
     },
     /// Benchmark the packet path (reserved: arrives with the benchmark issue).
     Bench,
@@ -325,39 +335,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Client {
-            lab,
-            to,
-            tcp,
-            request,
-            count,
-            from,
-            stop,
-            attempts,
-        } => {
-            let args = appliance::lab::client::ClientArgs {
-                lab: &lab,
-                to,
-                proto: if tcp {
-                    pipelines::redirect::client::Proto::Tcp
-                } else {
-                    pipelines::redirect::client::Proto::Udp
-                },
-                request: &request,
-                count,
-                from,
-                stop: &stop,
-                max_attempts: attempts,
-            };
-            match appliance::lab::client::run(&args) {
-                Ok(0) => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        cmd @ Cmd::Client { .. } => client(cmd),
         Cmd::Bench => {
             eprintln!("error: this subcommand is reserved and not available in this version");
             ExitCode::from(2)
@@ -523,4 +501,58 @@ fn run(
         println!("stats written to {}", path.display());
     }
     Ok(())
+}
+
+/// `appliance client`: in-process against a lab (`--lab`), else against a
+/// live appliance over real sockets.
+fn client(cmd: Cmd) -> ExitCode {
+    let Cmd::Client {
+        lab,
+        to,
+        tcp,
+        request,
+        count,
+        from,
+        stop,
+        attempts,
+        state,
+        timeout_ms,
+    } = cmd
+    else {
+        unreachable!("client() is called with Cmd::Client")
+    };
+    let proto = if tcp {
+        pipelines::redirect::client::Proto::Tcp
+    } else {
+        pipelines::redirect::client::Proto::Udp
+    };
+    let r = match lab {
+        Some(lab) => appliance::lab::client::run(&appliance::lab::client::ClientArgs {
+            lab: &lab,
+            to,
+            proto,
+            request: &request,
+            count,
+            from: from.unwrap_or(std::net::IpAddr::from([203, 0, 113, 7])),
+            stop: &stop,
+            max_attempts: attempts,
+        }),
+        None => appliance::redirect_client::cli::run(&appliance::redirect_client::cli::CliArgs {
+            to,
+            proto,
+            request,
+            count,
+            max_attempts: attempts,
+            timeout: std::time::Duration::from_millis(timeout_ms),
+            state,
+        }),
+    };
+    match r {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

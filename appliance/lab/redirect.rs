@@ -219,8 +219,15 @@ impl Lab {
         usize::from(t.uplinks[usize::from(u)].port)
     }
 
+    /// Puts `frame` on `port` of appliance `k`, addressed to that port's
+    /// MAC (a unicast packet in a broadcast frame is `not_for_us`).
     fn inject(&self, k: usize, port: usize, frame: &[u8]) {
-        if let Some(mut b) = self.pool.alloc_with(frame) {
+        let mut frame = frame.to_vec();
+        let plan = self.appliances[k].runtime.plan();
+        if let (Some(p), Some(dst)) = (plan.topology.ports.get(port), frame.get_mut(..6)) {
+            dst.copy_from_slice(&p.mac);
+        }
+        if let Some(mut b) = self.pool.alloc_with(&frame) {
             b.meta_mut().in_port = port as u16;
             let _ = self.appliances[k].rx[port].push(b);
         }

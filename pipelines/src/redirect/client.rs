@@ -140,15 +140,18 @@ pub struct HistoryEntry {
     pub failed: bool,
 }
 
-/// A remembered redirection: requests for `from` go to `to`.
-#[derive(Clone, Copy, Debug)]
-struct Binding {
-    from: SocketAddr,
-    to: SocketAddr,
-    proto: Proto,
-    persistence: Persistence,
-    /// `None`: permanent.
-    until: Option<Nanos>,
+/// A remembered redirection: requests for `from` go to `to`. Public so a
+/// driver can keep them between runs ([`RedirectClient::bindings`],
+/// [`RedirectClient::remember`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub proto: Proto,
+    pub persistence: Persistence,
+    /// `None`: permanent; otherwise the end of the lease on the caller's
+    /// clock.
+    pub until: Option<Nanos>,
 }
 
 /// One service request in progress.
@@ -189,6 +192,25 @@ impl RedirectClient {
 
     pub fn history(&self) -> impl Iterator<Item = &HistoryEntry> {
         self.history.iter()
+    }
+
+    /// The remembered (permanent and leased) redirections.
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// Remembers `b` (restored from a previous run), replacing the one for
+    /// the same origin and protocol.
+    pub fn remember(&mut self, b: Binding) {
+        self.bindings
+            .retain(|x| !(x.from == b.from && x.proto == b.proto));
+        self.bindings.push(b);
+    }
+
+    /// Adds `e` to the history (restored from a previous run), the oldest
+    /// entry going when it is full.
+    pub fn restore_history(&mut self, e: HistoryEntry) {
+        self.record(e);
     }
 
     /// Where a request to `service` goes now, following remembered
@@ -349,9 +371,7 @@ impl RedirectClient {
             Persistence::Once | Persistence::None => None,
         };
         if let Some(until) = until {
-            self.bindings
-                .retain(|b| !(b.from == from && b.proto == ex.proto));
-            self.bindings.push(Binding {
+            self.remember(Binding {
                 from,
                 to: target,
                 proto: ex.proto,
