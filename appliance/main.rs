@@ -476,15 +476,18 @@ fn run(
         None => None,
     };
     // SIGINT and SIGTERM stop the run (final stats printed); SIGHUP
-    // reloads the config file.
+    // reloads the config file; SIGUSR1 reopens the NAT log's file.
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let reopen = Arc::new(AtomicBool::new(false));
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     for sig in [SIGINT, SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
             .context("installing the SIGINT/SIGTERM handler")?;
     }
     signal_hook::flag::register(SIGHUP, reload.clone()).context("installing the SIGHUP handler")?;
+    signal_hook::flag::register(SIGUSR1, reopen.clone())
+        .context("installing the SIGUSR1 handler")?;
     let opts = runtime::RunOptions {
         duration,
         live_status: true,
@@ -492,6 +495,7 @@ fn run(
         socket,
         config: Some(source),
         reload: Some(reload),
+        reopen: Some(reopen),
     };
     let stats = runtime::run_report(plan, &opts)?;
     print!("{}", report::summary(&stats));

@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub config: Option<(std::path::PathBuf, crate::config::Config)>,
     /// Reload when this becomes true (the SIGHUP handler); it is reset.
     pub reload: Option<Arc<AtomicBool>>,
+    /// Reopen the NAT log's file when this becomes true (the SIGUSR1
+    /// handler, for logrotate); it is reset.
+    pub reopen: Option<Arc<AtomicBool>>,
 }
 
 /// A running appliance: its lcore threads and its backend.
@@ -182,6 +185,26 @@ impl Runtime {
         Ok(())
     }
 
+    /// Starts the NAT event log (`[telemetry.nat_log]`, see
+    /// [`crate::mgmt::natlog`]) until the appliance stops.
+    pub fn serve_nat_log(&mut self, plan: &crate::config::plan::NatLogPlan) -> anyhow::Result<()> {
+        let handle = crate::mgmt::natlog::spawn(plan, self.reader.clone(), self.stop.clone())?;
+        self.mgmt.push(MgmtThread {
+            name: "mgmt-natlog",
+            what: "NAT event log",
+            handle: Some(handle),
+        });
+        Ok(())
+    }
+
+    /// Has the NAT log reopen its file (as SIGUSR1 does).
+    pub fn reopen_nat_log(&self) {
+        self.reader
+            .control
+            .nat_log_reopen
+            .store(true, Ordering::Relaxed);
+    }
+
     /// An error naming the management thread that ended (panicked or
     /// returned an error) while the appliance runs: its snapshots would
     /// then be frozen, so the run must end.
@@ -280,6 +303,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
     let plan = &plan;
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
+    let epoch_unix = std::time::SystemTime::now();
     let Assembly {
         workers,
         views,
@@ -373,6 +397,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         }
     }
 
+    let events = Arc::new(Mutex::new(crate::mgmt::events::EventHub::new(&views)));
     let reader = Arc::new(StatsReader {
         plan: plan.clone(),
         started: Instant::now(),
@@ -384,6 +409,8 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         redirect: redirect_view,
         redirect_counters,
         control: Arc::default(),
+        events,
+        epoch_unix,
     });
     Ok(Runtime {
         plan: plan.clone(),
@@ -418,6 +445,9 @@ pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
     if let Some(addr) = plan.prometheus {
         rt.serve_metrics(addr)?;
     }
+    if let Some(nl) = &plan.nat_log {
+        rt.serve_nat_log(nl)?;
+    }
     let started = Instant::now();
     let show = opts.live_status && std::io::stderr().is_terminal();
     let mut last_status = Instant::now();
@@ -440,6 +470,13 @@ pub fn run_report(plan: &Plan, opts: &RunOptions) -> anyhow::Result<Stats> {
                 Ok(v) => eprintln!("\rSIGHUP: reloaded: {}", v["changed"]),
                 Err(e) => eprintln!("\rSIGHUP: reload refused: {e}"),
             }
+        }
+        if opts
+            .reopen
+            .as_ref()
+            .is_some_and(|r| r.swap(false, Ordering::Relaxed))
+        {
+            rt.reopen_nat_log();
         }
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;

@@ -90,13 +90,43 @@ pub struct ControlSection {
     pub socket: Option<std::path::PathBuf>,
 }
 
-/// `[telemetry]`: the Prometheus metrics endpoint (off by default).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[telemetry]`: the Prometheus metrics endpoint and the NAT event log
+/// (both off by default).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySection {
     /// `address:port` to serve `/metrics` on (e.g. `127.0.0.1:9417`).
     /// Unset: no endpoint.
     pub prometheus: Option<String>,
+    /// `[telemetry.nat_log]`: NAT events to a JSON lines file and/or an
+    /// IPFIX collector.
+    pub nat_log: NatLogSection,
+}
+
+/// `[telemetry.nat_log]`: the NAT event log's sinks (none by default).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatLogSection {
+    /// A file of JSON lines, one event each (appended; reopened on SIGUSR1
+    /// and on `reload`, for logrotate).
+    pub json_file: Option<std::path::PathBuf>,
+    /// `IP:port` of an IPFIX collector (UDP, RFC 7011, RFC 8158 elements).
+    pub ipfix_collector: Option<String>,
+    /// Seconds between two sendings of the templates (also sent at start).
+    pub ipfix_template_refresh_s: u64,
+    /// The IPFIX observation domain id of every message.
+    pub ipfix_observation_domain: u32,
+}
+
+impl Default for NatLogSection {
+    fn default() -> Self {
+        NatLogSection {
+            json_file: None,
+            ipfix_collector: None,
+            ipfix_template_refresh_s: 60,
+            ipfix_observation_domain: 1,
+        }
+    }
 }
 
 /// `[neighbours]`: who may change a next hop's learned MAC.

@@ -11,11 +11,8 @@
 //! (`events.subscriber_dropped`) and announced in an `events_dropped` line
 //! once a second. The lcores never wait: a full ring counts `events.lost`.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pipelines::nat::{EventKind, NatEvent, NO_UPLINK};
-use pipelines::packet::flow::proto;
 use pipelines::select::UplinkSelStats;
 use serde_json::{json, Value};
 
@@ -78,65 +75,7 @@ pub fn line(event: Value) -> String {
     json!({"v": super::protocol::VERSION, "event": event}).to_string() + "\n"
 }
 
-fn proto_name(p: u8) -> &'static str {
-    match p {
-        proto::TCP => "tcp",
-        proto::UDP => "udp",
-        proto::ICMP => "icmp",
-        proto::ICMPV6 => "icmpv6",
-        _ => "other",
-    }
-}
-
-fn addr(a: SocketAddr) -> Value {
-    if a.ip().is_unspecified() && a.port() == 0 {
-        Value::Null
-    } else {
-        Value::String(a.to_string())
-    }
-}
-
-/// A NAT event as JSON: `time_s` (since the appliance started), `kind`,
-/// `proto`, `inside`, `outside`, `remote`, `uplink`, `reason`, and for a
-/// race `winner` and `rtt_ms` (per member uplink, null when unanswered).
-pub fn nat_event(ev: &NatEvent, uplinks: &[String]) -> Value {
-    let name = |u: u8| -> Value {
-        if u == NO_UPLINK {
-            Value::Null
-        } else {
-            uplinks
-                .get(usize::from(u))
-                .map_or(Value::Null, |n| Value::String(n.clone()))
-        }
-    };
-    let mut v = json!({
-        "time_s": ev.time.0 as f64 / 1e9,
-        "kind": ev.kind.as_str(),
-        "proto": proto_name(ev.proto),
-        "inside": addr(ev.inside),
-        "outside": addr(ev.outside),
-        "remote": addr(ev.remote),
-        "uplink": name(ev.uplink),
-    });
-    let reason = ev.reason.as_str();
-    if !reason.is_empty() {
-        v["reason"] = json!(reason);
-    }
-    if ev.kind == EventKind::RaceDecided {
-        v["winner"] = name(ev.winner);
-        let rtts: serde_json::Map<String, Value> = ev
-            .race_rtts()
-            .iter()
-            .filter(|(u, _)| *u != NO_UPLINK)
-            .map(|(u, r)| {
-                let n = name(*u).as_str().unwrap_or("?").to_string();
-                (n, r.map_or(Value::Null, |r| json!(r.0 as f64 / 1e6)))
-            })
-            .collect();
-        v["rtt_ms"] = Value::Object(rtts);
-    }
-    v
-}
+pub use crate::mgmt::events::nat_event;
 
 /// Uplink state changes between two views of the selection: one event per
 /// uplink whose admin state, health or link changed.

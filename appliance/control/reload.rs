@@ -72,7 +72,10 @@ impl Reloader {
     /// Reloads from `path` (else the file the appliance started with, or
     /// last reloaded from): `{"config": path, "changed": [fields]}`, or
     /// the error (counted `control.reloads_refused`).
+    /// Every reload, applied or refused, also has the NAT log reopen its
+    /// file (logrotate's `postrotate` may send either SIGUSR1 or reload).
     pub fn reload(&self, path: Option<&Path>) -> Result<Value, String> {
+        self.counters.nat_log_reopen.store(true, Ordering::Relaxed);
         let r = self.try_reload(path);
         let counter = match r {
             Ok(_) => &self.counters.reloads,

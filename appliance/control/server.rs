@@ -66,7 +66,7 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("mgmt-control".into())
         .spawn(move || {
-            let hub = crate::mgmt::events::EventHub::new(&state.reader.lcores);
+            let hub = state.reader.events.clone();
             let mut server = Server {
                 listener,
                 clients: Vec::new(),
@@ -130,7 +130,7 @@ struct Server {
     clients: Vec<Client>,
     state: State,
     /// The lcores' NAT event rings.
-    hub: crate::mgmt::events::EventHub,
+    hub: Arc<std::sync::Mutex<crate::mgmt::events::EventHub>>,
     /// The uplinks' states when last looked at (for uplink events).
     uplinks_seen: Vec<pipelines::select::UplinkSelStats>,
     uplinks_checked: Instant,
@@ -157,11 +157,14 @@ impl Server {
     fn fan_out(&mut self) {
         use super::events::{line, nat_event, uplink_changes};
         let subs = self.clients.iter().filter(|c| c.events.is_some()).count();
-        if subs > 0 && self.hub.consumers() == 0 {
+        let Ok(mut hub) = self.hub.lock() else {
+            return;
+        };
+        if subs > 0 && hub.consumers() == 0 {
             // Left from an earlier subscriber: stale.
-            self.hub.drain(|_| {});
+            hub.drain(|_| {});
         }
-        self.hub.set_consumers(subs);
+        hub.set_consumers(subs);
         let reader = &self.state.reader;
         let names: Vec<String> = reader
             .plan
@@ -190,7 +193,8 @@ impl Server {
         if subs == 0 {
             return;
         }
-        let n = self.hub.drain(|ev| lines.push(line(nat_event(ev, &names))));
+        let n = hub.drain(|ev| lines.push(line(nat_event(ev, &names))));
+        drop(hub);
         let counters = &reader.control;
         counters.events.fetch_add(n as u64, Ordering::Relaxed);
         for c in &mut self.clients {

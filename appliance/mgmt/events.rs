@@ -3,13 +3,22 @@
 //! consumer it serves. Consumers register so the lcores log at all: with
 //! none, the lcores do not build events (one branch per event site).
 //!
-//! A second consumer (a NAT log file, IPFIX) is another registration and
-//! another callee of the same drain; the lcores are not touched again.
+//! The rings have one reader: whoever drains takes an event from every
+//! other consumer. So the hub is shared (`Arc<Mutex<EventHub>>`) and tees:
+//! each drained event is also pushed onto the NAT log's bounded queue
+//! ([`LogTap`], when `[telemetry.nat_log]` is on) before the caller sees
+//! it. The control thread drains while it has subscribers; the NAT log
+//! thread drains (through [`EventHub::pump_log`]) only while it has none,
+//! so neither steals the other's events.
 
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pipelines::nat::NatEvent;
+use crossbeam::queue::ArrayQueue;
+use pipelines::nat::{EventKind, NatEvent, NO_UPLINK};
+use pipelines::packet::flow::proto;
+use serde_json::{json, Value};
 
 use crate::dataplane::assembly::LcoreView;
 use crate::dataplane::rings::NatEventRing;
@@ -17,9 +26,31 @@ use crate::dataplane::rings::NatEventRing;
 /// Events taken per drain call (the rest stay for the next one).
 pub const DRAIN_MAX: usize = 8_192;
 
+/// Events the NAT log thread has not yet taken; beyond it they are
+/// counted `nat_log.lost`.
+pub const LOG_TAP_SIZE: usize = 65_536;
+
+/// The NAT log's queue of events, filled by every drain of the hub; a
+/// full queue counts `nat_log.lost` in `lost`.
+pub struct LogTap {
+    pub queue: ArrayQueue<NatEvent>,
+    pub lost: Arc<AtomicU64>,
+}
+
+impl LogTap {
+    pub fn new(lost: Arc<AtomicU64>) -> LogTap {
+        LogTap {
+            queue: ArrayQueue::new(LOG_TAP_SIZE),
+            lost,
+        }
+    }
+}
+
 pub struct EventHub {
     rings: Vec<Arc<NatEventRing>>,
     consumers: usize,
+    subscribers: usize,
+    log: Option<Arc<LogTap>>,
 }
 
 impl EventHub {
@@ -28,12 +59,17 @@ impl EventHub {
         EventHub {
             rings: lcores.iter().filter_map(|l| l.nat_events.clone()).collect(),
             consumers: 0,
+            subscribers: 0,
+            log: None,
         }
     }
 
-    /// Sets how many consumers read events; the lcores log while it is
-    /// non-zero (from their next loop turn).
-    pub fn set_consumers(&mut self, n: usize) {
+    /// Sets how many event subscribers the control thread serves; the
+    /// lcores log while they or the NAT log are there (from their next loop
+    /// turn).
+    pub fn set_consumers(&mut self, subscribers: usize) {
+        self.subscribers = subscribers;
+        let n = subscribers + usize::from(self.log.is_some());
         if n != self.consumers {
             self.consumers = n;
             for r in &self.rings {
@@ -46,6 +82,24 @@ impl EventHub {
         self.consumers
     }
 
+    /// Attaches the NAT log: it counts as a consumer from now on, and
+    /// every drain feeds `tap`.
+    pub fn attach_log(&mut self, tap: Arc<LogTap>) {
+        self.log = Some(tap);
+        let subs = self.subscribers;
+        self.set_consumers(subs);
+    }
+
+    /// Drains for the NAT log when no subscriber's drain does (the control
+    /// thread drains every 5 ms while it has subscribers). Returns how
+    /// many events were taken.
+    pub fn pump_log(&self) -> usize {
+        if self.log.is_none() || self.subscribers > 0 {
+            return 0;
+        }
+        self.drain(|_| {})
+    }
+
     /// Takes at most [`DRAIN_MAX`] events, the rings in turn, oldest
     /// first within each; `f` sees each. Returns how many.
     pub fn drain(&self, mut f: impl FnMut(&NatEvent)) -> usize {
@@ -55,6 +109,11 @@ impl EventHub {
             more = false;
             for r in &self.rings {
                 if let Some(ev) = r.ring.pop() {
+                    if let Some(t) = &self.log {
+                        if t.queue.push(ev).is_err() {
+                            t.lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     f(&ev);
                     n += 1;
                     more = true;
@@ -71,6 +130,66 @@ impl EventHub {
     }
 }
 
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        proto::TCP => "tcp",
+        proto::UDP => "udp",
+        proto::ICMP => "icmp",
+        proto::ICMPV6 => "icmpv6",
+        _ => "other",
+    }
+}
+
+fn addr(a: SocketAddr) -> Value {
+    if a.ip().is_unspecified() && a.port() == 0 {
+        Value::Null
+    } else {
+        Value::String(a.to_string())
+    }
+}
+
+/// A NAT event as JSON: `time_s` (since the appliance started), `kind`,
+/// `proto`, `inside`, `outside`, `remote`, `uplink`, `reason`, and for a
+/// race `winner` and `rtt_ms` (per member uplink, null when unanswered).
+pub fn nat_event(ev: &NatEvent, uplinks: &[String]) -> Value {
+    let name = |u: u8| -> Value {
+        if u == NO_UPLINK {
+            Value::Null
+        } else {
+            uplinks
+                .get(usize::from(u))
+                .map_or(Value::Null, |n| Value::String(n.clone()))
+        }
+    };
+    let mut v = json!({
+        "time_s": ev.time.0 as f64 / 1e9,
+        "kind": ev.kind.as_str(),
+        "proto": proto_name(ev.proto),
+        "inside": addr(ev.inside),
+        "outside": addr(ev.outside),
+        "remote": addr(ev.remote),
+        "uplink": name(ev.uplink),
+    });
+    let reason = ev.reason.as_str();
+    if !reason.is_empty() {
+        v["reason"] = json!(reason);
+    }
+    if ev.kind == EventKind::RaceDecided {
+        v["winner"] = name(ev.winner);
+        let rtts: serde_json::Map<String, Value> = ev
+            .race_rtts()
+            .iter()
+            .filter(|(u, _)| *u != NO_UPLINK)
+            .map(|(u, r)| {
+                let n = name(*u).as_str().unwrap_or("?").to_string();
+                (n, r.map_or(Value::Null, |r| json!(r.0 as f64 / 1e6)))
+            })
+            .collect();
+        v["rtt_ms"] = Value::Object(rtts);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +200,8 @@ mod tests {
         let mut hub = EventHub {
             rings: views.clone(),
             consumers: 0,
+            subscribers: 0,
+            log: None,
         };
         hub.set_consumers(2);
         assert!(views

@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod metrics;
+pub mod natlog;
 pub mod reader;
 pub mod redirect;
 pub mod report;

@@ -28,6 +28,11 @@ pub struct StatsReader {
     pub redirect: Arc<Mutex<RedirectView>>,
     pub redirect_counters: Vec<Arc<ServiceCounters>>,
     pub control: Arc<stats::ControlCounters>,
+    /// The one reader of the lcores' NAT event rings (control thread and
+    /// NAT log thread share it).
+    pub events: Arc<Mutex<crate::mgmt::events::EventHub>>,
+    /// The appliance's epoch (event times count from it) as wall-clock time.
+    pub epoch_unix: std::time::SystemTime,
 }
 
 impl StatsReader {

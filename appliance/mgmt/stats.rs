@@ -64,6 +64,8 @@ pub struct Stats {
     pub lcores: Vec<LcoreStats>,
     pub control: ControlStats,
     pub events: EventStats,
+    /// `[telemetry.nat_log]`: what the NAT event log wrote and sent.
+    pub nat_log: NatLogStats,
     /// `appliance capture`: frames the lcores copied, and lost to a full
     /// capture ring.
     pub capture: CaptureStats,
@@ -459,6 +461,7 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
                 .events_dropped_subscribers
                 .load(std::sync::atomic::Ordering::Relaxed),
         },
+        nat_log: src.control.nat_log_stats(),
         capture: CaptureStats {
             copied: src.lcores.iter().map(|l| l.capture.copied.get()).sum(),
             lost: src.lcores.iter().map(|l| l.capture.lost.get()).sum(),
@@ -480,6 +483,14 @@ pub struct ControlCounters {
     pub events: std::sync::atomic::AtomicU64,
     /// Events a subscriber's full buffer did not take.
     pub events_dropped_subscribers: std::sync::atomic::AtomicU64,
+    /// The NAT log (`nat_log.*`): JSON lines written, IPFIX messages
+    /// sent, write/send errors, events its full queue did not take.
+    pub nat_log_written: std::sync::atomic::AtomicU64,
+    pub nat_log_ipfix_sent: std::sync::atomic::AtomicU64,
+    pub nat_log_errors: std::sync::atomic::AtomicU64,
+    pub nat_log_lost: Arc<std::sync::atomic::AtomicU64>,
+    /// Set by SIGUSR1 and `reload`: the NAT log reopens its file.
+    pub nat_log_reopen: std::sync::atomic::AtomicBool,
     /// The settings the last reload put in force that the stats show
     /// (`None`: the plan's, as started).
     pub reloaded: std::sync::Mutex<Option<Reloaded>>,
@@ -493,7 +504,29 @@ pub struct Reloaded {
     pub algorithm: Algorithm,
 }
 
+/// `nat_log`: JSON lines `written` to the file, IPFIX messages
+/// `ipfix_sent`, `errors` (a failed open, write or send: the events of
+/// that write are not retried), `lost` (the log's queue was full: the
+/// thread fell behind the lcores by 65,536 events).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NatLogStats {
+    pub written: u64,
+    pub ipfix_sent: u64,
+    pub errors: u64,
+    pub lost: u64,
+}
+
 impl ControlCounters {
+    fn nat_log_stats(&self) -> NatLogStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        NatLogStats {
+            written: self.nat_log_written.load(Relaxed),
+            ipfix_sent: self.nat_log_ipfix_sent.load(Relaxed),
+            errors: self.nat_log_errors.load(Relaxed),
+            lost: self.nat_log_lost.load(Relaxed),
+        }
+    }
+
     fn stats(&self) -> ControlStats {
         use std::sync::atomic::Ordering::Relaxed;
         ControlStats {

@@ -86,6 +86,18 @@ pub struct Plan {
     pub control_socket: Option<std::path::PathBuf>,
     /// Where to serve Prometheus metrics, from `[telemetry] prometheus`.
     pub prometheus: Option<std::net::SocketAddr>,
+    /// The NAT event log's sinks, from `[telemetry.nat_log]`; `None` when
+    /// neither is configured.
+    pub nat_log: Option<NatLogPlan>,
+}
+
+/// `[telemetry.nat_log]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatLogPlan {
+    pub json_file: Option<std::path::PathBuf>,
+    pub ipfix_collector: Option<std::net::SocketAddr>,
+    pub template_refresh: std::time::Duration,
+    pub observation_domain: u32,
 }
 
 impl Plan {
@@ -150,6 +162,47 @@ fn plan_prometheus(cfg: &Config) -> Result<Option<std::net::SocketAddr>, ConfigE
             format!("{s:?}; allowed: an IP address and a port 1..=65535, such as \"127.0.0.1:9417\" or \"[::1]:9417\""),
         ),
     }
+}
+
+/// `[telemetry.nat_log]`: a non-empty file path, a collector `IP:port`
+/// (port not 0), a template refresh of 1..=86400 s.
+fn plan_nat_log(cfg: &Config) -> Result<Option<NatLogPlan>, ConfigError> {
+    let c = &cfg.telemetry.nat_log;
+    if let Some(p) = &c.json_file {
+        if p.as_os_str().is_empty() || p.to_str().is_some_and(|s| s.ends_with('/')) {
+            return err(
+                "telemetry.nat_log.json_file",
+                format!("{p:?}; allowed: the path of a file (appended to, created if missing)"),
+            );
+        }
+    }
+    let collector = match &c.ipfix_collector {
+        None => None,
+        Some(s) => match s.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.port() != 0 && !a.ip().is_unspecified() => Some(a),
+            _ => {
+                return err(
+                    "telemetry.nat_log.ipfix_collector",
+                    format!("{s:?}; allowed: an IP address and a UDP port 1..=65535, such as \"127.0.0.1:4739\" or \"[::1]:4739\""),
+                )
+            }
+        },
+    };
+    if !(1..=86_400).contains(&c.ipfix_template_refresh_s) {
+        return err(
+            "telemetry.nat_log.ipfix_template_refresh_s",
+            format!("{}; allowed: 1..=86400 seconds", c.ipfix_template_refresh_s),
+        );
+    }
+    if c.json_file.is_none() && collector.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(NatLogPlan {
+        json_file: c.json_file.clone(),
+        ipfix_collector: collector,
+        template_refresh: std::time::Duration::from_secs(c.ipfix_template_refresh_s),
+        observation_domain: c.ipfix_observation_domain,
+    }))
 }
 
 /// `[icmp]`: every rate and size at least 1 (a limit of 0 would silence
@@ -222,6 +275,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         redirection,
         control_socket: plan_control(cfg)?,
         prometheus: plan_prometheus(cfg)?,
+        nat_log: plan_nat_log(cfg)?,
     })
 }
 

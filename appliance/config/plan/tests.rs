@@ -353,3 +353,51 @@ fn prometheus_address_is_off_by_default_and_validated() {
     let e = crate::config::parse(&site("[telemetry]\nprometheus_addr = \"x\"\n")).unwrap_err();
     assert!(e.contains("prometheus_addr"), "{e}");
 }
+
+#[test]
+fn nat_log_is_off_by_default_and_validated() {
+    assert_eq!(test_plan("").nat_log, None);
+    let plan = test_plan(
+        "[telemetry.nat_log]\njson_file = \"/tmp/nat.jsonl\"\nipfix_collector = \"127.0.0.1:4739\"\n",
+    );
+    let nl = plan.nat_log.unwrap();
+    assert_eq!(nl.json_file, Some("/tmp/nat.jsonl".into()));
+    assert_eq!(nl.ipfix_collector, Some("127.0.0.1:4739".parse().unwrap()));
+    assert_eq!(nl.template_refresh, std::time::Duration::from_secs(60));
+    assert_eq!(nl.observation_domain, 1);
+    // Defaults alone configure no sink.
+    assert_eq!(
+        test_plan("[telemetry.nat_log]\nipfix_observation_domain = 5\n").nat_log,
+        None
+    );
+    let site = |section: &str| {
+        crate::config::site::SiteToml::new("pcap")
+            .lan_key("pcap_in", "/nonexistent/lan.pcap")
+            .port("wan-a", "02:00:00:00:0a:01")
+            .uplink("isp-a", "wan-a", &["198.51.100.10"], "02:00:00:00:0a:fe")
+            .section(section)
+            .to_string()
+    };
+    for (body, field) in [
+        ("ipfix_collector = \"localhost:4739\"", "ipfix_collector"),
+        ("ipfix_collector = \"127.0.0.1:0\"", "ipfix_collector"),
+        ("ipfix_collector = \"0.0.0.0:4739\"", "ipfix_collector"),
+        ("json_file = \"\"", "json_file"),
+        ("json_file = \"/var/log/\"", "json_file"),
+        (
+            "ipfix_collector = \"127.0.0.1:4739\"\nipfix_template_refresh_s = 0",
+            "ipfix_template_refresh_s",
+        ),
+    ] {
+        let cfg = crate::config::parse(&site(&format!("[telemetry.nat_log]\n{body}\n"))).unwrap();
+        let e = validate_with_cpus(&cfg, 8).unwrap_err();
+        assert_eq!(
+            e.path,
+            format!("telemetry.nat_log.{field}"),
+            "{body}: {e:?}"
+        );
+        assert!(e.msg.contains("allowed"), "{e:?}");
+    }
+    let e = crate::config::parse(&site("[telemetry.nat_log]\njson = \"x\"\n")).unwrap_err();
+    assert!(e.contains("json"), "{e}");
+}
