@@ -368,6 +368,15 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
             }
         }
     }
+    // The NAT log counts as a consumer before any lcore runs, so its
+    // first sessions are logged too (its thread starts later).
+    let control = Arc::new(stats::ControlCounters::default());
+    let mut hub = crate::mgmt::events::EventHub::new(&views);
+    if plan.nat_log.is_some() {
+        hub.attach_log(Arc::new(crate::mgmt::events::LogTap::new(
+            control.nat_log_lost.clone(),
+        )));
+    }
     for (worker, core) in workers {
         let init = thread_init.clone();
         let t = std::thread::Builder::new()
@@ -397,7 +406,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         }
     }
 
-    let events = Arc::new(Mutex::new(crate::mgmt::events::EventHub::new(&views)));
+    let events = Arc::new(Mutex::new(hub));
     let reader = Arc::new(StatsReader {
         plan: plan.clone(),
         started: Instant::now(),
@@ -408,7 +417,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         selection_counters,
         redirect: redirect_view,
         redirect_counters,
-        control: Arc::default(),
+        control,
         events,
         epoch_unix,
     });

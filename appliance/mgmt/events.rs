@@ -90,6 +90,11 @@ impl EventHub {
         self.set_consumers(subs);
     }
 
+    /// The NAT log's queue, once attached.
+    pub fn log_tap(&self) -> Option<Arc<LogTap>> {
+        self.log.clone()
+    }
+
     /// Drains for the NAT log when no subscriber's drain does (the control
     /// thread drains every 5 ms while it has subscribers). Returns how
     /// many events were taken.

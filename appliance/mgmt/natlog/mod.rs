@@ -109,12 +109,22 @@ pub fn spawn(
         }
         None => None,
     };
-    let tap = Arc::new(LogTap::new(reader.control.nat_log_lost.clone()));
-    reader
-        .events
-        .lock()
-        .map_err(|_| anyhow::anyhow!("the event hub's lock is poisoned"))?
-        .attach_log(tap.clone());
+    let tap = {
+        let mut hub = reader
+            .events
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the event hub's lock is poisoned"))?;
+        match hub.log_tap() {
+            // Attached before the lcores started (Runtime::start with a
+            // nat_log plan).
+            Some(t) => t,
+            None => {
+                let t = Arc::new(LogTap::new(reader.control.nat_log_lost.clone()));
+                hub.attach_log(t.clone());
+                t
+            }
+        }
+    };
     let names = reader
         .plan
         .topology

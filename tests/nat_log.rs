@@ -1,0 +1,261 @@
+//! The NAT event log of a running appliance (`appliance run` on the
+//! embedded sim demo, conf/demo.toml, with `[telemetry.nat_log]` set to a
+//! JSON lines file and an IPFIX collector): a real collector no one here
+//! wrote, nfdump's `nfcapd` (started here on loopback), decodes the RFC 8158
+//! NAT events; `nfdump -o json` reads them back with their natEvent and
+//! post-NAT addresses and ports, which match the JSON log's, and every
+//! session `appliance sessions --json` lists while the demo runs is in both.
+//!
+//! Needs Debian's `nfdump` package (scripts/install-deps.sh): without
+//! `nfcapd` or `nfdump` the test fails.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo.toml");
+
+/// A child process killed when the test ends (or fails).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A tool of the `nfdump` package; the test fails without it.
+fn tool(name: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{name}` not found: install Debian's `nfdump` package (scripts/install-deps.sh)")
+    })
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The demo's config with the NAT log on: `json` and the collector `port`.
+fn config(dir: &Path, json: &Path, port: u16) -> PathBuf {
+    let demo = std::fs::read_to_string(DEMO).unwrap();
+    let conf = demo
+        .replace("# [telemetry.nat_log]", "[telemetry.nat_log]")
+        .replace(
+            "# json_file = \"/var/log/appliance/nat.jsonl\"",
+            &format!("json_file = {:?}", json.display().to_string()),
+        )
+        .replace(
+            "# ipfix_collector = \"127.0.0.1:4739\"",
+            &format!("ipfix_collector = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "# ipfix_template_refresh_s = 60",
+            "ipfix_template_refresh_s = 1",
+        );
+    assert_eq!(
+        conf.matches("\n[telemetry.nat_log]").count()
+            + conf.matches("json_file = \"/").count()
+            + conf.matches("ipfix_collector = \"127.0.0.1:").count()
+            + conf.matches("ipfix_template_refresh_s = 1\n").count(),
+        4,
+        "conf/demo.toml lost its commented [telemetry.nat_log] keys"
+    );
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, conf).unwrap();
+    path
+}
+
+/// Outside `address:port`s of the JSON log's events of `kinds` (IPv4).
+fn log_outsides(lines: &[Value], kinds: &[&str]) -> BTreeSet<String> {
+    lines
+        .iter()
+        .filter(|v| kinds.contains(&v["kind"].as_str().unwrap_or("")))
+        .filter_map(|v| v["outside"].as_str())
+        .filter(|o| !o.starts_with('['))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn nat_events_reach_nfcapd_and_the_json_log_alike() {
+    let (nfcapd, nfdump) = (tool("nfcapd"), tool("nfdump"));
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let json = dir.path().join("nat.jsonl");
+    let port = free_udp_port();
+    let mut collector = Killed(
+        Command::new(nfcapd)
+            .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
+            .arg(&flows)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let conf = config(dir.path(), &json, port);
+    let socket = dir.path().join("ctl.sock");
+    let mut demo = Killed(
+        Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(["run", "--duration", "8", "--config"])
+            .arg(&conf)
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no control socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let out = run(Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(["sessions", "--json", "--limit", "100000", "--socket"])
+        .arg(&socket));
+    let listed: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Value>()
+        .flat_map(|v| match v.unwrap() {
+            Value::Array(a) => a,
+            v => vec![v],
+        })
+        .collect();
+    let stats: Value = serde_json::from_slice(
+        &run(Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(["stats", "--json", "--socket"])
+            .arg(&socket))
+        .stdout,
+    )
+    .unwrap();
+    // The run ends by itself (its last events written), then the collector
+    // is stopped (SIGTERM: it closes its file).
+    assert!(demo.0.wait().unwrap().success(), "appliance run failed");
+    run(Command::new("kill").args(["-TERM", &collector.0.id().to_string()]));
+    let _ = collector.0.wait();
+
+    assert_eq!(stats["events"]["lost"], 0, "{:#}", stats["events"]);
+    assert!(
+        stats["nat_log"]["written"].as_u64().unwrap() > 0,
+        "{stats:#}"
+    );
+    assert!(
+        stats["nat_log"]["ipfix_sent"].as_u64().unwrap() > 0,
+        "{stats:#}"
+    );
+    assert_eq!(stats["nat_log"]["errors"], 0, "{:#}", stats["nat_log"]);
+
+    let text = std::fs::read_to_string(&json).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(lines.len() > 100, "{} events logged", lines.len());
+    for v in &lines {
+        assert!(
+            v["unix_ms"].as_u64().is_some() && v["kind"].is_string(),
+            "{v}"
+        );
+    }
+
+    let out = run(Command::new(nfdump)
+        .arg("-R")
+        .arg(&flows)
+        .args(["-o", "json"]));
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "nfdump -o json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let nf = |event: &str| -> BTreeSet<String> {
+        records
+            .iter()
+            .filter(|r| r["nat_event_id"] == event)
+            .map(|r| {
+                format!(
+                    "{}:{}",
+                    r["src4_xlt_ip"].as_str().unwrap(),
+                    r["src_xlt_port"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    // natEvent 4 (NAT44 session create): created sessions and decided races.
+    let created = log_outsides(&lines, &["session_created", "race_decided"]);
+    assert!(created.len() > 100, "{} outside endpoints", created.len());
+    assert_eq!(nf("4"), created, "collector's creates vs the JSON log's");
+    // natEvent 5 (NAT44 session delete): expired and flushed ones.
+    let deleted = log_outsides(&lines, &["session_expired", "session_flushed"]);
+    assert_eq!(nf("5"), deleted, "collector's deletes vs the JSON log's");
+    // The collector's records carry the inside and remote endpoints too.
+    let inside_of = |o: &str| {
+        lines
+            .iter()
+            .find(|v| v["outside"] == o)
+            .map(|v| v["inside"].as_str().unwrap().to_string())
+    };
+    for r in records
+        .iter()
+        .filter(|r| r["nat_event_id"] == "4")
+        .take(200)
+    {
+        let o = format!(
+            "{}:{}",
+            r["src4_xlt_ip"].as_str().unwrap(),
+            r["src_xlt_port"].as_str().unwrap()
+        );
+        let i = format!("{}:{}", r["src4_addr"].as_str().unwrap(), r["src_port"]);
+        assert_eq!(inside_of(&o), Some(i), "{r}");
+    }
+
+    // Every session listed while the demo ran is in the log, with its
+    // inside endpoint, its remote and its uplink.
+    assert!(listed.len() > 100, "{} sessions listed", listed.len());
+    let mut missing = Vec::new();
+    for s in &listed {
+        let found = lines.iter().any(|v| {
+            v["kind"] == "session_created"
+                && v["outside"] == s["outside"]
+                && v["inside"] == s["inside"]
+                && v["remote"] == s["remote"]
+                && v["uplink"] == s["uplink"]
+        });
+        if !found {
+            missing.push(s.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} listed sessions not in the log, e.g. {:?}",
+        missing.len(),
+        listed.len(),
+        missing.first()
+    );
+}
