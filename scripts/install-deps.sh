@@ -30,6 +30,9 @@ PACKAGES=(
     # endpoint with `promtool check metrics` and scrapes it with a real
     # server it starts on loopback.
     prometheus
+    # nfdump's nfcapd and nfdump: tests/nat_log.rs sends the NAT event log's
+    # IPFIX to a real collector on loopback and reads the records back.
+    nfdump
     # Debian's Python with scapy for packet fixtures; the lab's HTTP server.
     python3 python3-scapy
     # Instruction counts of the benchmarks; script linting.

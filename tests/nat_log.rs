@@ -259,3 +259,68 @@ fn nat_events_reach_nfcapd_and_the_json_log_alike() {
         missing.first()
     );
 }
+
+/// Waits until `path` exists and is not empty.
+fn wait_for_lines(path: &Path, what: &str) {
+    let t0 = Instant::now();
+    while std::fs::metadata(path).map_or(0, |m| m.len()) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(15), "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigusr1_and_reload_reopen_the_json_log_for_logrotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("nat.jsonl");
+    // A collector nobody listens on: sends succeed (UDP) or count errors.
+    let conf = config(dir.path(), &json, free_udp_port());
+    let socket = dir.path().join("ctl.sock");
+    let mut demo = Killed(
+        Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(["run", "--duration", "60", "--config"])
+            .arg(&conf)
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_lines(&json, "no event logged");
+    // logrotate: move the file away, then SIGUSR1.
+    let first = dir.path().join("nat.jsonl.1");
+    std::fs::rename(&json, &first).unwrap();
+    run(Command::new("kill").args(["-USR1", &demo.0.id().to_string()]));
+    wait_for_lines(&json, "SIGUSR1 did not reopen the log");
+    // The same with `appliance reload` (nothing changed: still reopens).
+    let second = dir.path().join("nat.jsonl.2");
+    std::fs::rename(&json, &second).unwrap();
+    run(Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(["reload", "--socket"])
+        .arg(&socket));
+    wait_for_lines(&json, "reload did not reopen the log");
+    let stats: Value = serde_json::from_slice(
+        &run(Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(["stats", "--json", "--socket"])
+            .arg(&socket))
+        .stdout,
+    )
+    .unwrap();
+    run(Command::new("kill").args(["-TERM", &demo.0.id().to_string()]));
+    assert!(demo.0.wait().unwrap().success());
+    let count = |p: &Path| {
+        let text = std::fs::read_to_string(p).unwrap();
+        for l in text.lines() {
+            serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        }
+        text.lines().count() as u64
+    };
+    let (a, b, c) = (count(&first), count(&second), count(&json));
+    assert!(a > 0 && b > 0 && c > 0, "{a} {b} {c}");
+    assert!(
+        stats["nat_log"]["written"].as_u64().unwrap() <= a + b + c,
+        "{:#}",
+        stats["nat_log"]
+    );
+}
