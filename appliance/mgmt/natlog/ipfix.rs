@@ -234,7 +234,7 @@ impl Exporter {
                 m.reserve(MAX_MESSAGE);
                 self.header(&mut m, export_s);
             }
-            if !set_at.is_some_and(|(_, f)| f == six) {
+            if set_at.is_none_or(|(_, f)| f != six) {
                 close_set(&mut m, &mut set_at);
                 set_at = Some((m.len(), six));
                 let id = if six { TEMPLATE_V6 } else { TEMPLATE_V4 };
