@@ -231,4 +231,48 @@ mod tests {
         hub.set_consumers(0);
         assert_eq!(views[1].consumers.load(Ordering::Relaxed), 0);
     }
+
+    #[test]
+    fn the_log_tap_sees_every_drained_event_and_drains_only_without_subscribers() {
+        let ring: Arc<NatEventRing> = Arc::default();
+        let mut hub = EventHub {
+            rings: vec![ring.clone()],
+            consumers: 0,
+            subscribers: 0,
+            log: None,
+        };
+        let lost = Arc::new(AtomicU64::new(0));
+        let tap = Arc::new(LogTap::new(lost.clone()));
+        hub.attach_log(tap.clone());
+        assert_eq!(ring.consumers.load(Ordering::Relaxed), 1, "the log counts");
+        hub.set_consumers(2);
+        assert_eq!(ring.consumers.load(Ordering::Relaxed), 3);
+        let ev = |t: u64| {
+            NatEvent::new(
+                pipelines::Nanos(t),
+                pipelines::nat::EventKind::SessionCreated,
+                pipelines::nat::EventReason::None,
+            )
+        };
+        ring.ring.push(ev(1)).unwrap();
+        // With subscribers the control thread drains; the log does not.
+        assert_eq!(hub.pump_log(), 0);
+        let mut seen = Vec::new();
+        assert_eq!(hub.drain(|e| seen.push(e.time.0)), 1);
+        assert_eq!(seen, [1]);
+        assert_eq!(tap.queue.pop().map(|e| e.time.0), Some(1), "teed");
+        // Without subscribers the log drains for itself.
+        hub.set_consumers(0);
+        assert_eq!(ring.consumers.load(Ordering::Relaxed), 1);
+        ring.ring.push(ev(2)).unwrap();
+        assert_eq!(hub.pump_log(), 1);
+        assert_eq!(tap.queue.pop().map(|e| e.time.0), Some(2));
+        // A full tap counts what it did not take.
+        for t in 0..LOG_TAP_SIZE as u64 + 3 {
+            let _ = tap.queue.push(ev(t));
+        }
+        ring.ring.push(ev(9)).unwrap();
+        hub.pump_log();
+        assert_eq!(lost.load(Ordering::Relaxed), 1);
+    }
 }

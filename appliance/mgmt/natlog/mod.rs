@@ -70,6 +70,8 @@ struct Logger {
     file: Option<BufWriter<File>>,
     ipfix: Option<Ipfix>,
     names: Vec<String>,
+    /// When the file was last tried after a failed reopen.
+    retried: Instant,
 }
 
 /// Opens the sinks (a file that cannot be opened or a collector address
@@ -139,6 +141,7 @@ pub fn spawn(
         file,
         ipfix,
         names,
+        retried: Instant::now(),
     };
     let h = std::thread::Builder::new()
         .name("mgmt-natlog".into())
@@ -211,8 +214,14 @@ impl Logger {
     fn write_json(&mut self, evs: &[(NatEvent, u64)]) {
         let c = &self.reader.control;
         let Some(f) = &mut self.file else {
-            if self.plan.json_file.is_some() && !evs.is_empty() {
-                // The file could not be reopened: try again each turn.
+            if self.plan.json_file.is_some()
+                && !evs.is_empty()
+                && self.retried.elapsed() >= Duration::from_secs(1)
+            {
+                // The file could not be reopened: try again once a second
+                // (the events meanwhile are not written; each failed reopen
+                // counts an error).
+                self.retried = Instant::now();
                 self.reopen();
                 if self.file.is_none() {
                     return;
