@@ -113,7 +113,7 @@ fn nat_events_reach_nfcapd_and_the_json_log_alike() {
             .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
             .arg(&flows)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("nfcapd.log")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -159,6 +159,12 @@ fn nat_events_reach_nfcapd_and_the_json_log_alike() {
     assert!(demo.0.wait().unwrap().success(), "appliance run failed");
     run(Command::new("kill").args(["-TERM", &collector.0.id().to_string()]));
     let _ = collector.0.wait();
+    // nfcapd's own account at exit: our sequence numbers and messages.
+    let log = std::fs::read_to_string(dir.path().join("nfcapd.log")).unwrap();
+    assert!(
+        log.contains("Sequence Errors: 0, Bad Packets: 0"),
+        "nfcapd: {log}"
+    );
 
     assert_eq!(stats["events"]["lost"], 0, "{:#}", stats["events"]);
     assert!(
