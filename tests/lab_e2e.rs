@@ -21,6 +21,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::lab::count as n;
 use common::lab::{appliance_bin, ns_ok, ns_output, wait_for_port, Lab, LabOptions, NsProcess};
 
 const SERVER4: &str = "203.0.113.80";
@@ -131,10 +132,6 @@ fn uplink<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
         .as_array()
         .and_then(|a| a.iter().find(|u| u["name"] == name))
         .unwrap_or_else(|| panic!("no uplink {name} in stats"))
-}
-
-fn n(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
 /// Brings the lab up, runs the appliance with `config` in it, and checks

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::lab::{count as n, Appliance};
 use common::lab::{
-    ns_output, start_appliance, start_http_servers, Lab, LabOptions, NsProcess, HTTP_PORT, SERVER4,
-    SERVER6,
+    ns_output, start_http_servers, Lab, LabOptions, NsProcess, HTTP_PORT, SERVER4, SERVER6,
 };
 
 const CLIENT4: &str = "10.0.0.2";
@@ -192,8 +192,7 @@ impl Site {
     }
 
     fn start(&self, config: &Path, tag: &str) -> Appliance {
-        let (proc, stats) = start_appliance(&self.lab, config, self.work.path(), tag);
-        Appliance { proc, stats }
+        Appliance::start(&self.lab, config, self.work.path(), tag)
     }
 
     /// Runs a python script in the client namespace; its last stdout line
@@ -246,31 +245,6 @@ impl Site {
             .filter(|l| *l == "200")
             .count()
     }
-}
-
-struct Appliance {
-    proc: NsProcess,
-    stats: PathBuf,
-}
-
-impl Appliance {
-    /// SIGTERM; the stats JSON it wrote.
-    fn stop(mut self) -> serde_json::Value {
-        self.proc.assert_running();
-        let log = self.proc.stop(Duration::from_secs(10));
-        assert!(
-            self.proc.status.is_some_and(|s| s.success()),
-            "appliance exit {:?}; log:\n{log}",
-            self.proc.status
-        );
-        let text = std::fs::read_to_string(&self.stats)
-            .unwrap_or_else(|e| panic!("no stats after SIGTERM ({e}); log:\n{log}"));
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-fn n(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
 fn print_fragments(what: &str, stats: &serde_json::Value) {

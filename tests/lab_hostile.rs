@@ -37,9 +37,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::lab::{count as n, Appliance};
 use common::lab::{
-    ns_ok, ns_output, start_appliance, start_http_servers, wait_for_port, Lab, LabOptions,
-    NsProcess, HTTP_PORT, SERVER4, SERVER6,
+    ns_ok, ns_output, start_http_servers, wait_for_port, Lab, LabOptions, NsProcess, HTTP_PORT,
+    SERVER4, SERVER6,
 };
 
 /// The well-behaved LAN host (the client namespace's first address).
@@ -154,8 +155,7 @@ impl Site {
     }
 
     fn start_appliance(&self, config: &Path, tag: &str) -> Appliance {
-        let (proc, stats) = start_appliance(&self.lab, config, self.work.path(), tag);
-        Appliance { proc, stats }
+        Appliance::start(&self.lab, config, self.work.path(), tag)
     }
 
     /// Packets the server namespace's blackhole rule dropped so far.
@@ -168,27 +168,6 @@ impl Site {
     }
 }
 
-struct Appliance {
-    proc: NsProcess,
-    stats: PathBuf,
-}
-
-impl Appliance {
-    /// SIGTERM; the stats JSON it wrote.
-    fn stop(mut self) -> serde_json::Value {
-        self.proc.assert_running();
-        let log = self.proc.stop(Duration::from_secs(10));
-        assert!(
-            self.proc.status.is_some_and(|s| s.success()),
-            "appliance exit {:?}; log:\n{log}",
-            self.proc.status
-        );
-        let text = std::fs::read_to_string(&self.stats)
-            .unwrap_or_else(|e| panic!("no stats after SIGTERM ({e}); log:\n{log}"));
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
 /// The packet count of the first rule of an `nft list` output mentioning
 /// `what`.
 fn nft_counter(text: &str, what: &str) -> u64 {
@@ -198,10 +177,6 @@ fn nft_counter(text: &str, what: &str) -> u64 {
         .and_then(|t| t.split_whitespace().next())
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("no counter for {what} in:\n{text}"))
-}
-
-fn n(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
 fn uplink<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {

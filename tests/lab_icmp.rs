@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::lab::{ns_ok, ns_output, start_appliance, Lab, LabOptions, NsProcess, SERVER4};
+use common::lab::{count as n, Appliance};
+use common::lab::{ns_ok, ns_output, Lab, LabOptions, NsProcess, SERVER4};
 
 const PY: &str = "/usr/bin/python3";
 const APP_LAN_MAC: &str = "02:00:00:00:00:01";
@@ -75,8 +76,7 @@ impl Site {
     }
 
     fn start(&self, config: &Path, tag: &str) -> Appliance {
-        let (proc, stats) = start_appliance(&self.lab, config, self.work.path(), tag);
-        Appliance { proc, stats }
+        Appliance::start(&self.lab, config, self.work.path(), tag)
     }
 
     /// Runs the Python program `code` with `args` in namespace `short`.
@@ -85,30 +85,6 @@ impl Site {
         a.extend_from_slice(args);
         ns_output(&self.ns(short), &a)
     }
-}
-
-struct Appliance {
-    proc: NsProcess,
-    stats: PathBuf,
-}
-
-impl Appliance {
-    fn stop(mut self) -> serde_json::Value {
-        self.proc.assert_running();
-        let log = self.proc.stop(Duration::from_secs(10));
-        assert!(
-            self.proc.status.is_some_and(|s| s.success()),
-            "appliance exit {:?}; log:\n{log}",
-            self.proc.status
-        );
-        let text = std::fs::read_to_string(&self.stats)
-            .unwrap_or_else(|e| panic!("no stats after SIGTERM ({e}); log:\n{log}"));
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-fn n(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
 fn text(o: &std::process::Output) -> String {

@@ -17,6 +17,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::lab::count as n;
 use common::lab::{
     ns_ok, ns_output, start_appliance, start_http_servers, Lab, LabOptions, HTTP_PORT, SERVER4,
     SERVER6,
@@ -78,10 +79,6 @@ fn fetch_ok(lab: &Lab, url: &str) {
         "curl {url}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn n(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
 #[test]

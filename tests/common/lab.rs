@@ -407,3 +407,37 @@ pub fn start_appliance(lab: &Lab, config: &Path, work: &Path, tag: &str) -> (NsP
     proc.assert_running();
     (proc, stats)
 }
+
+/// An appliance started by [`start_appliance`]: its process and where its
+/// stats JSON goes at exit.
+pub struct Appliance {
+    pub proc: NsProcess,
+    pub stats: PathBuf,
+}
+
+impl Appliance {
+    /// `start_appliance` as one value.
+    pub fn start(lab: &Lab, config: &Path, work: &Path, tag: &str) -> Appliance {
+        let (proc, stats) = start_appliance(lab, config, work, tag);
+        Appliance { proc, stats }
+    }
+
+    /// SIGTERM; checks the exit was clean and returns the stats JSON it wrote.
+    pub fn stop(mut self) -> serde_json::Value {
+        self.proc.assert_running();
+        let log = self.proc.stop(Duration::from_secs(10));
+        assert!(
+            self.proc.status.is_some_and(|s| s.success()),
+            "appliance exit {:?}; log:\n{log}",
+            self.proc.status
+        );
+        let text = std::fs::read_to_string(&self.stats)
+            .unwrap_or_else(|e| panic!("no stats after SIGTERM ({e}); log:\n{log}"));
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// A count in the stats JSON (panics naming the value when it is not one).
+pub fn count(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
