@@ -9,47 +9,17 @@
 //! Needs Debian's `nfdump` package (scripts/install-deps.sh): without
 //! `nfcapd` or `nfdump` the test fails.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{run, tool, Killed};
 use serde_json::Value;
 
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo.toml");
-
-/// A child process killed when the test ends (or fails).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A tool of the `nfdump` package; the test fails without it.
-fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("`{name}` not found: install Debian's `nfdump` package (scripts/install-deps.sh)")
-    })
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -102,7 +72,7 @@ fn log_outsides(lines: &[Value], kinds: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn nat_events_reach_nfcapd_and_the_json_log_alike() {
-    let (nfcapd, nfdump) = (tool("nfcapd"), tool("nfdump"));
+    let (nfcapd, nfdump) = (tool("nfcapd", "nfdump"), tool("nfdump", "nfdump"));
     let dir = tempfile::tempdir().unwrap();
     let flows = dir.path().join("flows");
     std::fs::create_dir(&flows).unwrap();

@@ -10,12 +10,15 @@
 //! Needs Debian's `prometheus` package (scripts/install-deps.sh): without
 //! `promtool` or `prometheus` the test fails.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{run, tool, Killed};
 use serde_json::Value;
 
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo.toml");
@@ -44,41 +47,6 @@ fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     Ok((status, body.to_string()))
-}
-
-/// A child process killed when the test ends (or fails).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A tool of the `prometheus` package; the test fails without it.
-fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "`{name}` not found: install Debian's `prometheus` package (scripts/install-deps.sh)"
-        )
-    })
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Starts the demo with metrics on `port`; waits for its control socket.
@@ -133,7 +101,7 @@ fn start_prometheus(dir: &Path, target_port: u16) -> (Killed, u16) {
         ),
     )
     .unwrap();
-    let child = Command::new(tool("prometheus"))
+    let child = Command::new(tool("prometheus", "prometheus"))
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
@@ -229,7 +197,7 @@ fn compare(prom: u16, socket: &Path) -> Result<(), String> {
 
 #[test]
 fn prometheus_scrapes_metrics_that_match_the_stats() {
-    let promtool = tool("promtool");
+    let promtool = tool("promtool", "prometheus");
     let dir = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
     let (_demo, socket) = start_demo(dir.path(), metrics_port);
