@@ -94,8 +94,6 @@ enum Cmd {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
         timeout_ms: u64,
     },
-    /// Benchmark the packet path (reserved: arrives with the benchmark issue).
-    Bench,
     /// A running appliance's stats: the exit summary, live.
     Stats {
         #[command(flatten)]
@@ -336,10 +334,6 @@ fn main() -> ExitCode {
             }
         },
         cmd @ Cmd::Client { .. } => client(cmd),
-        Cmd::Bench => {
-            eprintln!("error: this subcommand is reserved and not available in this version");
-            ExitCode::from(2)
-        }
         Cmd::Stats {
             socket,
             watch,
