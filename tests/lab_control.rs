@@ -20,6 +20,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::lab::require_tools;
 use common::lab::{
     appliance_bin, ns_output, start_http_servers, wait_for_port, Lab, LabOptions, NsProcess,
     HTTP_PORT, SERVER4,
@@ -111,13 +112,7 @@ fn curl(lab: &Lab) {
 
 #[test]
 fn sessions_drain_flush_and_rtt_in_the_lab() {
-    for tool in ["curl", PY] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(found, "{tool} missing: run scripts/install-deps.sh");
-    }
+    require_tools(&["curl", PY]);
     let lab = Lab::up(&LabOptions::default());
     let work = tempfile::tempdir().unwrap();
     let www = work.path().join("www");

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::lab::require_tools;
 use common::lab::{count as n, Appliance};
 use common::lab::{
     ns_output, start_http_servers, Lab, LabOptions, NsProcess, HTTP_PORT, SERVER4, SERVER6,
@@ -152,14 +153,7 @@ struct Site {
 
 impl Site {
     fn up() -> Site {
-        for tool in ["curl", PY] {
-            let found = std::process::Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(found, "{tool} missing: run scripts/install-deps.sh");
-        }
+        require_tools(&["curl", PY]);
         let lab = Lab::up(&LabOptions::default());
         let work = tempfile::tempdir().unwrap();
         let www = work.path().join("www");

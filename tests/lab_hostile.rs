@@ -38,6 +38,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::lab::{count as n, Appliance};
+use common::lab::{lab_config, require_tools};
 use common::lab::{
     ns_ok, ns_output, start_http_servers, wait_for_port, Lab, LabOptions, NsProcess, HTTP_PORT,
     SERVER4, SERVER6,
@@ -91,14 +92,7 @@ struct Site {
 
 impl Site {
     fn up() -> Site {
-        for tool in ["hping3", "nft", "curl", PY] {
-            let found = std::process::Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(found, "{tool} missing: run scripts/install-deps.sh");
-        }
+        require_tools(&["hping3", "nft", "curl", PY]);
         let lab = Lab::up(&LabOptions::default());
         let work = tempfile::tempdir().unwrap();
         let www = work.path().join("www");
@@ -145,13 +139,7 @@ impl Site {
 
     /// The lab's af_packet config with `edit` applied, written to a file.
     fn config(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
-        let base = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/lab-afpacket.toml"),
-        )
-        .unwrap();
-        let path = self.work.path().join(name);
-        std::fs::write(&path, edit(base)).unwrap();
-        path
+        lab_config(self.work.path(), name, edit)
     }
 
     fn start_appliance(&self, config: &Path, tag: &str) -> Appliance {

@@ -27,6 +27,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::lab::{count as n, Appliance};
+use common::lab::{lab_config, require_tools};
 use common::lab::{ns_ok, ns_output, Lab, LabOptions, NsProcess, SERVER4};
 
 const PY: &str = "/usr/bin/python3";
@@ -46,14 +47,7 @@ struct Site {
 
 impl Site {
     fn up() -> Site {
-        for tool in ["tcpdump", "ping", PY] {
-            let found = std::process::Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(found, "{tool} missing: run scripts/install-deps.sh");
-        }
+        require_tools(&["tcpdump", "ping", PY]);
         Site {
             lab: Lab::up(&LabOptions::default()),
             work: tempfile::tempdir().unwrap(),
@@ -66,13 +60,7 @@ impl Site {
 
     /// The lab's af_packet config with `edit` applied, written to a file.
     fn config(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
-        let base = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/lab-afpacket.toml"),
-        )
-        .unwrap();
-        let path = self.work.path().join(name);
-        std::fs::write(&path, edit(base)).unwrap();
-        path
+        lab_config(self.work.path(), name, edit)
     }
 
     fn start(&self, config: &Path, tag: &str) -> Appliance {

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::lab::require_tools;
 use common::lab::{appliance_bin, ns_output, wait_for_port, Lab, LabOptions, NsProcess};
 
 const PY: &str = "/usr/bin/python3";
@@ -84,14 +85,7 @@ struct Site {
 
 impl Site {
     fn up(fam: &Family) -> Site {
-        for tool in ["tcpdump", "curl", PY] {
-            let found = std::process::Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(found, "{tool} missing: run scripts/install-deps.sh");
-        }
+        require_tools(&["tcpdump", "curl", PY]);
         let lab = Lab::up(&LabOptions::default());
         let work = tempfile::tempdir().unwrap();
         let cli = lab.ns("cli");

@@ -441,3 +441,26 @@ impl Appliance {
 pub fn count(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
+
+/// Fails (never skips) when one of `tools` is not on the PATH.
+pub fn require_tools(tools: &[&str]) {
+    for tool in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(found, "{tool} missing: run scripts/install-deps.sh");
+    }
+}
+
+/// `conf/lab-afpacket.toml` with `edit` applied, written to `work/name`.
+pub fn lab_config(work: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/lab-afpacket.toml"),
+    )
+    .unwrap();
+    let path = work.join(name);
+    std::fs::write(&path, edit(base)).unwrap();
+    path
+}
