@@ -284,7 +284,20 @@ fn cluster(fam: &Family) -> Site {
     }
     names.sort();
     assert_eq!(names, ["s1", "s2", "s3"], "log:\n{}", site.log());
-    let st = site.stats();
+    // The management core publishes server loads once per interval: poll
+    // (well inside the 5 s closed timeout) until all three show.
+    let until = Instant::now() + Duration::from_secs(3);
+    let st = loop {
+        let st = site.stats();
+        let counted = (1..=3).all(|i| {
+            let s = entry(&st, "servers", &format!("s{i}{}", fam.suffix));
+            s["tcp_sessions"].as_u64().unwrap() >= 1
+        });
+        if counted || Instant::now() >= until {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     for i in 1..=3 {
         let s = entry(&st, "servers", &format!("s{i}{}", fam.suffix));
         assert!(s["tcp_sessions"].as_u64().unwrap() >= 1, "{s}");
