@@ -1,10 +1,20 @@
 //! Uplink selection on the simulated site (seed 001): real smoltcp clients
 //! and servers behind three uplinks of 5 / 25 / 60 ms one-way delay.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use appliance::runtime::Runtime;
 use serde_json::Value;
+
+/// Each test runs a whole simulated site in real time (clients, servers and
+/// the appliance's threads) and measures round trips: on a 2-core machine
+/// several at once would measure each other's scheduling. One at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn demo() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo.toml")).unwrap()
@@ -71,6 +81,7 @@ fn run_for(edits: &[(&str, &str)], secs: u64) -> Value {
 
 #[test]
 fn connections_take_the_fastest_uplink_and_set_up_in_its_round_trip_time() {
+    let _serial = serial();
     let s = run_for(&[], 5);
     let c = connections(&s);
     let total: u64 = c.iter().sum();
@@ -133,6 +144,7 @@ fn connections_take_the_fastest_uplink_and_set_up_in_its_round_trip_time() {
 
 #[test]
 fn the_choice_follows_a_delay_swap_within_one_cache_ttl() {
+    let _serial = serial();
     let ttl = 2;
     let rt = Runtime::start(&site(&[("rtt_cache_ttl_s = 60", "rtt_cache_ttl_s = 2")])).unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -162,6 +174,7 @@ fn the_choice_follows_a_delay_swap_within_one_cache_ttl() {
 
 #[test]
 fn losing_servers_are_reset_and_keep_no_half_open_connection() {
+    let _serial = serial();
     let rt = Runtime::start(&site(&[])).unwrap();
     std::thread::sleep(Duration::from_secs(3));
     rt.sim().unwrap().pause_clients(true);
@@ -191,6 +204,7 @@ fn losing_servers_are_reset_and_keep_no_half_open_connection() {
 
 #[test]
 fn a_failed_uplink_is_avoided_and_used_again_when_it_answers() {
+    let _serial = serial();
     let rt = Runtime::start(&site(&[
         ("rtt_cache_ttl_s = 60", "rtt_cache_ttl_s = 1"),
         ("race_timeout_ms = 3000", "race_timeout_ms = 300"),
@@ -256,6 +270,7 @@ fn proxy_site(mode: &str) -> Vec<(&'static str, String)> {
 
 #[test]
 fn first_payload_mode_sees_through_a_transparent_proxy_that_syn_ack_mode_picks() {
+    let _serial = serial();
     let run = |mode: &str| {
         let edits = proxy_site(mode);
         let edits: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*a, b.as_str())).collect();
