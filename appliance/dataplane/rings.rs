@@ -91,7 +91,8 @@ impl Default for NatControl {
 }
 
 /// The settings a reload changes on an lcore: the selection policy
-/// (replicate, translate) and the NAT shard's live settings (translate).
+/// (replicate, translate), the NAT shard's live settings (translate) and
+/// the service map (classify).
 #[derive(Debug)]
 pub struct LiveSettings {
     /// Counts reloads from 1; an lcore records the last it applied.
@@ -99,6 +100,9 @@ pub struct LiveSettings {
     pub policy: Arc<pipelines::select::policy::SelectionPolicy>,
     /// Only the fields `NatShard::set_live` takes are used.
     pub nat: pipelines::nat::NatConfig,
+    /// Classify's new service map when the reload changed `[redirection]`
+    /// (`None`: keep the current one).
+    pub services: Option<Arc<pipelines::redirect::service::ServiceMap>>,
 }
 
 /// One lcore's reload ring: the newest settings (an unread older one is

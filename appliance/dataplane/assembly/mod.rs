@@ -309,8 +309,10 @@ impl<B: PacketBuf> Lcore<'_, B> {
             .translate
             .is_some()
             .then(|| Arc::new(crate::dataplane::rings::NatControl::default()));
-        let settings = (stages.replicate.is_some() || stages.translate.is_some())
-            .then(|| Arc::new(crate::dataplane::rings::SettingsControl::default()));
+        let classifies_services = stages.classify.is_some() && self.shared.services.is_some();
+        let settings =
+            (stages.replicate.is_some() || stages.translate.is_some() || classifies_services)
+                .then(|| Arc::new(crate::dataplane::rings::SettingsControl::default()));
         let nat_events = stages
             .translate
             .is_some()
@@ -410,7 +412,8 @@ impl<B: PacketBuf> Lcore<'_, B> {
             self.shared.plan.nat.seed ^ (self.lc.index as u64).wrapping_mul(0x9E37_79B9),
         );
         redirect.counters.push(plane.counters.clone());
-        t.enable_services(plane, &s.addrs, spec.servers.len());
+        // Gauges for every server a reload may append, too.
+        t.enable_services(plane, &s.addrs, pipelines::redirect::db::MAX_SERVERS);
         let snapshots = Arc::new(ArrayQueue::new(1));
         redirect.snapshots.push(snapshots.clone());
         let events = Arc::new(ArrayQueue::new(REDIRECT_EVENT_RING_SIZE));
