@@ -523,6 +523,13 @@ fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
     assert!(before > 100, "{before}");
     assert!(udp_expiry_max(&socket) > 170.0);
 
+    // The operator's uplink changes, which every reload keeps.
+    ok(&["uplink", "drain", "isp-a"], &socket);
+    ok(&["uplink", "weight", "isp-b", "3"], &socket);
+    list_until(&socket, "isp-a drained, isp-b weight 3", |l| {
+        uplink(l, "isp-a")["admin"] == "drained" && uplink(l, "isp-b")["weight"] == 3
+    });
+
     // A timeout and a weight.
     let edited = demo
         .replacen("udp_idle_timeout_s = 180", "udp_idle_timeout_s = 120", 1)
@@ -543,6 +550,9 @@ fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
     list_until(&socket, "isp-c weight 4", |l| {
         uplink(l, "isp-c")["weight"] == 4
     });
+    let l = json(&["uplink", "list", "--json"], &socket);
+    assert_eq!(uplink(&l, "isp-a")["admin"], "drained", "{l}");
+    assert_eq!(uplink(&l, "isp-b")["weight"], 3, "{l}");
     let after = live_sessions(&socket);
     assert!(
         after >= before,
@@ -589,6 +599,9 @@ fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
         uplink(l, "isp-c")["weight"] == 2
     });
     assert_eq!(reloads(&socket), (2, 1));
+    let l = json(&["uplink", "list", "--json"], &socket);
+    assert_eq!(uplink(&l, "isp-a")["admin"], "drained", "after SIGHUP: {l}");
+    assert_eq!(uplink(&l, "isp-b")["weight"], 3, "after SIGHUP: {l}");
     assert!(live_sessions(&socket) >= before);
     // Still running: it ends at its duration with its final stats.
     let stats = run.finish();
