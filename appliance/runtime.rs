@@ -136,7 +136,8 @@ impl Runtime {
             reload: self.reloader.clone(),
             captures: Default::default(),
         };
-        let handle = crate::control::server::spawn(path, state, self.stop.clone())?;
+        let handle =
+            crate::control::server::spawn(path, state, self.stop.clone(), self.plan.control_group)?;
         self.mgmt.push(MgmtThread {
             name: "mgmt-control",
             what: "control socket",

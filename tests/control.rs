@@ -54,6 +54,11 @@ impl Running {
 
     /// Runs `config`, with the socket and stats in `dir`.
     fn start_with(dir: tempfile::TempDir, config: &Path, duration: &str) -> Running {
+        Running::start_mode(dir, config, duration, 0o600)
+    }
+
+    /// [`Running::start_with`], the socket file's mode expected `mode`.
+    fn start_mode(dir: tempfile::TempDir, config: &Path, duration: &str, mode: u32) -> Running {
         let socket = dir.path().join("ctl.sock");
         let stats_out = dir.path().join("final.json");
         let child = Command::new(env!("CARGO_BIN_EXE_appliance"))
@@ -73,9 +78,9 @@ impl Running {
             assert!(t0.elapsed() < Duration::from_secs(20), "no control socket");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let mode = std::fs::metadata(&socket).unwrap();
+        let meta = std::fs::metadata(&socket).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.permissions().mode() & 0o777, mode);
         Running {
             child: Some(child),
             socket,
@@ -454,6 +459,50 @@ fn client_commands_without_an_appliance_fail_with_one_error_line() {
         );
         assert_eq!(err.lines().count(), 1, "{err}");
     }
+}
+
+/// `[control] group`: the socket is owned by that group, mode 0660 (as
+/// root the group is `daemon`, gid 1 on every Linux, so the file's group
+/// really changed; otherwise the user's own group). An unknown group is a
+/// config error naming the field.
+#[test]
+fn control_group_owns_the_socket_with_mode_0660() {
+    use std::os::unix::fs::MetadataExt;
+    let id = |a: &str| {
+        let o = Command::new("id").arg(a).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let root = id("-u") == "0";
+    let (group, gid) = if root {
+        ("daemon".to_string(), 1)
+    } else {
+        (id("-gn"), id("-g").parse().unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let demo = std::fs::read_to_string(DEMO).unwrap();
+    let with = |g: &str| demo.replacen("[control]\n", &format!("[control]\ngroup = \"{g}\"\n"), 1);
+    std::fs::write(&config, with("no-such-group-here")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("control.group") && err.contains("no-such-group-here"),
+        "{err}"
+    );
+    std::fs::write(&config, with(&group)).unwrap();
+    let run = Running::start_mode(dir, &config, "3", 0o660);
+    let meta = std::fs::metadata(&run.socket).unwrap();
+    assert_eq!(meta.gid(), gid, "group {group}");
+    assert_eq!(
+        json(&["stats", "--json"], &run.socket)["control"]["reloads"],
+        0
+    );
+    run.finish();
 }
 
 #[test]

@@ -85,9 +85,12 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlSection {
-    /// The socket's path (mode 0600). Unset: `$XDG_RUNTIME_DIR/appliance.sock`,
+    /// The socket's path (mode 0600, or 0660 with `group`). Unset: `$XDG_RUNTIME_DIR/appliance.sock`,
     /// else `/tmp/appliance-$UID.sock`. `--socket` overrides it.
     pub socket: Option<std::path::PathBuf>,
+    /// A group whose members may use the socket: it is then owned by that
+    /// group with mode 0660. Unset: mode 0600, the running user only.
+    pub group: Option<String>,
 }
 
 /// `[telemetry]`: the Prometheus metrics endpoint and the NAT event log

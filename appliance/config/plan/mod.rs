@@ -84,6 +84,8 @@ pub struct Plan {
     pub redirection: Option<RedirectionPlan>,
     /// The control socket's path from `[control] socket`, if given.
     pub control_socket: Option<std::path::PathBuf>,
+    /// The control socket's group id from `[control] group` (mode 0660).
+    pub control_group: Option<u32>,
     /// Where to serve Prometheus metrics, from `[telemetry] prometheus`.
     pub prometheus: Option<std::net::SocketAddr>,
     /// The NAT event log's sinks, from `[telemetry.nat_log]`; `None` when
@@ -147,6 +149,24 @@ fn plan_control(cfg: &Config) -> Result<Option<std::path::PathBuf>, ConfigError>
         );
     }
     Ok(Some(p.clone()))
+}
+
+/// `[control] group`: a group of this machine, by name (its gid).
+fn plan_control_group(cfg: &Config) -> Result<Option<u32>, ConfigError> {
+    let Some(name) = &cfg.control.group else {
+        return Ok(None);
+    };
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(Some(g.gid.as_raw())),
+        Ok(None) => err(
+            "control.group",
+            format!("`{name}`: no such group on this machine (see /etc/group or `getent group`)"),
+        ),
+        Err(e) => err(
+            "control.group",
+            format!("`{name}`: looking it up failed: {e}"),
+        ),
+    }
 }
 
 /// `[telemetry] prometheus`: a socket address (`IP:port`, IPv6 in
@@ -274,6 +294,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         dpdk,
         redirection,
         control_socket: plan_control(cfg)?,
+        control_group: plan_control_group(cfg)?,
         prometheus: plan_prometheus(cfg)?,
         nat_log: plan_nat_log(cfg)?,
     })
