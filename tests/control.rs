@@ -692,6 +692,29 @@ fn events_stream_shows_races_decided_with_the_winner() {
     assert!(race["rtt_ms"][winner].as_f64().unwrap() > 0.0, "{race}");
     assert_eq!(race["rtt_ms"].as_object().unwrap().len(), 3, "{race}");
     assert_eq!(race["proto"], "tcp");
+    // Races started, and the losing copies leaving with their own RTT
+    // (their SYN+ACK came after the winner's) or null (never answered).
+    assert!(kinds.contains("race_started"), "{kinds:?}");
+    let lost: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["reason"] == "race_lost")
+        .collect();
+    assert!(!lost.is_empty(), "no race_lost exit in {kinds:?}");
+    for e in &lost {
+        assert_eq!(e["kind"], "session_expired", "{e}");
+        let rtts = e["rtt_ms"].as_object().unwrap();
+        assert_eq!(rtts.len(), 1, "{e}");
+        assert!(rtts.contains_key(e["uplink"].as_str().unwrap()), "{e}");
+    }
+    assert!(
+        lost.iter()
+            .any(|e| e["rtt_ms"][e["uplink"].as_str().unwrap()]
+                .as_f64()
+                .unwrap_or(0.0)
+                > 0.0),
+        "a loser answered late: {:?}",
+        &lost[..lost.len().min(3)]
+    );
     // The text view.
     let text = ok(&["events", "--count", "50"], &socket);
     assert!(
