@@ -300,3 +300,83 @@ fn sigusr1_and_reload_reopen_the_json_log_for_logrotate() {
         stats["nat_log"]
     );
 }
+
+/// The set ids of one IPFIX message (RFC 7011: a 16-byte header, then
+/// sets of id + length).
+fn set_ids(m: &[u8]) -> Vec<u16> {
+    let mut ids = Vec::new();
+    let len = m
+        .get(2..4)
+        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    assert_eq!(len, m.len(), "message length");
+    assert_eq!(&m[..2], &10u16.to_be_bytes(), "IPFIX version 10");
+    let mut at = 16;
+    while at + 4 <= m.len() {
+        let id = u16::from_be_bytes([m[at], m[at + 1]]);
+        let l = usize::from(u16::from_be_bytes([m[at + 2], m[at + 3]]));
+        assert!(l >= 4 && at + l <= m.len(), "set length {l} at {at}");
+        ids.push(id);
+        at += l;
+    }
+    ids
+}
+
+/// `ipfix_template_refresh_s = 1` over a 4-second run: the template set
+/// (set id 2) goes at start and again every second (a collector that
+/// started late or restarted learns it), between messages of data records
+/// (the templates' ids 256, 257) that do not repeat it.
+#[test]
+fn ipfix_templates_are_sent_again_every_refresh_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = collector.local_addr().unwrap().port();
+    collector
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let conf = config(dir.path(), &dir.path().join("nat.jsonl"), port);
+    let mut demo = Killed(
+        Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(["run", "--duration", "4", "--config"])
+            .arg(&conf)
+            .arg("--socket")
+            .arg(dir.path().join("ctl.sock"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (mut templates, mut data) = (Vec::new(), 0);
+    let t0 = Instant::now();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        match collector.recv(&mut buf) {
+            Ok(n) => {
+                let ids = set_ids(&buf[..n]);
+                if ids.contains(&2) {
+                    templates.push(t0.elapsed());
+                }
+                data += ids.iter().filter(|&&i| i >= 256).count();
+            }
+            Err(_) => {
+                if demo.0.try_wait().unwrap().is_some() {
+                    break;
+                }
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the run did not end"
+        );
+    }
+    assert!(demo.0.wait().unwrap().success());
+    assert!(data > 10, "data sets: {data}");
+    assert!(
+        (4..=7).contains(&templates.len()),
+        "template sets at {templates:?} over a 4 s run refreshed every 1 s"
+    );
+    assert!(
+        templates.len() < data,
+        "templates repeat with every message: {} vs {data}",
+        templates.len()
+    );
+}
