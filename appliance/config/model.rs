@@ -93,6 +93,10 @@ pub struct ControlSection {
     pub group: Option<String>,
 }
 
+/// NAT events a translate lcore's ring holds unless `[telemetry]
+/// event_ring_size` says otherwise.
+pub const EVENT_RING_DEFAULT: usize = 16_384;
+
 /// `[telemetry]`: the Prometheus metrics endpoint and the NAT event log
 /// (both off by default).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -101,6 +105,10 @@ pub struct TelemetrySection {
     /// `address:port` to serve `/metrics` on (e.g. `127.0.0.1:9417`).
     /// Unset: no endpoint.
     pub prometheus: Option<String>,
+    /// NAT events each translate lcore holds for the management core
+    /// (`appliance events`, the NAT log); a burst beyond it is counted in
+    /// `events.lost`, never waited for. Unset: 16384.
+    pub event_ring_size: Option<usize>,
     /// `[telemetry.nat_log]`: NAT events to a JSON lines file and/or an
     /// IPFIX collector.
     pub nat_log: NatLogSection,

@@ -208,7 +208,7 @@ impl CaptureTap {
 
 /// NAT events (`pipelines::nat::NatEvent`) each translate lcore can have in
 /// flight toward the management core.
-pub const NAT_EVENT_RING_SIZE: usize = 16_384;
+pub const NAT_EVENT_RING_SIZE: usize = crate::config::EVENT_RING_DEFAULT;
 
 /// One translate lcore's NAT event ring. The lcore logs only while
 /// `consumers` is non-zero (read once per turn), moves its shard's events
@@ -224,8 +224,15 @@ pub struct NatEventRing {
 
 impl Default for NatEventRing {
     fn default() -> Self {
+        NatEventRing::new(NAT_EVENT_RING_SIZE)
+    }
+}
+
+impl NatEventRing {
+    /// A ring of `size` events (at least 1).
+    pub fn new(size: usize) -> Self {
         NatEventRing {
-            ring: ArrayQueue::new(NAT_EVENT_RING_SIZE),
+            ring: ArrayQueue::new(size.max(1)),
             lost: pipelines::Counter::new(),
             consumers: std::sync::atomic::AtomicUsize::new(0),
         }

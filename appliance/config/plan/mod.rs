@@ -91,6 +91,9 @@ pub struct Plan {
     /// The NAT event log's sinks, from `[telemetry.nat_log]`; `None` when
     /// neither is configured.
     pub nat_log: Option<NatLogPlan>,
+    /// NAT events per translate lcore's ring, from `[telemetry]
+    /// event_ring_size`.
+    pub event_ring_size: usize,
 }
 
 /// `[telemetry.nat_log]`, validated.
@@ -186,6 +189,24 @@ fn plan_prometheus(cfg: &Config) -> Result<Option<std::net::SocketAddr>, ConfigE
 
 /// `[telemetry.nat_log]`: a non-empty file path, a collector `IP:port`
 /// (port not 0), a template refresh of 1..=86400 s.
+/// The largest `[telemetry] event_ring_size` (16 times the default).
+pub const EVENT_RING_MAX: usize = 1 << 18;
+
+/// `[telemetry] event_ring_size`: 1..=[`EVENT_RING_MAX`].
+fn plan_event_ring(cfg: &Config) -> Result<usize, ConfigError> {
+    let n = cfg
+        .telemetry
+        .event_ring_size
+        .unwrap_or(crate::config::EVENT_RING_DEFAULT);
+    if !(1..=EVENT_RING_MAX).contains(&n) {
+        return err(
+            "telemetry.event_ring_size",
+            format!("{n}; allowed: 1..={EVENT_RING_MAX} events"),
+        );
+    }
+    Ok(n)
+}
+
 fn plan_nat_log(cfg: &Config) -> Result<Option<NatLogPlan>, ConfigError> {
     let c = &cfg.telemetry.nat_log;
     if let Some(p) = &c.json_file {
@@ -297,6 +318,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         control_group: plan_control_group(cfg)?,
         prometheus: plan_prometheus(cfg)?,
         nat_log: plan_nat_log(cfg)?,
+        event_ring_size: plan_event_ring(cfg)?,
     })
 }
 

@@ -313,10 +313,11 @@ impl<B: PacketBuf> Lcore<'_, B> {
         let settings =
             (stages.replicate.is_some() || stages.translate.is_some() || classifies_services)
                 .then(|| Arc::new(crate::dataplane::rings::SettingsControl::default()));
-        let nat_events = stages
-            .translate
-            .is_some()
-            .then(|| Arc::new(crate::dataplane::rings::NatEventRing::default()));
+        let nat_events = stages.translate.is_some().then(|| {
+            Arc::new(crate::dataplane::rings::NatEventRing::new(
+                plan.event_ring_size,
+            ))
+        });
         let capture = Arc::new(crate::dataplane::rings::CaptureTap::new(plan.ports.len()));
         a.views.push(LcoreView {
             nat_events: nat_events.clone(),
