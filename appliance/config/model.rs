@@ -88,14 +88,9 @@ pub struct ControlSection {
     /// The socket's path (mode 0600, or 0660 with `group`). Unset: `$XDG_RUNTIME_DIR/appliance.sock`,
     /// else `/tmp/appliance-$UID.sock`. `--socket` overrides it.
     pub socket: Option<std::path::PathBuf>,
-    /// A group whose members may use the socket: it is then owned by that
-    /// group with mode 0660. Unset: mode 0600, the running user only.
+    /// A group that may use the socket too (mode 0660). Unset: 0600.
     pub group: Option<String>,
 }
-
-/// NAT events a translate lcore's ring holds unless `[telemetry]
-/// event_ring_size` says otherwise.
-pub const EVENT_RING_DEFAULT: usize = 16_384;
 
 /// `[telemetry]`: the Prometheus metrics endpoint and the NAT event log
 /// (both off by default).
@@ -105,9 +100,7 @@ pub struct TelemetrySection {
     /// `address:port` to serve `/metrics` on (e.g. `127.0.0.1:9417`).
     /// Unset: no endpoint.
     pub prometheus: Option<String>,
-    /// NAT events each translate lcore holds for the management core
-    /// (`appliance events`, the NAT log); a burst beyond it is counted in
-    /// `events.lost`, never waited for. Unset: 16384.
+    /// NAT events each translate lcore's ring holds (beyond: `events.lost`).
     pub event_ring_size: Option<usize>,
     /// `[telemetry.nat_log]`: NAT events to a JSON lines file and/or an
     /// IPFIX collector.
