@@ -59,6 +59,9 @@ pub struct LcoreView {
     pub nat_events: Option<Arc<crate::dataplane::rings::NatEventRing>>,
     /// Its capture tap (`appliance capture`).
     pub capture: Arc<crate::dataplane::rings::CaptureTap>,
+    /// The service map classify started with, held here so that a reload
+    /// replacing it never frees it on the lcore.
+    pub first_services: Option<Arc<ServiceMap>>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
@@ -332,6 +335,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
                 .map(|t| -> Arc<NatCounters> { t.nat.counters.clone() }),
             ports: ports.clone(),
             counters: counters.clone(),
+            first_services: self.shared.services.as_ref().map(|s| s.map.clone()),
         });
         Worker {
             id: lc.id,
