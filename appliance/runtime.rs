@@ -69,6 +69,8 @@ pub struct Runtime {
     rings: Vec<Arc<dyn QueuedLen>>,
     backend: Backend,
     reloader: Option<Arc<crate::control::reload::Reloader>>,
+    /// A reloaded `[redirection]`, to the redirection thread (if it runs).
+    redirect_reload: Option<crate::mgmt::redirect::ReloadSlot>,
 }
 
 impl Runtime {
@@ -134,7 +136,8 @@ impl Runtime {
             reload: self.reloader.clone(),
             captures: Default::default(),
         };
-        let handle = crate::control::server::spawn(path, state, self.stop.clone())?;
+        let handle =
+            crate::control::server::spawn(path, state, self.stop.clone(), self.plan.control_group)?;
         self.mgmt.push(MgmtThread {
             name: "mgmt-control",
             what: "control socket",
@@ -159,6 +162,7 @@ impl Runtime {
             self.admin.clone(),
             lcores,
             self.reader.control.clone(),
+            self.redirect_reload.clone(),
         )));
     }
 
@@ -348,11 +352,20 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
             .context("spawning the management core's selection thread")?,
         ),
     });
+    let mut redirect_reload = None;
     if let Some(rp) = &plan.redirection {
+        let slot = Arc::new(ArrayQueue::new(1));
+        redirect_reload = Some(slot.clone());
         let mut redirect = redirect;
         redirect.nat = views.iter().filter_map(|v| v.nat.clone()).collect();
-        let spawned =
-            crate::mgmt::redirect::spawn(rp, redirect, epoch, stop.clone(), redirect_view.clone());
+        let spawned = crate::mgmt::redirect::spawn(
+            rp,
+            redirect,
+            epoch,
+            stop.clone(),
+            redirect_view.clone(),
+            slot,
+        );
         match spawned {
             Ok(h) => mgmt.push(MgmtThread {
                 name: "mgmt-redirect",
@@ -432,6 +445,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         rings,
         backend,
         reloader: None,
+        redirect_reload,
     })
 }
 

@@ -54,6 +54,11 @@ impl Running {
 
     /// Runs `config`, with the socket and stats in `dir`.
     fn start_with(dir: tempfile::TempDir, config: &Path, duration: &str) -> Running {
+        Running::start_mode(dir, config, duration, 0o600)
+    }
+
+    /// [`Running::start_with`], the socket file's mode expected `mode`.
+    fn start_mode(dir: tempfile::TempDir, config: &Path, duration: &str, mode: u32) -> Running {
         let socket = dir.path().join("ctl.sock");
         let stats_out = dir.path().join("final.json");
         let child = Command::new(env!("CARGO_BIN_EXE_appliance"))
@@ -73,9 +78,9 @@ impl Running {
             assert!(t0.elapsed() < Duration::from_secs(20), "no control socket");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let mode = std::fs::metadata(&socket).unwrap();
+        let meta = std::fs::metadata(&socket).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.permissions().mode() & 0o777, mode);
         Running {
             child: Some(child),
             socket,
@@ -456,6 +461,50 @@ fn client_commands_without_an_appliance_fail_with_one_error_line() {
     }
 }
 
+/// `[control] group`: the socket is owned by that group, mode 0660 (as
+/// root the group is `daemon`, gid 1 on every Linux, so the file's group
+/// really changed; otherwise the user's own group). An unknown group is a
+/// config error naming the field.
+#[test]
+fn control_group_owns_the_socket_with_mode_0660() {
+    use std::os::unix::fs::MetadataExt;
+    let id = |a: &str| {
+        let o = Command::new("id").arg(a).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let root = id("-u") == "0";
+    let (group, gid) = if root {
+        ("daemon".to_string(), 1)
+    } else {
+        (id("-gn"), id("-g").parse().unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.toml");
+    let demo = std::fs::read_to_string(DEMO).unwrap();
+    let with = |g: &str| demo.replacen("[control]\n", &format!("[control]\ngroup = \"{g}\"\n"), 1);
+    std::fs::write(&config, with("no-such-group-here")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("control.group") && err.contains("no-such-group-here"),
+        "{err}"
+    );
+    std::fs::write(&config, with(&group)).unwrap();
+    let run = Running::start_mode(dir, &config, "3", 0o660);
+    let meta = std::fs::metadata(&run.socket).unwrap();
+    assert_eq!(meta.gid(), gid, "group {group}");
+    assert_eq!(
+        json(&["stats", "--json"], &run.socket)["control"]["reloads"],
+        0
+    );
+    run.finish();
+}
+
 #[test]
 fn check_validates_for_another_machine_size() {
     let sriov = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/sriov-example.toml");
@@ -523,6 +572,13 @@ fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
     assert!(before > 100, "{before}");
     assert!(udp_expiry_max(&socket) > 170.0);
 
+    // The operator's uplink changes, which every reload keeps.
+    ok(&["uplink", "drain", "isp-a"], &socket);
+    ok(&["uplink", "weight", "isp-b", "3"], &socket);
+    list_until(&socket, "isp-a drained, isp-b weight 3", |l| {
+        uplink(l, "isp-a")["admin"] == "drained" && uplink(l, "isp-b")["weight"] == 3
+    });
+
     // A timeout and a weight.
     let edited = demo
         .replacen("udp_idle_timeout_s = 180", "udp_idle_timeout_s = 120", 1)
@@ -543,6 +599,9 @@ fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
     list_until(&socket, "isp-c weight 4", |l| {
         uplink(l, "isp-c")["weight"] == 4
     });
+    let l = json(&["uplink", "list", "--json"], &socket);
+    assert_eq!(uplink(&l, "isp-a")["admin"], "drained", "{l}");
+    assert_eq!(uplink(&l, "isp-b")["weight"], 3, "{l}");
     let after = live_sessions(&socket);
     assert!(
         after >= before,
@@ -589,6 +648,9 @@ fn reload_and_sighup_apply_live_changes_and_refuse_restart_ones() {
         uplink(l, "isp-c")["weight"] == 2
     });
     assert_eq!(reloads(&socket), (2, 1));
+    let l = json(&["uplink", "list", "--json"], &socket);
+    assert_eq!(uplink(&l, "isp-a")["admin"], "drained", "after SIGHUP: {l}");
+    assert_eq!(uplink(&l, "isp-b")["weight"], 3, "after SIGHUP: {l}");
     assert!(live_sessions(&socket) >= before);
     // Still running: it ends at its duration with its final stats.
     let stats = run.finish();
@@ -630,6 +692,29 @@ fn events_stream_shows_races_decided_with_the_winner() {
     assert!(race["rtt_ms"][winner].as_f64().unwrap() > 0.0, "{race}");
     assert_eq!(race["rtt_ms"].as_object().unwrap().len(), 3, "{race}");
     assert_eq!(race["proto"], "tcp");
+    // Races started, and the losing copies leaving with their own RTT
+    // (their SYN+ACK came after the winner's) or null (never answered).
+    assert!(kinds.contains("race_started"), "{kinds:?}");
+    let lost: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["reason"] == "race_lost")
+        .collect();
+    assert!(!lost.is_empty(), "no race_lost exit in {kinds:?}");
+    for e in &lost {
+        assert_eq!(e["kind"], "session_expired", "{e}");
+        let rtts = e["rtt_ms"].as_object().unwrap();
+        assert_eq!(rtts.len(), 1, "{e}");
+        assert!(rtts.contains_key(e["uplink"].as_str().unwrap()), "{e}");
+    }
+    assert!(
+        lost.iter()
+            .any(|e| e["rtt_ms"][e["uplink"].as_str().unwrap()]
+                .as_f64()
+                .unwrap_or(0.0)
+                > 0.0),
+        "a loser answered late: {:?}",
+        &lost[..lost.len().min(3)]
+    );
     // The text view.
     let text = ok(&["events", "--count", "50"], &socket);
     assert!(

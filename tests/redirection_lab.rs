@@ -220,3 +220,97 @@ fn forged_failure_reports_do_not_make_a_server_avoided() {
     assert!(l[1] >= 1, "a2 serves clients: {l:?}");
     assert_eq!(s["redirection"]["failures"], 0);
 }
+
+/// Which server answered a plain UDP request to `to` from client `i`.
+fn served_by(lab: &mut Lab, i: u32, to: SocketAddr) -> String {
+    let r = lab
+        .plain(client_ip(i), Proto::Udp, to, b"hi")
+        .expect("an answer");
+    let r = String::from_utf8_lossy(&r).to_string();
+    lab.settle(Duration::from_millis(60));
+    r.split(':').next().unwrap().to_string()
+}
+
+/// `reload` (the code behind `appliance reload` and SIGHUP) changes
+/// `[redirection]` live: a server appended and made a member is chosen
+/// next and shows in the stats; a member's weight draws the next requests;
+/// every session stays. A change to an existing server is refused naming
+/// the field, with nothing of that reload applied.
+#[test]
+fn reload_adds_a_server_and_changes_a_weight_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.toml");
+    let text = site_config("a", "198.51.100", 2, None, "");
+    std::fs::write(&path, &text).unwrap();
+    let cfg = appliance::config::parse(&text).unwrap();
+    let mut lab = Lab::start(&[plan(&text)]).unwrap();
+    lab.appliances[0].runtime.enable_reload(path.clone(), cfg);
+    let master = sa("198.51.100.10:7000");
+    let first: Vec<String> = (0..2).map(|i| served_by(&mut lab, i, master)).collect();
+    assert_eq!(loads(&lab.appliances[0].runtime.stats()), [(0, 1), (0, 1)]);
+    assert!(first.contains(&"a1".into()) && first.contains(&"a2".into()));
+
+    // a3 appended and made a member of the master service.
+    let server3 = "[[redirection.servers]]\nname = \"a3\"\naddress = \"10.0.2.3:7000\"\nmac = \"02:00:00:00:02:03\"\n";
+    let added = text
+        .replacen(
+            "[[redirection.services]]",
+            &format!("{server3}[[redirection.services]]"),
+            1,
+        )
+        .replacen(
+            "service = \"a2\"\n",
+            "service = \"a2\"\n[[redirection.services.members]]\nserver = \"a3\"\n",
+            1,
+        );
+    std::fs::write(&path, &added).unwrap();
+    lab.add_server(0, "a3", sa("10.0.2.3:7000"));
+    let out = lab.appliances[0].runtime.reload(None).unwrap();
+    let changed = out["changed"].to_string();
+    assert!(
+        changed.contains("redirection.servers")
+            && changed.contains("redirection.services[0].members"),
+        "{out}"
+    );
+    lab.settle(Duration::from_millis(100));
+    let s = lab.appliances[0].runtime.stats();
+    assert_eq!(s["redirection"]["servers"].as_array().unwrap().len(), 3);
+    assert_eq!(s["redirection"]["servers"][2]["name"], "a3");
+    assert_eq!(s["redirection"]["reloads"], 1);
+    assert_eq!(served_by(&mut lab, 10, master), "a3", "the idle new server");
+    // Sessions intact: a1 and a2 keep theirs.
+    assert_eq!(
+        loads(&lab.appliances[0].runtime.stats()),
+        [(0, 1), (0, 1), (0, 1)]
+    );
+
+    // a1's service weighted 10: it takes the next three requests.
+    let weighted = added.replacen("service = \"a1\"\n", "service = \"a1\"\nweight = 10\n", 1);
+    std::fs::write(&path, &weighted).unwrap();
+    lab.appliances[0].runtime.reload(None).unwrap();
+    lab.settle(Duration::from_millis(100));
+    for i in 0..3 {
+        assert_eq!(served_by(&mut lab, 20 + i, master), "a1");
+    }
+    assert_eq!(
+        loads(&lab.appliances[0].runtime.stats()),
+        [(0, 4), (0, 1), (0, 1)]
+    );
+
+    // An existing server moved (with a weight change beside it): refused
+    // naming the field; neither applied.
+    let moved = weighted
+        .replacen("10.0.2.1:7000", "10.0.2.9:7000", 1)
+        .replacen("weight = 10\n", "weight = 1\n", 1);
+    std::fs::write(&path, &moved).unwrap();
+    let e = lab.appliances[0].runtime.reload(None).unwrap_err();
+    assert!(
+        e.contains("redirection.servers[0].address") && e.contains("needs a restart"),
+        "{e}"
+    );
+    assert_eq!(served_by(&mut lab, 30, master), "a1", "weight 10 kept");
+    let s = lab.stop().remove(0);
+    assert_eq!(s["control"]["reloads"], 2);
+    assert_eq!(s["control"]["reloads_refused"], 1);
+    assert_eq!(s["redirection"]["servers"][0]["address"], "10.0.2.1:7000");
+}

@@ -9,17 +9,15 @@
 //!
 //! Live: `uplinks[i].weight`; `[selection]` except `dest_prefix_v4/v6` and
 //! `max_races_per_shard`; `[nat]` timeouts, filtering, sweep interval, port
-//! preservation and per-host limits. Restart: everything else (backend,
-//! ports, LAN, uplinks' other fields, lcores and runtime sizes, the NAT port
-//! range, table sizes and seed, neighbours, redirection, control, backend
-//! sections).
+//! preservation and per-host limits; most of `[redirection]` (see
+//! [`redirection`]). Restart: everything else (backend, ports, LAN,
+//! uplinks' other fields, lcores and runtime sizes, the NAT port range,
+//! table sizes and seed, neighbours, control, backend sections).
 //! May import `crate::config`; nothing else.
 
 use std::fmt::Debug;
 
-use super::{
-    Config, ConfigError, NatSection, PortConfig, RedirectionSection, SelectionSection, UplinkConfig,
-};
+use super::{Config, ConfigError, NatSection, PortConfig, SelectionSection, UplinkConfig};
 
 /// Equal as the model reads them (every model type prints all it holds).
 fn same<T: Debug>(a: &T, b: &T) -> bool {
@@ -91,7 +89,7 @@ pub fn diff(old: &Config, new: &Config) -> Result<Vec<String>, ConfigError> {
         runtime,
     )?;
     fixed("neighbours", "neighbours", &old.neighbours, neighbours)?;
-    diff_redirection(&old.redirection, redirection)?;
+    redirection::diff_redirection(&mut d, &old.redirection, redirection)?;
     fixed("control", "the control socket", &old.control, control)?;
     fixed("sim", "the sim site", &old.sim, sim)?;
     fixed(
@@ -346,112 +344,7 @@ fn diff_selection(
     Ok(())
 }
 
-/// The redirection database and its store are built once at start (the
-/// classify lcores hold the service map): not applied live yet.
-fn diff_redirection(o: &RedirectionSection, n: &RedirectionSection) -> Result<(), ConfigError> {
-    let RedirectionSection {
-        appliance,
-        store,
-        redis,
-        redis_username,
-        redis_password,
-        redis_password_env,
-        redis_tls_ca_file,
-        redis_connect_timeout_ms,
-        redis_io_timeout_ms,
-        redis_backoff_max_ms,
-        publish_interval_ms,
-        report_interval_ms,
-        load_ttl_ms,
-        failure_threshold,
-        failure_window_ms,
-        avoid_ms,
-        tcp_session_weight,
-        udp_session_weight,
-        servers,
-        services,
-        peers,
-    } = n;
-    let what = "redirection (not applied live in this version)";
-    let p = |f: &str| format!("redirection.{f}");
-    fixed(p("appliance"), what, &o.appliance, appliance)?;
-    fixed(p("store"), what, &o.store, store)?;
-    fixed(p("redis"), what, &o.redis, redis)?;
-    fixed(p("redis_username"), what, &o.redis_username, redis_username)?;
-    fixed(p("redis_password"), what, &o.redis_password, redis_password)?;
-    fixed(
-        p("redis_password_env"),
-        what,
-        &o.redis_password_env,
-        redis_password_env,
-    )?;
-    fixed(
-        p("redis_tls_ca_file"),
-        what,
-        &o.redis_tls_ca_file,
-        redis_tls_ca_file,
-    )?;
-    fixed(
-        p("redis_connect_timeout_ms"),
-        what,
-        &o.redis_connect_timeout_ms,
-        redis_connect_timeout_ms,
-    )?;
-    fixed(
-        p("redis_io_timeout_ms"),
-        what,
-        &o.redis_io_timeout_ms,
-        redis_io_timeout_ms,
-    )?;
-    fixed(
-        p("redis_backoff_max_ms"),
-        what,
-        &o.redis_backoff_max_ms,
-        redis_backoff_max_ms,
-    )?;
-    fixed(
-        p("publish_interval_ms"),
-        what,
-        &o.publish_interval_ms,
-        publish_interval_ms,
-    )?;
-    fixed(
-        p("report_interval_ms"),
-        what,
-        &o.report_interval_ms,
-        report_interval_ms,
-    )?;
-    fixed(p("load_ttl_ms"), what, &o.load_ttl_ms, load_ttl_ms)?;
-    fixed(
-        p("failure_threshold"),
-        what,
-        &o.failure_threshold,
-        failure_threshold,
-    )?;
-    fixed(
-        p("failure_window_ms"),
-        what,
-        &o.failure_window_ms,
-        failure_window_ms,
-    )?;
-    fixed(p("avoid_ms"), what, &o.avoid_ms, avoid_ms)?;
-    fixed(
-        p("tcp_session_weight"),
-        what,
-        &o.tcp_session_weight,
-        tcp_session_weight,
-    )?;
-    fixed(
-        p("udp_session_weight"),
-        what,
-        &o.udp_session_weight,
-        udp_session_weight,
-    )?;
-    fixed(p("servers"), what, &o.servers, servers)?;
-    fixed(p("services"), what, &o.services, services)?;
-    fixed(p("peers"), what, &o.peers, peers)?;
-    Ok(())
-}
+mod redirection;
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,10 @@ pub mod site;
 mod values;
 
 pub use model::*;
+
+/// NAT events a translate lcore's ring holds unless `[telemetry]
+/// event_ring_size` says otherwise.
+pub const EVENT_RING_DEFAULT: usize = 16_384;
 pub use values::{
     OnUplinkDown, PersistenceKind, PolicyProtocol, RedirectStoreKind, ReturnSteering,
     SelectionMode, ServiceProtocol, Stage,

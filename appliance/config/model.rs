@@ -85,9 +85,11 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlSection {
-    /// The socket's path (mode 0600). Unset: `$XDG_RUNTIME_DIR/appliance.sock`,
+    /// The socket's path (mode 0600, or 0660 with `group`). Unset: `$XDG_RUNTIME_DIR/appliance.sock`,
     /// else `/tmp/appliance-$UID.sock`. `--socket` overrides it.
     pub socket: Option<std::path::PathBuf>,
+    /// A group that may use the socket too (mode 0660). Unset: 0600.
+    pub group: Option<String>,
 }
 
 /// `[telemetry]`: the Prometheus metrics endpoint and the NAT event log
@@ -98,6 +100,8 @@ pub struct TelemetrySection {
     /// `address:port` to serve `/metrics` on (e.g. `127.0.0.1:9417`).
     /// Unset: no endpoint.
     pub prometheus: Option<String>,
+    /// NAT events each translate lcore's ring holds (beyond: `events.lost`).
+    pub event_ring_size: Option<usize>,
     /// `[telemetry.nat_log]`: NAT events to a JSON lines file and/or an
     /// IPFIX collector.
     pub nat_log: NatLogSection,

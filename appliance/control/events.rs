@@ -124,6 +124,7 @@ pub fn text(ev: &Value) -> String {
                 "session_expired" => "EXPIRE",
                 "session_flushed" => "FLUSH",
                 "race_decided" => "RACE",
+                "race_started" => "RACE-START",
                 "limit_hit" => "LIMIT",
                 _ => "?",
             };
@@ -140,7 +141,9 @@ pub fn text(ev: &Value) -> String {
                 t.push_str(&format!(" ({r})"));
             }
             if let Some(rtts) = ev["rtt_ms"].as_object() {
-                t.push_str(&format!(" winner {}", s("winner")));
+                if ev.get("winner").is_some() {
+                    t.push_str(&format!(" winner {}", s("winner")));
+                }
                 for (u, r) in rtts {
                     match r.as_f64() {
                         Some(ms) => t.push_str(&format!(" {u} {ms:.1} ms")),

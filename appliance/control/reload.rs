@@ -8,7 +8,10 @@
 //! admin states set over the socket are kept); every replicate and
 //! translate lcore gets the new policy and NAT settings through its
 //! one-slot reload ring (`SettingsControl`), taken at the start of a loop
-//! turn like a snapshot. The reload waits (at most [`APPLY_WAIT`]) until
+//! turn like a snapshot. A live change to `[redirection]` goes to the
+//! redirection thread (which rebuilds its database and publishes a new
+//! snapshot) and, as a new service map, to the classify lcores through the
+//! same rings. The reload waits (at most [`APPLY_WAIT`]) until
 //! every lcore has taken it. Policies the lcores replaced are dropped here,
 //! on the management core, once no lcore holds them.
 
@@ -23,6 +26,7 @@ use serde_json::{json, Value};
 use crate::config::diff::diff;
 use crate::config::{self, plan, Config};
 use crate::dataplane::rings::{LiveSettings, SettingsControl};
+use crate::mgmt::redirect::ReloadSlot;
 use crate::mgmt::selection::AdminCmd;
 use crate::mgmt::stats::ControlCounters;
 
@@ -45,6 +49,8 @@ pub struct Reloader {
     admin: Arc<ArrayQueue<AdminCmd>>,
     lcores: Vec<Arc<SettingsControl>>,
     counters: Arc<ControlCounters>,
+    /// The redirection thread's reload slot, when redirection runs.
+    redirect: Option<ReloadSlot>,
 }
 
 impl Reloader {
@@ -55,6 +61,7 @@ impl Reloader {
         admin: Arc<ArrayQueue<AdminCmd>>,
         lcores: Vec<Arc<SettingsControl>>,
         counters: Arc<ControlCounters>,
+        redirect: Option<ReloadSlot>,
     ) -> Reloader {
         Reloader {
             current: Mutex::new(Current {
@@ -66,6 +73,7 @@ impl Reloader {
             admin,
             lcores,
             counters,
+            redirect,
         }
     }
 
@@ -115,6 +123,17 @@ impl Reloader {
                     .into(),
             );
         }
+        // `diff` let only live `[redirection]` changes through: the
+        // database is rebuilt from the new plan, classify gets the new map.
+        let redirection = changed
+            .iter()
+            .any(|f| f.starts_with("redirection."))
+            .then_some(new.redirection.as_ref())
+            .flatten();
+        let services = redirection.map(|r| Arc::new(r.service_map()));
+        if let (Some(r), Some(slot)) = (redirection, &self.redirect) {
+            let _ = slot.force_push(r.clone());
+        }
         let sel = &new.selection;
         let _ = self
             .admin
@@ -127,6 +146,7 @@ impl Reloader {
             version: cur.version,
             policy: sel.policy.clone(),
             nat: new.nat.clone(),
+            services,
         });
         for l in &self.lcores {
             let _ = l.slot.force_push(settings.clone());
@@ -135,7 +155,12 @@ impl Reloader {
         let taken = self.wait_applied(cur.version);
         let newest = cur.version;
         cur.held.retain(|s| {
-            s.version == newest || Arc::strong_count(s) > 1 || Arc::strong_count(&s.policy) > 1
+            s.version == newest
+                || Arc::strong_count(s) > 1
+                || Arc::strong_count(&s.policy) > 1
+                || s.services
+                    .as_ref()
+                    .is_some_and(|m| Arc::strong_count(m) > 1)
         });
         if let Ok(mut r) = self.counters.reloaded.lock() {
             *r = Some(crate::mgmt::stats::Reloaded {

@@ -53,15 +53,16 @@ pub fn in_use(path: &Path) -> bool {
     UnixStream::connect(path).is_ok()
 }
 
-/// Binds `path` (mode 0600; a stale socket file left by an appliance that
+/// Binds `path` (mode 0600, or 0660 owned by group `group`; a stale socket file left by an appliance that
 /// died is replaced, a live one or any other file is refused) and starts
 /// the server thread, which removes the file when `stop` is set.
 pub fn spawn(
     path: &Path,
     state: State,
     stop: Arc<AtomicBool>,
+    group: Option<u32>,
 ) -> anyhow::Result<std::thread::JoinHandle<Result<(), String>>> {
-    let listener = bind(path)?;
+    let listener = bind(path, group)?;
     let path = path.to_path_buf();
     let handle = std::thread::Builder::new()
         .name("mgmt-control".into())
@@ -85,7 +86,7 @@ pub fn spawn(
     Ok(handle)
 }
 
-fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     use anyhow::{bail, Context};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -105,8 +106,15 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     }
     let listener = UnixListener::bind(path)
         .with_context(|| format!("binding the control socket {}", path.display()))?;
+    // Owner only until the group is set, then the group too.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("chgrp {gid} {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    }
     listener.set_nonblocking(true)?;
     Ok(listener)
 }

@@ -91,7 +91,8 @@ impl Default for NatControl {
 }
 
 /// The settings a reload changes on an lcore: the selection policy
-/// (replicate, translate) and the NAT shard's live settings (translate).
+/// (replicate, translate), the NAT shard's live settings (translate) and
+/// the service map (classify).
 #[derive(Debug)]
 pub struct LiveSettings {
     /// Counts reloads from 1; an lcore records the last it applied.
@@ -99,6 +100,9 @@ pub struct LiveSettings {
     pub policy: Arc<pipelines::select::policy::SelectionPolicy>,
     /// Only the fields `NatShard::set_live` takes are used.
     pub nat: pipelines::nat::NatConfig,
+    /// Classify's new service map when the reload changed `[redirection]`
+    /// (`None`: keep the current one).
+    pub services: Option<Arc<pipelines::redirect::service::ServiceMap>>,
 }
 
 /// One lcore's reload ring: the newest settings (an unread older one is
@@ -204,7 +208,7 @@ impl CaptureTap {
 
 /// NAT events (`pipelines::nat::NatEvent`) each translate lcore can have in
 /// flight toward the management core.
-pub const NAT_EVENT_RING_SIZE: usize = 16_384;
+pub const NAT_EVENT_RING_SIZE: usize = crate::config::EVENT_RING_DEFAULT;
 
 /// One translate lcore's NAT event ring. The lcore logs only while
 /// `consumers` is non-zero (read once per turn), moves its shard's events
@@ -220,8 +224,15 @@ pub struct NatEventRing {
 
 impl Default for NatEventRing {
     fn default() -> Self {
+        NatEventRing::new(NAT_EVENT_RING_SIZE)
+    }
+}
+
+impl NatEventRing {
+    /// A ring of `size` events (at least 1).
+    pub fn new(size: usize) -> Self {
         NatEventRing {
-            ring: ArrayQueue::new(NAT_EVENT_RING_SIZE),
+            ring: ArrayQueue::new(size.max(1)),
             lost: pipelines::Counter::new(),
             consumers: std::sync::atomic::AtomicUsize::new(0),
         }

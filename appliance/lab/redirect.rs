@@ -192,6 +192,18 @@ impl Lab {
         found
     }
 
+    /// A server the lab answers for behind appliance `k` (one a reload
+    /// adds to its config).
+    pub fn add_server(&mut self, k: usize, name: &str, addr: SocketAddr) {
+        self.servers.insert(
+            (k, addr),
+            Server {
+                name: name.into(),
+                stopped: false,
+            },
+        );
+    }
+
     /// Stops every appliance; returns their final stats.
     pub fn stop(self) -> Vec<serde_json::Value> {
         self.appliances

@@ -155,7 +155,9 @@ fn addr(a: SocketAddr) -> Value {
 
 /// A NAT event as JSON: `time_s` (since the appliance started), `kind`,
 /// `proto`, `inside`, `outside`, `remote`, `uplink`, `reason`, and for a
-/// race `winner` and `rtt_ms` (per member uplink, null when unanswered).
+/// race decided `winner` and `rtt_ms` (per member uplink, null when
+/// unanswered); a race copy leaving (reason `race_lost`) has `rtt_ms` of
+/// its own uplink (null: it never answered).
 pub fn nat_event(ev: &NatEvent, uplinks: &[String]) -> Value {
     let name = |u: u8| -> Value {
         if u == NO_UPLINK {
@@ -179,8 +181,11 @@ pub fn nat_event(ev: &NatEvent, uplinks: &[String]) -> Value {
     if !reason.is_empty() {
         v["reason"] = json!(reason);
     }
-    if ev.kind == EventKind::RaceDecided {
-        v["winner"] = name(ev.winner);
+    let lost = ev.reason == pipelines::nat::EventReason::RaceLost;
+    if ev.kind == EventKind::RaceDecided || lost {
+        if !lost {
+            v["winner"] = name(ev.winner);
+        }
         let rtts: serde_json::Map<String, Value> = ev
             .race_rtts()
             .iter()

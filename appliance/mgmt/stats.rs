@@ -282,6 +282,8 @@ pub struct RedirectionStats {
     pub store_reconnects: u64,
     pub store_backoff_skips: u64,
     pub store_invalid_loads: u64,
+    /// Reloads that changed `[redirection]` (database rebuilt live).
+    pub reloads: u64,
 }
 
 /// `capture`, summed over the lcores.
@@ -338,7 +340,11 @@ fn redirection(
         })
         .collect();
     RedirectionStats {
-        appliance: plan.appliance.clone(),
+        appliance: if view.appliance.is_empty() {
+            plan.appliance.clone()
+        } else {
+            view.appliance.clone()
+        },
         store: view.store.clone(),
         requests: sum(&|c| c.requests.get()),
         plain: sum(&|c| c.plain.get()),
@@ -361,6 +367,7 @@ fn redirection(
         store_reconnects: view.store_reconnects,
         store_backoff_skips: view.store_backoff_skips,
         store_invalid_loads: view.store_invalid_loads,
+        reloads: view.reloads,
     }
 }
 

@@ -128,10 +128,6 @@ fn each_restart_field_is_refused_by_its_path() {
         ),
         (Box::new(|c| c.lan.addresses.clear()), "lan"),
         (
-            Box::new(|c| c.redirection.avoid_ms = 1),
-            "redirection.avoid_ms",
-        ),
-        (
             Box::new(|c| c.control.socket = Some("/tmp/x.sock".into())),
             "control",
         ),
@@ -144,6 +140,80 @@ fn each_restart_field_is_refused_by_its_path() {
         new.nat.udp_idle_timeout_s = 30;
         edit(&mut new);
         let e = diff(&demo(), &new).expect_err(path);
+        assert_eq!(e.path, path);
+        assert!(e.msg.contains("needs a restart"), "{e}");
+    }
+}
+
+/// A site with redirection: the lab's (two servers, a master service and
+/// one service per server).
+fn redirecting() -> Config {
+    let text = crate::lab::redirect::site_config("a", "198.51.100", 2, None, "");
+    parse(&text).expect("lab site parses")
+}
+
+#[test]
+fn redirection_changes_apply_live_where_they_can() {
+    let old = redirecting();
+    let mut new = old.clone();
+    new.redirection.avoid_ms = 1;
+    new.redirection.store = crate::config::RedirectStoreKind::Redis;
+    new.redirection.services[0].members[1].weight = 5;
+    new.redirection.services[1].persistence = crate::config::PersistenceKind::Permanent;
+    let mut s3 = new.redirection.servers[1].clone();
+    s3.name = "a3".into();
+    s3.address = "10.0.2.3:7000".parse().unwrap();
+    new.redirection.servers.push(s3);
+    let changed = diff(&old, &new).unwrap();
+    for f in [
+        "redirection.servers",
+        "redirection.services[0].members",
+        "redirection.services[1].persistence",
+        "redirection.store",
+        "redirection.avoid_ms",
+    ] {
+        assert!(changed.iter().any(|c| c == f), "{f} in {changed:?}");
+    }
+}
+
+#[test]
+fn redirection_changes_that_need_a_restart_are_refused_by_path() {
+    type Edit = Box<dyn Fn(&mut Config)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|c| c.redirection.servers[0].address = "10.0.2.9:7000".parse().unwrap()),
+            "redirection.servers[0].address",
+        ),
+        (
+            Box::new(|c| c.redirection.servers[1].name = "zz".into()),
+            "redirection.servers[1].name",
+        ),
+        (
+            Box::new(|c| {
+                c.redirection.servers.pop();
+            }),
+            "redirection.servers",
+        ),
+        (
+            Box::new(|c| {
+                c.redirection.services.pop();
+            }),
+            "redirection.services",
+        ),
+        (
+            Box::new(|c| c.redirection.services[2].address = "198.51.100.99:7000".parse().unwrap()),
+            "redirection.services[2].address",
+        ),
+        (
+            Box::new(|c| c.redirection.services.clear()),
+            "redirection.services",
+        ),
+    ];
+    for (edit, path) in cases {
+        let mut new = redirecting();
+        new.redirection.avoid_ms = 1;
+        edit(&mut new);
+        let e = diff(&redirecting(), &new).expect_err(path);
         assert_eq!(e.path, path);
         assert!(e.msg.contains("needs a restart"), "{e}");
     }

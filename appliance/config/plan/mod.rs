@@ -84,11 +84,16 @@ pub struct Plan {
     pub redirection: Option<RedirectionPlan>,
     /// The control socket's path from `[control] socket`, if given.
     pub control_socket: Option<std::path::PathBuf>,
+    /// The control socket's group id from `[control] group` (mode 0660).
+    pub control_group: Option<u32>,
     /// Where to serve Prometheus metrics, from `[telemetry] prometheus`.
     pub prometheus: Option<std::net::SocketAddr>,
     /// The NAT event log's sinks, from `[telemetry.nat_log]`; `None` when
     /// neither is configured.
     pub nat_log: Option<NatLogPlan>,
+    /// NAT events per translate lcore's ring, from `[telemetry]
+    /// event_ring_size`.
+    pub event_ring_size: usize,
 }
 
 /// `[telemetry.nat_log]`, validated.
@@ -149,6 +154,24 @@ fn plan_control(cfg: &Config) -> Result<Option<std::path::PathBuf>, ConfigError>
     Ok(Some(p.clone()))
 }
 
+/// `[control] group`: a group of this machine, by name (its gid).
+fn plan_control_group(cfg: &Config) -> Result<Option<u32>, ConfigError> {
+    let Some(name) = &cfg.control.group else {
+        return Ok(None);
+    };
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(Some(g.gid.as_raw())),
+        Ok(None) => err(
+            "control.group",
+            format!("`{name}`: no such group on this machine (see /etc/group or `getent group`)"),
+        ),
+        Err(e) => err(
+            "control.group",
+            format!("`{name}`: looking it up failed: {e}"),
+        ),
+    }
+}
+
 /// `[telemetry] prometheus`: a socket address (`IP:port`, IPv6 in
 /// brackets) with a port other than 0.
 fn plan_prometheus(cfg: &Config) -> Result<Option<std::net::SocketAddr>, ConfigError> {
@@ -166,6 +189,24 @@ fn plan_prometheus(cfg: &Config) -> Result<Option<std::net::SocketAddr>, ConfigE
 
 /// `[telemetry.nat_log]`: a non-empty file path, a collector `IP:port`
 /// (port not 0), a template refresh of 1..=86400 s.
+/// The largest `[telemetry] event_ring_size` (16 times the default).
+pub const EVENT_RING_MAX: usize = 1 << 18;
+
+/// `[telemetry] event_ring_size`: 1..=[`EVENT_RING_MAX`].
+fn plan_event_ring(cfg: &Config) -> Result<usize, ConfigError> {
+    let n = cfg
+        .telemetry
+        .event_ring_size
+        .unwrap_or(crate::config::EVENT_RING_DEFAULT);
+    if !(1..=EVENT_RING_MAX).contains(&n) {
+        return err(
+            "telemetry.event_ring_size",
+            format!("{n}; allowed: 1..={EVENT_RING_MAX} events"),
+        );
+    }
+    Ok(n)
+}
+
 fn plan_nat_log(cfg: &Config) -> Result<Option<NatLogPlan>, ConfigError> {
     let c = &cfg.telemetry.nat_log;
     if let Some(p) = &c.json_file {
@@ -274,8 +315,10 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         dpdk,
         redirection,
         control_socket: plan_control(cfg)?,
+        control_group: plan_control_group(cfg)?,
         prometheus: plan_prometheus(cfg)?,
         nat_log: plan_nat_log(cfg)?,
+        event_ring_size: plan_event_ring(cfg)?,
     })
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use pipelines::redirect::db::{
-    DbConfig, DbSpec, Member, MemberDef, PeerDef, ServerDef, ServiceDef,
+    DbConfig, DbSpec, Member, MemberDef, PeerDef, ServerDef, ServiceDef, MAX_SERVERS,
 };
 use pipelines::redirect::header::Persistence;
 use pipelines::redirect::service::ServiceMap;
@@ -187,6 +187,12 @@ fn check_settings(r: &RedirectionSection) -> Result<(), ConfigError> {
 /// Servers: unique names, addresses inside the LAN; an unknown MAC is
 /// broadcast until ARP answers.
 fn plan_servers(r: &RedirectionSection, topo: &Topology) -> Result<Vec<ServerDef>, ConfigError> {
+    if r.servers.len() > MAX_SERVERS {
+        return err(
+            at("servers"),
+            format!("{} servers; at most {MAX_SERVERS}", r.servers.len()),
+        );
+    }
     let mut servers = Vec::new();
     for (i, s) in r.servers.iter().enumerate() {
         let p = |f: &str| at(&format!("servers[{i}].{f}"));

@@ -59,6 +59,9 @@ pub struct LcoreView {
     pub nat_events: Option<Arc<crate::dataplane::rings::NatEventRing>>,
     /// Its capture tap (`appliance capture`).
     pub capture: Arc<crate::dataplane::rings::CaptureTap>,
+    /// The service map classify started with, held here so that a reload
+    /// replacing it never frees it on the lcore.
+    pub first_services: Option<Arc<ServiceMap>>,
 }
 
 /// Everything the runtime starts, not yet started: one worker per lcore with
@@ -309,12 +312,15 @@ impl<B: PacketBuf> Lcore<'_, B> {
             .translate
             .is_some()
             .then(|| Arc::new(crate::dataplane::rings::NatControl::default()));
-        let settings = (stages.replicate.is_some() || stages.translate.is_some())
-            .then(|| Arc::new(crate::dataplane::rings::SettingsControl::default()));
-        let nat_events = stages
-            .translate
-            .is_some()
-            .then(|| Arc::new(crate::dataplane::rings::NatEventRing::default()));
+        let classifies_services = stages.classify.is_some() && self.shared.services.is_some();
+        let settings =
+            (stages.replicate.is_some() || stages.translate.is_some() || classifies_services)
+                .then(|| Arc::new(crate::dataplane::rings::SettingsControl::default()));
+        let nat_events = stages.translate.is_some().then(|| {
+            Arc::new(crate::dataplane::rings::NatEventRing::new(
+                plan.event_ring_size,
+            ))
+        });
         let capture = Arc::new(crate::dataplane::rings::CaptureTap::new(plan.ports.len()));
         a.views.push(LcoreView {
             nat_events: nat_events.clone(),
@@ -329,6 +335,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
                 .map(|t| -> Arc<NatCounters> { t.nat.counters.clone() }),
             ports: ports.clone(),
             counters: counters.clone(),
+            first_services: self.shared.services.as_ref().map(|s| s.map.clone()),
         });
         Worker {
             id: lc.id,
@@ -410,7 +417,8 @@ impl<B: PacketBuf> Lcore<'_, B> {
             self.shared.plan.nat.seed ^ (self.lc.index as u64).wrapping_mul(0x9E37_79B9),
         );
         redirect.counters.push(plane.counters.clone());
-        t.enable_services(plane, &s.addrs, spec.servers.len());
+        // Gauges for every server a reload may append, too.
+        t.enable_services(plane, &s.addrs, pipelines::redirect::db::MAX_SERVERS);
         let snapshots = Arc::new(ArrayQueue::new(1));
         redirect.snapshots.push(snapshots.clone());
         let events = Arc::new(ArrayQueue::new(REDIRECT_EVENT_RING_SIZE));

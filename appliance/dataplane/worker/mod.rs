@@ -379,6 +379,9 @@ impl<B: PacketBuf> Worker<B> {
             t.set_policy(s.policy.clone());
             t.nat.set_live(&s.nat);
         }
+        if let (Some(c), Some(m)) = (self.stages.classify.as_mut(), s.services.as_ref()) {
+            c.set_services(m.clone());
+        }
         ctl.applied.store(s.version, Ordering::Release);
     }
 

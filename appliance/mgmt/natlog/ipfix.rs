@@ -80,6 +80,8 @@ pub const fn record_len(v6: bool) -> usize {
 pub fn nat_event(ev: &NatEvent) -> Option<u8> {
     match ev.kind {
         EventKind::SessionCreated | EventKind::RaceDecided => Some(NAT44_SESSION_CREATE),
+        // The copies' sessions are logged as they are created.
+        EventKind::RaceStarted => None,
         EventKind::SessionExpired | EventKind::SessionFlushed => Some(NAT44_SESSION_DELETE),
         EventKind::LimitHit => match ev.reason {
             EventReason::Limit(DropReason::PortExhausted) => Some(NAT_PORTS_EXHAUSTED),

@@ -58,3 +58,30 @@ fn json_line_of_a_race_and_an_expiry() {
     assert_eq!(v["reason"], "timeout");
     assert!(v["uplink"].is_null());
 }
+
+/// A losing race copy leaving: a delete event (JSON reason `race_lost`
+/// with its own RTT, IPFIX natEvent 5) with no winner; a race start is
+/// not exported to IPFIX.
+#[test]
+fn a_lost_race_copy_is_logged_as_a_delete() {
+    let mut ev = NatEvent::new(Nanos(1), EventKind::SessionExpired, EventReason::RaceLost);
+    ev.proto = 6;
+    ev.uplink = 1;
+    ev.races = 1;
+    ev.rtts[0] = (1, Some(Nanos(30_000_000)));
+    let v: serde_json::Value = serde_json::from_str(&json_line(&ev, 0, &names())).unwrap();
+    assert_eq!(v["kind"], "session_expired");
+    assert_eq!(v["reason"], "race_lost");
+    assert_eq!(v["rtt_ms"]["isp-b"], 30.0);
+    assert!(v.get("winner").is_none());
+    assert_eq!(
+        ipfix::nat_event(&ev),
+        Some(ipfix::NAT44_SESSION_DELETE),
+        "RFC 8158 NAT44 session delete"
+    );
+    ev.rtts[0] = (1, None);
+    let v: serde_json::Value = serde_json::from_str(&json_line(&ev, 0, &names())).unwrap();
+    assert!(v["rtt_ms"]["isp-b"].is_null(), "unanswered");
+    let start = NatEvent::new(Nanos(1), EventKind::RaceStarted, EventReason::None);
+    assert_eq!(ipfix::nat_event(&start), None);
+}

@@ -27,6 +27,8 @@ pub use crate::dataplane::rings::RedirectRings;
 /// What the stats JSON shows of the database, refreshed at every publication.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RedirectView {
+    /// This appliance's name in the store (a reload may change it).
+    pub appliance: String,
     pub store: String,
     pub servers: Vec<ServerView>,
     pub services: Vec<ServiceView>,
@@ -47,6 +49,9 @@ pub struct RedirectView {
     /// Peer values in the store that were not a valid load (ignored: the
     /// peer is then not a candidate).
     pub store_invalid_loads: u64,
+    /// Reloads that changed `[redirection]` (database rebuilt, new
+    /// snapshot published).
+    pub reloads: u64,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -103,10 +108,8 @@ impl RedirectCore {
             store,
             last_report: None,
             view: RedirectView {
-                store: match &plan.store {
-                    RedirectStore::Embedded => "embedded".into(),
-                    RedirectStore::Redis(r) => format!("redis {}", r.shown),
-                },
+                appliance: plan.appliance.clone(),
+                store: store_name(&plan.store),
                 ..RedirectView::default()
             },
         })
@@ -150,6 +153,41 @@ impl RedirectCore {
         }
         self.refresh_view(now);
         Ok(self.db.snapshot(now))
+    }
+
+    /// A reloaded `[redirection]` (validated, and only what
+    /// `config::diff` lets change live): the database takes the new spec
+    /// keeping its loads and failure reports, a changed store is reopened
+    /// (the old store thread ends when its handle goes), and the loads are
+    /// reported at the next round. If the new store cannot start, the old
+    /// one stays and `last_store_error` says why.
+    pub fn reconfigure(&mut self, plan: RedirectionPlan) {
+        if plan.store != self.plan.store {
+            let store = match &plan.store {
+                RedirectStore::Embedded => Ok(None),
+                RedirectStore::Redis(r) => store::Store::spawn(r, plan.report_interval).map(Some),
+            };
+            match store {
+                Ok(s) => {
+                    self.store = s;
+                    self.view.store = store_name(&plan.store);
+                }
+                Err(e) => {
+                    self.view.store_errors += 1;
+                    self.view.last_store_error = Some(format!("reopening the store: {e}"));
+                }
+            }
+        }
+        self.db.respec(plan.spec.clone());
+        self.view.appliance = plan.appliance.clone();
+        self.plan = plan;
+        self.last_report = None;
+        self.view.reloads += 1;
+    }
+
+    /// How often the thread publishes (the plan's, changed by a reload).
+    pub fn publish_interval(&self) -> Duration {
+        self.plan.publish_interval
     }
 
     /// Waits (tests) until the store thread has no exchange in progress, at
@@ -319,6 +357,17 @@ impl RedirectCore {
     }
 }
 
+fn store_name(s: &RedirectStore) -> String {
+    match s {
+        RedirectStore::Embedded => "embedded".into(),
+        RedirectStore::Redis(r) => format!("redis {}", r.shown),
+    }
+}
+
+/// Where a reload hands the redirection thread its new plan (the newest
+/// replaces one not yet taken).
+pub type ReloadSlot = Arc<crossbeam::queue::ArrayQueue<RedirectionPlan>>;
+
 /// The shared store's key of a service's load.
 pub fn load_key(appliance: &str, service: &str) -> String {
     format!("rdr:load:{appliance}:{service}")
@@ -333,14 +382,17 @@ pub fn spawn(
     epoch: Instant,
     stop: Arc<AtomicBool>,
     view: Arc<Mutex<RedirectView>>,
+    reload: ReloadSlot,
 ) -> std::io::Result<std::thread::JoinHandle<Result<(), String>>> {
     let mut core = RedirectCore::new(plan)?;
-    let every = plan.publish_interval;
     std::thread::Builder::new()
         .name("mgmt-redirect".into())
         .spawn(move || {
             let mut published = crate::mgmt::selection::Publisher::default();
             while !stop.load(Ordering::Relaxed) {
+                if let Some(p) = reload.pop() {
+                    core.reconfigure(p);
+                }
                 let now = Nanos(epoch.elapsed().as_nanos() as u64);
                 let mut events = rings
                     .events
@@ -351,7 +403,7 @@ pub fn spawn(
                 if let Ok(mut v) = view.lock() {
                     *v = core.view.clone();
                 }
-                std::thread::sleep(every.min(Duration::from_millis(1000)));
+                std::thread::sleep(core.publish_interval().min(Duration::from_millis(1000)));
             }
             Ok(())
         })

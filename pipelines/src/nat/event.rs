@@ -24,6 +24,9 @@ use crate::topology::UplinkId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     SessionCreated,
+    /// A race began with this copy (the first SYN copy's session; the
+    /// other copies' sessions follow as `SessionCreated`).
+    RaceStarted,
     SessionExpired,
     SessionFlushed,
     /// A race's first answer chose `winner` (the session is the winner's).
@@ -36,6 +39,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::SessionCreated => "session_created",
+            EventKind::RaceStarted => "race_started",
             EventKind::SessionExpired => "session_expired",
             EventKind::SessionFlushed => "session_flushed",
             EventKind::RaceDecided => "race_decided",
@@ -52,6 +56,9 @@ pub enum EventReason {
     Timeout,
     /// `sessions flush`.
     Flush,
+    /// A race copy that lost (or was closed before a decision) left; its
+    /// RTT, if it answered, is in `rtts[0]`.
+    RaceLost,
     /// A limit: the drop reason it counts (table full, port exhausted,
     /// per-host sessions / rate / races, host table full).
     Limit(DropReason),
@@ -63,6 +70,7 @@ impl EventReason {
             EventReason::None => "",
             EventReason::Timeout => "timeout",
             EventReason::Flush => "flush",
+            EventReason::RaceLost => "race_lost",
             EventReason::Limit(r) => r.as_str(),
         }
     }

@@ -117,6 +117,15 @@ impl Racer {
         self.table.forget(r, idx);
     }
 
+    /// Closes race copy `idx` (it lost, or its race closed it): logged
+    /// with reason `race_lost` and its RTT if it answered (`rtt`), removed,
+    /// counted `race_closed`.
+    fn close_member(&mut self, nat: &mut NatShard, idx: u32, rtt: Option<Nanos>) {
+        log_lost(nat, idx, rtt);
+        self.drop_member(nat, idx);
+        nat.counters.race_closed.inc();
+    }
+
     /// Removes member session `idx` from the shard (and so from its race).
     fn drop_member(&mut self, nat: &mut NatShard, idx: u32) {
         nat.remove(idx);
@@ -162,6 +171,15 @@ impl Racer {
             x.client_next = client_isn.wrapping_add(1);
         }
         cx.nat.counters.races.inc();
+        if cx.nat.log.enabled {
+            use crate::nat::{EventKind, EventReason};
+            if let Some(ev) = cx
+                .nat
+                .session_event(idx, EventKind::RaceStarted, EventReason::None)
+            {
+                cx.nat.log.push(ev);
+            }
+        }
         Ok(idx)
     }
 
@@ -368,8 +386,7 @@ impl Racer {
                 self.decide(cx, r, idx, 0, &*pkt, extra);
                 return Ok(true);
             }
-            self.drop_member(cx.nat, idx);
-            cx.nat.counters.race_closed.inc();
+            self.close_member(cx.nat, idx, None);
             return Err(DropReason::RaceLoser);
         }
         if !synack {
@@ -401,8 +418,7 @@ impl Racer {
         // itself and replays what the client already sent.
         if race.data_sent && (race.replay_lost || race.replay_n == 0) {
             let next_hop = next_hop_of(cx.nat, cx.topo, idx);
-            self.drop_member(cx.nat, idx);
-            cx.nat.counters.race_closed.inc();
+            self.close_member(cx.nat, idx, None);
             reflect_tcp(pkt, TCP_RST, ack, 0, 0, next_hop)?;
             return Ok(false);
         }
@@ -565,8 +581,7 @@ impl Racer {
         for (_, x) in race.live_members() {
             if x != idx {
                 cx.nat.set_out_indexed(x, false);
-                self.drop_member(cx.nat, x);
-                cx.nat.counters.race_closed.inc();
+                self.close_member(cx.nat, x, None);
             }
         }
         cx.nat.set_out_indexed(idx, true);
@@ -596,8 +611,7 @@ impl Racer {
             return Ok(());
         };
         if loser {
-            self.drop_member(cx.nat, idx);
-            cx.nat.counters.race_closed.inc();
+            self.close_member(cx.nat, idx, None);
             return Err(DropReason::RaceLoser);
         }
         let Some(k) = race.position(idx) else {
@@ -625,8 +639,7 @@ impl Racer {
             }
             cx.nat.emit(ev);
         }
-        self.drop_member(cx.nat, x);
-        cx.nat.counters.race_closed.inc();
+        self.close_member(cx.nat, x, None);
     }
 
     /// Sends an RST for losing member `x` to its server (a copy of a pool
@@ -668,8 +681,7 @@ impl Racer {
             }
             None => cx.counters.count_drop(DropReason::NoBuffer),
         }
-        self.drop_member(cx.nat, x);
-        cx.nat.counters.race_closed.inc();
+        self.close_member(cx.nat, x, None);
     }
 
     /// A segment from a losing uplink. Its SYN+ACK is answered with an RST
@@ -690,17 +702,17 @@ impl Racer {
             return Err(DropReason::NoSession);
         };
         if rst {
-            self.drop_member(cx.nat, idx);
-            cx.nat.counters.race_closed.inc();
+            self.close_member(cx.nat, idx, None);
             return Err(DropReason::RaceLoser);
         }
         if !synack {
             return Err(DropReason::RaceLoser);
         }
+        let rtt = (s.packets_out == 1).then(|| cx.now.since(race.started));
         let ev = SelEvent::Answer {
             dst: s.remote_addr(),
             uplink: s.uplink,
-            rtt: (s.packets_out == 1).then(|| cx.now.since(race.started)),
+            rtt,
             raced: true,
             decided: false,
         };
@@ -708,8 +720,8 @@ impl Racer {
         let next_hop = uplink.next_hop_mac;
         let (_, ack) = tcp_seq_ack(pkt).ok_or(DropReason::TruncatedTcp)?;
         cx.nat.emit(ev);
-        self.drop_member(cx.nat, idx);
-        cx.nat.counters.race_closed.inc();
+        // A late answer: the loser's RTT, logged with its exit.
+        self.close_member(cx.nat, idx, rtt);
         reflect_tcp(pkt, TCP_RST, ack, 0, 0, next_hop)
     }
 }
@@ -727,4 +739,18 @@ fn next_hop_of(nat: &NatShard, topo: &Topology, idx: u32) -> [u8; 6] {
     nat.session(idx)
         .and_then(|s| topo.uplinks.get(usize::from(s.uplink)))
         .map_or([0; 6], |u| u.next_hop_mac)
+}
+
+/// Logs that race copy `idx` leaves (reason `race_lost`), with its RTT
+/// when its answer came (`None`: it had not answered).
+fn log_lost(nat: &mut NatShard, idx: u32, rtt: Option<Nanos>) {
+    use crate::nat::{EventKind, EventReason};
+    if !nat.log.enabled {
+        return;
+    }
+    if let Some(mut ev) = nat.session_event(idx, EventKind::SessionExpired, EventReason::RaceLost) {
+        ev.rtts[0] = (ev.uplink, rtt);
+        ev.races = 1;
+        nat.log.push(ev);
+    }
 }

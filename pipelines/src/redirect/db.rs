@@ -22,6 +22,10 @@ use crate::redirect::header::Persistence;
 use crate::topology::IpPrefix;
 
 pub type ServiceId = u16;
+
+/// Local servers an appliance can have, counting those a reload appends:
+/// the NAT shards' per-server load gauges are made for this many at start.
+pub const MAX_SERVERS: usize = 1024;
 pub type ServerId = u16;
 pub type PeerId = u16;
 
@@ -268,6 +272,23 @@ impl RedirectDb {
 
     pub fn spec(&self) -> &DbSpec {
         &self.spec
+    }
+
+    /// A reloaded configuration: members, weights, settings, servers
+    /// appended. Members keep their numbers (a reload may only append
+    /// servers and keeps the services and peers), so the loads and failure
+    /// reports known so far stay; the next snapshot is a new version.
+    pub fn respec(&mut self, spec: DbSpec) {
+        self.server_loads
+            .resize(spec.servers.len(), Load::default());
+        self.peer_loads.resize(spec.peers.len(), None);
+        self.failures.retain(|m, _| match *m {
+            Member::Server(x) => usize::from(x) < spec.servers.len(),
+            Member::Service(x) => usize::from(x) < spec.services.len(),
+            Member::Peer(x) => usize::from(x) < spec.peers.len(),
+        });
+        self.spec = spec;
+        self.version += 1;
     }
 
     /// Loads of the local servers, as counted by the NAT shards.
