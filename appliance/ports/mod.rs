@@ -11,6 +11,7 @@ use pipelines::{Burst, PacketBuf};
 pub mod dpdk;
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod bench;
 pub mod pcap;
 pub mod sim;
 
