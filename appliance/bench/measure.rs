@@ -112,7 +112,10 @@ impl RingSamples {
                 from: (from != usize::MAX).then_some(from),
                 to,
                 capacity: plan.ring_size,
-                mean: self.sum.get(i).map_or(0.0, |&s| s as f64 / self.n.max(1) as f64),
+                mean: self
+                    .sum
+                    .get(i)
+                    .map_or(0.0, |&s| s as f64 / self.n.max(1) as f64),
                 max: self.max.get(i).copied().unwrap_or(0),
             })
             .collect()
@@ -134,7 +137,12 @@ fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
 
 /// Sends every flow once and waits until the pipeline drained: the NAT
 /// tables then hold the flows (those the config's limits let in).
-fn warm_up(rt: &mut Runtime, ctl: &BenchControl, flows: u32, pb: &ProgressBar) -> anyhow::Result<()> {
+fn warm_up(
+    rt: &mut Runtime,
+    ctl: &BenchControl,
+    flows: u32,
+    pb: &ProgressBar,
+) -> anyhow::Result<()> {
     let limit = Duration::from_secs(20 + u64::from(flows) / 20_000);
     let started = Instant::now();
     let (mut last, mut quiet) = (u64::MAX, 0);
@@ -145,7 +153,11 @@ fn warm_up(rt: &mut Runtime, ctl: &BenchControl, flows: u32, pb: &ProgressBar) -
         pb.tick();
         let moved = Snap::take(rt, ctl).moved();
         let drained = ctl.warmed_up() && rt.ring_depths().iter().sum::<usize>() == 0;
-        quiet = if drained && moved == last { quiet + 1 } else { 0 };
+        quiet = if drained && moved == last {
+            quiet + 1
+        } else {
+            0
+        };
         last = moved;
         if quiet >= 3 {
             return Ok(());

@@ -205,10 +205,18 @@ fn fit_tables(cfg: &mut Config, args: &BenchArgs, shards: u16) -> Vec<String> {
     raise("host_new_burst", &mut v, per_host * 2);
     nat.host_new_burst = v as u32;
     let mut v = u64::from(nat.host_new_per_second);
-    raise("host_new_per_second", &mut v, (args.new_per_sec * 2).div_ceil(hosts));
+    raise(
+        "host_new_per_second",
+        &mut v,
+        (args.new_per_sec * 2).div_ceil(hosts),
+    );
     nat.host_new_per_second = v as u32;
     let mut v = u64::from(nat.mapping_max_sessions);
-    raise("mapping_max_sessions", &mut v, u64::from(REMOTES_PER_ENDPOINT));
+    raise(
+        "mapping_max_sessions",
+        &mut v,
+        u64::from(REMOTES_PER_ENDPOINT),
+    );
     nat.mapping_max_sessions = v as u32;
     changed
 }

@@ -146,7 +146,11 @@ impl RunReport {
         let (mut nanos, mut packets) = ([0u64; 4], [0u64; 4]);
         let (mut rx, mut tx) = (0, 0);
         let mut lcores = Vec::new();
-        for (lc, (b, a)) in plan.lcores.iter().zip(before.lcores.iter().zip(&after.lcores)) {
+        for (lc, (b, a)) in plan
+            .lcores
+            .iter()
+            .zip(before.lcores.iter().zip(&after.lcores))
+        {
             let stages = &plan.groups[lc.group].stages;
             let d: Vec<u64> = a.drops.iter().zip(&b.drops).map(|(x, y)| x - y).collect();
             for (t, v) in total_drops.iter_mut().zip(&d) {
@@ -221,7 +225,10 @@ impl RunReport {
         );
         let ns = |m: &BTreeMap<&str, f64>| {
             Stage::ALL
-                .map(|s| m.get(s.name()).map_or(format!("{:>9}", "-"), |v| format!("{v:>9.1}")))
+                .map(|s| {
+                    m.get(s.name())
+                        .map_or(format!("{:>9}", "-"), |v| format!("{v:>9.1}"))
+                })
                 .join(" ")
         };
         for l in &self.lcores {

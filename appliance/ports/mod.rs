@@ -7,11 +7,11 @@
 
 use pipelines::{Burst, PacketBuf};
 
+pub mod bench;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 #[cfg(target_os = "linux")]
 pub mod linux;
-pub mod bench;
 pub mod pcap;
 pub mod sim;
 

@@ -155,7 +155,12 @@ impl FlowTable {
         let lan = &plan.ports[usize::from(t.lan_port)];
         let base = client_base(plan, spec.flows)?;
         let eth = if lan.vlan.is_some() { 18 } else { 14 };
-        let mtu = plan.ports.iter().map(|p| usize::from(p.mtu)).min().unwrap_or(1500);
+        let mtu = plan
+            .ports
+            .iter()
+            .map(|p| usize::from(p.mtu))
+            .min()
+            .unwrap_or(1500);
         let min = eth + 20 + if spec.tcp > 0 { 20 } else { 8 };
         let max = eth + mtu;
         if spec.size < min.max(64) || spec.size > max {
@@ -255,7 +260,16 @@ fn write_headers(
     let ip = o + 2;
     let ip_len = size - ip;
     let proto = if tcp { 6 } else { 17 };
-    ipv4::write_header(&mut h[ip..ip + 20], 0, ip_len as u16, 0, 64, proto, src, dst);
+    ipv4::write_header(
+        &mut h[ip..ip + 20],
+        0,
+        ip_len as u16,
+        0,
+        64,
+        proto,
+        src,
+        dst,
+    );
     let l4 = ip + 20;
     let l4_len = ip_len - 20;
     h[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
@@ -327,7 +341,11 @@ impl GenQueue {
             let old = u16::from_be_bytes([d[l4], d[l4 + 1]]);
             let new = NEW_FLOW_PORT + (k % NEW_FLOW_PORTS) as u16;
             d[l4..l4 + 2].copy_from_slice(&new.to_be_bytes());
-            let ck = if hdr.len() - l4 == 20 { l4 + 16 } else { l4 + 6 };
+            let ck = if hdr.len() - l4 == 20 {
+                l4 + 16
+            } else {
+                l4 + 6
+            };
             let c = u16::from_be_bytes([d[ck], d[ck + 1]]);
             let c = checksum::update16(c, old, new);
             d[ck..ck + 2].copy_from_slice(&c.to_be_bytes());
