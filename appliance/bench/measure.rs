@@ -136,31 +136,47 @@ fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
 }
 
 /// Sends every flow once and waits until the pipeline drained: the NAT
-/// tables then hold the flows (those the config's limits let in).
+/// tables then hold the flows (those the config's limits let in). The flows
+/// go in chunks of half a ring's packets, each when the previous one was
+/// forwarded or dropped, so no ring overflows.
 fn warm_up(
     rt: &mut Runtime,
     ctl: &BenchControl,
+    plan: &Plan,
     flows: u32,
     pb: &ProgressBar,
 ) -> anyhow::Result<()> {
     let limit = Duration::from_secs(20 + u64::from(flows) / 20_000);
+    let chunk = (plan.ring_size * plan.burst_size / 2).max(1) as u64;
     let started = Instant::now();
     let (mut last, mut quiet) = (u64::MAX, 0);
     pb.set_message("warm-up");
     loop {
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1));
         rt.health()?;
         pb.tick();
         let moved = Snap::take(rt, ctl).moved();
-        let drained = ctl.warmed_up() && rt.ring_depths().iter().sum::<usize>() == 0;
-        quiet = if drained && moved == last {
+        let drained = moved >= ctl.generated().0 && rt.ring_depths().iter().sum::<usize>() == 0;
+        if drained && ctl.warmed_up() {
+            return Ok(());
+        }
+        if drained && ctl.credit() == 0 {
+            ctl.grant(chunk);
+        }
+        // Packets the stages consume without a drop or a send would keep
+        // `drained` false: rings empty and nothing moving for 50 ms will do.
+        quiet = if moved == last && rt.ring_depths().iter().sum::<usize>() == 0 {
             quiet + 1
         } else {
             0
         };
         last = moved;
-        if quiet >= 3 {
-            return Ok(());
+        if quiet >= 50 {
+            if ctl.warmed_up() {
+                return Ok(());
+            }
+            ctl.grant(chunk);
+            quiet = 0;
         }
         if started.elapsed() > limit {
             return Err(anyhow!(
@@ -191,7 +207,7 @@ pub(super) fn measure(
     let total_ms = (seconds * 1000.0) as u64;
     let pb = bar(show, total_ms, what);
     let warm_started = Instant::now();
-    warm_up(&mut rt, &ctl, spec.flows, &pb)?;
+    warm_up(&mut rt, &ctl, plan, spec.flows, &pb)?;
     let warm_s = warm_started.elapsed().as_secs_f64();
     let warm_sessions = sessions(&rt);
     let before = Snap::take(&rt, &ctl);

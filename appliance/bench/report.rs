@@ -307,7 +307,7 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "appliance bench: {}, {}, {} lcores, {} NAT shards; {} flows (tcp:udp {}), {}-byte frames, {} new flows/s",
+            "appliance bench: {}, {}, lcores: {}, NAT shards: {}; {} flows (tcp:udp {}), {}-byte frames, {} new flows/s",
             self.config, self.mode, self.lcores, self.shards, self.flows, self.mix, self.size, self.new_per_sec
         );
         if !self.adjusted.is_empty() {

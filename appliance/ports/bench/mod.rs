@@ -7,7 +7,8 @@
 //! one table, and a packet is a copy of its flow's header followed by a
 //! zeroed payload up to the frame size. RX queue `q` of `n` owns the flows
 //! `q, q + n, q + 2n, ...`. In the warm-up phase each queue sends each of its
-//! flows once (so the NAT shards hold every flow before timing) and then
+//! flows once (so the NAT shards hold every flow before timing), as far as
+//! the credit the bench grants allows ([`BenchControl::grant`]), and then
 //! nothing; in the run phase it cycles through its flows, a burst at a time,
 //! and, with a rate of new flows, replaces one packet in so many by the
 //! first packet of a fresh flow (the slot's client and remote, a source
@@ -16,7 +17,7 @@
 //! The sink counts and frees what it is given.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,6 +93,10 @@ pub struct BenchControl {
     phase: AtomicU8,
     /// Generator queues that sent each of their flows once.
     warm_done: AtomicUsize,
+    /// Warm-up packets the generators may still send: the bench grants
+    /// them a ring's worth at a time, once the previous ones drained, so the
+    /// warm-up loses no flow to a full ring.
+    warm_credit: AtomicU64,
     pub generators: Vec<Arc<GenCounters>>,
     pub sinks: Vec<Arc<SinkCounters>>,
 }
@@ -100,6 +105,27 @@ impl BenchControl {
     /// Starts the run phase (the generators cycle through their flows).
     pub fn start_run(&self) {
         self.phase.store(PHASE_RUN, Ordering::Release);
+    }
+
+    /// Lets the generators send `n` more warm-up packets.
+    pub fn grant(&self, n: u64) {
+        self.warm_credit.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Warm-up packets granted and not sent yet.
+    pub fn credit(&self) -> u64 {
+        self.warm_credit.load(Ordering::Acquire)
+    }
+
+    /// Takes up to `n` warm-up packets of credit; how many it got.
+    fn take_credit(&self, n: usize) -> usize {
+        let got = self
+            .warm_credit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(n as u64))
+            })
+            .unwrap_or(0);
+        got.min(n as u64) as usize
     }
 
     /// Whether every generator queue sent each of its flows once.
@@ -375,7 +401,11 @@ impl RxQueue<HeapBuf> for GenQueue {
         }
         let room = max.min(out.remaining_capacity());
         let warm = self.ctl.phase.load(Ordering::Acquire) == PHASE_WARM;
-        let want = if warm { room.min(self.warm_left) } else { room };
+        let want = if warm {
+            self.ctl.take_credit(room.min(self.warm_left))
+        } else {
+            room
+        };
         let mut fresh = if warm { 0 } else { self.new_due(want) };
         let mut made = 0;
         while made < want {
@@ -401,6 +431,10 @@ impl RxQueue<HeapBuf> for GenQueue {
             if self.warm_left == 0 {
                 self.ctl.warm_done.fetch_add(1, Ordering::AcqRel);
             }
+        }
+        if warm && made < want {
+            // Not made for want of a buffer: the credit goes back.
+            self.ctl.grant((want - made) as u64);
         }
         self.counters.packets.add(made as u64);
         made
@@ -447,6 +481,7 @@ pub fn open(
     let ctl = Arc::new(BenchControl {
         phase: AtomicU8::new(PHASE_WARM),
         warm_done: AtomicUsize::new(0),
+        warm_credit: AtomicU64::new(0),
         generators: generators.clone(),
         sinks: sinks.clone(),
     });

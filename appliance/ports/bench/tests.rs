@@ -74,6 +74,10 @@ fn warm_up_sends_each_flow_once_then_the_run_cycles_and_the_sink_frees() {
     let pool = HeapPool::new_static(256);
     let (mut ports, ctl) = open(&plan, pool, &spec(70, 64)).unwrap();
     let lan = usize::from(plan.topology.lan_port);
+    // Without credit the warm-up sends nothing.
+    let mut b = Burst::new();
+    assert_eq!(ports[lan].rx[0].rx_burst(&mut b, 32), 0);
+    ctl.grant(1000);
     let mut seen = HashSet::new();
     let mut sink = ports[1].tx.remove(0);
     for q in ports[lan].rx.iter_mut() {
