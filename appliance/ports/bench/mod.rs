@@ -229,8 +229,9 @@ impl FlowTable {
     }
 }
 
-/// The first client address: the first IPv4 LAN prefix, from its 257th
-/// address on (clear of the gateway addresses at its start).
+/// The first client address: in the first IPv4 LAN prefix, past its
+/// network address, with the clients' block clear of the appliance's own
+/// LAN addresses and of the broadcast address.
 fn client_base(plan: &Plan, flows: u32) -> Result<u32, String> {
     let t = &plan.topology;
     let pre = t
@@ -241,12 +242,29 @@ fn client_base(plan: &Plan, flows: u32) -> Result<u32, String> {
     let (first, last, _) = pre.range();
     let (first, last) = (first as u32, last as u32);
     let hosts = hosts_for(flows);
-    let base = first.saturating_add(256);
-    let room = last.saturating_sub(base);
-    if room <= hosts {
+    let own: Vec<u32> = t
+        .lan_addrs
+        .iter()
+        .filter_map(|a| match a {
+            std::net::IpAddr::V4(v) => Some(u32::from(*v)),
+            _ => None,
+        })
+        .collect();
+    let mut base = first.saturating_add(1);
+    while let Some(&a) = own
+        .iter()
+        .filter(|&&a| a >= base && u64::from(a) < u64::from(base) + u64::from(hosts))
+        .max()
+    {
+        base = a + 1;
+    }
+    if u64::from(base) + u64::from(hosts) > u64::from(last) {
         return Err(format!(
-            "--flows {flows}: needs {hosts} client addresses ({FLOWS_PER_HOST} flows each) from the 257th address of the LAN prefix {}/{}, which has {room}",
-            pre.addr, pre.len
+            "--flows {flows}: needs {hosts} client addresses ({FLOWS_PER_HOST} flows each) in the LAN prefix {}/{}, clear of the appliance's LAN addresses; it has room for {} ({} flows)",
+            pre.addr,
+            pre.len,
+            last.saturating_sub(base),
+            u64::from(last.saturating_sub(base)) * u64::from(FLOWS_PER_HOST)
         ));
     }
     Ok(base)

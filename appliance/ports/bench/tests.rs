@@ -103,3 +103,34 @@ fn warm_up_sends_each_flow_once_then_the_run_cycles_and_the_sink_frees() {
     assert_eq!(ports[lan].rx[0].rx_burst(&mut b, 32), 32);
     assert_eq!(ctl.generated().0, 70 + 32);
 }
+
+#[test]
+fn clients_skip_the_appliances_addresses_and_must_fit_the_prefix() {
+    let text = include_str!("../../../conf/demo.toml")
+        .replace(
+            "prefixes = [\"10.0.0.0/16\"]",
+            "prefixes = [\"10.0.0.0/24\"]",
+        )
+        .replace(
+            "addresses = [\"10.0.0.1\"]",
+            "addresses = [\"10.0.0.1\", \"10.0.0.3\"]",
+        )
+        .replace("client_base = \"10.0.1.1\"", "client_base = \"10.0.0.100\"")
+        .replace("clients = 300", "clients = 20");
+    let cfg = config::parse(&text).unwrap();
+    let plan = config::plan::validate(&cfg).unwrap();
+    let ft = FlowTable::build(&plan, &spec(3 * FLOWS_PER_HOST, 64)).unwrap();
+    let mut clients = HashSet::new();
+    for i in 0..ft.len() {
+        clients.insert(frame(&ft, i)[26..30].to_vec());
+    }
+    let expect: HashSet<Vec<u8>> = [4u8, 5, 6].iter().map(|&h| vec![10, 0, 0, h]).collect();
+    assert_eq!(clients, expect);
+    let e = FlowTable::build(&plan, &spec(300 * FLOWS_PER_HOST, 64))
+        .err()
+        .unwrap();
+    assert!(
+        e.starts_with("--flows 307200:") && e.contains("10.0.0.0/24"),
+        "{e}"
+    );
+}
