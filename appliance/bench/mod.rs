@@ -125,6 +125,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .shards();
     let adjusted = fit_tables(&mut cfg, args, shards);
     let plan = plan::validate(&cfg).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    resolve_next_hops(&plan);
     let spec = FlowSpec {
         flows: args.flows,
         new_per_sec: args.new_per_sec,
@@ -146,6 +147,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         print!("{}", r.text());
     }
     Ok(())
+}
+
+/// Next hops the config resolves by ARP / neighbour discovery get a MAC as
+/// if their router had answered: the sinks answer nothing, and without one
+/// every packet would be dropped `next_hop_unresolved`.
+fn resolve_next_hops(plan: &plan::Plan) {
+    use pipelines::neighbour::Claim;
+    for (i, h) in plan.neighbours.hops().iter().enumerate() {
+        if let (false, Some(ip), None) = (h.fixed, h.ip, h.mac()) {
+            h.asked(pipelines::Nanos::ZERO);
+            let claim = Claim::Advert {
+                answer: true,
+                overrides: true,
+            };
+            let mac = [0x02, 0xbe, 0x0c, 0xfe, 0, i as u8];
+            plan.neighbours
+                .offer(h.port, ip, mac, claim, pipelines::Nanos::ZERO);
+        }
+    }
 }
 
 /// `--mode` and `--lcores` in place of the config's `[runtime]`.
