@@ -206,37 +206,60 @@ fn fit_tables(cfg: &mut Config, args: &BenchArgs, shards: u16) -> Vec<String> {
     let per_host = u64::from(FLOWS_PER_HOST).min(u64::from(args.flows)) + new.div_ceil(hosts);
     let mut changed = Vec::new();
     let nat = &mut cfg.nat;
-    let mut raise = |key: &str, v: &mut u64, want: u64| {
-        if *v < want {
-            changed.push(format!("nat.{key}: {} -> {want}", *v));
-            *v = want;
+    // Never past what the config's validation allows (the flows past it
+    // are then refused, and counted, as in a real run).
+    let mut raise = |key: &str, v: u64, want: u64, most: u64| -> u64 {
+        let want = want.min(most);
+        if v < want {
+            let capped = if want == most {
+                " (the most allowed)"
+            } else {
+                ""
+            };
+            changed.push(format!("nat.{key}: {v} -> {want}{capped}"));
+            want
+        } else {
+            v
         }
     };
-    let mut v = nat.max_sessions_per_shard as u64;
-    raise("max_sessions_per_shard", &mut v, per_shard);
-    nat.max_sessions_per_shard = v as usize;
-    let mut v = nat.max_hosts_per_shard as u64;
-    raise("max_hosts_per_shard", &mut v, hosts * 2 + 64);
-    nat.max_hosts_per_shard = v as usize;
-    let mut v = u64::from(nat.host_max_sessions);
-    raise("host_max_sessions", &mut v, per_host * 2);
-    nat.host_max_sessions = v as u32;
-    let mut v = u64::from(nat.host_new_burst);
-    raise("host_new_burst", &mut v, per_host * 2);
-    nat.host_new_burst = v as u32;
-    let mut v = u64::from(nat.host_new_per_second);
-    raise(
+    let m = 16 * 1024 * 1024;
+    nat.max_sessions_per_shard = raise(
+        "max_sessions_per_shard",
+        nat.max_sessions_per_shard as u64,
+        per_shard,
+        m,
+    ) as usize;
+    nat.max_hosts_per_shard = raise(
+        "max_hosts_per_shard",
+        nat.max_hosts_per_shard as u64,
+        hosts * 2 + 64,
+        1 << 20,
+    ) as usize;
+    nat.host_max_sessions = raise(
+        "host_max_sessions",
+        nat.host_max_sessions.into(),
+        per_host * 2,
+        m,
+    ) as u32;
+    nat.host_new_burst = raise(
+        "host_new_burst",
+        nat.host_new_burst.into(),
+        per_host * 2,
+        10_000_000,
+    ) as u32;
+    let rate = (args.new_per_sec * 2).div_ceil(hosts);
+    nat.host_new_per_second = raise(
         "host_new_per_second",
-        &mut v,
-        (args.new_per_sec * 2).div_ceil(hosts),
-    );
-    nat.host_new_per_second = v as u32;
-    let mut v = u64::from(nat.mapping_max_sessions);
-    raise(
+        nat.host_new_per_second.into(),
+        rate,
+        10_000_000,
+    ) as u32;
+    let remotes = u64::from(REMOTES_PER_ENDPOINT);
+    nat.mapping_max_sessions = raise(
         "mapping_max_sessions",
-        &mut v,
-        u64::from(REMOTES_PER_ENDPOINT),
-    );
-    nat.mapping_max_sessions = v as u32;
+        nat.mapping_max_sessions.into(),
+        remotes,
+        65_535,
+    ) as u32;
     changed
 }

@@ -64,3 +64,15 @@ fn mode_and_lcores_replace_the_configs_runtime() {
     let p = plan::validate(&cfg).unwrap();
     assert_eq!((p.lcores.len(), p.groups.len()), (1, 1));
 }
+
+#[test]
+fn raised_limits_stay_within_what_validation_allows() {
+    let mut cfg = config::parse(DEMO).unwrap();
+    let mut a = args(10_000_000);
+    a.new_per_sec = 100_000_000;
+    a.seconds = 3600.0;
+    let changed = fit_tables(&mut cfg, &a, 1);
+    assert_eq!(cfg.nat.max_sessions_per_shard, 16 * 1024 * 1024);
+    assert!(changed.iter().any(|c| c.ends_with("(the most allowed)")));
+    plan::validate(&cfg).unwrap();
+}
