@@ -3,6 +3,7 @@
 //! the command line. Packet logic lives in the `pipelines` crate.
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod config;
 pub mod control;
 pub mod dataplane;

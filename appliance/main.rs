@@ -46,6 +46,11 @@ enum Cmd {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Measure the runtime of a configuration (its lcores, placement,
+    /// rings and stages) against a built-in generator and sink, with the
+    /// NAT tables holding every flow; `--compare` also runs a no-op
+    /// forwarder and prints the ratio.
+    Bench(appliance::bench::BenchArgs),
     /// Validate a configuration and print the plan it becomes.
     Check {
         #[arg(long, short)]
@@ -326,6 +331,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Bench(args) => match appliance::bench::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::DelayLine(args) => match delayline::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

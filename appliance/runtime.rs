@@ -17,6 +17,7 @@ use pipelines::PacketBuf;
 use crate::config::plan::Plan;
 use crate::config::BackendKind;
 use crate::dataplane::assembly::{assemble, Assembly, QueuedLen};
+use crate::dataplane::worker::bench::BenchHooks;
 use crate::mgmt::reader::StatsReader;
 use crate::mgmt::report;
 use crate::mgmt::selection::{AdminCmd, RttControl, SelectionInputs, SelectionView};
@@ -71,6 +72,8 @@ pub struct Runtime {
     reloader: Option<Arc<crate::control::reload::Reloader>>,
     /// A reloaded `[redirection]`, to the redirection thread (if it runs).
     redirect_reload: Option<crate::mgmt::redirect::ReloadSlot>,
+    /// `appliance bench`: each lcore's stage clock (by lcore id), else empty.
+    bench: Vec<Arc<BenchHooks>>,
 }
 
 impl Runtime {
@@ -102,6 +105,34 @@ impl Runtime {
         control: Arc<dyn BackendControl>,
     ) -> anyhow::Result<Runtime> {
         build(backend::external(plan, queues, control))
+    }
+
+    /// `appliance bench`: every lcore over the bench backend's generator
+    /// and sinks ([`crate::ports::bench`]), each with a stage clock; with
+    /// `passthrough` the stages are the no-op forwarder's pass-throughs.
+    pub fn start_bench(
+        plan: &Plan,
+        flows: &crate::ports::bench::FlowSpec,
+        passthrough: bool,
+    ) -> anyhow::Result<(Runtime, Arc<crate::ports::bench::BenchControl>)> {
+        let (opened, ctl) = backend::open_bench(plan, flows)?;
+        Ok((build_with(opened, Some(passthrough))?, ctl))
+    }
+
+    /// What the management core reads of each lcore (by lcore id).
+    pub fn lcore_views(&self) -> &[crate::dataplane::assembly::LcoreView] {
+        &self.reader.lcores
+    }
+
+    /// The stage clocks of a runtime started by [`Runtime::start_bench`].
+    pub fn bench_hooks(&self) -> &[Arc<BenchHooks>] {
+        &self.bench
+    }
+
+    /// Bursts queued in each ring now: the plan's `rings`, then its
+    /// `hairpin_rings`.
+    pub fn ring_depths(&self) -> Vec<usize> {
+        self.rings.iter().map(|r| r.queued()).collect()
     }
 
     pub fn plan(&self) -> &Plan {
@@ -297,6 +328,12 @@ impl Drop for Runtime {
 /// Has the data plane assembled over the opened ports, and starts the
 /// management core's threads and the lcore threads.
 fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
+    build_with(opened, None)
+}
+
+/// [`build`]; with `bench`, every worker gets a stage clock, and the
+/// pass-through stages when it is `Some(true)`.
+fn build_with<B: PacketBuf>(opened: Opened<B>, bench: Option<bool>) -> anyhow::Result<Runtime> {
     let Opened {
         plan,
         queues,
@@ -309,12 +346,26 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
     let epoch = Instant::now();
     let epoch_unix = std::time::SystemTime::now();
     let Assembly {
-        workers,
+        mut workers,
         views,
         rings,
         selection,
         redirect,
     } = assemble(plan, queues, &stop, epoch, alloc)?;
+    let hooks: Vec<Arc<BenchHooks>> = match bench {
+        Some(passthrough) => workers
+            .iter_mut()
+            .map(|(w, _)| {
+                let h = Arc::new(BenchHooks {
+                    passthrough,
+                    ..Default::default()
+                });
+                w.bench = Some(h.clone());
+                h
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let redirect_view = Arc::new(Mutex::new(crate::mgmt::redirect::RedirectView::default()));
     let redirect_counters = redirect.counters.clone();
     let mut threads = Vec::new();
@@ -446,6 +497,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         backend,
         reloader: None,
         redirect_reload,
+        bench: hooks,
     })
 }
 

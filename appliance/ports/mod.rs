@@ -7,6 +7,7 @@
 
 use pipelines::{Burst, PacketBuf};
 
+pub mod bench;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 #[cfg(target_os = "linux")]

@@ -120,6 +120,18 @@ pub(crate) fn open_pcap(plan: &Plan) -> anyhow::Result<Opened<HeapBuf>> {
     Ok(Opened::heap(plan, q, Backend::Other("pcap", c), pool))
 }
 
+/// `appliance bench`'s generator and sinks in place of the plan's backend.
+pub(crate) fn open_bench(
+    plan: &Plan,
+    flows: &crate::ports::bench::FlowSpec,
+) -> anyhow::Result<(Opened<HeapBuf>, Arc<crate::ports::bench::BenchControl>)> {
+    let pool = HeapPool::new_static(plan.pool_size);
+    let (q, c) =
+        crate::ports::bench::open(plan, pool, flows).map_err(|e| anyhow!("bench backend: {e}"))?;
+    let backend = Backend::Other("bench", c.clone());
+    Ok((Opened::heap(plan, q, backend, pool), c))
+}
+
 /// Ports the caller built (`backend = "external"`), answered for by `control`.
 pub(crate) fn external(
     plan: &Plan,

@@ -370,6 +370,7 @@ impl<B: PacketBuf> Lcore<'_, B> {
             capture: Some(capture),
             stop: self.shared.stop.clone(),
             epoch: self.shared.epoch,
+            bench: None,
         }
     }
 

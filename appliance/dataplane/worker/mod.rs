@@ -33,6 +33,7 @@ use crate::config::plan::Stage;
 use crate::dataplane::fanout::{self, Route};
 use crate::ports::{RxQueue, TxQueue};
 
+pub mod bench;
 #[cfg(test)]
 mod tests;
 
@@ -191,6 +192,9 @@ pub struct Worker<B: PacketBuf> {
     pub capture: Option<Arc<crate::dataplane::rings::CaptureTap>>,
     pub stop: Arc<AtomicBool>,
     pub epoch: Instant,
+    /// `appliance bench`: the stage clock, and the no-op forwarder's
+    /// pass-through stages ([`bench`]); `None` otherwise.
+    pub bench: Option<Arc<bench::BenchHooks>>,
 }
 
 /// Per-turn scratch: partially filled output bursts.
@@ -435,20 +439,28 @@ impl<B: PacketBuf> Worker<B> {
     ) {
         if entry <= Stage::Classify {
             if let Some(c) = self.stages.classify.as_mut() {
-                let mut out = Burst::new();
-                c.set_now(now);
-                c.process(&mut burst, &mut out);
-                burst = out;
+                let (t0, n) = (bench::start(&self.bench), burst.len());
+                if !bench::passthrough(&self.bench) {
+                    let mut out = Burst::new();
+                    c.set_now(now);
+                    c.process(&mut burst, &mut out);
+                    burst = out;
+                }
+                bench::stop(&self.bench, Stage::Classify, t0, n);
             }
         }
         if entry <= Stage::Replicate && self.stages.replicate.is_some() {
             // Race copies can make a burst's output larger than a burst:
             // replicate takes what fits and is called again for the rest.
             while !burst.is_empty() {
+                let (t0, n) = (bench::start(&self.bench), burst.len());
                 let mut out = Burst::new();
-                if let Some(r) = self.stages.replicate.as_mut() {
+                if bench::passthrough(&self.bench) {
+                    std::mem::swap(&mut out, &mut burst);
+                } else if let Some(r) = self.stages.replicate.as_mut() {
                     r.process(now, &mut burst, &mut out);
                 }
+                bench::stop(&self.bench, Stage::Replicate, t0, n - burst.len());
                 self.after_replicate(now, entry, out, pending);
             }
         } else {
@@ -499,10 +511,14 @@ impl<B: PacketBuf> Worker<B> {
         // again until none wait.
         let ready = |s: &Stages| s.translate.as_ref().is_some_and(|t| t.fragments_ready());
         while !burst.is_empty() || ready(&self.stages) {
+            let (t0, n) = (bench::start(&self.bench), burst.len());
             let mut out = Burst::new();
-            if let Some(t) = self.stages.translate.as_mut() {
+            if bench::passthrough(&self.bench) {
+                std::mem::swap(&mut out, &mut burst);
+            } else if let Some(t) = self.stages.translate.as_mut() {
                 t.process(now, &mut burst, &mut out);
             }
+            bench::stop(&self.bench, Stage::Translate, t0, n - burst.len());
             self.after_translate(out, pending);
         }
     }
@@ -535,9 +551,13 @@ impl<B: PacketBuf> Worker<B> {
 
     fn transmit(&mut self, mut burst: Burst<B>, pending: &mut Pending<B>) {
         while !burst.is_empty() {
-            if let Some(tx) = self.stages.transmit.as_mut() {
+            let (t0, n) = (bench::start(&self.bench), burst.len());
+            if bench::passthrough(&self.bench) {
+                bench::pass_transmit(&mut burst, &mut pending.per_port);
+            } else if let Some(tx) = self.stages.transmit.as_mut() {
                 tx.process(&mut burst, &mut pending.per_port);
             }
+            bench::stop(&self.bench, Stage::Transmit, t0, n - burst.len());
             self.flush_tx(pending);
         }
     }

@@ -59,6 +59,7 @@ fn a_full_ring_hands_the_burst_back_and_its_packets_are_counted() {
         solicit: None,
         stop: Arc::default(),
         epoch: Instant::now(),
+        bench: None,
     };
     let mut pending = w.pending();
     let mut burst = Burst::new();
@@ -322,6 +323,7 @@ fn oversize_frames_of_the_ports_are_counted_as_drops_and_not_as_tx_full() {
         solicit: None,
         stop: Arc::default(),
         epoch: Instant::now(),
+        bench: None,
     };
     let mut pending = w.pending();
     w.turn(Nanos::ZERO, &mut pending);
