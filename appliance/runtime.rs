@@ -304,6 +304,8 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let epoch_unix = std::time::SystemTime::now();
+    // Before the tables are built: they take their pages from it.
+    crate::memory::set_mode(plan.huge_pages);
     let Assembly {
         workers,
         views,
@@ -311,6 +313,7 @@ fn build<B: PacketBuf>(opened: Opened<B>) -> anyhow::Result<Runtime> {
         selection,
         redirect,
     } = assemble(plan, queues, &stop, epoch, alloc)?;
+    eprintln!("{}", crate::memory::MemoryStats::now().summary());
     let redirect_view = Arc::new(Mutex::new(crate::mgmt::redirect::RedirectView::default()));
     let redirect_counters = redirect.counters.clone();
     let mut threads = Vec::new();

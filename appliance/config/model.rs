@@ -529,6 +529,10 @@ pub struct RuntimeConfig {
     /// Allow more lcores than the machine has CPUs (labs only: threads share
     /// CPUs and back off when idle; pinning is then refused).
     pub oversubscribe: bool,
+    /// Allocations of 2 MiB or more (the NAT tables) on their own mapping
+    /// advised for transparent huge pages (`"auto"`), or the system
+    /// allocator (`"off"`). See `crate::memory`.
+    pub huge_pages: crate::memory::HugePages,
     pub lcores: Vec<LcoreConfig>,
 }
 
@@ -540,6 +544,7 @@ impl Default for RuntimeConfig {
             ring_size: 1024,
             pool_size: 32_768,
             oversubscribe: false,
+            huge_pages: crate::memory::HugePages::Auto,
             lcores: vec![LcoreConfig::default()],
         }
     }
