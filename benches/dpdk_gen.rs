@@ -144,11 +144,16 @@ fn main() {
         mbufs_per_socket: 16_383,
         ..DpdkSettings::default()
     };
-    let (mut ports, control) = open(&settings, &[DeviceSpec::new("net_memif0")], 1, args.queues)
-        .unwrap_or_else(|e| {
-            eprintln!("dpdk_gen: {e}");
-            std::process::exit(1);
-        });
+    let (mut ports, control) = open(
+        &settings,
+        &[DeviceSpec::new("net_memif0")],
+        args.queues,
+        args.queues,
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("dpdk_gen: {e}");
+        std::process::exit(1);
+    });
     if !core_affinity::set_for_current(core_affinity::CoreId { id: args.cpu }) {
         eprintln!("dpdk_gen: could not pin to CPU {}", args.cpu);
     }

@@ -52,7 +52,7 @@ cargo bench --features dpdk --bench dpdk_gen --no-run -q 2>/dev/null
 gen=$(ls -t target/release/deps/dpdk_gen-* | grep -v '\.d$' | head -1)
 app=target/release/appliance
 tmp=$(mktemp -d /tmp/bench-fwd.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 sock=$tmp/memif.sock
 
 # The appliance's site: 32 NAT addresses (a million mappings), room for a
@@ -102,7 +102,9 @@ start_gen() {
     for _ in $(seq 100); do [ -S "$sock" ] && return; sleep 0.1; done
     echo "bench-forwarding.sh: the generator did not open $sock:" >&2; cat "$tmp/gen.err" >&2; exit 1
 }
-stop_gen() { wait "$gen_pid" || true; rm -f "$sock"; }
+# The generator's exit status: net_memif's server can crash when a client
+# leaves while it sends (a race in the PMD); the round is then run again.
+stop_gen() { local rc=0; wait "$gen_pid" || rc=$?; rm -f "$sock"; return $rc; }
 
 # testpmd in mode $1 with $2 workers after $3 s of warm-up: Mpps through
 # the measured port (rxonly: port 0 RX; io: port 1 TX) over $secs seconds.
@@ -126,16 +128,19 @@ appliance_mpps() {
     "$app" run --config "$conf" --socket "$csock" --duration $(( $2 + secs + 2 )) >"$tmp/app.out" 2>"$tmp/app.err" &
     local pid=$!
     sleep "$2"
-    a=$("$app" stats --json --socket "$csock")
+    a=$("$app" stats --json --socket "$csock") || a='{}'
     sleep "$secs"
-    b=$("$app" stats --json --socket "$csock")
+    b=$("$app" stats --json --socket "$csock") || b='{}'
     wait "$pid" || true
     grep -m1 '^memory:' "$tmp/app.err" >&2 || true
     python3 - "$a" "$b" <<'PY'
 import json, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-d = b["ports"]["wan"]["tx_packets"] - a["ports"]["wan"]["tx_packets"]
-print("%.2f" % (d / (b["uptime_s"] - a["uptime_s"]) / 1e6))
+try:
+    d = b["ports"]["wan"]["tx_packets"] - a["ports"]["wan"]["tx_packets"]
+    print("%.2f" % (d / (b["uptime_s"] - a["uptime_s"]) / 1e6))
+except (KeyError, ZeroDivisionError):
+    print("0.00")
 PY
 }
 
@@ -146,11 +151,14 @@ for flows in ${flows_list//,/ }; do
     [ "$flows" -gt 100000 ] && warm=8
     for w in ${workers_list//,/ }; do
         for r in $(seq "$rounds"); do
-            start_gen "$flows" "$w" $(( 3 * (warm + secs) + 10 ))
-            rx=$(testpmd_mpps rxonly "$w" "$warm"); sleep 1
-            io=$(testpmd_mpps io "$w" "$warm"); sleep 1
-            ap=$(appliance_mpps "$w" "$warm")
-            stop_gen
+            for attempt in 1 2 3; do
+                start_gen "$flows" "$w" $(( 3 * (warm + secs) + 10 ))
+                rx=$(testpmd_mpps rxonly "$w" "$warm"); sleep 1
+                io=$(testpmd_mpps io "$w" "$warm"); sleep 1
+                ap=$(appliance_mpps "$w" "$warm")
+                stop_gen && break
+                echo "$flows flows, $w worker(s), round $r: the generator crashed (attempt $attempt), again" >&2
+            done
             echo "$flows flows, $w worker(s), round $r: input (testpmd rxonly) $rx Mpps, testpmd io $io Mpps, appliance $ap Mpps"
             grep -h '^dpdk_gen:' "$tmp/gen.out" || true
             keep "rx $flows $w" "$rx"; keep "io $flows $w" "$io"; keep "ap $flows $w" "$ap"

@@ -529,9 +529,7 @@ pub struct RuntimeConfig {
     /// Allow more lcores than the machine has CPUs (labs only: threads share
     /// CPUs and back off when idle; pinning is then refused).
     pub oversubscribe: bool,
-    /// Allocations of 2 MiB or more (the NAT tables) on their own mapping
-    /// advised for transparent huge pages (`"auto"`), or the system
-    /// allocator (`"off"`). See `crate::memory`.
+    /// Large tables on transparent huge pages (`crate::memory`).
     pub huge_pages: crate::memory::HugePages,
     pub lcores: Vec<LcoreConfig>,
 }
