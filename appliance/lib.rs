@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod lab;
+pub mod memory;
 pub mod mgmt;
 pub mod ports;
 pub mod redirect_client;

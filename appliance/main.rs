@@ -294,6 +294,11 @@ fn done(r: Result<(), String>) -> ExitCode {
     }
 }
 
+/// Allocations of 2 MiB or more (the NAT tables) on 2 MiB-aligned mappings
+/// advised for transparent huge pages (`[runtime] huge_pages`).
+#[global_allocator]
+static ALLOC: appliance::memory::HugeAlloc = appliance::memory::HugeAlloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {

@@ -345,6 +345,8 @@ fn build_with<B: PacketBuf>(opened: Opened<B>, bench: Option<bool>) -> anyhow::R
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let epoch_unix = std::time::SystemTime::now();
+    // Before the tables are built: they take their pages from it.
+    crate::memory::set_mode(plan.huge_pages);
     let Assembly {
         mut workers,
         views,
@@ -366,6 +368,7 @@ fn build_with<B: PacketBuf>(opened: Opened<B>, bench: Option<bool>) -> anyhow::R
             .collect(),
         None => Vec::new(),
     };
+    eprintln!("{}", crate::memory::MemoryStats::now().summary());
     let redirect_view = Arc::new(Mutex::new(crate::mgmt::redirect::RedirectView::default()));
     let redirect_counters = redirect.counters.clone();
     let mut threads = Vec::new();

@@ -21,12 +21,19 @@
 //! prints the table's bytes per session and the time a full expiry of one
 //! million sessions takes in paced calls.
 //!
+//! The bench installs the appliance's global allocator
+//! (`appliance::memory::HugeAlloc`), so the tables are on 2 MiB pages as in
+//! the binary; `nat/established_1m_4k` repeats `established_1m` in the same
+//! run on a second table built with `huge_pages = "off"` (4 KiB pages).
+//! `NAT_BENCH_PAGES=huge` or `=4k` runs only one of the two.
+//!
 //! Run: `cargo bench --bench nat`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use appliance::memory::{self, HugePages};
 use common::Refill;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pipelines::nat::{HostLimits, NatConfig, NatShard, SessionFilter, SWEEP_MAX};
@@ -38,6 +45,9 @@ use pipelines::stages::transmit::Transmit;
 use pipelines::testing::one_uplink as topology;
 use pipelines::testing::raw::{udp_flow as frame, PORTS_PER_CLIENT};
 use pipelines::{Burst, HeapBuf, Nanos, PacketBuf, BURST_MAX};
+
+#[global_allocator]
+static ALLOC: appliance::memory::HugeAlloc = appliance::memory::HugeAlloc;
 
 const SESSIONS: usize = 1 << 20;
 /// NAT addresses: enough ports for a million mappings (paired pooling puts
@@ -160,17 +170,13 @@ fn udp_key(i: usize) -> FlowKey {
     }
 }
 
-fn benches(c: &mut Criterion) {
-    let now = Nanos::from_secs(1);
-    let mut g = c.benchmark_group("nat");
-    g.throughput(Throughput::Elements(BURST_MAX as u64));
-    g.sample_size(20);
-
-    // One million established sessions.
-    let mut refill = Refill::new((0..SESSIONS).map(frame).collect(), true);
+/// One million established sessions, on tables allocated with `pages`.
+fn established(refill: &mut Refill, now: Nanos, pages: HugePages) -> Path {
+    memory::set_mode(pages);
     // Room above the eviction threshold (90 %): UDP flows that never saw
     // a reply would otherwise be evicted by the last tenth.
     let mut path = Path::new(SESSIONS / 9 * 10 + 1024);
+    refill.next = 0;
     for _ in 0..SESSIONS / BURST_MAX {
         let mut x = Burst::new();
         refill.refill(&mut x);
@@ -185,7 +191,56 @@ fn benches(c: &mut Criterion) {
         slab as f64 / SESSIONS as f64,
         (slab + mapping) as f64 / SESSIONS as f64
     );
+    eprintln!(
+        "nat: huge_pages = {:?}: {}",
+        pages,
+        memory::MemoryStats::now().summary()
+    );
+    path
+}
 
+/// The two tables' established path alternated in slices of 1,024 bursts
+/// (so load from the rest of the machine falls on both alike): prints ns per
+/// packet of each and the ratio.
+fn interleaved(huge: &mut Path, small: &mut Path, refill: &mut Refill, now: Nanos) {
+    const ROUNDS: usize = 40;
+    const SLICE: usize = 1024;
+    let mut t = [Duration::ZERO; 2];
+    for _ in 0..ROUNDS {
+        for (i, p) in [&mut *huge, &mut *small].into_iter().enumerate() {
+            let start = Instant::now();
+            for _ in 0..SLICE {
+                let mut x = Burst::new();
+                refill.refill(&mut x);
+                p.run(now, &mut x);
+            }
+            t[i] += start.elapsed();
+        }
+    }
+    let per = |d: Duration| d.as_nanos() as f64 / (ROUNDS * SLICE * BURST_MAX) as f64;
+    eprintln!(
+        "nat: established_1m interleaved ({ROUNDS} x {SLICE} bursts each, refill included): 2 MiB pages {:.0} ns/packet, 4 KiB pages {:.0} ns/packet, ratio {:.2}",
+        per(t[0]),
+        per(t[1]),
+        per(t[0]) / per(t[1])
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    let now = Nanos::from_secs(1);
+    let mut g = c.benchmark_group("nat");
+    g.throughput(Throughput::Elements(BURST_MAX as u64));
+    g.sample_size(20);
+
+    // One million established sessions.
+    let mut refill = Refill::new((0..SESSIONS).map(frame).collect(), true);
+    let pages = std::env::var("NAT_BENCH_PAGES").unwrap_or_else(|_| "both".into());
+    let (huge, small) = match pages.as_str() {
+        "huge" => (true, false),
+        "4k" => (false, true),
+        _ => (true, true),
+    };
+    let mut path = established(&mut refill, now, HugePages::Auto);
     g.bench_function("baseline_refill_1m", |bn| {
         bn.iter(|| {
             let (mut x, mut y) = (Burst::new(), Burst::<HeapBuf>::new());
@@ -198,13 +253,31 @@ fn benches(c: &mut Criterion) {
             std::hint::black_box(&y);
         })
     });
-    g.bench_function("established_1m", |bn| {
-        bn.iter(|| {
-            let mut x = Burst::new();
-            refill.refill(&mut x);
-            path.run(now, &mut x);
-        })
-    });
+    if huge {
+        g.bench_function("established_1m", |bn| {
+            bn.iter(|| {
+                let mut x = Burst::new();
+                refill.refill(&mut x);
+                path.run(now, &mut x);
+            })
+        });
+    }
+    if small {
+        let huge_path = &mut path;
+        let mut path = established(&mut refill, now, HugePages::Off);
+        g.bench_function("established_1m_4k", |bn| {
+            bn.iter(|| {
+                let mut x = Burst::new();
+                refill.refill(&mut x);
+                path.run(now, &mut x);
+            })
+        });
+        assert_eq!(path.drops(), 0, "the established path dropped packets");
+        memory::set_mode(HugePages::Auto);
+        if huge {
+            interleaved(huge_path, &mut path, &mut refill, now);
+        }
+    }
     assert_eq!(path.drops(), 0, "the established path dropped packets");
     list_while_forwarding(&mut path, &mut refill, now);
     assert_eq!(path.drops(), 0, "packets dropped while listing");

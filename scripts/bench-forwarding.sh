@@ -1,77 +1,174 @@
 #!/usr/bin/env bash
 # The appliance's forwarding rate on DPDK vdevs beside dpdk-testpmd's io
-# forwarding on the same vdevs and the same forwarding core, measured in the
-# same run (alternating rounds), printed with the ratio.
+# forwarding on the same vdevs, cores and input, measured in the same run
+# (alternating rounds), printed with the ratios.
 #
-#   scripts/bench-forwarding.sh [-s SECONDS] [-r ROUNDS]
+#   scripts/bench-forwarding.sh [-s SECONDS] [-r ROUNDS] [-f FLOWS,...] [-w WORKERS,...]
+#     -s  seconds measured per run, after the warm-up (default 5)
+#     -r  rounds (default 2); the summary takes each figure's best round
+#     -f  flow counts (default 64,1048576)
+#     -w  worker counts (default 1,2)
 #
-# The vdevs (see conf/bench-dpdk.toml): port 0 is net_pcap replaying a
-# capture of 64 UDP flows in an endless loop, port 1 is net_null. The figure
-# is the rate of frames taken from port 0 and sent out of port 1: testpmd
-# moves them untouched; the appliance classifies, NATs (established path)
-# and rewrites each. Both also poll port 1, whose all-zero frames testpmd
-# forwards and the appliance drops at classify. Needs root, DPDK 22.11
-# (dpdk-testpmd from the dpdk-dev package) and a --features dpdk build.
+# Input: benches/dpdk_gen.rs, a DPDK process of its own on CPU 0, owns the
+# server side of a net_memif vdev and fills it with 60-byte UDP frames of
+# FLOWS flows (10.x -> 203.0.113.5:53) as fast as the client takes them. The
+# forwarder is the memif client (port 0) and sends out of net_null (port 1,
+# no-rx=1: a sink that gives nothing back). Per flow count and worker count:
+#   - testpmd rxonly: frames the forwarder's core can take from the input
+#     and free: the input's own ceiling (if it exceeds testpmd io, the
+#     generator does not cap io);
+#   - testpmd io: port 0 -> port 1 untouched (the forwarding ceiling);
+#   - the appliance: classify, NAT (the established path, after a warm-up
+#     that opens every session), rewrite, out of port 1.
+# 1 worker: forwarding on CPU 1, the generator alone on CPU 0. 2 workers:
+# CPUs 0 and 1, i.e. one worker shares CPU 0 with the generator on this
+# 2-core machine (the generator then takes that worker's time).
+# Needs root, DPDK 22.11 (dpdk-testpmd from the dpdk package) and builds
+# --features dpdk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs=10
+secs=5
 rounds=2
-while getopts "s:r:h" o; do
+flows_list=64,1048576
+workers_list=1,2
+while getopts "s:r:f:w:h" o; do
     case $o in
         s) secs=$OPTARG ;;
         r) rounds=$OPTARG ;;
-        *) sed -n '2,15p' "$0"; exit 2 ;;
+        f) flows_list=$OPTARG ;;
+        w) workers_list=$OPTARG ;;
+        *) sed -n '2,27p' "$0"; exit 2 ;;
     esac
 done
 [[ $secs =~ ^[0-9]+$ && $secs -ge 1 ]] || { echo "bench-forwarding.sh: -s takes whole seconds >= 1" >&2; exit 2; }
 [[ $rounds =~ ^[0-9]+$ && $rounds -ge 1 ]] || { echo "bench-forwarding.sh: -r takes a count >= 1" >&2; exit 2; }
+[[ $flows_list =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "bench-forwarding.sh: -f takes counts, e.g. 64,1048576" >&2; exit 2; }
+[[ $workers_list =~ ^[12](,[12])*$ ]] || { echo "bench-forwarding.sh: -w takes 1 and/or 2" >&2; exit 2; }
 command -v dpdk-testpmd >/dev/null || { echo "bench-forwarding.sh: dpdk-testpmd missing (scripts/install-deps.sh)" >&2; exit 1; }
 
 cargo build --release --features dpdk -q
+cargo bench --features dpdk --bench dpdk_gen --no-run -q 2>/dev/null
+gen=$(ls -t target/release/deps/dpdk_gen-* | grep -v '\.d$' | head -1)
 app=target/release/appliance
-pcap=/tmp/appliance-bench-flows.pcap
+tmp=$(mktemp -d /tmp/bench-fwd.XXXXXX)
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
+sock=$tmp/memif.sock
 
-# 64 UDP flows 10.0.0.(2..17):(40000+i) -> 203.0.113.5:53, 60-byte frames.
-/usr/bin/python3 - "$pcap" <<'PY'
-import struct, sys
-def csum(b):
-    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
-with open(sys.argv[1], 'wb') as f:
-    f.write(struct.pack('<IHHiIII', 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
-    for i in range(64):
-        payload = b'x' * 18
-        udp = struct.pack('!HHHH', 40000 + i, 53, 8 + len(payload), 0) + payload
-        ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                         bytes([10, 0, 0, 2 + i % 16]), bytes([203, 0, 113, 5]))
-        ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
-        frame = bytes.fromhex('020000000001' '0200000000aa' '0800') + ip + udp
-        f.write(struct.pack('<IIII', 0, 0, len(frame), len(frame)) + frame)
-PY
+# The appliance's site: 32 NAT addresses (a million mappings), room for a
+# million sessions per shard above the eviction threshold.
+site() { # workers flows
+    local lcores nat
+    if [ "$1" = 1 ]; then lcores=$'[[runtime.lcores]]\ncore = 1'; else
+        lcores=$'[[runtime.lcores]]\ncore = 0\n[[runtime.lcores]]\ncore = 1'; fi
+    nat=$(seq 10 41 | sed 's/.*/"198.51.100.&"/' | paste -sd,)
+    cat <<EOF
+backend = "dpdk"
+[lan]
+port = "lan"
+prefixes = ["10.0.0.0/8"]
+addresses = ["10.0.0.1"]
+[[ports]]
+name = "lan"
+device = "net_memif0"
+[[ports]]
+name = "wan"
+device = "net_null0"
+[[uplinks]]
+name = "isp-a"
+port = "wan"
+nat_addresses = [$nat]
+next_hop_mac = "02:00:00:00:0a:fe"
+[nat]
+max_sessions_per_shard = 1200000
+max_hosts_per_shard = 32768
+[selection]
+mode = "off"
+[runtime]
+mode = "run-to-completion"
+$lcores
+[dpdk]
+vdevs = ["net_memif0,role=client,id=0,socket=$sock,socket-abstract=no,mac=02:00:00:00:00:01", "net_null0,no-rx=1"]
+hugepages = false
+memory_mb = 512
+mbufs_per_socket = 16383
+EOF
+}
 
+# Starts the generator for $1 flows on $2 queues for $3 seconds.
+start_gen() {
+    "$gen" --flows "$1" --queues "$2" --seconds "$3" --cpu 0 --socket "$sock" >"$tmp/gen.out" 2>"$tmp/gen.err" &
+    gen_pid=$!
+    for _ in $(seq 100); do [ -S "$sock" ] && return; sleep 0.1; done
+    echo "bench-forwarding.sh: the generator did not open $sock:" >&2; cat "$tmp/gen.err" >&2; exit 1
+}
+# The generator's exit status: net_memif's server can crash when a client
+# leaves while it sends (a race in the PMD); the round is then run again.
+stop_gen() { local rc=0; wait "$gen_pid" || rc=$?; rm -f "$sock"; return $rc; }
+
+# testpmd in mode $1 with $2 workers after $3 s of warm-up: Mpps through
+# the measured port (rxonly: port 0 RX; io: port 1 TX) over $secs seconds.
 testpmd_mpps() {
-    { sleep 2; echo start; sleep "$secs"; echo stop; sleep 1; echo quit; } |
-        dpdk-testpmd -l 0-1 --no-huge -m 512 --no-pci --file-prefix "bench-tp-$$" \
-            --vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1,tx_pcap=/dev/null" --vdev net_null0 \
-            -- --forward-mode=io --total-num-mbufs 32768 -i 2>/dev/null |
-        awk -v s="$secs" '/Forward statistics for port 0/{p=1} p && /RX-packets/{printf "%.2f\n", $2/s/1e6; exit}'
+    local lcores="0@0,1@1" extra=(--nb-cores=1)
+    [ "$2" = 2 ] && { lcores="0@0,1@0,2@1"; extra=(--nb-cores=2 --rxq=2 --txq=2); }
+    { sleep "$3"; echo "show port stats all"; sleep "$secs"; echo "show port stats all"; sleep 0.3; echo quit; } |
+        dpdk-testpmd --lcores "$lcores" --main-lcore 0 --no-huge -m 512 --no-shconf --no-pci --no-telemetry \
+            --file-prefix "bench-tp-$$" --log-level lib.eal:warning \
+            --vdev "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no,mac=02:00:00:00:00:01" \
+            --vdev net_null0,no-rx=1 -- -i --auto-start --forward-mode="$1" "${extra[@]}" \
+            --total-num-mbufs=32768 2>/dev/null |
+        awk -v mode="$1" '/NIC statistics for port/{port=$(NF-1)} /Rx-pps:/{rx[port]=$2} /Tx-pps:/{tx[port]=$2}
+            END{printf "%.2f\n", (mode=="rxonly" ? rx[0] : tx[1])/1e6}'
 }
 
+# The appliance with $1 workers after $2 s of warm-up: Mpps out of port 1.
 appliance_mpps() {
-    "$app" run --config conf/bench-dpdk.toml --duration "$secs" 2>/dev/null |
-        awk '/^ran /{d=$2} /^  lan /{n=$3} END{printf "%.2f\n", n/d/1e6}'
+    local conf=$tmp/site.toml csock=$tmp/ctl.sock a b
+    site "$1" "$flows" >"$conf"
+    "$app" run --config "$conf" --socket "$csock" --duration $(( $2 + secs + 2 )) >"$tmp/app.out" 2>"$tmp/app.err" &
+    local pid=$!
+    sleep "$2"
+    a=$("$app" stats --json --socket "$csock") || a='{}'
+    sleep "$secs"
+    b=$("$app" stats --json --socket "$csock") || b='{}'
+    wait "$pid" || true
+    grep -m1 '^memory:' "$tmp/app.err" >&2 || true
+    python3 - "$a" "$b" <<'PY'
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+try:
+    d = b["ports"]["wan"]["tx_packets"] - a["ports"]["wan"]["tx_packets"]
+    print("%.2f" % (d / (b["uptime_s"] - a["uptime_s"]) / 1e6))
+except (KeyError, ZeroDivisionError):
+    print("0.00")
+PY
 }
 
-best_tp=0
-best_app=0
-for r in $(seq "$rounds"); do
-    tp=$(testpmd_mpps)
-    ap=$(appliance_mpps)
-    echo "round $r: testpmd io ${tp} Mpps, appliance ${ap} Mpps"
-    best_tp=$(awk -v a="$best_tp" -v b="$tp" 'BEGIN{print (b>a)?b:a}')
-    best_app=$(awk -v a="$best_app" -v b="$ap" 'BEGIN{print (b>a)?b:a}')
+declare -A best
+keep() { best[$1]=$(awk -v a="${best[$1]:-0}" -v b="$2" 'BEGIN{print (b>a)?b:a}'); }
+for flows in ${flows_list//,/ }; do
+    warm=3
+    [ "$flows" -gt 100000 ] && warm=8
+    for w in ${workers_list//,/ }; do
+        for r in $(seq "$rounds"); do
+            for attempt in 1 2 3; do
+                start_gen "$flows" "$w" $(( 3 * (warm + secs) + 10 ))
+                rx=$(testpmd_mpps rxonly "$w" "$warm"); sleep 1
+                io=$(testpmd_mpps io "$w" "$warm"); sleep 1
+                ap=$(appliance_mpps "$w" "$warm")
+                stop_gen && break
+                echo "$flows flows, $w worker(s), round $r: the generator crashed (attempt $attempt), again" >&2
+            done
+            echo "$flows flows, $w worker(s), round $r: input (testpmd rxonly) $rx Mpps, testpmd io $io Mpps, appliance $ap Mpps"
+            grep -h '^dpdk_gen:' "$tmp/gen.out" || true
+            keep "rx $flows $w" "$rx"; keep "io $flows $w" "$io"; keep "ap $flows $w" "$ap"
+        done
+    done
 done
-awk -v t="$best_tp" -v a="$best_app" 'BEGIN{printf "best of rounds: testpmd %.2f Mpps, appliance %.2f Mpps, ratio %.2f\n", t, a, a/t}'
+echo "best of $rounds rounds, Mpps (appliance / testpmd io):"
+for flows in ${flows_list//,/ }; do
+    for w in ${workers_list//,/ }; do
+        awk -v f="$flows" -v w="$w" -v rx="${best[rx $flows $w]}" -v io="${best[io $flows $w]}" -v ap="${best[ap $flows $w]}" \
+            'BEGIN{printf "  %8d flows, %d worker(s): input %6.2f, testpmd io %6.2f, appliance %6.2f, ratio %.2f\n", f, w, rx, io, ap, ap/io}'
+    done
+done

@@ -533,6 +533,8 @@ pub struct RuntimeConfig {
     /// Allow more lcores than the machine has CPUs (labs only: threads share
     /// CPUs and back off when idle; pinning is then refused).
     pub oversubscribe: bool,
+    /// Large tables on transparent huge pages (`crate::memory`).
+    pub huge_pages: crate::memory::HugePages,
     pub lcores: Vec<LcoreConfig>,
 }
 
@@ -544,6 +546,7 @@ impl Default for RuntimeConfig {
             ring_size: 1024,
             pool_size: 32_768,
             oversubscribe: false,
+            huge_pages: crate::memory::HugePages::Auto,
             lcores: vec![LcoreConfig::default()],
         }
     }

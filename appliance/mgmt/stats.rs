@@ -69,6 +69,8 @@ pub struct Stats {
     /// `appliance capture`: frames the lcores copied, and lost to a full
     /// capture ring.
     pub capture: CaptureStats,
+    /// Large tables and their page size (`[runtime] huge_pages`).
+    pub memory: crate::memory::MemoryStats,
     /// The backend's own section, under its name (`sim`, `pcap`, ...).
     #[serde(flatten)]
     pub backend: BackendStats,
@@ -473,6 +475,7 @@ pub fn build(src: &StatsSources<'_>) -> Stats {
             copied: src.lcores.iter().map(|l| l.capture.copied.get()).sum(),
             lost: src.lcores.iter().map(|l| l.capture.lost.get()).sum(),
         },
+        memory: crate::memory::MemoryStats::now(),
         backend: BackendStats {
             name: src.backend_name,
             stats: src.backend.clone(),

@@ -64,6 +64,9 @@ pub struct Plan {
     pub burst_size: usize,
     pub ring_size: usize,
     pub pool_size: usize,
+    /// `[runtime] huge_pages`: set on the global allocator before the
+    /// tables are built.
+    pub huge_pages: crate::memory::HugePages,
     pub lcores: Vec<LcorePlan>,
     pub groups: Vec<GroupPlan>,
     pub rings: Vec<RingPlan>,
@@ -303,6 +306,7 @@ pub fn validate_with_cpus(cfg: &Config, cpus: usize) -> Result<Plan, ConfigError
         burst_size: rt.burst_size,
         ring_size: rt.ring_size,
         pool_size: rt.pool_size,
+        huge_pages: rt.huge_pages,
         lcores,
         rings: lcores::plan_rings(&groups),
         hairpin_rings: lcores::plan_hairpin_rings(&groups),
