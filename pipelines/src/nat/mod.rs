@@ -51,6 +51,9 @@
 //! table: lookup, refresh, removal), `create`, `sweep`, `counters`, `window`
 //! (TCP window tracking).
 
+mod bucket;
+#[cfg(test)]
+mod bucket_tests;
 mod config;
 mod counters;
 mod create;

@@ -5,6 +5,7 @@ use hashbrown::{HashMap, HashTable};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::bucket::SigIndex;
 use super::config::NatConfig;
 use super::counters::{NatCounters, TopHost, UplinkCounters};
 use super::hosts::Hosts;
@@ -24,8 +25,8 @@ pub struct NatShard {
     pub(super) slots: Vec<Session>,
     pub(super) free_head: u32,
     pub(super) live: usize,
-    pub(super) by_out: HashTable<u32>,
-    pub(super) by_in: HashTable<u32>,
+    pub(super) by_out: SigIndex,
+    pub(super) by_in: SigIndex,
     /// Inside endpoint → head session of its mapping(s).
     pub(super) by_inside: HashTable<u32>,
     pub(super) hasher: Hasher,
@@ -107,8 +108,8 @@ impl NatShard {
             slots: Vec::with_capacity(cap),
             free_head: NONE,
             live: 0,
-            by_out: HashTable::with_capacity(cap),
-            by_in: HashTable::with_capacity(cap),
+            by_out: SigIndex::with_capacity(cap),
+            by_in: SigIndex::with_capacity(cap),
             by_inside: HashTable::with_capacity(cap),
             hasher: Hasher::new(shard_seed),
             pairing: Hasher::new(cfg.seed),
@@ -250,15 +251,60 @@ impl NatShard {
         let h = self
             .hasher
             .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag());
+        self.find_hashed(&t, h, inbound)
+    }
+
+    #[inline]
+    fn find_hashed(&self, t: &Tuple, h: u64, inbound: bool) -> Option<u32> {
         let (slots, addrs) = (&self.slots, &self.addrs);
         if inbound {
+            let home = self.by_in.home(h);
             self.by_in
-                .find(h, |&i| in_eq(&slots[i as usize], addrs, &t))
-                .copied()
+                .find(home, |i| in_eq(&slots[i as usize], addrs, t))
         } else {
-            self.by_out
-                .find(h, |&i| out_eq(&slots[i as usize], &t))
-                .copied()
+            let home = self.by_out.home(h);
+            self.by_out.find(home, |i| out_eq(&slots[i as usize], t))
+        }
+    }
+
+    /// [`find`](Self::find) for a whole burst, in stages so that the
+    /// packets' cache misses overlap (see `bucket`): hash every key and
+    /// touch its bucket; compare signatures and touch the candidate
+    /// sessions; then verify the keys. `keys[i]` is a 5-tuple and its
+    /// direction (inbound or not), or `None` for a packet that needs no
+    /// lookup; `out[i]` receives what `find` would return.
+    pub fn find_burst(&self, keys: &[Option<(&FlowKey, bool)>], out: &mut [Option<u32>]) {
+        const N: usize = crate::packet::burst::BURST_MAX;
+        let mut probes: [Option<(Tuple, u64, bool)>; N] = [None; N];
+        // Stage 1: hash all, touch every bucket.
+        let mut acc = 0u32;
+        for (p, k) in probes.iter_mut().zip(keys) {
+            if let Some((key, inbound)) = *k {
+                let t = Tuple::of(key);
+                let h = self
+                    .hasher
+                    .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag());
+                *p = Some((t, h, inbound));
+            }
+        }
+        for (t, h, inbound) in probes.iter().flatten() {
+            let _ = t;
+            let ix = if *inbound { &self.by_in } else { &self.by_out };
+            acc = acc.wrapping_add(u32::from(ix.touch(ix.home(*h))));
+        }
+        std::hint::black_box(acc);
+        // Stage 2: signatures; touch the candidate sessions.
+        for (_, h, inbound) in probes.iter().flatten() {
+            let ix = if *inbound { &self.by_in } else { &self.by_out };
+            if let Some(c) = ix.candidate(ix.home(*h)) {
+                acc =
+                    acc.wrapping_add(self.slots.get(c as usize).map_or(0, |s| u32::from(s.flags)));
+            }
+        }
+        std::hint::black_box(acc);
+        // Stage 3: verify.
+        for (o, p) in out.iter_mut().zip(&probes) {
+            *o = p.and_then(|(t, h, inbound)| self.find_hashed(&t, h, inbound));
         }
     }
 
@@ -340,14 +386,15 @@ impl NatShard {
         let has = s.flags & OUT_INDEXED != 0;
         let h = session_out_hash(&self.hasher, s);
         if on && !has {
-            let (hasher, slots) = (&self.hasher, &self.slots);
-            self.by_out
-                .insert_unique(h, idx, |&i| session_out_hash(hasher, &slots[i as usize]));
-            self.slots[idx as usize].flags |= OUT_INDEXED;
-        } else if !on && has {
-            if let Ok(e) = self.by_out.find_entry(h, |&i| i == idx) {
-                e.remove();
+            if self.by_out.insert(h, idx) {
+                self.slots[idx as usize].flags |= OUT_INDEXED;
+            } else {
+                // No room within the index's bound: the session stays
+                // without the entry (its packets find none), counted.
+                self.counters.table_full.inc();
             }
+        } else if !on && has {
+            self.by_out.remove(h, idx);
             self.slots[idx as usize].flags &= !OUT_INDEXED;
         }
     }
@@ -452,19 +499,9 @@ impl NatShard {
         }
         let (hasher, addrs) = (&self.hasher, &self.addrs);
         if s.flags & OUT_INDEXED != 0 {
-            if let Ok(e) = self
-                .by_out
-                .find_entry(session_out_hash(hasher, &s), |&i| i == idx)
-            {
-                e.remove();
-            }
+            self.by_out.remove(session_out_hash(hasher, &s), idx);
         }
-        if let Ok(e) = self
-            .by_in
-            .find_entry(session_in_hash(hasher, addrs, &s), |&i| i == idx)
-        {
-            e.remove();
-        }
+        self.by_in.remove(session_in_hash(hasher, addrs, &s), idx);
         if let Some(n) = self.mapping_sessions(idx) {
             *n = n.saturating_sub(1);
         }
@@ -564,16 +601,16 @@ impl NatShard {
     }
 
     /// Bytes the session slab and the three indexes take at their reserved
-    /// capacity: (slab + both session indexes, mapping index). Index buckets
-    /// are a `u32` and a control byte; hashbrown keeps at most 7/8 full and
-    /// rounds the bucket count to a power of two.
+    /// capacity: (slab + both session indexes, mapping index). The session
+    /// indexes are allocated whole at creation (see `bucket`); the mapping
+    /// index's buckets are a `u32` and a control byte, hashbrown keeping
+    /// them at most 7/8 full and rounding their count to a power of two.
     pub fn table_bytes(&self) -> (usize, usize) {
         let buckets = |cap: usize| (cap * 8 / 7).next_power_of_two();
-        let index = |t: &HashTable<u32>| buckets(t.capacity()) * (4 + 1);
         let slab = self.slots.capacity() * std::mem::size_of::<Session>();
         (
-            slab + index(&self.by_out) + index(&self.by_in),
-            index(&self.by_inside),
+            slab + self.by_out.bytes() + self.by_in.bytes(),
+            buckets(self.by_inside.capacity()) * (4 + 1),
         )
     }
 
