@@ -9,7 +9,7 @@ use super::counters::ServerCounters;
 use super::hosts::Refusal;
 use super::index::{inside_hash, out_eq, session_in_hash, session_out_hash, tag, NatAddr, Tuple};
 use super::ports::{class_of, PortPool, CLASSES};
-use super::session::{to16, Session, HOSTED, LIVE, NONE, OUT_INDEXED, UNANSWERED, V6};
+use super::session::{to16, Session, SessionCold, HOSTED, LIVE, NONE, OUT_INDEXED, UNANSWERED, V6};
 use super::shard::NatShard;
 use crate::packet::drop::DropReason;
 use crate::packet::flow::{proto, FlowKey};
@@ -289,12 +289,11 @@ impl NatShard {
                     if i == NONE {
                         break;
                     }
-                    let s = &self.slots[i as usize];
-                    if s.remote == t.src {
+                    if self.slots[i as usize].remote == t.src {
                         found = true;
                         break;
                     }
-                    i = s.next;
+                    i = self.cold[i as usize].next;
                 }
                 found
             }
@@ -404,24 +403,24 @@ impl NatShard {
             return Err(DropReason::TableFull);
         }
         if self.free_head != NONE {
-            self.free_head = self.slots[idx as usize].next;
+            self.free_head = self.cold[idx as usize].next;
         } else {
             self.slots.push(Session::FREE);
+            self.cold.push(SessionCold::FREE);
         }
+        let mut c = SessionCold::FREE;
         let hasher = &self.hasher;
         match head {
             Some(h) => {
-                let after = self.slots[h as usize].next;
-                s.prev = h;
-                s.next = after;
-                self.slots[h as usize].next = idx;
+                let after = self.cold[h as usize].next;
+                c.prev = h;
+                c.next = after;
+                self.cold[h as usize].next = idx;
                 if after != NONE {
-                    self.slots[after as usize].prev = idx;
+                    self.cold[after as usize].prev = idx;
                 }
             }
             None => {
-                s.prev = NONE;
-                s.next = NONE;
                 let slots = &self.slots;
                 let mh = inside_hash(hasher, &s.client, s.client_port, tag(&s));
                 self.by_inside.insert_unique(mh, idx, |&i| {
@@ -440,6 +439,7 @@ impl NatShard {
         }
         let (protocol, uplink, server) = (s.proto, s.uplink, s.server);
         self.slots[idx as usize] = s;
+        self.cold[idx as usize] = c;
         if let Some(n) = self.mapping_sessions(idx) {
             *n = n.saturating_add(1);
         }

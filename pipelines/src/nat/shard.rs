@@ -13,7 +13,9 @@ use super::index::{
     in_eq, inside_hash, out_eq, session_in_hash, session_out_hash, tag, Hasher, NatAddr, Tuple,
 };
 use super::ports::{class_of, PortPool, CLASSES};
-use super::session::{seen, to16, Session, HOSTED, LOSER, NONE, OUT_INDEXED, UNANSWERED};
+use super::session::{
+    seen, to16, Session, SessionCold, HOSTED, LOSER, NONE, OUT_INDEXED, UNANSWERED,
+};
 use crate::packet::counter::Counter;
 use crate::packet::flow::{proto, FlowKey};
 use crate::packet::time::Nanos;
@@ -23,6 +25,8 @@ use crate::topology::{NatPortRange, Topology, UplinkId};
 pub struct NatShard {
     pub(super) cfg: NatConfig,
     pub(super) slots: Vec<Session>,
+    /// The cold halves, at the same slots as `slots` (see [`Session`]).
+    pub(super) cold: Vec<SessionCold>,
     pub(super) free_head: u32,
     pub(super) live: usize,
     pub(super) by_out: SigIndex,
@@ -106,6 +110,7 @@ impl NatShard {
         let shard_seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         NatShard {
             slots: Vec::with_capacity(cap),
+            cold: Vec::with_capacity(cap),
             free_head: NONE,
             live: 0,
             by_out: SigIndex::with_capacity(cap),
@@ -207,6 +212,12 @@ impl NatShard {
         self.slots.get(idx as usize).filter(|s| s.is_live())
     }
 
+    /// The cold half (counters) of the live session in slot `idx`.
+    pub fn cold(&self, idx: u32) -> Option<&SessionCold> {
+        self.session(idx)?;
+        self.cold.get(idx as usize)
+    }
+
     /// Slot indexes of all live sessions (for tests and dumps; O(slots)).
     pub fn live_sessions(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].is_live())
@@ -297,8 +308,11 @@ impl NatShard {
         for (_, h, inbound) in probes.iter().flatten() {
             let ix = if *inbound { &self.by_in } else { &self.by_out };
             if let Some(c) = ix.candidate(ix.home(*h)) {
-                acc =
-                    acc.wrapping_add(self.slots.get(c as usize).map_or(0, |s| u32::from(s.flags)));
+                // The hot half is read next; the cold half's counters are
+                // written by the packet's refresh.
+                let hot = self.slots.get(c as usize).map_or(0, |s| s.flags);
+                let cold = self.cold.get(c as usize).map_or(0, |s| s.wscale);
+                acc = acc.wrapping_add(u32::from(hot ^ cold));
             }
         }
         std::hint::black_box(acc);
@@ -456,13 +470,13 @@ impl NatShard {
     ) -> Option<&Session> {
         let s = self.slots.get_mut(idx as usize).filter(|s| s.is_live())?;
         s.last_seen = now;
+        let c = &mut self.cold[idx as usize];
         if inbound {
-            s.packets_in = s.packets_in.saturating_add(1);
-            s.add_bytes(true, len);
+            c.packets_in = c.packets_in.saturating_add(1);
         } else {
-            s.packets_out = s.packets_out.saturating_add(1);
-            s.add_bytes(false, len);
+            c.packets_out = c.packets_out.saturating_add(1);
         }
+        c.add_bytes(inbound, len);
         if s.proto == proto::TCP {
             s.on_tcp(tcp_flags, inbound);
         }
@@ -506,39 +520,41 @@ impl NatShard {
             *n = n.saturating_sub(1);
         }
         let hasher = &self.hasher;
-        if s.next != NONE {
-            self.slots[s.next as usize].prev = s.prev;
+        let (next, prev) = (self.cold[idx as usize].next, self.cold[idx as usize].prev);
+        if next != NONE {
+            self.cold[next as usize].prev = prev;
         }
-        if s.prev != NONE {
-            self.slots[s.prev as usize].next = s.next;
+        if prev != NONE {
+            self.cold[prev as usize].next = next;
         } else {
             // The head: the mapping passes to the next session, or ends.
             let mh = inside_hash(hasher, &s.client, s.client_port, tag(&s));
             let pool = self.pools[usize::from(s.nat_addr) * CLASSES + class_of(s.proto)].as_mut();
             let pi = pool.as_ref().and_then(|p| p.index(s.nat_port));
             if let Ok(mut e) = self.by_inside.find_entry(mh, |&i| i == idx) {
-                if s.next != NONE {
-                    *e.get_mut() = s.next;
+                if next != NONE {
+                    *e.get_mut() = next;
                 } else {
                     e.remove();
                 }
             }
             if let (Some(pool), Some(pi)) = (pool, pi) {
-                if s.next != NONE {
-                    pool.owner[pi] = s.next;
+                if next != NONE {
+                    pool.owner[pi] = next;
                 } else {
                     pool.give_back(pi);
                 }
             }
-            if s.next == NONE {
+            if next == NONE {
                 self.counters
                     .mappings
                     .set(self.counters.mappings.get().saturating_sub(1));
             }
         }
-        self.slots[idx as usize] = Session {
+        self.slots[idx as usize] = Session::FREE;
+        self.cold[idx as usize] = SessionCold {
             next: self.free_head,
-            ..Session::FREE
+            ..SessionCold::FREE
         };
         self.free_head = idx;
         self.live -= 1;
@@ -581,7 +597,7 @@ impl NatShard {
             return 0;
         };
         while let Some(p) = self
-            .slots
+            .cold
             .get(i as usize)
             .map(|s| s.prev)
             .filter(|&p| p != NONE)
@@ -590,7 +606,7 @@ impl NatShard {
         }
         let mut n = 0;
         while i != NONE {
-            let next = self.slots[i as usize].next;
+            let next = self.cold[i as usize].next;
             if self.remove(i).is_none() {
                 break;
             }
@@ -607,7 +623,8 @@ impl NatShard {
     /// them at most 7/8 full and rounding their count to a power of two.
     pub fn table_bytes(&self) -> (usize, usize) {
         let buckets = |cap: usize| (cap * 8 / 7).next_power_of_two();
-        let slab = self.slots.capacity() * std::mem::size_of::<Session>();
+        let slab = self.slots.capacity() * std::mem::size_of::<Session>()
+            + self.cold.capacity() * std::mem::size_of::<SessionCold>();
         (
             slab + self.by_out.bytes() + self.by_in.bytes(),
             buckets(self.by_inside.capacity()) * (4 + 1),

@@ -485,7 +485,8 @@ impl Racer {
         let ev = SelEvent::Answer {
             dst: s.remote_addr(),
             uplink: s.uplink,
-            rtt: (s.packets_out == 1 || race.mode == RaceMode::FirstPayload)
+            rtt: (cx.nat.cold(winner).is_some_and(|c| c.packets_out == 1)
+                || race.mode == RaceMode::FirstPayload)
                 .then(|| cx.now.since(race.started)),
             raced: true,
             decided: true,
@@ -700,7 +701,11 @@ impl Racer {
         let ev = SelEvent::Answer {
             dst: s.remote_addr(),
             uplink: s.uplink,
-            rtt: (s.packets_out == 1).then(|| cx.now.since(race.started)),
+            rtt: cx
+                .nat
+                .cold(idx)
+                .is_some_and(|c| c.packets_out == 1)
+                .then(|| cx.now.since(race.started)),
             raced: true,
             decided: false,
         };

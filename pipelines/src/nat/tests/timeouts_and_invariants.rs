@@ -228,7 +228,7 @@ fn tcp_state_picks_the_timeout() {
     assert!(expired_after(&nat, past(cfg.tcp_closed_timeout)));
     assert!(!expired_after(&nat, cfg.tcp_closed_timeout));
 
-    let s = nat.session(idx).unwrap();
+    let s = nat.cold(idx).unwrap();
     assert_eq!(
         (s.packets_in, s.packets_out, s.bytes_in(), s.bytes_out()),
         (3, 3, 180, 180)
@@ -412,6 +412,7 @@ impl NatShard {
     fn clone_for_lookup(&self) -> NatShard {
         let mut c = NatShard::new(self.cfg.clone(), &site(1), 0);
         c.slots = self.slots.clone();
+        c.cold = self.cold.clone();
         c.by_out = self.by_out.clone();
         c.by_in = self.by_in.clone();
         c.by_inside = self.by_inside.clone();
