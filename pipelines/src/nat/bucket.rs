@@ -118,7 +118,7 @@ impl SigIndex {
     #[inline]
     pub(super) fn home(&self, h: u64) -> Home {
         let n = self.buckets.len() as u64;
-        let bucket = ((h & 0xffff_ffff) * n >> 32) as usize;
+        let bucket = (((h & 0xffff_ffff) * n) >> 32) as usize;
         let sig = ((h >> 48) as u16).max(1);
         Home { bucket, sig }
     }
@@ -128,7 +128,7 @@ impl SigIndex {
     #[inline]
     fn alt(&self, b: usize, sig: u16) -> usize {
         let n = self.buckets.len();
-        let off = (u64::from(sig) * n as u64 >> 16) as usize;
+        let off = ((u64::from(sig) * n as u64) >> 16) as usize;
         let x = off + n - b;
         if x >= n {
             x - n
