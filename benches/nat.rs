@@ -185,11 +185,13 @@ fn established(refill: &mut Refill, now: Nanos, pages: HugePages) -> Path {
     assert_eq!(path.translate.nat.len(), SESSIONS, "sessions established");
     assert_eq!(path.drops(), 0);
     let (slab, mapping) = path.translate.nat.table_bytes();
+    let cap = path.translate.nat.config().max_sessions;
     eprintln!(
-        "nat: {} sessions; bytes per session: {:.1} (slab + both session indexes), {:.1} with the mapping index",
+        "nat: {} sessions in a table of {cap}; bytes per session of capacity: {:.1} (both halves + both session indexes), {:.1} with the mapping index; per live session: {:.1}",
         SESSIONS,
+        slab as f64 / cap as f64,
+        (slab + mapping) as f64 / cap as f64,
         slab as f64 / SESSIONS as f64,
-        (slab + mapping) as f64 / SESSIONS as f64
     );
     eprintln!(
         "nat: huge_pages = {:?}: {}",

@@ -9,7 +9,7 @@ use super::counters::ServerCounters;
 use super::hosts::Refusal;
 use super::index::{inside_hash, out_eq, session_in_hash, session_out_hash, tag, NatAddr, Tuple};
 use super::ports::{class_of, PortPool, CLASSES};
-use super::session::{to16, Session, HOSTED, LIVE, NONE, OUT_INDEXED, UNANSWERED, V6};
+use super::session::{to16, Session, SessionCold, HOSTED, LIVE, NONE, OUT_INDEXED, UNANSWERED, V6};
 use super::shard::NatShard;
 use crate::packet::drop::DropReason;
 use crate::packet::flow::{proto, FlowKey};
@@ -162,7 +162,21 @@ impl NatShard {
             client_mac,
             ..Session::FREE
         };
-        let idx = self.insert(s, head);
+        let idx = match self.insert(s, head) {
+            Ok(i) => i,
+            Err(e) => {
+                self.hosts.release(&t.src, &self.counters);
+                if head.is_none() {
+                    let at = usize::from(nat_addr) * CLASSES + class_of(t.proto);
+                    if let Some(pool) = self.pools.get_mut(at).and_then(Option::as_mut) {
+                        if let Some(pi) = pool.index(nat_port) {
+                            pool.give_back(pi);
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
         // A nearly full one evicts after the insertion, so the new session
         // never takes the slot of a session its race still lists.
         if self.live > self.evict_at {
@@ -275,12 +289,11 @@ impl NatShard {
                     if i == NONE {
                         break;
                     }
-                    let s = &self.slots[i as usize];
-                    if s.remote == t.src {
+                    if self.slots[i as usize].remote == t.src {
                         found = true;
                         break;
                     }
-                    i = s.next;
+                    i = self.cold[i as usize].next;
                 }
                 found
             }
@@ -319,7 +332,9 @@ impl NatShard {
         let slots = &self.slots;
         if self
             .by_out
-            .find(oh, |&i| out_eq(&slots[i as usize], &outbound))
+            .find(self.by_out.home(oh), |i| {
+                out_eq(&slots[i as usize], &outbound)
+            })
             .is_some()
         {
             self.counters.filtered.inc();
@@ -348,36 +363,64 @@ impl NatShard {
             client_mac: m.client_mac,
             ..Session::FREE
         };
-        Ok(self.insert(s, Some(head)))
+        let client = s.client;
+        self.insert(s, Some(head)).inspect_err(|_| {
+            if hosted {
+                self.hosts.release(&client, &self.counters);
+            }
+        })
     }
 
     /// Puts `s` in a slot and in the indexes; on the chain of `head`, or as
     /// the head of a new mapping (which then owns its port).
-    fn insert(&mut self, mut s: Session, head: Option<u32>) -> u32 {
+    ///
+    /// The session indexes take it first: when one has no room within its
+    /// search bound (see `bucket`) nothing changes and the refusal is
+    /// counted `table_full`; the caller gives back what it took for it.
+    fn insert(&mut self, mut s: Session, head: Option<u32>) -> Result<u32, DropReason> {
         let unanswered = s.flags & UNANSWERED != 0;
         s.flags &= !UNANSWERED;
+        let (hasher, addrs) = (&self.hasher, &self.addrs);
+        let (oh, ih) = (
+            session_out_hash(hasher, &s),
+            session_in_hash(hasher, addrs, &s),
+        );
+        let indexed = s.flags & OUT_INDEXED != 0;
         let idx = if self.free_head != NONE {
-            let i = self.free_head;
-            self.free_head = self.slots[i as usize].next;
-            i
+            self.free_head
+        } else {
+            self.slots.len() as u32
+        };
+        if indexed && !self.by_out.insert(oh, idx) {
+            self.counters.table_full.inc();
+            return Err(DropReason::TableFull);
+        }
+        if !self.by_in.insert(ih, idx) {
+            if indexed {
+                self.by_out.remove(oh, idx);
+            }
+            self.counters.table_full.inc();
+            return Err(DropReason::TableFull);
+        }
+        if self.free_head != NONE {
+            self.free_head = self.cold[idx as usize].next;
         } else {
             self.slots.push(Session::FREE);
-            (self.slots.len() - 1) as u32
-        };
-        let (hasher, addrs) = (&self.hasher, &self.addrs);
+            self.cold.push(SessionCold::FREE);
+        }
+        let mut c = SessionCold::FREE;
+        let hasher = &self.hasher;
         match head {
             Some(h) => {
-                let after = self.slots[h as usize].next;
-                s.prev = h;
-                s.next = after;
-                self.slots[h as usize].next = idx;
+                let after = self.cold[h as usize].next;
+                c.prev = h;
+                c.next = after;
+                self.cold[h as usize].next = idx;
                 if after != NONE {
-                    self.slots[after as usize].prev = idx;
+                    self.cold[after as usize].prev = idx;
                 }
             }
             None => {
-                s.prev = NONE;
-                s.next = NONE;
                 let slots = &self.slots;
                 let mh = inside_hash(hasher, &s.client, s.client_port, tag(&s));
                 self.by_inside.insert_unique(mh, idx, |&i| {
@@ -394,21 +437,9 @@ impl NatShard {
                 self.counters.mappings.add(1);
             }
         }
-        let (oh, ih) = (
-            session_out_hash(hasher, &s),
-            session_in_hash(hasher, addrs, &s),
-        );
-        let (protocol, uplink, indexed, server) =
-            (s.proto, s.uplink, s.flags & OUT_INDEXED != 0, s.server);
+        let (protocol, uplink, server) = (s.proto, s.uplink, s.server);
         self.slots[idx as usize] = s;
-        let slots = &self.slots;
-        if indexed {
-            self.by_out
-                .insert_unique(oh, idx, |&i| session_out_hash(hasher, &slots[i as usize]));
-        }
-        self.by_in.insert_unique(ih, idx, |&i| {
-            session_in_hash(hasher, addrs, &slots[i as usize])
-        });
+        self.cold[idx as usize] = c;
         if let Some(n) = self.mapping_sessions(idx) {
             *n = n.saturating_add(1);
         }
@@ -424,7 +455,7 @@ impl NatShard {
         );
         self.counters.adjust_gauges(protocol, uplink, true);
         self.counters.adjust_server(protocol, server, true);
-        idx
+        Ok(idx)
     }
 
     /// Prepares the shard for service sessions (seed 000 [31], [63]): the
@@ -506,6 +537,6 @@ impl NatShard {
             server,
             ..Session::FREE
         };
-        Ok(self.insert(s, head))
+        self.insert(s, head)
     }
 }

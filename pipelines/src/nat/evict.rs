@@ -30,13 +30,13 @@ impl NatShard {
     pub(super) fn unanswered_push(&mut self, idx: u32) {
         let tail = self.unans_tail;
         {
-            let s = &mut self.slots[idx as usize];
-            s.flags |= UNANSWERED;
-            s.older = tail;
-            s.newer = NONE;
+            self.slots[idx as usize].flags |= UNANSWERED;
+            let c = &mut self.cold[idx as usize];
+            c.older = tail;
+            c.newer = NONE;
         }
         if tail != NONE {
-            self.slots[tail as usize].newer = idx;
+            self.cold[tail as usize].newer = idx;
         } else {
             self.unans_head = idx;
         }
@@ -64,18 +64,20 @@ impl NatShard {
         let waited = s.unanswered();
         s.flags &= !UNANSWERED;
         s.tcp &= !seen::CLOSED_LISTED;
-        let (older, newer) = (s.older, s.newer);
-        s.older = NONE;
-        s.newer = NONE;
+        let c = &mut self.cold[idx as usize];
+        let (older, newer) = (c.older, c.newer);
+        c.older = NONE;
+        c.newer = NONE;
+        let s = &self.slots[idx as usize];
         let counted_race = waited && s.race != NONE && s.flags & HOSTED != 0;
         let client = s.client;
         if older != NONE {
-            self.slots[older as usize].newer = newer;
+            self.cold[older as usize].newer = newer;
         } else {
             self.unans_head = newer;
         }
         if newer != NONE {
-            self.slots[newer as usize].older = older;
+            self.cold[newer as usize].older = older;
         } else {
             self.unans_tail = older;
         }

@@ -406,7 +406,7 @@ proptest! {
             let expect: Vec<u32> = order.iter().copied().filter(|&i| nat.session(i).unwrap().unanswered()).collect();
             let mut walk = Vec::new();
             let mut i = nat.unans_head;
-            while i != NONE { walk.push(i); i = nat.slots[i as usize].newer; }
+            while i != NONE { walk.push(i); i = nat.cold[i as usize].newer; }
             prop_assert_eq!(walk, expect);
         }
     }

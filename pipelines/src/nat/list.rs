@@ -137,7 +137,7 @@ impl NatShard {
         let (mut taken, mut seen) = (0, 0);
         while i < n && taken < max && seen < scan {
             if self.matches(i, f) {
-                let s = &self.slots[i];
+                let (s, c) = (&self.slots[i], &self.cold[i]);
                 let idle = now.since(s.last_seen);
                 out.push(SessionInfo {
                     slot: i as u32,
@@ -152,10 +152,10 @@ impl NatShard {
                     state: state_name(s.proto, s.tcp_state()),
                     idle,
                     expires_in: Nanos(s.timeout(&self.cfg).0.saturating_sub(idle.0)),
-                    packets_out: s.packets_out,
-                    packets_in: s.packets_in,
-                    bytes_out: s.bytes_out(),
-                    bytes_in: s.bytes_in(),
+                    packets_out: c.packets_out,
+                    packets_in: c.packets_in,
+                    bytes_out: c.bytes_out(),
+                    bytes_in: c.bytes_in(),
                     in_race: s.in_race(),
                     race_loser: s.is_race_loser(),
                 });

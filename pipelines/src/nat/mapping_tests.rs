@@ -367,17 +367,16 @@ mod invariants {
                 prop_assert!(nat.len() <= 24);
                 let mut walk = Vec::new();
                 let mut i = nat.unans_head;
-                while i != NONE { walk.push(i); i = nat.slots[i as usize].newer; }
+                while i != NONE { walk.push(i); i = nat.cold[i as usize].newer; }
                 prop_assert_eq!(&walk, &list);
                 for &x in &open_two_way {
                     prop_assert!(!walk.contains(&x));
                 }
                 for &x in &live {
-                    let s = nat.session(x).unwrap();
-                    if s.prev != NONE { continue; }
+                    if nat.cold(x).unwrap().prev != NONE { continue; }
                     let mut len = 0u16;
                     let mut j = x;
-                    while j != NONE { len += 1; j = nat.slots[j as usize].next; }
+                    while j != NONE { len += 1; j = nat.cold[j as usize].next; }
                     prop_assert!(len <= 3, "mapping of {} has {} sessions", x, len);
                     prop_assert_eq!(nat.mapping_sessions(x).copied(), Some(len));
                 }

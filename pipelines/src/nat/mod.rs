@@ -21,15 +21,22 @@
 //! its port returns to the pool when the last session goes.
 //!
 //! # Memory
-//! Sessions live in a slab (`Vec<Session>`, 104 bytes each, reserved up front
-//! and never reallocated). The indexes store only a `u32` slab index per
-//! entry (hashbrown's `HashTable`, 5 bytes a bucket with its control byte);
-//! the key is compared against the slab record, so a lookup touches the
-//! index and the one session it needs. Three indexes: outbound 5-tuple,
-//! inbound 5-tuple, and inside endpoint → mapping head. The outside endpoint
-//! → mapping direction needs no hash: each pool keeps the owner of every
-//! port of the shard's slice in a flat array. Hashes are keyed per shard
-//! with a random seed, so remote hosts cannot aim packets at one bucket.
+//! Sessions live in a slab reserved up front and never reallocated, in two
+//! halves at the same slot: the hot half (`Vec<Session>`, one 64-byte cache
+//! line: the key a lookup verifies, the translation, time stamp, state and
+//! flags) and the cold half (`Vec<SessionCold>`, 40 bytes: counters, the
+//! mapping chain, the TCP window tracker), which packets write but never
+//! wait for. The two per-packet indexes (outbound and inbound 5-tuple,
+//! `bucket`) hold a 16-bit signature and a `u32` slot per entry in 64-byte
+//! buckets, allocated whole from `max_sessions` (8 bytes an entry); the key
+//! is compared against the hot half, so a lookup touches one bucket and one
+//! line of the session it needs, and a burst's lookups run in stages whose
+//! misses overlap. 64 + 40 + 2 × 8 = 120 bytes a session. The inside
+//! endpoint → mapping head index (per new flow, not per packet) stays a
+//! hashbrown `HashTable<u32>`. The outside endpoint → mapping direction
+//! needs no hash: each pool keeps the owner of every port of the shard's
+//! slice in a flat array. Hashes are keyed per shard with a random seed, so
+//! remote hosts cannot aim packets at one bucket.
 //!
 //! # Invariants (checked by the property tests)
 //! - Every live session has exactly one entry in each session index; every
@@ -47,10 +54,14 @@
 //! removed) as a [`RaceExit`], which the owner takes after each call.
 //!
 //! Files: `config`, `session` (the record), `ports` (port pools of the
-//! shard's slice), `index` (keyed hashes, key comparisons), `shard` (the
+//! shard's slice), `index` (keyed hashes, key comparisons), `bucket` (the
+//! per-packet indexes), `shard` (the
 //! table: lookup, refresh, removal), `create`, `sweep`, `counters`, `window`
 //! (TCP window tracking).
 
+mod bucket;
+#[cfg(test)]
+mod bucket_tests;
 mod config;
 mod counters;
 mod create;
@@ -82,6 +93,6 @@ pub use event::{EventKind, EventLog, EventReason, NatEvent, LOG_MAX, NO_UPLINK};
 pub use hosts::{HostLimits, TokenBucket};
 pub use list::{state_name, Prefix, SessionFilter, SessionInfo, STATE_NAMES};
 pub(crate) use session::NONE;
-pub use session::{Session, TcpState, NO_SERVER};
+pub use session::{Session, SessionCold, TcpState, NO_SERVER};
 pub use shard::{NatShard, RaceExit, EVENTS_MAX};
 pub use sweep::{SWEEP_MAX, SWEEP_MIN};

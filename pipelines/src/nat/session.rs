@@ -1,4 +1,5 @@
-//! The session record (104 bytes) and what it derives: TCP state, timeout.
+//! The session record (a 64-byte hot half, a 40-byte cold half) and what
+//! it derives: TCP state, timeout.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -68,17 +69,46 @@ pub(super) const WIN: u8 = 64;
 /// against it.
 pub(super) const SENT: u8 = 128;
 
-/// One session, 104 bytes (window tracking included: see `window`). Addresses are stored as 16 bytes (IPv4 in its
-/// IPv4-mapped form, told apart by the `V6` flag) so one table serves NAT44
-/// and NAT66.
+/// The hot half of a session, one 64-byte cache line: everything an
+/// established packet reads (the key its lookup verifies, the translation,
+/// the time stamp, the state and flags, the race tag). Its cold half
+/// ([`SessionCold`], in a parallel array at the same slot) holds the
+/// counters, the mapping chain and the TCP window tracker. Addresses are
+/// stored as 16 bytes (IPv4 in its IPv4-mapped form, told apart by the
+/// `V6` flag) so one table serves NAT44 and NAT66.
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 pub struct Session {
     pub(super) client: [u8; 16],
     pub(super) remote: [u8; 16],
     pub last_seen: Nanos,
+    pub client_port: u16,
+    pub remote_port: u16,
+    pub nat_port: u16,
+    /// Index into the shard's NAT address list.
+    pub(super) nat_addr: u16,
+    pub proto: u8,
+    pub uplink: UplinkId,
+    pub(super) tcp: u8,
+    pub(super) flags: u8,
+    /// The SYN race this session belongs to (seed 001 [0036]), or `NONE`:
+    /// a racing copy, a loser waiting for its SYN+ACK, or a first-payload
+    /// winner whose sequence numbers are translated.
+    pub(crate) race: u32,
+    /// The client's MAC, learnt from its packets, for the way back.
+    pub client_mac: [u8; 6],
+    /// A service session (seed 000 [31]): the local server it was given
+    /// to, whose load it counts as; `NO_SERVER` otherwise.
+    pub server: u16,
+}
+
+/// The cold half of a session (see [`Session`]): written by every packet
+/// (counters) but read by none on its way, so its line is a store the
+/// burst lookup touches ahead, never a load a packet waits for; 40 bytes.
+#[derive(Clone, Debug)]
+pub struct SessionCold {
     /// Bytes out and in, 48 bits each (saturating; see
-    /// [`Session::bytes_out`]): the 4 bytes this saves hold the window
-    /// tracker's `win_max` and `wscale`.
+    /// [`SessionCold::bytes_out`]).
     pub(super) bytes_lo: [u32; 2],
     pub(super) bytes_hi: [u16; 2],
     /// Saturating: a session past 4 billion packets a direction stops
@@ -97,24 +127,6 @@ pub struct Session {
     /// `newer`; a connection that closes gives them back to the list.
     pub(super) older: u32,
     pub(super) newer: u32,
-    pub client_port: u16,
-    pub remote_port: u16,
-    pub nat_port: u16,
-    /// Index into the shard's NAT address list.
-    pub(super) nat_addr: u16,
-    pub proto: u8,
-    pub uplink: UplinkId,
-    pub(super) tcp: u8,
-    pub(super) flags: u8,
-    /// The client's MAC, learnt from its packets, for the way back.
-    pub client_mac: [u8; 6],
-    /// The SYN race this session belongs to (seed 001 [0036]), or `NONE`:
-    /// a racing copy, a loser waiting for its SYN+ACK, or a first-payload
-    /// winner whose sequence numbers are translated.
-    pub(crate) race: u32,
-    /// A service session (seed 000 [31]): the local server it was given
-    /// to, whose load it counts as; `NO_SERVER` otherwise.
-    pub server: u16,
     /// The largest window field the inside host advertised (not on a SYN),
     /// in its scaled unit.
     pub(super) win_max: u16,
@@ -126,17 +138,16 @@ pub struct Session {
 /// `Session::server` of a session that is not a service session.
 pub const NO_SERVER: u16 = u16::MAX;
 
-// With its two index entries (a `u32` and a control byte each, the index
-// at most 7/8 full and rounded to a power of two: 10 to 12 bytes a session
-// each) a session takes at most 128 bytes.
-const _: () = assert!(std::mem::size_of::<Session>() == 104);
-const _: () = assert!(std::mem::size_of::<Session>() + 2 * 12 <= 128);
+// Hot: one cache line. With the cold half and its two index entries (8
+// bytes each at the index's sized load, see `bucket`) a session takes at
+// most 128 bytes.
+const _: () = assert!(std::mem::size_of::<Session>() == 64);
+const _: () = assert!(std::mem::size_of::<SessionCold>() == 40);
+const _: () =
+    assert!(std::mem::size_of::<Session>() + std::mem::size_of::<SessionCold>() + 2 * 8 <= 128);
 
-impl Session {
-    pub(super) const FREE: Session = Session {
-        client: [0; 16],
-        remote: [0; 16],
-        last_seen: Nanos::ZERO,
+impl SessionCold {
+    pub(super) const FREE: SessionCold = SessionCold {
         bytes_lo: [0; 2],
         bytes_hi: [0; 2],
         packets_out: 0,
@@ -145,17 +156,6 @@ impl Session {
         prev: NONE,
         older: NONE,
         newer: NONE,
-        client_port: 0,
-        remote_port: 0,
-        nat_port: 0,
-        nat_addr: 0,
-        proto: 0,
-        uplink: 0,
-        tcp: 0,
-        flags: 0,
-        client_mac: [0; 6],
-        race: NONE,
-        server: NO_SERVER,
         win_max: 0,
         wscale: 0xff,
     };
@@ -185,6 +185,25 @@ impl Session {
             }
         }
     }
+}
+
+impl Session {
+    pub(super) const FREE: Session = Session {
+        client: [0; 16],
+        remote: [0; 16],
+        last_seen: Nanos::ZERO,
+        client_port: 0,
+        remote_port: 0,
+        nat_port: 0,
+        nat_addr: 0,
+        proto: 0,
+        uplink: 0,
+        tcp: 0,
+        flags: 0,
+        race: NONE,
+        client_mac: [0; 6],
+        server: NO_SERVER,
+    };
 
     pub(super) fn is_live(&self) -> bool {
         self.flags & LIVE != 0

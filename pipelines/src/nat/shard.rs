@@ -5,6 +5,7 @@ use hashbrown::{HashMap, HashTable};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::bucket::SigIndex;
 use super::config::NatConfig;
 use super::counters::{NatCounters, TopHost, UplinkCounters};
 use super::hosts::Hosts;
@@ -12,7 +13,9 @@ use super::index::{
     in_eq, inside_hash, out_eq, session_in_hash, session_out_hash, tag, Hasher, NatAddr, Tuple,
 };
 use super::ports::{class_of, PortPool, CLASSES};
-use super::session::{seen, to16, Session, HOSTED, LOSER, NONE, OUT_INDEXED, UNANSWERED};
+use super::session::{
+    seen, to16, Session, SessionCold, HOSTED, LOSER, NONE, OUT_INDEXED, UNANSWERED,
+};
 use crate::packet::counter::Counter;
 use crate::packet::flow::{proto, FlowKey};
 use crate::packet::time::Nanos;
@@ -22,10 +25,12 @@ use crate::topology::{NatPortRange, Topology, UplinkId};
 pub struct NatShard {
     pub(super) cfg: NatConfig,
     pub(super) slots: Vec<Session>,
+    /// The cold halves, at the same slots as `slots` (see [`Session`]).
+    pub(super) cold: Vec<SessionCold>,
     pub(super) free_head: u32,
     pub(super) live: usize,
-    pub(super) by_out: HashTable<u32>,
-    pub(super) by_in: HashTable<u32>,
+    pub(super) by_out: SigIndex,
+    pub(super) by_in: SigIndex,
     /// Inside endpoint → head session of its mapping(s).
     pub(super) by_inside: HashTable<u32>,
     pub(super) hasher: Hasher,
@@ -105,10 +110,11 @@ impl NatShard {
         let shard_seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         NatShard {
             slots: Vec::with_capacity(cap),
+            cold: Vec::with_capacity(cap),
             free_head: NONE,
             live: 0,
-            by_out: HashTable::with_capacity(cap),
-            by_in: HashTable::with_capacity(cap),
+            by_out: SigIndex::with_capacity(cap),
+            by_in: SigIndex::with_capacity(cap),
             by_inside: HashTable::with_capacity(cap),
             hasher: Hasher::new(shard_seed),
             pairing: Hasher::new(cfg.seed),
@@ -206,6 +212,12 @@ impl NatShard {
         self.slots.get(idx as usize).filter(|s| s.is_live())
     }
 
+    /// The cold half (counters) of the live session in slot `idx`.
+    pub fn cold(&self, idx: u32) -> Option<&SessionCold> {
+        self.session(idx)?;
+        self.cold.get(idx as usize)
+    }
+
     /// Slot indexes of all live sessions (for tests and dumps; O(slots)).
     pub fn live_sessions(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.slots.len() as u32).filter(|&i| self.slots[i as usize].is_live())
@@ -250,15 +262,63 @@ impl NatShard {
         let h = self
             .hasher
             .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag());
+        self.find_hashed(&t, h, inbound)
+    }
+
+    #[inline]
+    fn find_hashed(&self, t: &Tuple, h: u64, inbound: bool) -> Option<u32> {
         let (slots, addrs) = (&self.slots, &self.addrs);
         if inbound {
+            let home = self.by_in.home(h);
             self.by_in
-                .find(h, |&i| in_eq(&slots[i as usize], addrs, &t))
-                .copied()
+                .find(home, |i| in_eq(&slots[i as usize], addrs, t))
         } else {
-            self.by_out
-                .find(h, |&i| out_eq(&slots[i as usize], &t))
-                .copied()
+            let home = self.by_out.home(h);
+            self.by_out.find(home, |i| out_eq(&slots[i as usize], t))
+        }
+    }
+
+    /// [`find`](Self::find) for a whole burst, in stages so that the
+    /// packets' cache misses overlap (see `bucket`): hash every key and
+    /// touch its bucket; compare signatures and touch the candidate
+    /// sessions; then verify the keys. `keys[i]` is a 5-tuple and its
+    /// direction (inbound or not), or `None` for a packet that needs no
+    /// lookup; `out[i]` receives what `find` would return.
+    pub fn find_burst(&self, keys: &[Option<(&FlowKey, bool)>], out: &mut [Option<u32>]) {
+        const N: usize = crate::packet::burst::BURST_MAX;
+        let mut probes: [Option<(Tuple, u64, bool)>; N] = [None; N];
+        // Stage 1: hash all, touch every bucket.
+        let mut acc = 0u32;
+        for (p, k) in probes.iter_mut().zip(keys) {
+            if let Some((key, inbound)) = *k {
+                let t = Tuple::of(key);
+                let h = self
+                    .hasher
+                    .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag());
+                *p = Some((t, h, inbound));
+            }
+        }
+        for (t, h, inbound) in probes.iter().flatten() {
+            let _ = t;
+            let ix = if *inbound { &self.by_in } else { &self.by_out };
+            acc = acc.wrapping_add(u32::from(ix.touch(ix.home(*h))));
+        }
+        std::hint::black_box(acc);
+        // Stage 2: signatures; touch the candidate sessions.
+        for (_, h, inbound) in probes.iter().flatten() {
+            let ix = if *inbound { &self.by_in } else { &self.by_out };
+            if let Some(c) = ix.candidate(ix.home(*h)) {
+                // The hot half is read next; the cold half's counters are
+                // written by the packet's refresh.
+                let hot = self.slots.get(c as usize).map_or(0, |s| s.flags);
+                let cold = self.cold.get(c as usize).map_or(0, |s| s.wscale);
+                acc = acc.wrapping_add(u32::from(hot ^ cold));
+            }
+        }
+        std::hint::black_box(acc);
+        // Stage 3: verify.
+        for (o, p) in out.iter_mut().zip(&probes) {
+            *o = p.and_then(|(t, h, inbound)| self.find_hashed(&t, h, inbound));
         }
     }
 
@@ -340,14 +400,15 @@ impl NatShard {
         let has = s.flags & OUT_INDEXED != 0;
         let h = session_out_hash(&self.hasher, s);
         if on && !has {
-            let (hasher, slots) = (&self.hasher, &self.slots);
-            self.by_out
-                .insert_unique(h, idx, |&i| session_out_hash(hasher, &slots[i as usize]));
-            self.slots[idx as usize].flags |= OUT_INDEXED;
-        } else if !on && has {
-            if let Ok(e) = self.by_out.find_entry(h, |&i| i == idx) {
-                e.remove();
+            if self.by_out.insert(h, idx) {
+                self.slots[idx as usize].flags |= OUT_INDEXED;
+            } else {
+                // No room within the index's bound: the session stays
+                // without the entry (its packets find none), counted.
+                self.counters.table_full.inc();
             }
+        } else if !on && has {
+            self.by_out.remove(h, idx);
             self.slots[idx as usize].flags &= !OUT_INDEXED;
         }
     }
@@ -409,13 +470,13 @@ impl NatShard {
     ) -> Option<&Session> {
         let s = self.slots.get_mut(idx as usize).filter(|s| s.is_live())?;
         s.last_seen = now;
+        let c = &mut self.cold[idx as usize];
         if inbound {
-            s.packets_in = s.packets_in.saturating_add(1);
-            s.add_bytes(true, len);
+            c.packets_in = c.packets_in.saturating_add(1);
         } else {
-            s.packets_out = s.packets_out.saturating_add(1);
-            s.add_bytes(false, len);
+            c.packets_out = c.packets_out.saturating_add(1);
         }
+        c.add_bytes(inbound, len);
         if s.proto == proto::TCP {
             s.on_tcp(tcp_flags, inbound);
         }
@@ -452,56 +513,48 @@ impl NatShard {
         }
         let (hasher, addrs) = (&self.hasher, &self.addrs);
         if s.flags & OUT_INDEXED != 0 {
-            if let Ok(e) = self
-                .by_out
-                .find_entry(session_out_hash(hasher, &s), |&i| i == idx)
-            {
-                e.remove();
-            }
+            self.by_out.remove(session_out_hash(hasher, &s), idx);
         }
-        if let Ok(e) = self
-            .by_in
-            .find_entry(session_in_hash(hasher, addrs, &s), |&i| i == idx)
-        {
-            e.remove();
-        }
+        self.by_in.remove(session_in_hash(hasher, addrs, &s), idx);
         if let Some(n) = self.mapping_sessions(idx) {
             *n = n.saturating_sub(1);
         }
         let hasher = &self.hasher;
-        if s.next != NONE {
-            self.slots[s.next as usize].prev = s.prev;
+        let (next, prev) = (self.cold[idx as usize].next, self.cold[idx as usize].prev);
+        if next != NONE {
+            self.cold[next as usize].prev = prev;
         }
-        if s.prev != NONE {
-            self.slots[s.prev as usize].next = s.next;
+        if prev != NONE {
+            self.cold[prev as usize].next = next;
         } else {
             // The head: the mapping passes to the next session, or ends.
             let mh = inside_hash(hasher, &s.client, s.client_port, tag(&s));
             let pool = self.pools[usize::from(s.nat_addr) * CLASSES + class_of(s.proto)].as_mut();
             let pi = pool.as_ref().and_then(|p| p.index(s.nat_port));
             if let Ok(mut e) = self.by_inside.find_entry(mh, |&i| i == idx) {
-                if s.next != NONE {
-                    *e.get_mut() = s.next;
+                if next != NONE {
+                    *e.get_mut() = next;
                 } else {
                     e.remove();
                 }
             }
             if let (Some(pool), Some(pi)) = (pool, pi) {
-                if s.next != NONE {
-                    pool.owner[pi] = s.next;
+                if next != NONE {
+                    pool.owner[pi] = next;
                 } else {
                     pool.give_back(pi);
                 }
             }
-            if s.next == NONE {
+            if next == NONE {
                 self.counters
                     .mappings
                     .set(self.counters.mappings.get().saturating_sub(1));
             }
         }
-        self.slots[idx as usize] = Session {
+        self.slots[idx as usize] = Session::FREE;
+        self.cold[idx as usize] = SessionCold {
             next: self.free_head,
-            ..Session::FREE
+            ..SessionCold::FREE
         };
         self.free_head = idx;
         self.live -= 1;
@@ -544,7 +597,7 @@ impl NatShard {
             return 0;
         };
         while let Some(p) = self
-            .slots
+            .cold
             .get(i as usize)
             .map(|s| s.prev)
             .filter(|&p| p != NONE)
@@ -553,7 +606,7 @@ impl NatShard {
         }
         let mut n = 0;
         while i != NONE {
-            let next = self.slots[i as usize].next;
+            let next = self.cold[i as usize].next;
             if self.remove(i).is_none() {
                 break;
             }
@@ -564,16 +617,17 @@ impl NatShard {
     }
 
     /// Bytes the session slab and the three indexes take at their reserved
-    /// capacity: (slab + both session indexes, mapping index). Index buckets
-    /// are a `u32` and a control byte; hashbrown keeps at most 7/8 full and
-    /// rounds the bucket count to a power of two.
+    /// capacity: (slab + both session indexes, mapping index). The session
+    /// indexes are allocated whole at creation (see `bucket`); the mapping
+    /// index's buckets are a `u32` and a control byte, hashbrown keeping
+    /// them at most 7/8 full and rounding their count to a power of two.
     pub fn table_bytes(&self) -> (usize, usize) {
         let buckets = |cap: usize| (cap * 8 / 7).next_power_of_two();
-        let index = |t: &HashTable<u32>| buckets(t.capacity()) * (4 + 1);
-        let slab = self.slots.capacity() * std::mem::size_of::<Session>();
+        let slab = self.slots.capacity() * std::mem::size_of::<Session>()
+            + self.cold.capacity() * std::mem::size_of::<SessionCold>();
         (
-            slab + index(&self.by_out) + index(&self.by_in),
-            index(&self.by_inside),
+            slab + self.by_out.bytes() + self.by_in.bytes(),
+            buckets(self.by_inside.capacity()) * (4 + 1),
         )
     }
 

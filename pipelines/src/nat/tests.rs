@@ -104,11 +104,14 @@ fn free_ports(nat: &NatShard, addr: &str, protocol: u8) -> usize {
 }
 
 #[test]
-fn session_record_is_104_bytes_and_128_with_its_index_entries() {
-    assert_eq!(std::mem::size_of::<Session>(), 104);
+fn session_halves_are_a_cache_line_and_40_bytes_128_with_index_entries() {
+    assert_eq!(std::mem::size_of::<Session>(), 64);
+    assert_eq!(std::mem::align_of::<Session>(), 64, "one line each");
+    assert_eq!(std::mem::size_of::<SessionCold>(), 40);
     let nat = NatShard::new(NatConfig::default(), &site(1), 0);
     let (bytes, _) = nat.table_bytes();
     assert!(bytes / NatConfig::default().max_sessions <= 128, "{bytes}");
+    assert_eq!(nat.slots.as_ptr() as usize % 64, 0);
 }
 
 #[test]

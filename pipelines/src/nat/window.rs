@@ -21,7 +21,7 @@
 //! and for a connection picked up mid-stream (no SYN seen), whose window is
 //! read with the largest shift (14) until it closes.
 //!
-//! State (inside the 104-byte record): `rcv_nxt` and `snd_end` reuse the
+//! State (in the session's cold half): `rcv_nxt` and `snd_end` reuse the
 //! two links of the eviction list, which a session leaves at its first
 //! packet from outside and joins again only when its connection has ended
 //! (FINs both ways, or an RST; the checks are liberal from then on); `win_max` (u16, in the inside host's scaled
@@ -30,7 +30,7 @@
 
 use super::create::ADF_WALK_MAX;
 use super::index::{out_eq, Tuple};
-use super::session::{seen, Session, NONE, SENT, UNANSWERED, WIN};
+use super::session::{seen, SessionCold, NONE, SENT, UNANSWERED, WIN};
 use super::shard::NatShard;
 use crate::packet::drop::DropReason;
 use crate::topology::UplinkId;
@@ -43,13 +43,13 @@ const ACK_BEHIND: i32 = 1 << 30;
 /// A shift read from a SYN: RFC 7323 2.3 caps it at 14.
 const NO_SCALE: u8 = 15;
 
-impl Session {
+impl SessionCold {
     /// The shift of the inside host's window field.
     #[inline]
-    pub(super) fn out_shift(&self) -> u32 {
+    pub(super) fn out_shift(&self, tcp: u8) -> u32 {
         use seen::{SYN_IN, SYN_OUT};
         let (o, i) = (self.wscale & 15, self.wscale >> 4);
-        if self.tcp & (SYN_OUT | SYN_IN) != SYN_OUT | SYN_IN {
+        if tcp & (SYN_OUT | SYN_IN) != SYN_OUT | SYN_IN {
             // Picked up mid-stream: unknown, be liberal.
             14
         } else if o != NO_SCALE && i != NO_SCALE {
@@ -63,23 +63,23 @@ impl Session {
     /// The inside host's receive window in bytes (at least 1): its largest
     /// advertised window, or 64 KiB scaled before it advertised one.
     #[inline]
-    pub(super) fn rcv_window(&self) -> u32 {
+    pub(super) fn rcv_window(&self, tcp: u8) -> u32 {
         let w = if self.win_max == 0 {
             0xffff
         } else {
             self.win_max
         };
-        (u32::from(w) << self.out_shift()).max(1)
+        (u32::from(w) << self.out_shift(tcp)).max(1)
     }
 
     /// Whether an inbound segment is acceptable (see the module notes).
     #[inline]
-    pub(super) fn in_window(&self, seg: &Segment) -> bool {
-        if self.flags & WIN == 0 || seg.flags & TCP_SYN != 0 {
+    pub(super) fn in_window(&self, flags: u8, tcp: u8, seg: &Segment) -> bool {
+        if flags & WIN == 0 || seg.flags & TCP_SYN != 0 {
             return true;
         }
         let rcv_nxt = self.older;
-        let w = self.rcv_window();
+        let w = self.rcv_window(tcp);
         let d = seg.seq.wrapping_sub(rcv_nxt);
         if seg.flags & TCP_RST != 0 {
             return d < w;
@@ -88,7 +88,7 @@ impl Session {
         if d as i32 > w || (seg.end().wrapping_sub(rcv_nxt) as i32) < -w {
             return false;
         }
-        if self.flags & SENT != 0 && seg.flags & TCP_ACK != 0 {
+        if flags & SENT != 0 && seg.flags & TCP_ACK != 0 {
             let a = seg.ack.wrapping_sub(self.newer) as i32;
             return (-ACK_BEHIND..=0).contains(&a);
         }
@@ -98,24 +98,24 @@ impl Session {
     /// Learns from an inbound segment that was accepted and counted
     /// (the session is off the unanswered list by then).
     #[inline]
-    pub(super) fn learn_in(&mut self, seg: &Segment) {
-        if self.flags & UNANSWERED != 0 {
+    pub(super) fn learn_in(&mut self, flags: &mut u8, seg: &Segment) {
+        if *flags & UNANSWERED != 0 {
             return;
         }
-        if self.flags & WIN == 0 {
+        if *flags & WIN == 0 {
             // The inside host has acknowledged nothing of it yet.
             self.older = seg.seq.wrapping_add(u32::from(seg.flags & TCP_SYN != 0));
-            self.flags |= WIN;
+            *flags |= WIN;
         }
-        if self.flags & SENT == 0 && seg.flags & TCP_ACK != 0 {
+        if *flags & SENT == 0 && seg.flags & TCP_ACK != 0 {
             self.newer = seg.ack;
-            self.flags |= SENT;
+            *flags |= SENT;
         }
     }
 
     /// Learns from an outbound segment that leaves by this session.
     #[inline]
-    pub(super) fn learn_out(&mut self, seg: &Segment) {
+    pub(super) fn learn_out(&mut self, flags: &mut u8, seg: &Segment) {
         if seg.flags & TCP_SYN != 0 {
             let shift = seg.wscale.map_or(NO_SCALE, |s| s.min(14));
             self.wscale = (self.wscale & 0xf0) | shift;
@@ -123,21 +123,21 @@ impl Session {
         if seg.flags & (TCP_SYN | TCP_ACK) == TCP_ACK {
             self.win_max = self.win_max.max(seg.window);
         }
-        if self.flags & UNANSWERED != 0 {
+        if *flags & UNANSWERED != 0 {
             return;
         }
         if seg.flags & TCP_ACK != 0 {
-            if self.flags & WIN == 0 {
+            if *flags & WIN == 0 {
                 self.older = seg.ack;
-                self.flags |= WIN;
+                *flags |= WIN;
             } else if (seg.ack.wrapping_sub(self.older) as i32) > 0 {
                 self.older = seg.ack;
             }
         }
         let end = seg.end();
-        if self.flags & SENT == 0 {
+        if *flags & SENT == 0 {
             self.newer = end;
-            self.flags |= SENT;
+            *flags |= SENT;
         } else if (end.wrapping_sub(self.newer) as i32) > 0 {
             self.newer = end;
         }
@@ -151,15 +151,16 @@ impl NatShard {
     /// Records the outside's window scale from a SYN.
     #[inline]
     pub fn tcp_check_in(&mut self, idx: u32, seg: &Segment) -> Result<(), DropReason> {
-        let Some(s) = self.slots.get_mut(idx as usize).filter(|s| s.is_live()) else {
+        let Some(s) = self.slots.get(idx as usize).filter(|s| s.is_live()) else {
             return Ok(());
         };
-        if !s.in_window(seg) {
+        let c = &mut self.cold[idx as usize];
+        if !c.in_window(s.flags, s.tcp, seg) {
             return Err(DropReason::TcpOutOfWindow);
         }
         if seg.flags & TCP_SYN != 0 {
             let shift = seg.wscale.map_or(NO_SCALE, |s| s.min(14));
-            s.wscale = (s.wscale & 0x0f) | shift << 4;
+            c.wscale = (c.wscale & 0x0f) | shift << 4;
         }
         Ok(())
     }
@@ -168,7 +169,7 @@ impl NatShard {
     #[inline]
     pub fn tcp_learn_in(&mut self, idx: u32, seg: &Segment) {
         if let Some(s) = self.slots.get_mut(idx as usize).filter(|s| s.is_live()) {
-            s.learn_in(seg);
+            self.cold[idx as usize].learn_in(&mut s.flags, seg);
         }
     }
 
@@ -176,7 +177,7 @@ impl NatShard {
     #[inline]
     pub fn tcp_learn_out(&mut self, idx: u32, seg: &Segment) {
         if let Some(s) = self.slots.get_mut(idx as usize).filter(|s| s.is_live()) {
-            s.learn_out(seg);
+            self.cold[idx as usize].learn_out(&mut s.flags, seg);
         }
     }
 
@@ -196,12 +197,11 @@ impl NatShard {
             let mut i = self.find_mapping(&t, u as UplinkId).unwrap_or(NONE);
             let mut walked = 0;
             while i != NONE && walked < ADF_WALK_MAX && n < stale.len() {
-                let s = &self.slots[i as usize];
-                if i != idx && out_eq(s, &t) {
+                if i != idx && out_eq(&self.slots[i as usize], &t) {
                     stale[n] = i;
                     n += 1;
                 }
-                i = s.next;
+                i = self.cold[i as usize].next;
                 walked += 1;
             }
         }
@@ -210,6 +210,20 @@ impl NatShard {
             gone += usize::from(self.remove(i).is_some());
         }
         gone
+    }
+
+    /// The inside host's receive window of live session `idx` (tests).
+    #[cfg(test)]
+    pub(super) fn rcv_window(&self, idx: u32) -> u32 {
+        let s = &self.slots[idx as usize];
+        self.cold[idx as usize].rcv_window(s.tcp)
+    }
+
+    /// Whether an inbound segment is in session `idx`'s window (tests).
+    #[cfg(test)]
+    pub(super) fn in_window(&self, idx: u32, seg: &Segment) -> bool {
+        let s = &self.slots[idx as usize];
+        self.cold[idx as usize].in_window(s.flags, s.tcp, seg)
     }
 
     /// Whether session `idx` is a closing or closed TCP connection (FINs

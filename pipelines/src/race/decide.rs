@@ -501,7 +501,8 @@ impl Racer {
         let ev = SelEvent::Answer {
             dst: s.remote_addr(),
             uplink: s.uplink,
-            rtt: (s.packets_out == 1 || race.mode == RaceMode::FirstPayload)
+            rtt: (cx.nat.cold(winner).is_some_and(|c| c.packets_out == 1)
+                || race.mode == RaceMode::FirstPayload)
                 .then(|| cx.now.since(race.started)),
             raced: true,
             decided: true,
@@ -708,7 +709,11 @@ impl Racer {
         if !synack {
             return Err(DropReason::RaceLoser);
         }
-        let rtt = (s.packets_out == 1).then(|| cx.now.since(race.started));
+        let rtt = cx
+            .nat
+            .cold(idx)
+            .is_some_and(|c| c.packets_out == 1)
+            .then(|| cx.now.since(race.started));
         let ev = SelEvent::Answer {
             dst: s.remote_addr(),
             uplink: s.uplink,

@@ -228,7 +228,7 @@ fn tcp_state_picks_the_timeout() {
     assert!(expired_after(&nat, past(cfg.tcp_closed_timeout)));
     assert!(!expired_after(&nat, cfg.tcp_closed_timeout));
 
-    let s = nat.session(idx).unwrap();
+    let s = nat.cold(idx).unwrap();
     assert_eq!(
         (s.packets_in, s.packets_out, s.bytes_in(), s.bytes_out()),
         (3, 3, 180, 180)
@@ -324,6 +324,21 @@ fn check_invariants(nat: &NatShard, now: Nanos) -> Result<(), TestCaseError> {
     prop_assert!(nat.len() <= nat.cfg.max_sessions && nat.slots.len() <= nat.cfg.max_sessions);
     prop_assert_eq!(nat.by_out.len(), nat.len());
     prop_assert_eq!(nat.by_in.len(), nat.len());
+    nat.by_out.check();
+    nat.by_in.check();
+    // The burst lookup finds each live session both ways.
+    let keys: Vec<(FlowKey, bool)> = live
+        .iter()
+        .flat_map(|(_, s)| [(s.outbound_key(), false), (nat.inbound_key(s), true)])
+        .collect();
+    for chunk in keys.chunks(crate::packet::burst::BURST_MAX) {
+        let ks: Vec<Option<(&FlowKey, bool)>> = chunk.iter().map(|(k, d)| Some((k, *d))).collect();
+        let mut out = vec![None; ks.len()];
+        nat.find_burst(&ks, &mut out);
+        for ((k, d), o) in chunk.iter().zip(&out) {
+            prop_assert_eq!(*o, nat.find(k, *d));
+        }
+    }
     // (proto, inside endpoint, uplink) -> outside; outside -> inside.
     let mut mapping: StdMap<(u8, IpAddr, u16, u8), (IpAddr, u16)> = StdMap::new();
     let mut owner: StdMap<(u8, IpAddr, u16), (IpAddr, u16)> = StdMap::new();
@@ -397,6 +412,7 @@ impl NatShard {
     fn clone_for_lookup(&self) -> NatShard {
         let mut c = NatShard::new(self.cfg.clone(), &site(1), 0);
         c.slots = self.slots.clone();
+        c.cold = self.cold.clone();
         c.by_out = self.by_out.clone();
         c.by_in = self.by_in.clone();
         c.by_inside = self.by_inside.clone();

@@ -51,7 +51,7 @@ impl Translate {
             None
         };
         if m.flow.proto == proto::TCP {
-            if let Some(s) = self.nat.session(idx) {
+            if let (Some(s), Some(c)) = (self.nat.session(idx), self.nat.cold(idx)) {
                 if s.in_race() {
                     let (racer, mut cx) = self.racing(now);
                     if !racer.inbound(&mut cx, pkt, idx, extra)? {
@@ -59,14 +59,14 @@ impl Translate {
                     }
                 } else if m.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
                     && !NatShard::answered(s)
-                    && s.packets_in == 0
+                    && c.packets_in == 0
                 {
                     // A connection that did not race still measures its
                     // uplink (seed 001 [0041]).
                     let ev = SelEvent::Answer {
                         dst: s.remote_addr(),
                         uplink: s.uplink,
-                        rtt: (s.packets_out == 1).then(|| now.since(s.last_seen)),
+                        rtt: (c.packets_out == 1).then(|| now.since(s.last_seen)),
                         raced: false,
                         decided: false,
                     };

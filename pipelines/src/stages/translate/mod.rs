@@ -125,19 +125,22 @@ impl Translate {
         let n = input
             .len()
             .min((output.remaining_capacity() / per_packet).max(usize::from(output.is_empty())));
-        // Look the whole burst up first (see `NatShard::find`), then
-        // translate with the slots found as hints.
+        // Look the whole burst up first, in stages whose cache misses
+        // overlap (see `NatShard::find_burst`), then translate with the
+        // slots found as hints.
         let mut hints = [None; crate::packet::burst::BURST_MAX];
-        for (h, pkt) in hints.iter_mut().zip(input.iter().take(n)) {
+        let mut keys = [None; crate::packet::burst::BURST_MAX];
+        for (k, pkt) in keys.iter_mut().zip(input.iter().take(n)) {
             let m = pkt.meta();
             if !m.is_icmp_error() && !m.frag.fragment {
-                *h = match m.direction {
-                    Direction::Outbound => self.nat.find(&m.flow, false),
-                    Direction::Inbound => self.nat.find(&m.flow, true),
+                *k = match m.direction {
+                    Direction::Outbound => Some((&m.flow, false)),
+                    Direction::Inbound => Some((&m.flow, true)),
                     Direction::Unknown | Direction::Local => None,
                 };
             }
         }
+        self.nat.find_burst(&keys[..n], &mut hints[..n]);
         let mut extra = Burst::new();
         for (i, pkt) in input.drain(..n).enumerate() {
             self.counters.packets.inc();

@@ -277,7 +277,8 @@ fn a_syn_after_a_fin_close_opens_a_new_connection() {
     let new = rig.session().unwrap();
     let s = rig.translate.nat.session(new).unwrap();
     assert_eq!(s.tcp_state(), TcpState::SynSent);
-    assert_eq!((s.last_seen, s.packets_in, s.packets_out), (t1, 0, 1));
+    let c = rig.translate.nat.cold(new).unwrap();
+    assert_eq!((s.last_seen, c.packets_in, c.packets_out), (t1, 0, 1));
     assert_eq!(rig.translate.nat.len(), 1);
     // A SYN on a live connection does not (a retransmission, or a
     // simultaneous open): the session stays.
