@@ -80,6 +80,71 @@ impl FlowKey {
     }
 }
 
+/// The keyed hash of a whole flow key that classify computes once per packet
+/// (`PacketMeta::flow_hash`) for the session index of translate to reuse.
+///
+/// Keyed (foldhash-style folded 64 × 64 → 128-bit multiplies whose
+/// multipliers come from the seed), so without the seed no one can aim many
+/// flows at one bucket; the same construction, byte for byte, as the NAT
+/// index's per-shard hasher of the received tuple (addresses as 16 bytes,
+/// IPv4 mapped; the protocol with the family in its top bit), so an index
+/// keyed with the same seed can take the value as its own.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowHasher {
+    k: [u64; 4],
+}
+
+impl FlowHasher {
+    pub fn new(seed: u64) -> FlowHasher {
+        let mut x = seed | 1;
+        FlowHasher {
+            k: std::array::from_fn(|_| xorshift_star(&mut x) | 1),
+        }
+    }
+
+    /// The hash of `k`: never 0 (`PacketMeta::flow_hash` 0 means "not
+    /// computed").
+    #[inline]
+    pub fn hash(&self, k: &FlowKey) -> u64 {
+        let a = ne128(k.src);
+        let b = ne128(k.dst);
+        let tag = k.proto ^ (u8::from(k.src.is_ipv6()) << 7);
+        let tail = (u64::from(k.src_port) << 32) | (u64::from(k.dst_port) << 16) | u64::from(tag);
+        let h = fold128(a as u64 ^ self.k[0], (a >> 64) as u64 ^ self.k[1]);
+        let h = fold128(h ^ b as u64, (b >> 64) as u64 ^ self.k[2]);
+        fold128(h ^ tail, self.k[3]).max(1)
+    }
+}
+
+#[inline]
+fn fold128(x: u64, y: u64) -> u64 {
+    let r = u128::from(x) * u128::from(y);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+fn xorshift_star(x: &mut u64) -> u64 {
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// `u128::from_ne_bytes` of the address as 16 bytes (IPv4 mapped,
+/// `::ffff:a.b.c.d`), without building the bytes for IPv4.
+#[inline]
+fn ne128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[10] = 0xff;
+            b[11] = 0xff;
+            b[12..].copy_from_slice(&v4.octets());
+            u128::from_ne_bytes(b)
+        }
+        IpAddr::V6(v6) => u128::from_ne_bytes(v6.octets()),
+    }
+}
+
 const HASH_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 #[inline]
@@ -134,6 +199,53 @@ mod tests {
             buckets[(h % 4) as usize] += 1;
         }
         assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");
+    }
+
+    #[test]
+    fn flow_hasher_is_keyed_and_covers_the_whole_key() {
+        let k = FlowKey {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            src_port: 40000,
+            dst_port: 80,
+            proto: proto::TCP,
+        };
+        let h = FlowHasher::new(7);
+        assert_eq!(h.hash(&k), FlowHasher::new(7).hash(&k));
+        assert_ne!(h.hash(&k), FlowHasher::new(8).hash(&k));
+        // The bytes hashed are the NAT tables' (IPv4 mapped into IPv6).
+        for a in ["10.0.0.1", "255.1.2.3", "2001:db8::1"] {
+            let a: IpAddr = a.parse().unwrap();
+            let mapped = match a {
+                IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+                IpAddr::V6(v) => v.octets(),
+            };
+            assert_eq!(ne128(a), u128::from_ne_bytes(mapped));
+        }
+        for other in [
+            FlowKey {
+                src_port: 40001,
+                ..k
+            },
+            FlowKey { dst_port: 81, ..k },
+            FlowKey {
+                proto: proto::UDP,
+                ..k
+            },
+            FlowKey {
+                dst: "192.0.2.2".parse().unwrap(),
+                ..k
+            },
+            FlowKey {
+                src: "::ffff:10.0.0.1".parse().unwrap(),
+                ..k
+            },
+            k.reversed(),
+        ] {
+            assert_ne!(h.hash(&other), h.hash(&k), "{other:?}");
+        }
+        assert_spreads((0..4000u16).map(|p| h.hash(&FlowKey { src_port: p, ..k }) as u32));
+        assert_spreads((0..4000u16).map(|p| (h.hash(&FlowKey { src_port: p, ..k }) >> 40) as u32));
     }
 
     #[test]
