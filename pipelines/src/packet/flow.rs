@@ -72,12 +72,20 @@ impl FlowKey {
     /// mapping, RFC 4787 REQ-1). Stable across runs, as [`Self::stable_hash`].
     #[inline]
     pub fn inside_endpoint_hash(&self) -> u32 {
-        let h = mix(HASH_SEED, addr_bits(self.src));
-        finish(mix(
-            h,
-            (u64::from(self.src_port) << 16) | u64::from(self.proto),
-        ))
+        endpoint_hash(addr_bits(self.src), self.src_port, self.proto)
     }
+}
+
+/// [`FlowKey::inside_endpoint_hash`] of an IPv4 source given as an integer.
+#[inline]
+pub fn inside_endpoint_hash_v4(src: u32, src_port: u16, protocol: u8) -> u32 {
+    endpoint_hash(u64::from(src), src_port, protocol)
+}
+
+#[inline]
+fn endpoint_hash(addr: u64, port: u16, protocol: u8) -> u32 {
+    let h = mix(HASH_SEED, addr);
+    finish(mix(h, (u64::from(port) << 16) | u64::from(protocol)))
 }
 
 /// The keyed hash of a whole flow key that classify computes once per packet
@@ -106,10 +114,21 @@ impl FlowHasher {
     /// computed").
     #[inline]
     pub fn hash(&self, k: &FlowKey) -> u64 {
-        let a = ne128(k.src);
-        let b = ne128(k.dst);
         let tag = k.proto ^ (u8::from(k.src.is_ipv6()) << 7);
-        let tail = (u64::from(k.src_port) << 32) | (u64::from(k.dst_port) << 16) | u64::from(tag);
+        self.hash_parts(ne128(k.src), k.src_port, ne128(k.dst), k.dst_port, tag)
+    }
+
+    /// [`Self::hash`] of an IPv4 flow given as integers.
+    #[inline]
+    pub fn hash_v4(&self, src: u32, src_port: u16, dst: u32, dst_port: u16, protocol: u8) -> u64 {
+        let a = ne128(IpAddr::V4(src.into()));
+        let b = ne128(IpAddr::V4(dst.into()));
+        self.hash_parts(a, src_port, b, dst_port, protocol)
+    }
+
+    #[inline]
+    fn hash_parts(&self, a: u128, src_port: u16, b: u128, dst_port: u16, tag: u8) -> u64 {
+        let tail = (u64::from(src_port) << 32) | (u64::from(dst_port) << 16) | u64::from(tag);
         let h = fold128(a as u64 ^ self.k[0], (a >> 64) as u64 ^ self.k[1]);
         let h = fold128(h ^ b as u64, (b >> 64) as u64 ^ self.k[2]);
         fold128(h ^ tail, self.k[3]).max(1)
@@ -213,6 +232,14 @@ mod tests {
         let h = FlowHasher::new(7);
         assert_eq!(h.hash(&k), FlowHasher::new(7).hash(&k));
         assert_ne!(h.hash(&k), FlowHasher::new(8).hash(&k));
+        assert_eq!(
+            h.hash_v4(0x0A00_0001, 40000, 0xC000_0201, 80, 6),
+            h.hash(&k)
+        );
+        assert_eq!(
+            inside_endpoint_hash_v4(0x0A00_0001, 40000, 6),
+            k.inside_endpoint_hash()
+        );
         // The bytes hashed are the NAT tables' (IPv4 mapped into IPv6).
         for a in ["10.0.0.1", "255.1.2.3", "2001:db8::1"] {
             let a: IpAddr = a.parse().unwrap();

@@ -15,10 +15,19 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::Classify;
 use crate::packet::buf::{Direction, PacketBuf};
-use crate::packet::flow::{proto, FlowKey};
+use crate::packet::flow::{inside_endpoint_hash_v4, proto, FlowKey};
 use crate::topology::{PortInfo, PortRole};
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_VLAN, VLAN_ID_MASK};
 use crate::wire::{checksum, ipv4, tcp, udp};
+
+/// An IPv4 5-tuple as integers.
+struct V4Key {
+    src: u32,
+    dst: u32,
+    src_port: u16,
+    dst_port: u16,
+    proto: u8,
+}
 
 /// What the fast path decided, written to the metadata by `classify_fast`.
 struct Verdict {
@@ -73,7 +82,7 @@ impl Classify {
             }
             _ => return false,
         };
-        if d[..6] != port.mac {
+        if d.first_chunk::<6>() != Some(&port.mac) {
             return false;
         }
         let Some(ip) = d.get(l3..) else {
@@ -112,19 +121,23 @@ impl Classify {
             }
             _ => return false,
         };
-        let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
-        let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
-        let flow = FlowKey {
-            src: IpAddr::V4(Ipv4Addr::from(src)),
-            dst: IpAddr::V4(Ipv4Addr::from(dst)),
+        let k = V4Key {
+            src: u32::from_be_bytes([h[12], h[13], h[14], h[15]]),
+            dst: u32::from_be_bytes([h[16], h[17], h[18], h[19]]),
             // Ports sit at the same offsets in TCP and UDP.
             src_port: be16(l4, 0),
             dst_port: be16(l4, 2),
             proto: protocol,
         };
-        let ttl = h[ipv4::TTL_OFFSET];
-        let Some(v) = self.fast_direction(port, in_port, &flow, src, dst, ttl) else {
+        let Some(v) = self.fast_direction(port, in_port, &k, h[ipv4::TTL_OFFSET]) else {
             return false;
+        };
+        let flow = FlowKey {
+            src: IpAddr::V4(Ipv4Addr::from(k.src)),
+            dst: IpAddr::V4(Ipv4Addr::from(k.dst)),
+            src_port: k.src_port,
+            dst_port: k.dst_port,
+            proto: k.proto,
         };
         if let Some(s) = &self.services {
             if s.classify(&flow, v.direction == Direction::Outbound, self.topo.shards)
@@ -133,7 +146,9 @@ impl Classify {
                 return false;
             }
         }
-        let flow_hash = self.hasher.hash(&flow);
+        let flow_hash = self
+            .hasher
+            .hash_v4(k.src, k.src_port, k.dst, k.dst_port, k.proto);
         pkt.set_len(l3 + total);
         let m = pkt.meta_mut();
         m.vlan = port.vlan;
@@ -154,46 +169,34 @@ impl Classify {
 
     /// The hygiene and direction of the general path, for the cases that
     /// pass them with nothing to answer: `None` for every other.
-    #[inline]
-    fn fast_direction(
-        &self,
-        port: &PortInfo,
-        in_port: u16,
-        flow: &FlowKey,
-        src: u32,
-        dst: u32,
-        ttl: u8,
-    ) -> Option<Verdict> {
+    #[inline(always)]
+    fn fast_direction(&self, port: &PortInfo, in_port: u16, k: &V4Key, ttl: u8) -> Option<Verdict> {
         let s = &self.site;
         match &port.role {
             PortRole::Lan => {
-                let f = s.facts(flow.src, flow.dst);
                 // Martian destination, to the gateway (answered or
                 // `local_destination`), spoofed, TTL running out, to the LAN.
-                if special_v4(dst)
-                    || s.is_directed_broadcast(flow.dst)
-                    || f.dst_gateway
-                    || !f.src_lan
+                if special_v4(k.dst)
+                    || s.is_broadcast_v4(k.dst)
+                    || s.is_gateway_v4(k.dst)
+                    || !s.is_lan_v4(k.src)
                     || ttl <= 1
-                    || f.dst_lan
+                    || s.is_lan_v4(k.dst)
                 {
                     return None;
                 }
+                let h = inside_endpoint_hash_v4(k.src, k.src_port, k.proto);
                 Some(Verdict {
                     direction: Direction::Outbound,
                     uplink: 0,
-                    shard: s.shard_of(flow.inside_endpoint_hash()),
+                    shard: s.shard_of(h),
                 })
             }
             PortRole::Uplink(ids) => {
-                if bad_source_v4(src) || s.is_lan(flow.src) {
+                if bad_source_v4(k.src) || s.is_lan_v4(k.src) || s.nat_uplink_v4(k.src).is_some() {
                     return None;
                 }
-                let nat = &self.topo.nat_addr_uplink;
-                if nat.contains_key(&flow.src) {
-                    return None;
-                }
-                let uplink = *nat.get(&flow.dst)?;
+                let uplink = s.nat_uplink_v4(k.dst)?;
                 if !ids.contains(&uplink) {
                     return None;
                 }
@@ -210,7 +213,7 @@ impl Classify {
                 Some(Verdict {
                     direction: Direction::Inbound,
                     uplink,
-                    shard: self.topo.shard_of_nat_port(flow.dst_port)?,
+                    shard: self.topo.shard_of_nat_port(k.dst_port)?,
                 })
             }
             PortRole::Unused => None,

@@ -18,6 +18,8 @@ pub(super) struct Site {
     addrs_v6: Vec<u128>,
     /// The last address of every IPv4 LAN prefix shorter than /31.
     broadcasts: Vec<u32>,
+    /// `Topology::nat_addr_uplink`'s IPv4 addresses, sorted.
+    nat_v4: Vec<(u32, u8)>,
     shards: FastMod,
 }
 
@@ -41,6 +43,7 @@ impl Site {
             addrs_v4: Vec::new(),
             addrs_v6: Vec::new(),
             broadcasts: Vec::new(),
+            nat_v4: Vec::new(),
             shards: FastMod::new(u32::from(t.shards.max(1))),
         };
         for p in &t.lan_prefixes {
@@ -66,17 +69,45 @@ impl Site {
                 IpAddr::V6(a) => s.addrs_v6.push(u128::from(*a)),
             }
         }
+        for (a, &u) in &t.nat_addr_uplink {
+            if let IpAddr::V4(a) = a {
+                s.nat_v4.push((u32::from(*a), u));
+            }
+        }
+        s.nat_v4.sort_unstable();
         s
+    }
+
+    /// `is_lan` of an IPv4 address.
+    #[inline]
+    pub(super) fn is_lan_v4(&self, a: u32) -> bool {
+        self.lan_v4.iter().any(|&(net, mask)| a & mask == net)
+    }
+
+    /// `is_gateway` of an IPv4 address.
+    #[inline]
+    pub(super) fn is_gateway_v4(&self, a: u32) -> bool {
+        self.addrs_v4.contains(&a)
+    }
+
+    /// `is_directed_broadcast` of an IPv4 address.
+    #[inline]
+    pub(super) fn is_broadcast_v4(&self, a: u32) -> bool {
+        self.broadcasts.contains(&a)
+    }
+
+    /// `Topology::nat_addr_uplink.get` of an IPv4 address.
+    #[inline]
+    pub(super) fn nat_uplink_v4(&self, a: u32) -> Option<u8> {
+        let i = self.nat_v4.binary_search_by_key(&a, |&(n, _)| n).ok()?;
+        self.nat_v4.get(i).map(|&(_, u)| u)
     }
 
     /// `Topology::is_lan_source`.
     #[inline]
     pub(super) fn is_lan(&self, a: IpAddr) -> bool {
         match a {
-            IpAddr::V4(a) => {
-                let a = u32::from(a);
-                self.lan_v4.iter().any(|&(net, mask)| a & mask == net)
-            }
+            IpAddr::V4(a) => self.is_lan_v4(u32::from(a)),
             IpAddr::V6(a) => {
                 let a = u128::from(a);
                 self.lan_v6.iter().any(|&(net, mask)| a & mask == net)

@@ -136,3 +136,26 @@ fn flow_hash_is_the_keyed_hash_of_the_flow() {
     assert!(b.meta().frag.is_later());
     assert_eq!(b.meta().flow_hash, 0);
 }
+
+/// The sorted NAT addresses answer as the topology's map.
+#[test]
+fn nat_addresses_agree_with_the_topology() {
+    let t = site(4);
+    let s = Site::new(&t);
+    let mut probes: Vec<u32> = vec![0, 1, u32::MAX, 0xC000_0200, 0xC000_0202];
+    for a in t.nat_addr_uplink.keys() {
+        if let IpAddr::V4(v) = a {
+            probes.push(u32::from(*v));
+        }
+    }
+    assert!(probes.len() > 5, "the test site has IPv4 NAT addresses");
+    for a in probes {
+        let ip = IpAddr::V4(a.into());
+        assert_eq!(
+            s.nat_uplink_v4(a),
+            t.nat_addr_uplink.get(&ip).copied(),
+            "{ip}"
+        );
+        assert_eq!(s.is_lan_v4(a), t.is_lan_source(ip), "{ip}");
+    }
+}
