@@ -176,12 +176,7 @@ impl Classify {
             PortRole::Lan => {
                 // Martian destination, to the gateway (answered or
                 // `local_destination`), spoofed, TTL running out, to the LAN.
-                if special_v4(k.dst)
-                    || s.is_broadcast_v4(k.dst)
-                    || s.is_gateway_v4(k.dst)
-                    || !s.is_lan_v4(k.src)
-                    || ttl <= 1
-                    || s.is_lan_v4(k.dst)
+                if special_v4(k.dst) || s.lan_dst_local_v4(k.dst) || !s.is_lan_v4(k.src) || ttl <= 1
                 {
                     return None;
                 }

@@ -18,6 +18,11 @@ pub(super) struct Site {
     addrs_v6: Vec<u128>,
     /// The last address of every IPv4 LAN prefix shorter than /31.
     broadcasts: Vec<u32>,
+    /// The IPv4 gateway addresses outside every LAN prefix (usually none):
+    /// with `is_lan_v4`, every address a LAN packet may not be sent to
+    /// without the general path's look (the directed broadcasts and the
+    /// other gateway addresses are inside the prefixes).
+    gateways_outside_v4: Vec<u32>,
     /// `Topology::nat_addr_uplink`'s IPv4 addresses, sorted.
     nat_v4: Vec<(u32, u8)>,
     shards: FastMod,
@@ -44,6 +49,7 @@ impl Site {
             addrs_v6: Vec::new(),
             broadcasts: Vec::new(),
             nat_v4: Vec::new(),
+            gateways_outside_v4: Vec::new(),
             shards: FastMod::new(u32::from(t.shards.max(1))),
         };
         for p in &t.lan_prefixes {
@@ -75,25 +81,27 @@ impl Site {
             }
         }
         s.nat_v4.sort_unstable();
+        s.gateways_outside_v4 = s
+            .addrs_v4
+            .iter()
+            .copied()
+            .filter(|&a| !s.is_lan_v4(a))
+            .collect();
         s
+    }
+
+    /// A LAN packet to `dst` that the fast path leaves to the general one:
+    /// `is_directed_broadcast || is_gateway || is_lan` of an IPv4 address
+    /// (the same set, by one prefix walk and, usually, an empty list).
+    #[inline]
+    pub(super) fn lan_dst_local_v4(&self, dst: u32) -> bool {
+        self.is_lan_v4(dst) || self.gateways_outside_v4.iter().any(|&g| g == dst)
     }
 
     /// `is_lan` of an IPv4 address.
     #[inline]
     pub(super) fn is_lan_v4(&self, a: u32) -> bool {
         self.lan_v4.iter().any(|&(net, mask)| a & mask == net)
-    }
-
-    /// `is_gateway` of an IPv4 address.
-    #[inline]
-    pub(super) fn is_gateway_v4(&self, a: u32) -> bool {
-        self.addrs_v4.contains(&a)
-    }
-
-    /// `is_directed_broadcast` of an IPv4 address.
-    #[inline]
-    pub(super) fn is_broadcast_v4(&self, a: u32) -> bool {
-        self.broadcasts.contains(&a)
     }
 
     /// `Topology::nat_addr_uplink.get` of an IPv4 address.

@@ -56,7 +56,9 @@ proptest! {
         any6 in any::<u128>(),
     ) {
         let prefixes: Vec<IpPrefix> = p4.iter().chain(&p6).copied().collect();
-        let addrs: Vec<IpAddr> = prefixes.iter().map(|p| p.addr).take(2).collect();
+        // Gateway addresses inside and (any4) maybe outside the prefixes.
+        let mut addrs: Vec<IpAddr> = prefixes.iter().map(|p| p.addr).take(2).collect();
+        addrs.push(IpAddr::V4(any4.into()));
         let t = lan_site(&prefixes, &addrs);
         let s = Site::new(&t);
         let mut probes = vec![IpAddr::V4(any4.into()), IpAddr::V6(any6.into())];
@@ -79,6 +81,14 @@ proptest! {
             prop_assert_eq!(s.is_lan(a), t.is_lan_source(a), "{}", a);
             prop_assert_eq!(s.is_gateway(a), t.lan_addrs.contains(&a), "{}", a);
             prop_assert_eq!(s.is_directed_broadcast(a), directed_broadcast(&t, a), "{}", a);
+            if let IpAddr::V4(v) = a {
+                let v = u32::from(v);
+                prop_assert_eq!(
+                    s.lan_dst_local_v4(v),
+                    s.is_directed_broadcast(a) || s.is_gateway(a) || s.is_lan(a),
+                    "{}", a
+                );
+            }
         }
     }
 
