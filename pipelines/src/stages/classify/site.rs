@@ -95,7 +95,8 @@ impl Site {
     /// (the same set, by one prefix walk and, usually, an empty list).
     #[inline]
     pub(super) fn lan_dst_local_v4(&self, dst: u32) -> bool {
-        self.is_lan_v4(dst) || self.gateways_outside_v4.iter().any(|&g| g == dst)
+        let outside = &self.gateways_outside_v4;
+        self.is_lan_v4(dst) || (!outside.is_empty() && outside.contains(&dst))
     }
 
     /// `is_lan` of an IPv4 address.
