@@ -26,6 +26,7 @@ pub const MAX_ETHPORTS: usize = 32;
 
 pub const RX_IP_CKSUM_MASK: u64 = 0x90;
 pub const RX_IP_CKSUM_BAD: u64 = 0x10;
+pub const RX_IP_CKSUM_GOOD: u64 = 0x80;
 pub const RX_L4_CKSUM_MASK: u64 = 0x108;
 pub const RX_L4_CKSUM_BAD: u64 = 0x8;
 pub const RSS_IP: u64 = 0xa38c;

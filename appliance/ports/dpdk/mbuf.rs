@@ -413,7 +413,8 @@ impl RxHandle {
 
     /// Receives up to `max` packets (and never more than `out` has room
     /// for) into `out`, each with fresh metadata whose `in_port` is this
-    /// port's index. Packets the PMD marked with a bad checksum, multi-
+    /// port's index (and `rx_ip_checksum_good` when the PMD verified the
+    /// IPv4 header checksum). Packets the PMD marked with a bad checksum, multi-
     /// segment frames and mbufs of foreign pools are freed and counted in
     /// the outcome instead. Allocates nothing.
     #[inline]
@@ -457,7 +458,11 @@ impl RxHandle {
             }
             // SAFETY: ours alone; its private area holds at least
             // META_PRIV_SIZE bytes (our pool, or checked just above).
-            let pkt = unsafe { Mbuf::adopt_copy(m, &self.fresh_meta) };
+            let mut pkt = unsafe { Mbuf::adopt_copy(m, &self.fresh_meta) };
+            // The PMD verified the IPv4 header checksum: classify skips it.
+            if flags & ffi::RX_IP_CKSUM_MASK == ffi::RX_IP_CKSUM_GOOD {
+                pkt.meta_mut().rx_ip_checksum_good = true;
+            }
             // Cannot fail: at most `room` packets were received. If it did,
             // the packet would be dropped (freed), not leaked.
             let _ = out.try_push(pkt);

@@ -54,6 +54,7 @@ _Static_assert(RTE_MBUF_DEFAULT_BUF_SIZE == 2048 + 128, "pipelines::buf::DATA_RO
 /* ---- Constants mirrored in ffi.rs ------------------------------------- */
 _Static_assert(RTE_MBUF_F_RX_IP_CKSUM_MASK == 0x90, "ffi::RX_IP_CKSUM_MASK");
 _Static_assert(RTE_MBUF_F_RX_IP_CKSUM_BAD == 0x10, "ffi::RX_IP_CKSUM_BAD");
+_Static_assert(RTE_MBUF_F_RX_IP_CKSUM_GOOD == 0x80, "ffi::RX_IP_CKSUM_GOOD");
 _Static_assert(RTE_MBUF_F_RX_L4_CKSUM_MASK == 0x108, "ffi::RX_L4_CKSUM_MASK");
 _Static_assert(RTE_MBUF_F_RX_L4_CKSUM_BAD == 0x8, "ffi::RX_L4_CKSUM_BAD");
 _Static_assert(RTE_ETH_RSS_IP == 0xa38cULL, "ffi::RSS_IP");

@@ -85,6 +85,16 @@ pub struct PacketMeta {
     /// The DSCP of the packet's IP header, for service packets (a
     /// redirecting client's capability mark, `docs/redirection.md`).
     pub dscp: u8,
+    /// Set by the port: its hardware verified the IPv4 header checksum
+    /// (DPDK `RTE_MBUF_F_RX_IP_CKSUM_GOOD`), so classify does not verify it
+    /// again. False from every other port (af_packet's `TP_STATUS_CSUM_VALID`
+    /// speaks of the transport checksum only), and then classify verifies.
+    pub rx_ip_checksum_good: bool,
+    /// The keyed hash of `flow` as classify set it (`FlowHasher` of the
+    /// classify stage), for the session index to reuse; 0 when not computed
+    /// (packets classify answered itself, later fragments whose ports the
+    /// fragment tracker fills in): then whoever needs it computes it.
+    pub flow_hash: u64,
     /// An IP fragment (IPv4 more-fragments or offset, an IPv6 Fragment
     /// header), set by classify; `FragInfo::default()` (not a fragment)
     /// for every other packet. See `crate::frag`.

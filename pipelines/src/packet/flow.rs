@@ -72,11 +72,95 @@ impl FlowKey {
     /// mapping, RFC 4787 REQ-1). Stable across runs, as [`Self::stable_hash`].
     #[inline]
     pub fn inside_endpoint_hash(&self) -> u32 {
-        let h = mix(HASH_SEED, addr_bits(self.src));
-        finish(mix(
-            h,
-            (u64::from(self.src_port) << 16) | u64::from(self.proto),
-        ))
+        endpoint_hash(addr_bits(self.src), self.src_port, self.proto)
+    }
+}
+
+/// [`FlowKey::inside_endpoint_hash`] of an IPv4 source given as an integer.
+#[inline]
+pub fn inside_endpoint_hash_v4(src: u32, src_port: u16, protocol: u8) -> u32 {
+    endpoint_hash(u64::from(src), src_port, protocol)
+}
+
+#[inline]
+fn endpoint_hash(addr: u64, port: u16, protocol: u8) -> u32 {
+    let h = mix(HASH_SEED, addr);
+    finish(mix(h, (u64::from(port) << 16) | u64::from(protocol)))
+}
+
+/// The keyed hash of a whole flow key that classify computes once per packet
+/// (`PacketMeta::flow_hash`) for the session index of translate to reuse.
+///
+/// Keyed (foldhash-style folded 64 × 64 → 128-bit multiplies whose
+/// multipliers come from the seed), so without the seed no one can aim many
+/// flows at one bucket; the same construction, byte for byte, as the NAT
+/// index's per-shard hasher of the received tuple (addresses as 16 bytes,
+/// IPv4 mapped; the protocol with the family in its top bit), so an index
+/// keyed with the same seed can take the value as its own.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowHasher {
+    k: [u64; 4],
+}
+
+impl FlowHasher {
+    pub fn new(seed: u64) -> FlowHasher {
+        let mut x = seed | 1;
+        FlowHasher {
+            k: std::array::from_fn(|_| xorshift_star(&mut x) | 1),
+        }
+    }
+
+    /// The hash of `k`: never 0 (`PacketMeta::flow_hash` 0 means "not
+    /// computed").
+    #[inline]
+    pub fn hash(&self, k: &FlowKey) -> u64 {
+        let tag = k.proto ^ (u8::from(k.src.is_ipv6()) << 7);
+        self.hash_parts(ne128(k.src), k.src_port, ne128(k.dst), k.dst_port, tag)
+    }
+
+    /// [`Self::hash`] of an IPv4 flow given as integers.
+    #[inline]
+    pub fn hash_v4(&self, src: u32, src_port: u16, dst: u32, dst_port: u16, protocol: u8) -> u64 {
+        let a = ne128(IpAddr::V4(src.into()));
+        let b = ne128(IpAddr::V4(dst.into()));
+        self.hash_parts(a, src_port, b, dst_port, protocol)
+    }
+
+    #[inline]
+    fn hash_parts(&self, a: u128, src_port: u16, b: u128, dst_port: u16, tag: u8) -> u64 {
+        let tail = (u64::from(src_port) << 32) | (u64::from(dst_port) << 16) | u64::from(tag);
+        let h = fold128(a as u64 ^ self.k[0], (a >> 64) as u64 ^ self.k[1]);
+        let h = fold128(h ^ b as u64, (b >> 64) as u64 ^ self.k[2]);
+        fold128(h ^ tail, self.k[3]).max(1)
+    }
+}
+
+#[inline]
+fn fold128(x: u64, y: u64) -> u64 {
+    let r = u128::from(x) * u128::from(y);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+fn xorshift_star(x: &mut u64) -> u64 {
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// `u128::from_ne_bytes` of the address as 16 bytes (IPv4 mapped,
+/// `::ffff:a.b.c.d`), without building the bytes for IPv4.
+#[inline]
+fn ne128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[10] = 0xff;
+            b[11] = 0xff;
+            b[12..].copy_from_slice(&v4.octets());
+            u128::from_ne_bytes(b)
+        }
+        IpAddr::V6(v6) => u128::from_ne_bytes(v6.octets()),
     }
 }
 
@@ -134,6 +218,61 @@ mod tests {
             buckets[(h % 4) as usize] += 1;
         }
         assert!(buckets.iter().all(|&b| b > 800), "{buckets:?}");
+    }
+
+    #[test]
+    fn flow_hasher_is_keyed_and_covers_the_whole_key() {
+        let k = FlowKey {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+            src_port: 40000,
+            dst_port: 80,
+            proto: proto::TCP,
+        };
+        let h = FlowHasher::new(7);
+        assert_eq!(h.hash(&k), FlowHasher::new(7).hash(&k));
+        assert_ne!(h.hash(&k), FlowHasher::new(8).hash(&k));
+        assert_eq!(
+            h.hash_v4(0x0A00_0001, 40000, 0xC000_0201, 80, 6),
+            h.hash(&k)
+        );
+        assert_eq!(
+            inside_endpoint_hash_v4(0x0A00_0001, 40000, 6),
+            k.inside_endpoint_hash()
+        );
+        // The bytes hashed are the NAT tables' (IPv4 mapped into IPv6).
+        for a in ["10.0.0.1", "255.1.2.3", "2001:db8::1"] {
+            let a: IpAddr = a.parse().unwrap();
+            let mapped = match a {
+                IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+                IpAddr::V6(v) => v.octets(),
+            };
+            assert_eq!(ne128(a), u128::from_ne_bytes(mapped));
+        }
+        for other in [
+            FlowKey {
+                src_port: 40001,
+                ..k
+            },
+            FlowKey { dst_port: 81, ..k },
+            FlowKey {
+                proto: proto::UDP,
+                ..k
+            },
+            FlowKey {
+                dst: "192.0.2.2".parse().unwrap(),
+                ..k
+            },
+            FlowKey {
+                src: "::ffff:10.0.0.1".parse().unwrap(),
+                ..k
+            },
+            k.reversed(),
+        ] {
+            assert_ne!(h.hash(&other), h.hash(&k), "{other:?}");
+        }
+        assert_spreads((0..4000u16).map(|p| h.hash(&FlowKey { src_port: p, ..k }) as u32));
+        assert_spreads((0..4000u16).map(|p| (h.hash(&FlowKey { src_port: p, ..k }) >> 40) as u32));
     }
 
     #[test]

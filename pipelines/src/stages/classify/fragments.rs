@@ -253,6 +253,8 @@ impl Classify {
         m.service = 0;
         m.dscp = 0;
         m.frag = p.frag;
+        // No ports yet: the tracker completes `flow`, so no hash of it.
+        m.flow_hash = 0;
         Ok(())
     }
 }

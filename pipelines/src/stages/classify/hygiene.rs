@@ -24,7 +24,7 @@ use crate::packet::counter::Sent;
 use crate::packet::drop::DropReason;
 use crate::packet::flow::proto;
 use crate::stages::local::{self, icmp::first_of_family, icmp::is_special, IcmpError};
-use crate::topology::{PortInfo, PortRole, Topology};
+use crate::topology::{PortInfo, PortRole};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP};
 use crate::wire::{icmp, ipv4, ipv6};
 
@@ -98,10 +98,10 @@ impl Classify {
             PortRole::Uplink(_) => false,
             PortRole::Unused => return None,
         };
-        if lan && martian_destination(t, p.dst) {
+        if lan && (is_special(p.dst) || self.site.is_directed_broadcast(p.dst)) {
             return Some(Err(DropReason::MartianDestination));
         }
-        if !lan && martian_source(t, p.src) {
+        if !lan && self.martian_source(p.src) {
             return Some(Err(DropReason::MartianSource));
         }
         if p.frag.is_later() {
@@ -110,11 +110,10 @@ impl Classify {
             return None;
         }
         let own = if lan {
-            t.lan_addrs.contains(&p.dst)
+            p.facts.dst_gateway
         } else {
-            t.nat_addr_uplink
-                .get(&p.dst)
-                .and_then(|&u| t.uplinks.get(usize::from(u)))
+            p.dst_nat
+                .and_then(|u| t.uplinks.get(usize::from(u)))
                 .is_some_and(|u| u.port == port_id)
         };
         // A fragmented echo request is not answered (the reply would need
@@ -129,7 +128,7 @@ impl Classify {
             // address not its own (classify drops it).
             return None;
         }
-        if lan && !t.is_lan_source(p.src) {
+        if lan && !p.facts.src_lan {
             // Spoofed: classify drops it; never an error to that address.
             return None;
         }
@@ -196,9 +195,8 @@ impl Classify {
             return None;
         }
         let answers = lan
-            || t.nat_addr_uplink
-                .get(&p.dst)
-                .and_then(|&u| t.uplinks.get(usize::from(u)))
+            || p.dst_nat
+                .and_then(|u| t.uplinks.get(usize::from(u)))
                 .is_some_and(|u| u.answer_ping);
         if !answers || is_special(p.src) {
             return None;
@@ -226,25 +224,15 @@ impl Classify {
     }
 }
 
-/// Destinations a LAN packet is never translated to.
-fn martian_destination(t: &Topology, a: IpAddr) -> bool {
-    if is_special(a) {
-        return true;
+impl Classify {
+    /// Sources an uplink packet never comes from.
+    fn martian_source(&self, a: IpAddr) -> bool {
+        let bad = match a {
+            IpAddr::V4(v) => {
+                v.is_multicast() || v.is_broadcast() || v.is_loopback() || v.octets()[0] == 0
+            }
+            IpAddr::V6(v) => v.is_multicast() || v.is_loopback() || v.is_unspecified(),
+        };
+        bad || self.site.is_lan(a) || self.topo.nat_addr_uplink.contains_key(&a)
     }
-    // The directed broadcast of a LAN subnet.
-    t.lan_prefixes.iter().any(|pre| {
-        let (_, last, w) = pre.range();
-        w == 32 && pre.len < 31 && pre.contains(a) && a == IpAddr::V4((last as u32).into())
-    })
-}
-
-/// Sources an uplink packet never comes from.
-fn martian_source(t: &Topology, a: IpAddr) -> bool {
-    let bad = match a {
-        IpAddr::V4(v) => {
-            v.is_multicast() || v.is_broadcast() || v.is_loopback() || v.octets()[0] == 0
-        }
-        IpAddr::V6(v) => v.is_multicast() || v.is_loopback() || v.is_unspecified(),
-    };
-    bad || t.is_lan_source(a) || t.nat_addr_uplink.contains_key(&a)
 }

@@ -20,7 +20,9 @@
 //! `inner_l4`, and takes the embedded 5-tuple reversed as the flow, so that
 //! direction and shard follow from it exactly as for the flow's own packets.
 
+mod fast;
 mod hygiene;
+mod site;
 
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -31,7 +33,7 @@ use crate::packet::buf::{Direction, FragInfo, PacketBuf};
 use crate::packet::burst::Burst;
 use crate::packet::counter::StageCounters;
 use crate::packet::drop::DropReason;
-use crate::packet::flow::{proto, FlowKey};
+use crate::packet::flow::{proto, FlowHasher, FlowKey};
 use crate::packet::time::Nanos;
 use crate::topology::{PortRole, Topology};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
@@ -51,6 +53,10 @@ pub struct Classify {
     /// The rate limit of the ICMP classify originates (echo replies, time
     /// exceeded). Only this stage instance touches it.
     icmp_limit: RefCell<crate::stages::local::IcmpLimiter>,
+    /// The topology's per-packet questions, precomputed.
+    site: site::Site,
+    /// Keys `PacketMeta::flow_hash`.
+    hasher: FlowHasher,
 }
 
 /// What the L3/L4 parse found, before direction is decided.
@@ -71,6 +77,10 @@ struct Parsed {
     inner_l4: usize,
     /// A fragment (see `fragments`); the default for every other packet.
     frag: FragInfo,
+    /// From a LAN port: what the site says of `src` and `dst`.
+    facts: site::Facts,
+    /// From an uplink port: the uplink whose NAT address `dst` is.
+    dst_nat: Option<u8>,
 }
 
 /// What the transport parse found. For an ICMP error, `flow` is already the
@@ -102,6 +112,8 @@ impl Parsed {
             inner_l3,
             inner_l4,
             frag: FragInfo::default(),
+            facts: site::Facts::default(),
+            dst_nat: None,
         }
     }
 
@@ -128,6 +140,8 @@ impl Classify {
             counters: Arc::default(),
             now: Nanos::ZERO,
             icmp_limit: RefCell::new(crate::stages::local::IcmpLimiter::new(topo.icmp)),
+            site: site::Site::new(&topo),
+            hasher: FlowHasher::new(0),
             topo,
         }
     }
@@ -137,6 +151,13 @@ impl Classify {
     /// client's address, since the service port cannot name a shard.
     pub fn set_services(&mut self, services: Arc<crate::redirect::service::ServiceMap>) {
         self.services = Some(services);
+    }
+
+    /// Keys the hash classify stores in `PacketMeta::flow_hash` (the
+    /// session index that reuses it must use the same seed). Seed 0 until
+    /// this is called.
+    pub fn set_flow_hasher(&mut self, hasher: FlowHasher) {
+        self.hasher = hasher;
     }
 
     /// Sets the time the next bursts arrived at (the runtime's clock, the
@@ -149,8 +170,8 @@ impl Classify {
     /// empty or `output` is full), dropping and counting the rest.
     pub fn process<B: PacketBuf>(&mut self, input: &mut Burst<B>, output: &mut Burst<B>) {
         let n = input.len().min(output.remaining_capacity());
+        self.counters.packets.add(n as u64);
         for mut pkt in input.drain(..n) {
-            self.counters.packets.inc();
             match self.classify(&mut pkt) {
                 Ok(()) => output.push(pkt),
                 Err(reason) => self.counters.count_drop(reason),
@@ -158,9 +179,20 @@ impl Classify {
         }
     }
 
-    /// Classifies one packet in place, filling its metadata.
+    /// Classifies one packet in place, filling its metadata: the common
+    /// packet by the fast path (`fast`), every other by the general one.
+    #[inline]
     pub fn classify<B: PacketBuf>(&self, pkt: &mut B) -> Result<(), DropReason> {
+        if self.classify_fast(pkt) {
+            return Ok(());
+        }
+        self.classify_general(pkt)
+    }
+
+    /// The general path: every packet, every check in order, every drop.
+    fn classify_general<B: PacketBuf>(&self, pkt: &mut B) -> Result<(), DropReason> {
         let in_port = pkt.meta().in_port;
+        let csum_good = pkt.meta().rx_ip_checksum_good;
         let port = self
             .topo
             .ports
@@ -184,7 +216,7 @@ impl Classify {
             );
             return self.local(pkt, a, None, vlan);
         }
-        let parsed = match parse_l3_l4(pkt.data(), l2, ethertype == ETHERTYPE_IPV4) {
+        let mut parsed = match parse_l3_l4(pkt.data(), l2, ethertype == ETHERTYPE_IPV4, csum_good) {
             Err(DropReason::NeighborDiscovery) => {
                 let mut len = 0;
                 let a = neighbour::answer_nd(
@@ -200,6 +232,13 @@ impl Classify {
             }
             r => r?,
         };
+        match &port.role {
+            PortRole::Lan => parsed.facts = self.site.facts(parsed.src, parsed.dst),
+            PortRole::Uplink(_) => {
+                parsed.dst_nat = self.topo.nat_addr_uplink.get(&parsed.dst).copied();
+            }
+            PortRole::Unused => {}
+        }
         if let Some(r) = self.local_ip(pkt, &parsed, in_port, port) {
             return r;
         }
@@ -257,6 +296,7 @@ impl Classify {
         m.shard = shard;
         m.service = service;
         m.dscp = dscp;
+        m.flow_hash = self.hasher.hash(&parsed.flow);
         if parsed.frag.fragment {
             fragments::mark_first(m, &parsed, self.topo.shards);
         }
@@ -294,30 +334,42 @@ impl Classify {
     }
 
     fn outbound(&self, p: &Parsed) -> Result<(Direction, u8, u16), DropReason> {
-        let t = &self.topo;
+        let s = &self.site;
         let flow = &p.flow;
-        if !t.is_lan_source(flow.src) {
+        // `facts` are of the outer addresses, the flow's except in an ICMP
+        // error (whose flow is the quoted packet's, reversed).
+        let f = if p.is_icmp_error() {
+            s.facts(flow.src, flow.dst)
+        } else {
+            p.facts
+        };
+        if !f.src_lan {
             return Err(DropReason::SpoofedSource);
         }
-        if t.lan_addrs.contains(&flow.dst) || t.is_lan_source(flow.dst) {
+        if f.dst_gateway || f.dst_lan {
             return Err(DropReason::LocalDestination);
         }
         // An error about an inbound packet may come from any LAN host (a
         // router on the way to the client), but from no one else: its source
         // is rewritten to a NAT address, which must not launder a spoofed
         // sender.
-        if p.is_icmp_error() && !t.is_lan_source(p.src) {
+        if p.is_icmp_error() && !p.facts.src_lan {
             return Err(DropReason::IcmpErrorMismatch);
         }
-        let shard = (flow.inside_endpoint_hash() % u32::from(t.shards)) as u16;
+        let shard = s.shard_of(flow.inside_endpoint_hash());
         Ok((Direction::Outbound, 0, shard))
     }
 
     fn inbound(&self, p: &Parsed, port_uplinks: &[u8]) -> Result<(Direction, u8, u16), DropReason> {
         let t = &self.topo;
         let flow = &p.flow;
-        let uplink = match t.nat_addr_uplink.get(&flow.dst) {
-            Some(u) if port_uplinks.contains(u) => *u,
+        let dst_nat = if p.is_icmp_error() {
+            t.nat_addr_uplink.get(&flow.dst).copied()
+        } else {
+            p.dst_nat
+        };
+        let uplink = match dst_nat {
+            Some(u) if port_uplinks.contains(&u) => u,
             _ => return Err(DropReason::NotNatAddress),
         };
         let shard = t
@@ -359,7 +411,8 @@ fn parse_l2(d: &[u8]) -> Result<(usize, Option<u16>, u16), DropReason> {
     }
 }
 
-fn parse_l3_l4(d: &[u8], l3: usize, is_v4: bool) -> Result<Parsed, DropReason> {
+/// `csum_good`: the port verified the IPv4 header checksum.
+fn parse_l3_l4(d: &[u8], l3: usize, is_v4: bool, csum_good: bool) -> Result<Parsed, DropReason> {
     let ip = d.get(l3..).unwrap_or_default();
     let version = ip.first().map(|b| b >> 4);
     if is_v4 {
@@ -377,8 +430,14 @@ fn parse_l3_l4(d: &[u8], l3: usize, is_v4: bool) -> Result<Parsed, DropReason> {
         if total < ihl || total > ip.len() {
             return Err(DropReason::BadTotalLength);
         }
-        if checksum::checksum(&ip[..ihl]) != 0 {
-            return Err(DropReason::BadIpv4Checksum);
+        if !csum_good {
+            let valid = match ip.first_chunk::<20>() {
+                Some(h) if ihl == 20 => checksum::is_valid_20(h),
+                _ => checksum::is_valid(&ip[..ihl]),
+            };
+            if !valid {
+                return Err(DropReason::BadIpv4Checksum);
+            }
         }
         if ipv4::flags_frag(ip) & ipv4::FRAGMENT_MASK != 0 {
             // More-fragments set or a non-zero offset.

@@ -578,5 +578,7 @@ fn direction_drops() {
     assert_eq!(drop_reason(&UDP4_FRAME, 42), DropReason::UnknownPort);
 }
 
+mod fast;
 mod fragments;
 mod icmp_errors_and_fuzz;
+mod site;
