@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn conservation_fails_when_a_buffer_is_freed_uncounted() {
-        let rig = Rig::with_sessions(0);
+        let mut rig = Rig::with_sessions(0);
         rig.assert_conserved();
         // A buffer handed out and freed by no stage: not conserved.
         drop(fuzz_pool().alloc_with(&[0; 60]));
