@@ -49,7 +49,11 @@ command -v dpdk-testpmd >/dev/null || { echo "bench-forwarding.sh: dpdk-testpmd 
 
 cargo build --release --features dpdk -q
 cargo bench --features dpdk --bench dpdk_gen --no-run -q 2>/dev/null
-gen=$(ls -t target/release/deps/dpdk_gen-* | grep -v '\.d$' | head -1)
+gen=""
+for f in target/release/deps/dpdk_gen-*; do # the newest build of the generator
+  case "$f" in *.d) continue ;; esac
+  if [ -z "$gen" ] || [ "$f" -nt "$gen" ]; then gen=$f; fi
+done
 app=target/release/appliance
 tmp=$(mktemp -d /tmp/bench-fwd.XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
