@@ -3,22 +3,19 @@
 #
 # 1. Installs the system packages the tests need if any is missing
 #    (scripts/install-deps.sh: DPDK 22.11, iproute2, curl, redis-server, ...).
-# 2. The whole workspace in release mode: unit tests, pcap fixtures, the
-#    simulated site, the redirection cluster (real redis-server), and the
-#    netns lab end to end with the af_packet backend.
-# 3. The DPDK backend (`--features dpdk`): its vdev tests and the lab end to
-#    end over net_af_packet vdevs.
+# 2. The whole workspace in release mode, built once with the DPDK backend
+#    (`--features dpdk`): unit tests, pcap fixtures, the simulated site, the
+#    redirection cluster (real redis-server), the netns lab end to end with
+#    the af_packet backend, and the DPDK backend's vdev tests and the lab end
+#    to end over net_af_packet vdevs. One build serves both backends (a
+#    second release build without the feature would cost CI minutes and
+#    test nothing more: the feature only adds the DPDK backend).
 #
-# Steps 2 and 3 need root (network namespaces, raw sockets, DPDK); without it
-# those tests fail, they never skip. Release mode: the simulated-site tests
-# run in real time and need the optimised build on a 2-core machine.
-# Arguments are passed to step 2 only (e.g. a test name filter); with
-# arguments step 3 is skipped.
+# Step 2 needs root (network namespaces, raw sockets, DPDK); without it those
+# tests fail, they never skip. Release mode: the simulated-site tests run in
+# real time and need the optimised build on a 2-core machine.
+# Arguments are passed to cargo test (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo test --release --workspace "$@"
-if (($# == 0)); then
-    cargo test --release --features dpdk --test dpdk_ports
-    cargo test --release --features dpdk --test lab_e2e dpdk
-fi
+cargo test --release --workspace --features dpdk "$@"
