@@ -388,16 +388,14 @@ fn check_invariants(nat: &NatShard, now: Nanos) -> Result<(), TestCaseError> {
             .filter(|(c, a, _)| *c == class && *a == addr)
             .count();
         prop_assert_eq!(
-            pool.free.len() + owned,
+            pool.free_len() + owned,
             pool.owner.len(),
             "ports leaked or duplicated"
         );
         for (p, &o) in pool.owner.iter().enumerate() {
             let port = pool.base + p as u16;
             prop_assert_eq!(o != NONE, owner.contains_key(&(class, addr, port)));
-            if o == NONE {
-                prop_assert_eq!(pool.free[usize::from(pool.pos[p])], port);
-            }
+            prop_assert_eq!(o == NONE, pool.is_free(p), "port {} owner and bitmap", port);
         }
     }
     let count = |p: u8| live.iter().filter(|(_, s)| s.proto == p).count() as u64;
