@@ -284,7 +284,11 @@ impl NatShard {
             .ok_or(DropReason::NotNatAddress)?;
         let head = self.pools[usize::from(addr) * CLASSES + class_of(t.proto)]
             .as_ref()
-            .and_then(|p| p.index(t.dst_port).map(|i| p.owner[i]))
+            .and_then(|p| {
+                p.index(t.dst_port)
+                    .filter(|&i| !p.is_free(i))
+                    .map(|i| p.owner[i])
+            })
             .filter(|&h| h != NONE && self.slots[h as usize].proto == t.proto)
             .ok_or(DropReason::NoSession)?;
         if t.proto == proto::TCP && tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {

@@ -23,9 +23,11 @@ pub(super) fn class_of(protocol: u8) -> usize {
 /// and `full` a bitmap of its words with no free port, so allocation finds
 /// a free port in O(1) (at most 17 words read for 65,536 ports) and a
 /// pool costs no work per port when it is made (it is made on the first
-/// flow to its address, on the packet path). `owner` is the head session
-/// of the mapping holding a port, or `NONE`; `sessions` the live sessions
-/// of that mapping (its chain's length, for `mapping_max_sessions`).
+/// flow to its address, on the packet path: its arrays are zeroed memory,
+/// which the allocator hands out without writing it). `owner` is the head
+/// session of the mapping holding a taken port (read it only for a port
+/// the bitmap says is taken); `sessions` the live sessions of that mapping
+/// (its chain's length, for `mapping_max_sessions`).
 ///
 /// Allocation starts at a random port and takes the first free one from
 /// there, wrapping (RFC 6056 algorithm 1): NAT ports are unpredictable,
@@ -58,7 +60,7 @@ impl PortPool {
             used,
             full,
             free: n,
-            owner: vec![NONE; n],
+            owner: vec![0; n],
             sessions: vec![0; n],
         }
     }
