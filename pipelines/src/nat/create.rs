@@ -35,8 +35,18 @@ impl NatShard {
     /// The mapping head of an inside endpoint: on `uplink` for TCP, on any
     /// uplink for UDP and ICMP (sticky mappings).
     pub(super) fn find_mapping(&self, t: &Tuple, uplink: UplinkId) -> Option<u32> {
+        self.find_mapping_hashed(t, uplink, self.mapping_hash(t))
+    }
+
+    /// The mapping index's hash of `t`'s inside endpoint.
+    fn mapping_hash(&self, t: &Tuple) -> u64 {
+        inside_hash(&self.hasher, &t.src, t.src_port, t.tag())
+    }
+
+    /// [`find_mapping`](Self::find_mapping) with the endpoint's hash `h`
+    /// (`mapping_hash`) already made: a new mapping's insertion reuses it.
+    fn find_mapping_hashed(&self, t: &Tuple, uplink: UplinkId, h: u64) -> Option<u32> {
         let sticky = t.proto != proto::TCP;
-        let h = inside_hash(&self.hasher, &t.src, t.src_port, t.tag());
         let slots = &self.slots;
         self.by_inside
             .find(h, |&i| {
@@ -63,9 +73,8 @@ impl NatShard {
     }
 
     fn pool(&mut self, addr: u16, class: usize) -> &mut PortPool {
-        let (range, rng) = (self.range, &mut self.rng);
-        self.pools[usize::from(addr) * CLASSES + class]
-            .get_or_insert_with(|| PortPool::new(range, rng))
+        let range = self.range;
+        self.pools[usize::from(addr) * CLASSES + class].get_or_insert_with(|| PortPool::new(range))
     }
 
     /// Creates a session for the outbound flow `key`, asked to leave by
@@ -127,7 +136,8 @@ impl NatShard {
             return Err(DropReason::TableFull);
         }
         let t = Tuple::of(key);
-        let head = self.find_mapping(&t, uplink);
+        let mh = self.mapping_hash(&t);
+        let head = self.find_mapping_hashed(&t, uplink, mh);
         if let Some(h) = head {
             self.mapping_admits(h, &t.src)?;
         }
@@ -162,7 +172,7 @@ impl NatShard {
             client_mac,
             ..Session::FREE
         };
-        let idx = match self.insert(s, head) {
+        let idx = match self.insert(s, head, Some(mh)) {
             Ok(i) => i,
             Err(e) => {
                 self.hosts.release(&t.src, &self.counters);
@@ -237,7 +247,7 @@ impl NatShard {
                 let mut rng = self.rng;
                 let pool = self.pool(addr, class_of(t.proto));
                 let i = match pool.index(t.src_port) {
-                    Some(i) if preserve && pool.owner[i] == NONE => {
+                    Some(i) if preserve && pool.is_free(i) => {
                         pool.take_at(i);
                         Some(i)
                     }
@@ -274,7 +284,11 @@ impl NatShard {
             .ok_or(DropReason::NotNatAddress)?;
         let head = self.pools[usize::from(addr) * CLASSES + class_of(t.proto)]
             .as_ref()
-            .and_then(|p| p.index(t.dst_port).map(|i| p.owner[i]))
+            .and_then(|p| {
+                p.index(t.dst_port)
+                    .filter(|&i| !p.is_free(i))
+                    .map(|i| p.owner[i])
+            })
             .filter(|&h| h != NONE && self.slots[h as usize].proto == t.proto)
             .ok_or(DropReason::NoSession)?;
         if t.proto == proto::TCP && tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
@@ -364,7 +378,7 @@ impl NatShard {
             ..Session::FREE
         };
         let client = s.client;
-        self.insert(s, Some(head)).inspect_err(|_| {
+        self.insert(s, Some(head), None).inspect_err(|_| {
             if hosted {
                 self.hosts.release(&client, &self.counters);
             }
@@ -372,12 +386,18 @@ impl NatShard {
     }
 
     /// Puts `s` in a slot and in the indexes; on the chain of `head`, or as
-    /// the head of a new mapping (which then owns its port).
+    /// the head of a new mapping (which then owns its port). `mh`: the
+    /// mapping index's hash of its inside endpoint, if the caller has it.
     ///
     /// The session indexes take it first: when one has no room within its
     /// search bound (see `bucket`) nothing changes and the refusal is
     /// counted `table_full`; the caller gives back what it took for it.
-    fn insert(&mut self, mut s: Session, head: Option<u32>) -> Result<u32, DropReason> {
+    fn insert(
+        &mut self,
+        mut s: Session,
+        head: Option<u32>,
+        mh: Option<u64>,
+    ) -> Result<u32, DropReason> {
         let unanswered = s.flags & UNANSWERED != 0;
         s.flags &= !UNANSWERED;
         let (hasher, addrs) = (&self.hasher, &self.addrs);
@@ -402,46 +422,53 @@ impl NatShard {
             self.counters.table_full.inc();
             return Err(DropReason::TableFull);
         }
+        let mut c = SessionCold::FREE;
+        if let Some(h) = head {
+            let after = self.cold[h as usize].next;
+            c.prev = h;
+            c.next = after;
+            self.cold[h as usize].next = idx;
+            if after != NONE {
+                self.cold[after as usize].prev = idx;
+            }
+        }
+        // Each half written once; the slot holds the session before the
+        // mapping index (which may rehash in place, reading it) takes it.
+        let (protocol, uplink, server) = (s.proto, s.uplink, s.server);
+        let (client, client_port, stag) = (s.client, s.client_port, tag(&s));
+        let (nat_addr, nat_port) = (s.nat_addr, s.nat_port);
         if self.free_head != NONE {
             self.free_head = self.cold[idx as usize].next;
+            self.slots[idx as usize] = s;
+            self.cold[idx as usize] = c;
         } else {
-            self.slots.push(Session::FREE);
-            self.cold.push(SessionCold::FREE);
+            self.slots.push(s);
+            self.cold.push(c);
         }
-        let mut c = SessionCold::FREE;
-        let hasher = &self.hasher;
         match head {
-            Some(h) => {
-                let after = self.cold[h as usize].next;
-                c.prev = h;
-                c.next = after;
-                self.cold[h as usize].next = idx;
-                if after != NONE {
-                    self.cold[after as usize].prev = idx;
+            // One more session on the mapping (`mapping_admits` checked).
+            Some(_) => {
+                if let Some(n) = self.mapping_sessions(idx) {
+                    *n = n.saturating_add(1);
                 }
             }
             None => {
+                let hasher = &self.hasher;
+                let mh = mh.unwrap_or_else(|| inside_hash(hasher, &client, client_port, stag));
                 let slots = &self.slots;
-                let mh = inside_hash(hasher, &s.client, s.client_port, tag(&s));
                 self.by_inside.insert_unique(mh, idx, |&i| {
                     let x = &slots[i as usize];
                     inside_hash(hasher, &x.client, x.client_port, tag(x))
                 });
-                let class = class_of(s.proto);
-                if let Some(pool) = self.pools[usize::from(s.nat_addr) * CLASSES + class].as_mut() {
-                    if let Some(pi) = pool.index(s.nat_port) {
+                let class = class_of(protocol);
+                if let Some(pool) = self.pools[usize::from(nat_addr) * CLASSES + class].as_mut() {
+                    if let Some(pi) = pool.index(nat_port) {
                         pool.owner[pi] = idx;
-                        pool.sessions[pi] = 0;
+                        pool.sessions[pi] = 1;
                     }
                 }
                 self.counters.mappings.add(1);
             }
-        }
-        let (protocol, uplink, server) = (s.proto, s.uplink, s.server);
-        self.slots[idx as usize] = s;
-        self.cold[idx as usize] = c;
-        if let Some(n) = self.mapping_sessions(idx) {
-            *n = n.saturating_add(1);
         }
         if unanswered {
             self.unanswered_push(idx);
@@ -518,7 +545,8 @@ impl NatShard {
         let uplink = self.addrs[usize::from(nat_addr)].uplink;
         // Sessions of one server endpoint behind one service address share a
         // mapping chain; behind another service address they start their own.
-        let head = self.find_mapping(&inside, uplink).filter(|&h| {
+        let mh = self.mapping_hash(&inside);
+        let head = self.find_mapping_hashed(&inside, uplink, mh).filter(|&h| {
             let m = &self.slots[h as usize];
             m.nat_addr == nat_addr && m.nat_port == key.dst_port
         });
@@ -537,6 +565,6 @@ impl NatShard {
             server,
             ..Session::FREE
         };
-        self.insert(s, head)
+        self.insert(s, head, Some(mh))
     }
 }

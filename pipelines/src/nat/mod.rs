@@ -79,6 +79,8 @@ mod list_tests;
 #[cfg(test)]
 mod mapping_tests;
 mod ports;
+#[cfg(test)]
+mod ports_tests;
 mod session;
 mod shard;
 mod sweep;

@@ -99,7 +99,7 @@ fn free_ports(nat: &NatShard, addr: &str, protocol: u8) -> usize {
         .as_ref()
         .map_or(
             nat.range.last as usize - nat.range.first as usize + 1,
-            |p| p.free.len(),
+            |p| p.free_len(),
         )
 }
 

@@ -388,15 +388,20 @@ fn check_invariants(nat: &NatShard, now: Nanos) -> Result<(), TestCaseError> {
             .filter(|(c, a, _)| *c == class && *a == addr)
             .count();
         prop_assert_eq!(
-            pool.free.len() + owned,
+            pool.free_len() + owned,
             pool.owner.len(),
             "ports leaked or duplicated"
         );
         for (p, &o) in pool.owner.iter().enumerate() {
             let port = pool.base + p as u16;
-            prop_assert_eq!(o != NONE, owner.contains_key(&(class, addr, port)));
-            if o == NONE {
-                prop_assert_eq!(pool.free[usize::from(pool.pos[p])], port);
+            let taken = !pool.is_free(p);
+            prop_assert_eq!(taken, owner.contains_key(&(class, addr, port)));
+            if taken {
+                prop_assert!(
+                    nat.session(o).is_some(),
+                    "port {} owned by a free slot",
+                    port
+                );
             }
         }
     }
