@@ -163,26 +163,33 @@ impl Path {
         }
     }
 
-    /// One connection before the timed races, so that the shard's lazy
+    /// One connection per uplink before the timed races (without a race
+    /// the policy spreads them over the uplinks), so that the shard's lazy
     /// setup (each NAT address's port pool, made on its first session) is
-    /// not timed either; its counts are then forgotten.
+    /// not timed either; their counts are then forgotten.
     #[inline(never)]
     fn warm(&mut self, now: Nanos, pool: &'static HeapPool) {
-        let f = tcp_frame(
-            [2, 0, 0, 0, 0, 1],
-            [10, 2, 0, 1],
-            [203, 0, 113, 250],
-            999,
-            443,
-            0x02,
-            7,
-            0,
-        );
         let mut x = Burst::new();
-        x.push(pool.alloc_with(&f).expect("pool"));
+        for k in 0..u16::from(UPLINKS) {
+            let f = tcp_frame(
+                [2, 0, 0, 0, 0, 1],
+                [10, 2, 0, 1],
+                [203, 0, 113, 250],
+                999 + k,
+                443,
+                0x02,
+                7,
+                0,
+            );
+            x.push(pool.alloc_with(&f).expect("pool"));
+        }
         self.run(now, &mut x);
         self.answer(now);
-        assert_eq!(self.to_lan, 1, "the warm-up connection was answered");
+        assert_eq!(
+            self.to_lan,
+            u64::from(UPLINKS),
+            "the warm-up connections were answered"
+        );
         (self.to_lan, self.rsts) = (0, 0);
     }
 
@@ -232,7 +239,7 @@ fn benches(c: &mut Criterion) {
                     );
                     let losers = if race { u64::from(UPLINKS) - 1 } else { 0 };
                     assert_eq!(p.rsts, conns * losers, "an RST per losing uplink");
-                    assert_eq!(p.translate.nat.len() as u64, conns + 1);
+                    assert_eq!(p.translate.nat.len() as u64, conns + u64::from(UPLINKS));
                     left -= n;
                 }
                 total
