@@ -179,23 +179,30 @@ fn losing_servers_are_reset_and_keep_no_half_open_connection() {
     std::thread::sleep(Duration::from_secs(3));
     rt.sim().unwrap().pause_clients(true);
     // Every loser answers within its path's round trip; its SYN+ACK gets
-    // the RST, so no server socket stays in SYN-RECEIVED.
+    // the RST, so no server socket stays in SYN-RECEIVED. The stats read the
+    // simulator's counters before the lcores' ones, and a stall between the
+    // two reads (a loaded machine) can show a loser closed by the appliance
+    // whose server had not yet seen its SYN: the RST is then still on its
+    // way, so the reset count is waited for too. An RST never sent leaves
+    // its server in SYN-RECEIVED for the socket timeout (10 s), beyond the
+    // wait.
+    let lost_of =
+        |s: &Value| n(&s["uplinks"][1], &["races_lost"]) + n(&s["uplinks"][2], &["races_lost"]);
     let s = wait_for(
         &rt,
         Duration::from_secs(5),
-        "servers back to no half-open socket",
+        "every losing server reset, no half-open socket left",
         |s| {
             n(s, &["sim", "server_syn_received"]) == 0
-                && n(s, &["nat", "race_closed"])
-                    == n(&s["uplinks"][1], &["races_lost"]) + n(&s["uplinks"][2], &["races_lost"])
+                && n(s, &["nat", "race_closed"]) == lost_of(s)
+                && n(s, &["sim", "server_half_open_reset"]) == lost_of(s)
         },
     );
-    let lost = n(&s["uplinks"][1], &["races_lost"]) + n(&s["uplinks"][2], &["races_lost"]);
-    assert!(lost > 0);
+    assert!(lost_of(&s) > 0);
     assert_eq!(
-        n(&s, &["sim", "server_half_open_reset"]),
-        lost,
-        "every losing server got an RST in SYN-RECEIVED: {:#}",
+        n(&s, &["sim", "server_half_open_timeout"]),
+        0,
+        "{:#}",
         s["sim"]
     );
     assert_eq!(n(&s, &["stages", "translate", "drops", "race_loser"]), 0);

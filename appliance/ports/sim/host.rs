@@ -577,9 +577,10 @@ impl ClientApp {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Seen {
     Listen,
-    /// In SYN-RECEIVED, first seen there at `since`.
+    /// In SYN-RECEIVED with peer `peer`, first seen there at `since`.
     SynReceived {
         since: Micros,
+        peer: Option<IpEndpoint>,
     },
     /// Reached ESTABLISHED (or a later state).
     Established,
@@ -611,7 +612,7 @@ fn server_socket_timeout_ms(cfg: &SimConfig) -> u64 {
 /// ESTABLISHED: back to LISTEN is smoltcp's answer to an RST; CLOSED is its
 /// timeout, unless it came early (then something reset it too).
 fn count_half_open_end(seen: Seen, now_listen: bool, cx: &AppCtx) {
-    let Seen::SynReceived { since } = seen else {
+    let Seen::SynReceived { since, .. } = seen else {
         return;
     };
     let timeout_us = server_socket_timeout_ms(cx.cfg) * 1000;
@@ -643,8 +644,8 @@ impl ServerApp {
         // TCP: read the request, send the response, close; reap the dead.
         // Half-open accounting: smoltcp returns a listening socket in
         // SYN-RECEIVED to LISTEN when an RST comes, so a socket is followed
-        // from one look to the next (a SYN and its RST within one poll's
-        // frames would go unseen).
+        // from one look to the next, with its peer (a SYN and its RST within
+        // one poll's frames would go unseen).
         let mut idle = 0;
         let mut syn_received = 0;
         let mut i = 0;
@@ -652,6 +653,21 @@ impl ServerApp {
             let c = &mut self.conns[i];
             let s = sockets.get_mut::<tcp::Socket>(c.handle);
             let state = s.state();
+            // An RST returns a listener to LISTEN, and another peer's SYN in
+            // the same poll's frames takes it again: it is seen in
+            // SYN-RECEIVED (or beyond) with another peer, and the first
+            // half-open connection ended by the RST.
+            let peer = s.remote_endpoint();
+            if let Seen::SynReceived { peer: was, .. } = c.seen {
+                let live = !matches!(
+                    state,
+                    tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait
+                );
+                if live && was != peer {
+                    count_half_open_end(c.seen, true, cx);
+                    c.seen = Seen::Listen;
+                }
+            }
             match state {
                 tcp::State::Listen => {
                     count_half_open_end(c.seen, true, cx);
@@ -672,7 +688,10 @@ impl ServerApp {
                 }
                 tcp::State::SynReceived => {
                     if !matches!(c.seen, Seen::SynReceived { .. }) {
-                        c.seen = Seen::SynReceived { since: cx.now };
+                        c.seen = Seen::SynReceived {
+                            since: cx.now,
+                            peer,
+                        };
                     }
                     syn_received += 1;
                 }
