@@ -23,6 +23,7 @@
 # 1 worker: forwarding on CPU 1, the generator alone on CPU 0. 2 workers:
 # CPUs 0 and 1, i.e. one worker shares CPU 0 with the generator on this
 # 2-core machine (the generator then takes that worker's time).
+# The appliance's site is conf/bench-dpdk.toml, with this run's socket.
 # Needs root, DPDK 22.11 (dpdk-testpmd from the dpdk package) and builds
 # --features dpdk.
 set -euo pipefail
@@ -38,7 +39,7 @@ while getopts "s:r:f:w:h" o; do
         r) rounds=$OPTARG ;;
         f) flows_list=$OPTARG ;;
         w) workers_list=$OPTARG ;;
-        *) sed -n '2,27p' "$0"; exit 2 ;;
+        *) sed -n '2,28p' "$0"; exit 2 ;;
     esac
 done
 [[ $secs =~ ^[0-9]+$ && $secs -ge 1 ]] || { echo "bench-forwarding.sh: -s takes whole seconds >= 1" >&2; exit 2; }
@@ -59,44 +60,13 @@ tmp=$(mktemp -d /tmp/bench-fwd.XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 sock=$tmp/memif.sock
 
-# The appliance's site: 32 NAT addresses (a million mappings), room for a
-# million sessions per shard above the eviction threshold.
-site() { # workers flows
-    local lcores nat
-    if [ "$1" = 1 ]; then lcores=$'[[runtime.lcores]]\ncore = 1'; else
-        lcores=$'[[runtime.lcores]]\ncore = 0\n[[runtime.lcores]]\ncore = 1'; fi
-    nat=$(seq 10 41 | sed 's/.*/"198.51.100.&"/' | paste -sd,)
-    cat <<EOF
-backend = "dpdk"
-[lan]
-port = "lan"
-prefixes = ["10.0.0.0/8"]
-addresses = ["10.0.0.1"]
-[[ports]]
-name = "lan"
-device = "net_memif0"
-[[ports]]
-name = "wan"
-device = "net_null0"
-[[uplinks]]
-name = "isp-a"
-port = "wan"
-nat_addresses = [$nat]
-next_hop_mac = "02:00:00:00:0a:fe"
-[nat]
-max_sessions_per_shard = 1200000
-max_hosts_per_shard = 32768
-[selection]
-mode = "off"
-[runtime]
-mode = "run-to-completion"
-$lcores
-[dpdk]
-vdevs = ["net_memif0,role=client,id=0,socket=$sock,socket-abstract=no,mac=02:00:00:00:00:01", "net_null0,no-rx=1"]
-hugepages = false
-memory_mb = 512
-mbufs_per_socket = 16383
-EOF
+# The appliance's site: conf/bench-dpdk.toml (32 NAT addresses, a million
+# sessions per shard) with this run's memif socket and, for 2 workers, a
+# second lcore on core 0 before the one on core 1.
+site() { # workers
+    local two='s/^core = 1$/core = 0\n[[runtime.lcores]]\ncore = 1/'
+    [ "$1" = 1 ] && two=''
+    sed -e "s#socket=/tmp/appliance-gen.sock,#socket=$sock,#" -e "$two" conf/bench-dpdk.toml
 }
 
 # Starts the generator for $1 flows on $2 queues for $3 seconds.
@@ -128,7 +98,7 @@ testpmd_mpps() {
 # The appliance with $1 workers after $2 s of warm-up: Mpps out of port 1.
 appliance_mpps() {
     local conf=$tmp/site.toml csock=$tmp/ctl.sock a b
-    site "$1" "$flows" >"$conf"
+    site "$1" >"$conf"
     "$app" run --config "$conf" --socket "$csock" --duration $(( $2 + secs + 2 )) >"$tmp/app.out" 2>"$tmp/app.err" &
     local pid=$!
     sleep "$2"

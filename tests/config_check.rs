@@ -296,7 +296,12 @@ fn conf(name: &str) -> String {
 
 #[test]
 fn every_shipped_site_config_is_valid() {
-    for name in ["demo.toml", "lab-afpacket.toml", "lab-dpdk.toml"] {
+    for name in [
+        "demo.toml",
+        "lab-afpacket.toml",
+        "lab-dpdk.toml",
+        "bench-dpdk.toml",
+    ] {
         let (ok, out, err) = check(&conf(name));
         assert!(ok, "{name}: {err}");
         assert!(out.contains("is valid"), "{name}: {out}");

@@ -552,16 +552,25 @@ fn mbuf_in_place_reads_agree_with_dpdk_accessors() {
     let _g = dpdk();
     let pool = create_pool(1, 0, -1).unwrap();
     let mut m = pool.alloc_with(&[7; 300]).unwrap();
-    for step in 0..4 {
+    for step in 0..8 {
         match step {
             1 => assert!(m.prepend(18)),
             2 => assert!(m.adj(30)),
             3 => assert!(m.set_len(1500)),
+            4 => assert!(m.set_len(60)),
+            5 => assert!(!m.adj(61) && !m.prepend(m.headroom() + 1)),
+            6 => assert!(!m.set_len(m.data().len() + m.tailroom() + 1)),
+            7 => assert!(m.prepend(m.headroom()) && m.set_len(m.data().len() + m.tailroom())),
             _ => {}
         }
         let (addr, len, headroom, tailroom) = m.dpdk_view();
         assert_eq!(addr, m.data().as_ptr() as usize);
         assert_eq!(len, m.data().len());
+        assert_eq!(
+            m.pkt_len() as usize,
+            len,
+            "step {step}: pkt_len follows data_len"
+        );
         assert_eq!(headroom, m.headroom());
         assert_eq!(tailroom, m.tailroom());
     }

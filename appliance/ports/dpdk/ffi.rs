@@ -222,10 +222,6 @@ extern "C" {
     pub fn shim_pktmbuf_data_len(m: *const RteMbuf) -> u16;
     pub fn shim_pktmbuf_headroom(m: *const RteMbuf) -> u16;
     pub fn shim_pktmbuf_tailroom(m: *const RteMbuf) -> u16;
-    pub fn shim_pktmbuf_prepend(m: *mut RteMbuf, len: u16) -> *mut c_char;
-    pub fn shim_pktmbuf_adj(m: *mut RteMbuf, len: u16) -> *mut c_char;
-    pub fn shim_pktmbuf_append(m: *mut RteMbuf, len: u16) -> *mut c_char;
-    pub fn shim_pktmbuf_trim(m: *mut RteMbuf, len: u16) -> c_int;
     pub fn shim_pktmbuf_copy_frame(m: *const RteMbuf) -> *mut RteMbuf;
     pub fn shim_mempool_name(mp: *const RteMempool) -> *const c_char;
     fn shim_dev_info(port: u16, out: *mut DevInfo) -> c_int;

@@ -13,8 +13,9 @@
 //!   private area is too small are dropped at RX and counted.
 //! - The frame is `buf_addr + data_off .. + data_len`. `data()` reads the
 //!   mbuf header in place (offsets checked at compile time by `shim.c`), so
-//!   the stages pay no call per access; the rarer length changes go through
-//!   DPDK's own `rte_pktmbuf_prepend/adj/append/trim` in the shim.
+//!   the stages pay no call per access; the length changes (prepend, adj,
+//!   set_len) are those of DPDK's inline `rte_pktmbuf_prepend/adj/append/
+//!   trim` on one segment, written on the header in place too.
 //! - Headroom and data room equal [`HeapBuf`](pipelines::HeapBuf)'s
 //!   (`RTE_PKTMBUF_HEADROOM` = [`HEADROOM`], data room 2048), so the two
 //!   buffers accept and refuse the same operations.
@@ -113,6 +114,12 @@ impl Mbuf {
         self.header_mut().ol_flags = flags;
     }
 
+    /// The packet's length as DPDK's `pkt_len` says (equal to the frame's
+    /// length: a single segment).
+    pub fn pkt_len(&self) -> u32 {
+        self.header().pkt_len
+    }
+
     /// Bytes free in front of the frame.
     pub fn headroom(&self) -> usize {
         usize::from(self.header().data_off)
@@ -207,39 +214,64 @@ impl PacketBuf for Mbuf {
         unsafe { &mut *meta_ptr(self.raw) }
     }
 
+    // The length changes below are those of DPDK's inline
+    // `rte_pktmbuf_prepend/adj/append/trim` on a single-segment mbuf (the
+    // module invariant), done on the header in place: the same checks and
+    // the same fields (`data_off`, `data_len`, `pkt_len`), without a call
+    // into the shim per change (translate and transmit make several a
+    // packet). `mbuf_in_place_reads_agree_with_dpdk_accessors` and
+    // `mbuf_behaves_like_heapbuf` (tests/dpdk_ports.rs) hold them to DPDK's
+    // accessors and to HeapBuf.
+    #[inline]
     fn prepend(&mut self, n: usize) -> bool {
         let Ok(n) = u16::try_from(n) else {
             return false;
         };
-        // SAFETY: a valid mbuf we own; rte_pktmbuf_prepend checks the
-        // headroom and changes nothing (returns NULL) when it is too small.
-        !unsafe { ffi::shim_pktmbuf_prepend(self.raw.as_ptr(), n) }.is_null()
+        let h = self.header_mut();
+        if n > h.data_off {
+            return false;
+        }
+        // data_off + data_len <= buf_len: the sum still fits a u16.
+        h.data_off -= n;
+        h.data_len += n;
+        h.pkt_len += u32::from(n);
+        true
     }
 
+    #[inline]
     fn adj(&mut self, n: usize) -> bool {
         let Ok(n) = u16::try_from(n) else {
             return false;
         };
-        // SAFETY: a valid mbuf we own; rte_pktmbuf_adj refuses (NULL) to
-        // remove more than the frame holds.
-        !unsafe { ffi::shim_pktmbuf_adj(self.raw.as_ptr(), n) }.is_null()
+        let h = self.header_mut();
+        if n > h.data_len {
+            return false;
+        }
+        h.data_off += n;
+        h.data_len -= n;
+        h.pkt_len = h.pkt_len.saturating_sub(u32::from(n));
+        true
     }
 
+    #[inline]
     fn set_len(&mut self, len: usize) -> bool {
         let Ok(len) = u16::try_from(len) else {
             return false;
         };
-        let cur = self.header().data_len;
-        let m = self.raw.as_ptr();
+        let tailroom = self.tailroom();
+        let h = self.header_mut();
+        let cur = h.data_len;
         if len >= cur {
-            // SAFETY: a valid single-segment mbuf we own; rte_pktmbuf_append
-            // checks the tailroom and changes nothing (NULL) when too small.
-            !unsafe { ffi::shim_pktmbuf_append(m, len - cur) }.is_null()
+            let add = len - cur;
+            if usize::from(add) > tailroom {
+                return false;
+            }
+            h.pkt_len += u32::from(add);
         } else {
-            // SAFETY: a valid mbuf we own; `cur - len` <= data_len, which
-            // rte_pktmbuf_trim also checks.
-            unsafe { ffi::shim_pktmbuf_trim(m, cur - len) == 0 }
+            h.pkt_len = h.pkt_len.saturating_sub(u32::from(cur - len));
         }
+        h.data_len = len;
+        true
     }
 
     fn try_clone(&self) -> Option<Self> {

@@ -119,14 +119,6 @@ uint16_t shim_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_he
 
 uint16_t shim_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
 
-char *shim_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_prepend(m, len); }
-
-char *shim_pktmbuf_adj(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_adj(m, len); }
-
-char *shim_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
-
-int shim_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len); }
-
 void *shim_mbuf_to_priv(struct rte_mbuf *m) { return rte_mbuf_to_priv(m); }
 
 /*
