@@ -91,6 +91,12 @@ impl Bucket {
     }
 }
 
+/// [`Bucket::matches`] of a bucket with signatures `sigs` (tests).
+#[cfg(test)]
+pub(super) fn match_mask(sigs: [u16; WAYS], sig: u16) -> u16 {
+    Bucket { sig: sigs, ..EMPTY }.matches(sig)
+}
+
 /// The 16-bit lanes of `x` that are zero, as the low 4 bits (exact: no
 /// borrow crosses a lane).
 #[inline]

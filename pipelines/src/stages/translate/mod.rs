@@ -22,6 +22,8 @@ mod inbound;
 mod outbound;
 mod rewrite;
 #[cfg(test)]
+mod rewrite_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod window_tests;

@@ -120,6 +120,16 @@ pub(crate) fn rewrite<B: PacketBuf>(
     if let (IpAddr::V4(a), false) = (addr, pkt.meta().is_ipv6()) {
         return rewrite_v4(pkt, side, u32::from(a), port);
     }
+    rewrite_any(pkt, side, addr, port)
+}
+
+/// [`rewrite`] for any family (IPv6, or a family mismatch to refuse).
+pub(super) fn rewrite_any<B: PacketBuf>(
+    pkt: &mut B,
+    side: Side,
+    addr: IpAddr,
+    port: u16,
+) -> Result<(), DropReason> {
     let m = *pkt.meta();
     let l4 = m.l4_offset as usize;
     let p = m.flow.proto;
