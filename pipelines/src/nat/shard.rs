@@ -69,6 +69,25 @@ pub struct NatShard {
     pub(super) evict_at: usize,
     /// Shared with the management core, which only reads.
     pub counters: Arc<NatCounters>,
+    /// The shortest of the configuration's session timeouts: a session
+    /// seen more recently has not expired, whatever its kind.
+    pub(super) fresh_for: Nanos,
+}
+
+/// The shortest timeout any session of `cfg` can have (see
+/// `Session::timeout`).
+fn shortest_timeout(cfg: &NatConfig) -> Nanos {
+    [
+        cfg.udp_idle_timeout,
+        cfg.tcp_established_timeout,
+        cfg.tcp_transitory_timeout,
+        cfg.tcp_closed_timeout,
+        cfg.icmp_timeout,
+        cfg.race_timeout,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(Nanos::ZERO)
 }
 
 /// One key of a burst lookup ([`NatShard::find_burst_hinted`]).
@@ -159,6 +178,7 @@ impl NatShard {
             unans_head: NONE,
             unans_tail: NONE,
             evict_at: cfg.evict_at(),
+            fresh_for: shortest_timeout(&cfg),
             counters: Arc::new(NatCounters {
                 created: Counter::new(),
                 table_full: Counter::new(),
@@ -229,6 +249,7 @@ impl NatShard {
         c.hosts.new_per_second = cfg.hosts.new_per_second;
         c.hosts.new_burst = cfg.hosts.new_burst;
         c.hosts.max_races = cfg.hosts.max_races;
+        self.fresh_for = shortest_timeout(&self.cfg);
     }
 
     /// The live session in slot `idx`.
@@ -320,7 +341,8 @@ impl NatShard {
     /// the key again while no session entered or left the index since.
     pub fn find_burst_hinted(&self, probes: &[Option<Probe<'_>>], out: &mut [Option<Hint>]) {
         const N: usize = crate::packet::burst::BURST_MAX;
-        let mut homes: [(Home, bool); N] = [(Home { bucket: 0, sig: 0 }, false); N];
+        // Per key: its home and the slot its signature points at (stage 2).
+        let mut homes: [(Home, u32); N] = [(Home { bucket: 0, sig: 0 }, NONE); N];
         // Stage 1: hash what is not hashed yet, touch every bucket.
         let mut acc = 0u32;
         for (h, p) in homes.iter_mut().zip(probes) {
@@ -335,16 +357,17 @@ impl NatShard {
                 let ix = self.index(p.inbound);
                 let home = ix.home(hash);
                 acc = acc.wrapping_add(u32::from(ix.touch(home)));
-                *h = (home, true);
+                h.0 = home;
             }
         }
         std::hint::black_box(acc);
         // Stage 2: signatures; touch the candidate sessions.
-        for ((home, some), p) in homes.iter().zip(probes) {
-            let Some(p) = p.filter(|_| *some) else {
+        for ((home, cand), p) in homes.iter_mut().zip(probes) {
+            let Some(p) = p else {
                 continue;
             };
             if let Some(c) = self.index(p.inbound).candidate(*home) {
+                *cand = c;
                 // The hot half is read next; the cold half's counters are
                 // written by the packet's refresh.
                 let hot = self.slots.get(c as usize).map_or(0, |s| s.flags);
@@ -353,10 +376,24 @@ impl NatShard {
             }
         }
         std::hint::black_box(acc);
-        // Stage 3: verify.
-        for ((o, p), (home, _)) in out.iter_mut().zip(probes).zip(&homes) {
+        // Stage 3: verify; the candidate first (what `find` would try
+        // first), the whole search when it is not the key's.
+        for ((o, p), (home, cand)) in out.iter_mut().zip(probes).zip(&homes) {
             *o = p.and_then(|p| {
-                let slot = self.find_home(p.key, *home, p.inbound)?;
+                let is_key = |i: u32| {
+                    self.slots.get(i as usize).is_some_and(|s| {
+                        if p.inbound {
+                            in_eq_key(s, &self.addrs, p.key)
+                        } else {
+                            out_eq_key(s, p.key)
+                        }
+                    })
+                };
+                let slot = if *cand != NONE && is_key(*cand) {
+                    *cand
+                } else {
+                    self.find_home(p.key, *home, p.inbound)?
+                };
                 Some(Hint {
                     slot,
                     generation: self.index(p.inbound).generation(),
@@ -424,8 +461,14 @@ impl NatShard {
         self.live_or_expire(idx, now)
     }
 
+    #[inline]
     fn live_or_expire(&mut self, idx: u32, now: Nanos) -> Option<u32> {
-        if self.slots[idx as usize].expired(now, &self.cfg) {
+        let s = &self.slots[idx as usize];
+        // Seen within the shortest timeout: live whatever its kind.
+        if now.since(s.last_seen) <= self.fresh_for {
+            return Some(idx);
+        }
+        if s.expired(now, &self.cfg) {
             self.expire(idx);
             self.counters.expired.inc();
             return None;
