@@ -176,6 +176,9 @@ fn established(refill: &mut Refill, now: Nanos, pages: HugePages) -> Path {
     // Room above the eviction threshold (90 %): UDP flows that never saw
     // a reply would otherwise be evicted by the last tenth.
     let mut path = Path::new(SESSIONS / 9 * 10 + 1024);
+    // As the runtime does: classify's flow hash is the NAT index's.
+    let hasher = path.translate.nat.config().flow_hasher();
+    path.classify.set_flow_hasher(hasher);
     refill.next = 0;
     for _ in 0..SESSIONS / BURST_MAX {
         let mut x = Burst::new();

@@ -29,16 +29,15 @@ const FLOWS: usize = 16_384;
 fn benches(c: &mut Criterion) {
     let topo = topology(4, 1);
     let mut b = Refill::new((0..FLOWS).map(frame).collect(), false);
+    let cfg = NatConfig {
+        max_sessions: FLOWS * 2,
+        ..NatConfig::default()
+    };
     let mut classify = Classify::new(topo.clone());
+    // As the runtime does: classify's flow hash is the NAT index's.
+    classify.set_flow_hasher(cfg.flow_hasher());
     let mut replicate = Replicate::new(topo.clone());
-    let mut translate = Translate::new(
-        topo.clone(),
-        0,
-        NatConfig {
-            max_sessions: FLOWS * 2,
-            ..NatConfig::default()
-        },
-    );
+    let mut translate = Translate::new(topo.clone(), 0, cfg);
     let mut transmit = Transmit::new(topo.clone());
     let now = Nanos::from_secs(1);
 

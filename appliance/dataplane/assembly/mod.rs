@@ -379,9 +379,13 @@ impl<B: PacketBuf> Lcore<'_, B> {
         let plan = self.shared.plan;
         let topo = &plan.topology;
         Stages {
-            classify: self
-                .has(Stage::Classify)
-                .then(|| Classify::with_neighbours(topo.clone(), plan.neighbours.clone())),
+            classify: self.has(Stage::Classify).then(|| {
+                let mut c = Classify::with_neighbours(topo.clone(), plan.neighbours.clone());
+                // The hash classify stores per packet is the NAT index's,
+                // so translate does not hash the packet again.
+                c.set_flow_hasher(plan.nat.flow_hasher());
+                c
+            }),
             replicate: self
                 .has(Stage::Replicate)
                 .then(|| Replicate::with_policy(topo.clone(), plan.selection.policy.clone())),

@@ -68,17 +68,44 @@ impl Bucket {
     /// Ways whose signature is `sig`, as a bit mask.
     #[inline]
     fn matches(&self, sig: u16) -> u16 {
-        let mut m = 0u16;
-        for (w, &s) in self.sig.iter().enumerate() {
-            m |= u16::from(s == sig) << w;
-        }
-        m
+        // Four ways a 64-bit word (two and a half words), lanes compared
+        // at once: a lane of `x ^ broadcast` is zero where the signature
+        // matches.
+        let s = &self.sig;
+        let word = |i: usize| {
+            u64::from(s[i])
+                | u64::from(s[i + 1]) << 16
+                | u64::from(s[i + 2]) << 32
+                | u64::from(s[i + 3]) << 48
+        };
+        let last = u64::from(s[8]) | u64::from(s[9]) << 16 | 0xFFFF_FFFF << 32;
+        let b = u64::from(sig) * 0x0001_0001_0001_0001;
+        let m = zero_lanes(word(0) ^ b) | zero_lanes(word(4) ^ b) << 4 | zero_lanes(last ^ b) << 8;
+        // The padding lanes of `last` match a signature of 0xFFFF.
+        m & ((1 << WAYS) - 1)
     }
 
     #[inline]
     fn free_way(&self) -> Option<usize> {
         self.sig.iter().position(|&s| s == 0)
     }
+}
+
+/// [`Bucket::matches`] of a bucket with signatures `sigs` (tests).
+#[cfg(test)]
+pub(super) fn match_mask(sigs: [u16; WAYS], sig: u16) -> u16 {
+    Bucket { sig: sigs, ..EMPTY }.matches(sig)
+}
+
+/// The 16-bit lanes of `x` that are zero, as the low 4 bits (exact: no
+/// borrow crosses a lane).
+#[inline]
+fn zero_lanes(x: u64) -> u16 {
+    const LOW: u64 = 0x7FFF_7FFF_7FFF_7FFF;
+    // A lane's top bit is set in `t` unless the lane is zero.
+    let t = ((x & LOW) + LOW) | x;
+    let z = (!t & !LOW) >> 15; // bit 0, 16, 32, 48 per zero lane
+    ((z.wrapping_mul(0x0000_2000_4000_8001) >> 45) & 0xF) as u16
 }
 
 /// The home of a key: its primary bucket and signature.
@@ -92,6 +119,10 @@ pub(super) struct Home {
 pub(super) struct SigIndex {
     buckets: Vec<Bucket>,
     len: usize,
+    /// Bumped by every insertion and removal: a slot found at one
+    /// generation is still what a lookup of the same key would find while
+    /// the generation has not moved (see `NatShard::lookup`).
+    generation: u32,
 }
 
 impl SigIndex {
@@ -101,12 +132,19 @@ impl SigIndex {
         SigIndex {
             buckets: vec![EMPTY; n],
             len: 0,
+            generation: 0,
         }
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The generation: changes whenever an entry is added or removed.
+    #[inline]
+    pub(super) fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Bytes the buckets take.
@@ -146,11 +184,21 @@ impl SigIndex {
 
     /// The first slot at home in `home`'s primary bucket whose signature
     /// matches: the session the burst lookup touches before verifying.
+    /// Without one, when entries of this bucket spilt into their
+    /// alternative, that bucket's line is read instead (brought in for the
+    /// verification) and `None` returned.
     #[inline]
     pub(super) fn candidate(&self, home: Home) -> Option<u32> {
         let b = self.buckets.get(home.bucket)?;
         let m = b.matches(home.sig) & !b.alt;
-        (m != 0).then(|| b.slot[m.trailing_zeros() as usize])
+        if m != 0 {
+            return Some(b.slot[m.trailing_zeros() as usize]);
+        }
+        if b.spill != 0 {
+            let a = self.alt(home.bucket, home.sig);
+            std::hint::black_box(self.buckets.get(a).map_or(0, |x| x.sig[0]));
+        }
+        None
     }
 
     /// The slot whose key `eq` confirms, among the entries of `home`.
@@ -209,6 +257,9 @@ impl SigIndex {
     /// the search bound (the table is left as it was).
     pub(super) fn insert(&mut self, h: u64, slot: u32) -> bool {
         let Home { bucket: b, sig } = self.home(h);
+        // Moves and failures change no lookup's answer, but counting every
+        // attempt keeps the rule simple.
+        self.generation = self.generation.wrapping_add(1);
         if let Some(w) = self.buckets[b].free_way() {
             self.put(b, w, sig, slot, false);
             self.len += 1;
@@ -294,6 +345,7 @@ impl SigIndex {
     /// Removes the entry of `slot` under hash `h`; whether it was there.
     pub(super) fn remove(&mut self, h: u64, slot: u32) -> bool {
         let Home { bucket: b, sig } = self.home(h);
+        self.generation = self.generation.wrapping_add(1);
         let bk = &mut self.buckets[b];
         let m = bk.matches(sig) & !bk.alt;
         if let Some(w) = (0..WAYS).find(|&w| m & (1 << w) != 0 && bk.slot[w] == slot) {

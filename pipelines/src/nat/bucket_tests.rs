@@ -260,3 +260,146 @@ fn burst_lookup_equals_single_lookups() {
     }
     assert!(found >= keys.len() / 2, "{found}");
 }
+
+#[test]
+fn signature_match_is_exact_for_every_way_and_value() {
+    let mut x = 5u64;
+    let special = [1u16, 2, 0x7FFF, 0x8000, 0x8001, 0xFFFE, 0xFFFF, 0];
+    for round in 0..20_000 {
+        let mut sigs = [0u16; WAYS];
+        for s in sigs.iter_mut() {
+            let r = next_rand(&mut x);
+            *s = if r & 1 == 0 {
+                special[(r >> 1) as usize % special.len()]
+            } else {
+                (r >> 8) as u16
+            };
+        }
+        let r = next_rand(&mut x);
+        let sig = if r & 1 == 0 {
+            sigs[(r >> 1) as usize % WAYS]
+        } else {
+            special[(r >> 1) as usize % special.len()]
+        };
+        let mut want = 0u16;
+        for (w, &s) in sigs.iter().enumerate() {
+            want |= u16::from(s == sig) << w;
+        }
+        assert_eq!(
+            super::bucket::match_mask(sigs, sig),
+            want,
+            "round {round}: {sigs:x?} against {sig:#x}"
+        );
+    }
+}
+
+/// A shard with `n` outbound UDP sessions from 10.0.x.y, and their keys.
+fn shard_with(n: usize) -> (NatShard, Vec<FlowKey>) {
+    let now = Nanos::from_secs(1);
+    let mut nat = NatShard::new(
+        NatConfig {
+            max_sessions: 4096,
+            seed: 9,
+            ..NatConfig::default()
+        },
+        &site(1),
+        0,
+    );
+    let keys: Vec<FlowKey> = (0..n)
+        .map(|i| FlowKey {
+            src: IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8)),
+            dst: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+            src_port: 4000 + i as u16,
+            dst_port: 53,
+            proto: proto::UDP,
+        })
+        .collect();
+    for k in &keys {
+        nat.create_out(k, 0, [2; 6], now).expect("created");
+    }
+    (nat, keys)
+}
+
+fn hinted(nat: &NatShard, keys: &[(FlowKey, bool, u64)]) -> Vec<Option<Hint>> {
+    let probes: Vec<Option<Probe<'_>>> = keys
+        .iter()
+        .map(|(key, inbound, hash)| {
+            Some(Probe {
+                key,
+                inbound: *inbound,
+                hash: *hash,
+            })
+        })
+        .collect();
+    let mut out = vec![None; keys.len()];
+    nat.find_burst_hinted(&probes, &mut out);
+    out
+}
+
+#[test]
+fn classify_flow_hash_is_the_index_hash_and_a_wrong_one_only_misses() {
+    let (nat, keys) = shard_with(64);
+    let h = nat.config().flow_hasher();
+    let mut probes = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let s = nat.session(nat.find(k, false).unwrap()).unwrap().clone();
+        let back = nat.inbound_key(&s);
+        probes.push((*k, false, h.hash(k)));
+        probes.push((back, true, h.hash(&back)));
+        // Another key's hash: verified, so never another session.
+        probes.push((*k, false, h.hash(&keys[(i + 1) % keys.len()])));
+    }
+    for chunk in probes.chunks(crate::packet::burst::BURST_MAX) {
+        let out = hinted(&nat, chunk);
+        for ((k, inbound, hash), o) in chunk.iter().zip(&out) {
+            let want = nat.find(k, *inbound);
+            assert!(want.is_some());
+            if *hash == h.hash(k) {
+                // Classify's own hash finds every session, both ways.
+                assert_eq!(o.map(|h| h.slot), want, "{k:?}");
+            } else {
+                // A wrong hash misses (the key is verified), or by chance
+                // lands on the right bucket; never another session.
+                assert!(o.is_none() || o.map(|h| h.slot) == want, "{k:?}");
+            }
+        }
+    }
+    // Not the hash of another configuration's seed.
+    let other = NatConfig {
+        seed: 10,
+        ..NatConfig::default()
+    };
+    assert_ne!(other.flow_hasher().hash(&keys[0]), h.hash(&keys[0]));
+}
+
+#[test]
+fn a_hint_is_trusted_only_until_a_session_enters_or_leaves() {
+    let now = Nanos::from_secs(2);
+    let (mut nat, keys) = shard_with(8);
+    let h = nat.config().flow_hasher();
+    let probes: Vec<(FlowKey, bool, u64)> = keys.iter().map(|k| (*k, false, h.hash(k))).collect();
+    let hints = hinted(&nat, &probes);
+    let slots: Vec<u32> = hints.iter().map(|h| h.unwrap().slot).collect();
+    // Unchanged index: the hint is the answer.
+    assert_eq!(nat.lookup(&keys[0], false, hints[0], now), Some(slots[0]));
+    // Session 1 leaves and a new one takes its slot: the old key's hint
+    // must not give the new session.
+    nat.remove(slots[1]).unwrap();
+    let newcomer = FlowKey {
+        dst_port: 54,
+        ..keys[1]
+    };
+    let (idx, _) = nat.create_out(&newcomer, 0, [2; 6], now).expect("created");
+    assert_eq!(idx, slots[1], "the freed slot is reused");
+    assert_eq!(nat.lookup(&keys[1], false, hints[1], now), None);
+    assert_eq!(nat.lookup(&newcomer, false, hints[1], now), Some(idx));
+    // Other hints of the burst are checked again, and still right.
+    for i in 2..8 {
+        assert_eq!(nat.lookup(&keys[i], false, hints[i], now), Some(slots[i]));
+    }
+    // A hint of the outbound index is no hint for the inbound one.
+    let s = nat.session(slots[2]).unwrap().clone();
+    let back = nat.inbound_key(&s);
+    let fresh = hinted(&nat, &[(keys[3], false, 0)]);
+    assert_eq!(nat.lookup(&back, true, fresh[0], now), Some(slots[2]));
+}

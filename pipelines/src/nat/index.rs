@@ -2,40 +2,43 @@
 
 use std::net::IpAddr;
 
-use super::ports::next_rand;
+use super::config::NatConfig;
 use super::session::{to16, Session};
-use crate::packet::flow::FlowKey;
+use crate::packet::flow::{FlowHasher, FlowKey};
 use crate::topology::UplinkId;
 
-#[inline]
-fn fold(x: u64, y: u64) -> u64 {
-    let r = u128::from(x) * u128::from(y);
-    (r as u64) ^ ((r >> 64) as u64)
+/// What the seed of the session indexes' hash is derived with: keeps it
+/// apart from the address pairing's hash (keyed by `seed` itself).
+const INDEX_SEED_TWEAK: u64 = 0xD6E8_FEB8_6659_FD93;
+
+impl NatConfig {
+    /// The keyed hash of the session indexes, one for classify
+    /// (`PacketMeta::flow_hash`, `Classify::set_flow_hasher`) and every
+    /// shard of this configuration: secret as `seed` is, so hash flooding
+    /// stays impossible, and shared, so translate's burst lookup uses the
+    /// hash classify computed instead of hashing the packet again.
+    pub fn flow_hasher(&self) -> FlowHasher {
+        FlowHasher::new(self.seed.rotate_left(29) ^ INDEX_SEED_TWEAK)
+    }
 }
 
-/// Seeded hash of two endpoints and a protocol tag (foldhash-style folded
-/// multiplies; the multipliers are per-shard secrets).
+/// Seeded hash of two endpoints and a protocol tag: the [`FlowHasher`]
+/// arithmetic over the tables' 16-byte form.
 #[derive(Clone, Copy)]
-pub(super) struct Hasher {
-    k: [u64; 4],
-}
+pub(super) struct Hasher(FlowHasher);
 
 impl Hasher {
     pub(super) fn new(seed: u64) -> Hasher {
-        let mut x = seed | 1;
-        Hasher {
-            k: std::array::from_fn(|_| next_rand(&mut x) | 1),
-        }
+        Hasher(FlowHasher::new(seed))
+    }
+
+    pub(super) fn of(h: FlowHasher) -> Hasher {
+        Hasher(h)
     }
 
     #[inline]
     pub(super) fn hash(&self, a: &[u8; 16], ap: u16, b: &[u8; 16], bp: u16, tag: u8) -> u64 {
-        let a = u128::from_ne_bytes(*a);
-        let b = u128::from_ne_bytes(*b);
-        let tail = (u64::from(ap) << 32) | (u64::from(bp) << 16) | u64::from(tag);
-        let h = fold(a as u64 ^ self.k[0], (a >> 64) as u64 ^ self.k[1]);
-        let h = fold(h ^ b as u64, (b >> 64) as u64 ^ self.k[2]);
-        fold(h ^ tail, self.k[3])
+        self.0.hash_bytes(a, ap, b, bp, tag)
     }
 }
 
@@ -88,14 +91,37 @@ pub(super) fn out_eq(s: &Session, t: &Tuple) -> bool {
 }
 
 #[inline]
-pub(super) fn in_eq(s: &Session, addrs: &[NatAddr], t: &Tuple) -> bool {
-    s.remote == t.src
-        && s.remote_port == t.src_port
-        && s.nat_port == t.dst_port
-        && s.proto == t.proto
-        && s.is_v6() == t.v6
+fn addr_is(b: &[u8; 16], v6: bool, a: IpAddr) -> bool {
+    match a {
+        // A session of the IPv4 family holds its addresses mapped: the
+        // first 12 bytes are the mapping prefix.
+        IpAddr::V4(a) => !v6 && b[12..] == a.octets(),
+        IpAddr::V6(a) => v6 && *b == a.octets(),
+    }
+}
+
+/// [`out_eq`] against the flow key itself (the per-packet lookups).
+#[inline]
+pub(super) fn out_eq_key(s: &Session, k: &FlowKey) -> bool {
+    s.client_port == k.src_port
+        && s.remote_port == k.dst_port
+        && s.proto == k.proto
         && s.is_live()
-        && addrs.get(usize::from(s.nat_addr)).map(|a| a.bytes) == Some(t.dst)
+        && addr_is(&s.client, s.is_v6(), k.src)
+        && addr_is(&s.remote, s.is_v6(), k.dst)
+}
+
+/// Whether `s` is the session of inbound key `k`.
+#[inline]
+pub(super) fn in_eq_key(s: &Session, addrs: &[NatAddr], k: &FlowKey) -> bool {
+    s.remote_port == k.src_port
+        && s.nat_port == k.dst_port
+        && s.proto == k.proto
+        && s.is_live()
+        && addr_is(&s.remote, s.is_v6(), k.src)
+        && addrs
+            .get(usize::from(s.nat_addr))
+            .is_some_and(|a| addr_is(&a.bytes, s.is_v6(), k.dst))
 }
 
 #[inline]

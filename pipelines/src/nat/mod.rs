@@ -96,5 +96,5 @@ pub use hosts::{HostLimits, TokenBucket};
 pub use list::{state_name, Prefix, SessionFilter, SessionInfo, STATE_NAMES};
 pub(crate) use session::NONE;
 pub use session::{Session, SessionCold, TcpState, NO_SERVER};
-pub use shard::{NatShard, RaceExit, EVENTS_MAX};
+pub use shard::{Hint, NatShard, Probe, RaceExit, EVENTS_MAX};
 pub use sweep::{SWEEP_MAX, SWEEP_MIN};

@@ -5,12 +5,13 @@ use hashbrown::{HashMap, HashTable};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::bucket::SigIndex;
+use super::bucket::{Home, SigIndex};
 use super::config::NatConfig;
 use super::counters::{NatCounters, TopHost, UplinkCounters};
 use super::hosts::Hosts;
 use super::index::{
-    in_eq, inside_hash, out_eq, session_in_hash, session_out_hash, tag, Hasher, NatAddr, Tuple,
+    in_eq_key, inside_hash, out_eq_key, session_in_hash, session_out_hash, tag, Hasher, NatAddr,
+    Tuple,
 };
 use super::ports::{class_of, PortPool, CLASSES};
 use super::session::{
@@ -33,6 +34,7 @@ pub struct NatShard {
     pub(super) by_in: SigIndex,
     /// Inside endpoint → head session of its mapping(s).
     pub(super) by_inside: HashTable<u32>,
+    /// `NatConfig::flow_hasher`: the same in every shard and in classify.
     pub(super) hasher: Hasher,
     /// Keyed by the run's seed alone, the same in every shard: paired
     /// address pooling.
@@ -67,6 +69,45 @@ pub struct NatShard {
     pub(super) evict_at: usize,
     /// Shared with the management core, which only reads.
     pub counters: Arc<NatCounters>,
+    /// The shortest of the configuration's session timeouts: a session
+    /// seen more recently has not expired, whatever its kind.
+    pub(super) fresh_for: Nanos,
+}
+
+/// The shortest timeout any session of `cfg` can have (see
+/// `Session::timeout`).
+fn shortest_timeout(cfg: &NatConfig) -> Nanos {
+    [
+        cfg.udp_idle_timeout,
+        cfg.tcp_established_timeout,
+        cfg.tcp_transitory_timeout,
+        cfg.tcp_closed_timeout,
+        cfg.icmp_timeout,
+        cfg.race_timeout,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(Nanos::ZERO)
+}
+
+/// One key of a burst lookup ([`NatShard::find_burst_hinted`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Probe<'a> {
+    pub key: &'a FlowKey,
+    /// Looked up in the inbound index (else the outbound one).
+    pub inbound: bool,
+    /// The key's hash by [`NatConfig::flow_hasher`] (classify's
+    /// `PacketMeta::flow_hash`), or 0: hashed here.
+    pub hash: u64,
+}
+
+/// What a burst lookup found for a key: its slot, and the generation of
+/// the index it was found in (see [`NatShard::lookup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hint {
+    pub slot: u32,
+    generation: u32,
+    inbound: bool,
 }
 
 /// Selection events a shard buffers between two drains.
@@ -107,6 +148,8 @@ impl NatShard {
             uplink_addrs.push(fam);
         }
         let cap = cfg.max_sessions;
+        // The index hash is one per configuration (`NatConfig::flow_hasher`,
+        // shared with classify); the port randomisation is per shard.
         let shard_seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         NatShard {
             slots: Vec::with_capacity(cap),
@@ -116,7 +159,7 @@ impl NatShard {
             by_out: SigIndex::with_capacity(cap),
             by_in: SigIndex::with_capacity(cap),
             by_inside: HashTable::with_capacity(cap),
-            hasher: Hasher::new(shard_seed),
+            hasher: Hasher::of(cfg.flow_hasher()),
             pairing: Hasher::new(cfg.seed),
             pools: (0..addrs.len() * CLASSES).map(|_| None).collect(),
             addrs,
@@ -135,6 +178,7 @@ impl NatShard {
             unans_head: NONE,
             unans_tail: NONE,
             evict_at: cfg.evict_at(),
+            fresh_for: shortest_timeout(&cfg),
             counters: Arc::new(NatCounters {
                 created: Counter::new(),
                 table_full: Counter::new(),
@@ -205,6 +249,7 @@ impl NatShard {
         c.hosts.new_per_second = cfg.hosts.new_per_second;
         c.hosts.new_burst = cfg.hosts.new_burst;
         c.hosts.max_races = cfg.hosts.max_races;
+        self.fresh_for = shortest_timeout(&self.cfg);
     }
 
     /// The live session in slot `idx`.
@@ -262,20 +307,7 @@ impl NatShard {
         let h = self
             .hasher
             .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag());
-        self.find_hashed(&t, h, inbound)
-    }
-
-    #[inline]
-    fn find_hashed(&self, t: &Tuple, h: u64, inbound: bool) -> Option<u32> {
-        let (slots, addrs) = (&self.slots, &self.addrs);
-        if inbound {
-            let home = self.by_in.home(h);
-            self.by_in
-                .find(home, |i| in_eq(&slots[i as usize], addrs, t))
-        } else {
-            let home = self.by_out.home(h);
-            self.by_out.find(home, |i| out_eq(&slots[i as usize], t))
-        }
+        self.find_home(key, self.index(inbound).home(h), inbound)
     }
 
     /// [`find`](Self::find) for a whole burst, in stages so that the
@@ -286,28 +318,56 @@ impl NatShard {
     /// lookup; `out[i]` receives what `find` would return.
     pub fn find_burst(&self, keys: &[Option<(&FlowKey, bool)>], out: &mut [Option<u32>]) {
         const N: usize = crate::packet::burst::BURST_MAX;
-        let mut probes: [Option<(Tuple, u64, bool)>; N] = [None; N];
-        // Stage 1: hash all, touch every bucket.
-        let mut acc = 0u32;
+        let mut probes: [Option<Probe<'_>>; N] = [None; N];
+        let mut hints: [Option<Hint>; N] = [None; N];
         for (p, k) in probes.iter_mut().zip(keys) {
-            if let Some((key, inbound)) = *k {
-                let t = Tuple::of(key);
-                let h = self
-                    .hasher
-                    .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag());
-                *p = Some((t, h, inbound));
-            }
+            *p = k.map(|(key, inbound)| Probe {
+                key,
+                inbound,
+                hash: 0,
+            });
         }
-        for (t, h, inbound) in probes.iter().flatten() {
-            let _ = t;
-            let ix = if *inbound { &self.by_in } else { &self.by_out };
-            acc = acc.wrapping_add(u32::from(ix.touch(ix.home(*h))));
+        let n = keys.len().min(N);
+        self.find_burst_hinted(&probes[..n], &mut hints[..n]);
+        for (o, h) in out.iter_mut().zip(&hints[..n]) {
+            *o = h.map(|h| h.slot);
+        }
+    }
+
+    /// [`find_burst`](Self::find_burst) taking each key's hash when the
+    /// caller has it ([`Probe::hash`], classify's `PacketMeta::flow_hash`
+    /// keyed by this configuration's [`NatConfig::flow_hasher`]), and
+    /// giving hints that [`lookup`](Self::lookup) trusts without verifying
+    /// the key again while no session entered or left the index since.
+    pub fn find_burst_hinted(&self, probes: &[Option<Probe<'_>>], out: &mut [Option<Hint>]) {
+        const N: usize = crate::packet::burst::BURST_MAX;
+        // Per key: its home and the slot its signature points at (stage 2).
+        let mut homes: [(Home, u32); N] = [(Home { bucket: 0, sig: 0 }, NONE); N];
+        // Stage 1: hash what is not hashed yet, touch every bucket.
+        let mut acc = 0u32;
+        for (h, p) in homes.iter_mut().zip(probes) {
+            if let Some(p) = p {
+                let hash = if p.hash != 0 {
+                    p.hash
+                } else {
+                    let t = Tuple::of(p.key);
+                    self.hasher
+                        .hash(&t.src, t.src_port, &t.dst, t.dst_port, t.tag())
+                };
+                let ix = self.index(p.inbound);
+                let home = ix.home(hash);
+                acc = acc.wrapping_add(u32::from(ix.touch(home)));
+                h.0 = home;
+            }
         }
         std::hint::black_box(acc);
         // Stage 2: signatures; touch the candidate sessions.
-        for (_, h, inbound) in probes.iter().flatten() {
-            let ix = if *inbound { &self.by_in } else { &self.by_out };
-            if let Some(c) = ix.candidate(ix.home(*h)) {
+        for ((home, cand), p) in homes.iter_mut().zip(probes) {
+            let Some(p) = p else {
+                continue;
+            };
+            if let Some(c) = self.index(p.inbound).candidate(*home) {
+                *cand = c;
                 // The hot half is read next; the cold half's counters are
                 // written by the packet's refresh.
                 let hot = self.slots.get(c as usize).map_or(0, |s| s.flags);
@@ -316,43 +376,99 @@ impl NatShard {
             }
         }
         std::hint::black_box(acc);
-        // Stage 3: verify.
-        for (o, p) in out.iter_mut().zip(&probes) {
-            *o = p.and_then(|(t, h, inbound)| self.find_hashed(&t, h, inbound));
+        // Stage 3: verify; the candidate first (what `find` would try
+        // first), the whole search when it is not the key's.
+        for ((o, p), (home, cand)) in out.iter_mut().zip(probes).zip(&homes) {
+            *o = p.and_then(|p| {
+                let is_key = |i: u32| {
+                    self.slots.get(i as usize).is_some_and(|s| {
+                        if p.inbound {
+                            in_eq_key(s, &self.addrs, p.key)
+                        } else {
+                            out_eq_key(s, p.key)
+                        }
+                    })
+                };
+                let slot = if *cand != NONE && is_key(*cand) {
+                    *cand
+                } else {
+                    self.find_home(p.key, *home, p.inbound)?
+                };
+                Some(Hint {
+                    slot,
+                    generation: self.index(p.inbound).generation(),
+                    inbound: p.inbound,
+                })
+            });
+        }
+    }
+
+    #[inline]
+    fn index(&self, inbound: bool) -> &SigIndex {
+        if inbound {
+            &self.by_in
+        } else {
+            &self.by_out
+        }
+    }
+
+    #[inline]
+    fn find_home(&self, key: &FlowKey, home: Home, inbound: bool) -> Option<u32> {
+        let (slots, addrs) = (&self.slots, &self.addrs);
+        if inbound {
+            self.by_in
+                .find(home, |i| in_eq_key(&slots[i as usize], addrs, key))
+        } else {
+            self.by_out
+                .find(home, |i| out_eq_key(&slots[i as usize], key))
         }
     }
 
     /// [`lookup_out`](Self::lookup_out) / [`lookup_in`](Self::lookup_in)
-    /// with the slot [`find`](Self::find) gave earlier: used if that slot
-    /// still holds this flow's session (sessions created or removed since
-    /// may have changed it), looked up again otherwise.
+    /// with the slot [`find_burst_hinted`](Self::find_burst_hinted) gave
+    /// earlier for this key: taken as it is while the index's generation
+    /// has not moved (no entry added or removed since, so a lookup would
+    /// find the same slot), checked against the key otherwise and looked
+    /// up again when it no longer holds this flow's session. A hint is
+    /// only ever given back with the key it was found for.
     #[inline]
     pub fn lookup(
         &mut self,
         key: &FlowKey,
         inbound: bool,
-        hint: Option<u32>,
+        hint: Option<Hint>,
         now: Nanos,
     ) -> Option<u32> {
-        let still = hint.filter(|&i| {
-            let t = Tuple::of(key);
-            self.slots.get(i as usize).is_some_and(|s| {
-                if inbound {
-                    in_eq(s, &self.addrs, &t)
-                } else {
-                    out_eq(s, &t)
+        let ix = self.index(inbound);
+        let idx = match hint {
+            Some(h) if h.generation == ix.generation() && h.inbound == inbound => h.slot,
+            _ => {
+                let still = hint.map(|h| h.slot).filter(|&i| {
+                    self.slots.get(i as usize).is_some_and(|s| {
+                        if inbound {
+                            in_eq_key(s, &self.addrs, key)
+                        } else {
+                            out_eq_key(s, key)
+                        }
+                    })
+                });
+                match still {
+                    Some(i) => i,
+                    None => self.find(key, inbound)?,
                 }
-            })
-        });
-        let idx = match still {
-            Some(i) => i,
-            None => self.find(key, inbound)?,
+            }
         };
         self.live_or_expire(idx, now)
     }
 
+    #[inline]
     fn live_or_expire(&mut self, idx: u32, now: Nanos) -> Option<u32> {
-        if self.slots[idx as usize].expired(now, &self.cfg) {
+        let s = &self.slots[idx as usize];
+        // Seen within the shortest timeout: live whatever its kind.
+        if now.since(s.last_seen) <= self.fresh_for {
+            return Some(idx);
+        }
+        if s.expired(now, &self.cfg) {
             self.expire(idx);
             self.counters.expired.inc();
             return None;

@@ -93,10 +93,11 @@ fn endpoint_hash(addr: u64, port: u16, protocol: u8) -> u32 {
 ///
 /// Keyed (foldhash-style folded 64 × 64 → 128-bit multiplies whose
 /// multipliers come from the seed), so without the seed no one can aim many
-/// flows at one bucket; the same construction, byte for byte, as the NAT
-/// index's per-shard hasher of the received tuple (addresses as 16 bytes,
-/// IPv4 mapped; the protocol with the family in its top bit), so an index
-/// keyed with the same seed can take the value as its own.
+/// flows at one bucket. It is the NAT's own hasher too (`nat::index`, keyed
+/// by `NatConfig::flow_hasher`, one secret seed for classify and every
+/// shard): the NAT hashes the received tuple the same way (addresses as 16
+/// bytes, IPv4 mapped; the protocol with the family in its top bit), so
+/// translate's burst lookup takes classify's value instead of hashing again.
 #[derive(Clone, Copy, Debug)]
 pub struct FlowHasher {
     k: [u64; 4],
@@ -124,6 +125,21 @@ impl FlowHasher {
         let a = ne128(IpAddr::V4(src.into()));
         let b = ne128(IpAddr::V4(dst.into()));
         self.hash_parts(a, src_port, b, dst_port, protocol)
+    }
+
+    /// The hash of two endpoints given as 16-byte addresses (IPv4 mapped)
+    /// and a tag (the protocol, the family in its top bit): the form the
+    /// NAT's tables keep. `hash(k)` is
+    /// `hash_bytes(src16, k.src_port, dst16, k.dst_port, tag)`.
+    #[inline]
+    pub fn hash_bytes(&self, a: &[u8; 16], ap: u16, b: &[u8; 16], bp: u16, tag: u8) -> u64 {
+        self.hash_parts(
+            u128::from_ne_bytes(*a),
+            ap,
+            u128::from_ne_bytes(*b),
+            bp,
+            tag,
+        )
     }
 
     #[inline]

@@ -18,7 +18,7 @@ impl Translate {
         now: Nanos,
         pkt: &mut B,
         decrement_ttl: bool,
-        hint: Option<u32>,
+        hint: Option<crate::nat::Hint>,
         extra: &mut Burst<B>,
     ) -> Result<(), DropReason> {
         let m = *pkt.meta();

@@ -22,6 +22,8 @@ mod inbound;
 mod outbound;
 mod rewrite;
 #[cfg(test)]
+mod rewrite_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod window_tests;
@@ -29,7 +31,7 @@ mod window_tests;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::nat::{NatConfig, NatShard};
+use crate::nat::{Hint, NatConfig, NatShard, Probe};
 use crate::packet::buf::{Direction, PacketBuf};
 use crate::packet::burst::Burst;
 use crate::packet::counter::StageCounters;
@@ -60,6 +62,44 @@ pub struct Translate {
     pub service: Option<crate::redirect::service::ServicePlane>,
     /// The fragments of the datagrams classify sent to this shard.
     frags: fragments::Frags,
+    /// The topology's NAT addresses, as a filter that spares most
+    /// outbound packets the hairpin check's map lookup.
+    nat_addrs: AddrFilter,
+}
+
+/// A 256-bit filter of a set of addresses: `may_contain` is true for every
+/// member and for few others (a false positive costs the map lookup it
+/// guards, nothing else).
+#[derive(Clone, Copy, Debug, Default)]
+struct AddrFilter([u64; 4]);
+
+impl AddrFilter {
+    fn new<'a>(addrs: impl Iterator<Item = &'a IpAddr>) -> AddrFilter {
+        let mut f = AddrFilter::default();
+        for &a in addrs {
+            let b = Self::bit(a);
+            f.0[b >> 6] |= 1 << (b & 63);
+        }
+        f
+    }
+
+    #[inline]
+    fn bit(a: IpAddr) -> usize {
+        let x = match a {
+            IpAddr::V4(v) => u64::from(u32::from(v)),
+            IpAddr::V6(v) => {
+                let x = u128::from(v);
+                (x as u64) ^ ((x >> 64) as u64)
+            }
+        };
+        (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize
+    }
+
+    #[inline]
+    fn may_contain(&self, a: IpAddr) -> bool {
+        let b = Self::bit(a);
+        self.0[b >> 6] & (1 << (b & 63)) != 0
+    }
 }
 
 impl Translate {
@@ -77,6 +117,7 @@ impl Translate {
         let frags = fragments::Frags::new(cfg.fragments);
         let nat = NatShard::new(cfg, &topo, shard);
         Translate {
+            nat_addrs: AddrFilter::new(topo.nat_addr_uplink.keys()),
             selector: Selector::new(initial_snapshot(&topo)),
             families: family_masks(&topo),
             policy,
@@ -129,18 +170,25 @@ impl Translate {
         // overlap (see `NatShard::find_burst`), then translate with the
         // slots found as hints.
         let mut hints = [None; crate::packet::burst::BURST_MAX];
-        let mut keys = [None; crate::packet::burst::BURST_MAX];
-        for (k, pkt) in keys.iter_mut().zip(input.iter().take(n)) {
+        let mut probes = [None; crate::packet::burst::BURST_MAX];
+        for (p, pkt) in probes.iter_mut().zip(input.iter().take(n)) {
             let m = pkt.meta();
             if !m.is_icmp_error() && !m.frag.fragment {
-                *k = match m.direction {
-                    Direction::Outbound => Some((&m.flow, false)),
-                    Direction::Inbound => Some((&m.flow, true)),
-                    Direction::Unknown | Direction::Local => None,
+                let inbound = match m.direction {
+                    Direction::Outbound => false,
+                    Direction::Inbound => true,
+                    Direction::Unknown | Direction::Local => continue,
                 };
+                // Classify's hash of this very key (0 when it has none):
+                // the index is keyed the same (`NatConfig::flow_hasher`).
+                *p = Some(Probe {
+                    key: &m.flow,
+                    inbound,
+                    hash: m.flow_hash,
+                });
             }
         }
-        self.nat.find_burst(&keys[..n], &mut hints[..n]);
+        self.nat.find_burst_hinted(&probes[..n], &mut hints[..n]);
         let mut extra = Burst::new();
         for (i, pkt) in input.drain(..n).enumerate() {
             self.counters.packets.inc();
@@ -208,7 +256,7 @@ impl Translate {
         &mut self,
         now: Nanos,
         pkt: &mut B,
-        hint: Option<u32>,
+        hint: Option<Hint>,
         extra: &mut Burst<B>,
     ) -> Result<(), DropReason> {
         let m = pkt.meta_mut();

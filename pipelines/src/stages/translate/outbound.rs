@@ -22,14 +22,18 @@ impl Translate {
         &mut self,
         now: Nanos,
         pkt: &mut B,
-        hint: Option<u32>,
+        hint: Option<crate::nat::Hint>,
         extra: &mut Burst<B>,
     ) -> Result<(), DropReason> {
         let m = *pkt.meta();
         // A LAN client sending to an outside address of this appliance:
         // hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8). The flow leaves by
         // the uplink owning that address and comes straight back in.
-        let hairpin = self.topo.nat_addr_uplink.get(&m.flow.dst).copied();
+        let hairpin = if self.nat_addrs.may_contain(m.flow.dst) {
+            self.topo.nat_addr_uplink.get(&m.flow.dst).copied()
+        } else {
+            None
+        };
         // Before any session is created: a packet that dies here must not
         // hold a NAT port until its flow times out.
         check_ttl(pkt)?;
@@ -137,6 +141,8 @@ impl Translate {
         let m = pkt.meta_mut();
         m.flow.src = src;
         m.flow.src_port = src_port;
+        // Classify's hash was of the key before: the owning shard hashes.
+        m.flow_hash = 0;
         let shard = self
             .topo
             .shard_of_nat_port(m.flow.dst_port)

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use crate::packet::buf::PacketBuf;
 use crate::packet::drop::DropReason;
 use crate::packet::flow::proto;
-use crate::wire::checksum::{update16, update_bytes};
+use crate::wire::checksum::{fold, update16, update_bytes};
 use crate::wire::{icmp, ipv4, ipv6, tcp, udp};
 
 /// Which endpoint of the packet is rewritten.
@@ -117,6 +117,19 @@ pub(crate) fn rewrite<B: PacketBuf>(
     addr: IpAddr,
     port: u16,
 ) -> Result<(), DropReason> {
+    if let (IpAddr::V4(a), false) = (addr, pkt.meta().is_ipv6()) {
+        return rewrite_v4(pkt, side, u32::from(a), port);
+    }
+    rewrite_any(pkt, side, addr, port)
+}
+
+/// [`rewrite`] for any family (IPv6, or a family mismatch to refuse).
+pub(super) fn rewrite_any<B: PacketBuf>(
+    pkt: &mut B,
+    side: Side,
+    addr: IpAddr,
+    port: u16,
+) -> Result<(), DropReason> {
     let m = *pkt.meta();
     let l4 = m.l4_offset as usize;
     let p = m.flow.proto;
@@ -169,5 +182,72 @@ pub(crate) fn rewrite<B: PacketBuf>(
         hc = 0xFFFF;
     }
     l4d[csum_at..csum_at + 2].copy_from_slice(&hc.to_be_bytes());
+    Ok(())
+}
+
+/// [`rewrite`] of an IPv4 packet to an IPv4 address: the same checks and
+/// results, with the address as one 32-bit word and each checksum updated
+/// once by the sum of the changed words (RFC 1624 eqn. 3 over several
+/// words: HC' = ~(~HC + ~m1 + m1' + ~m2 + m2' ...)).
+#[inline]
+fn rewrite_v4<B: PacketBuf>(
+    pkt: &mut B,
+    side: Side,
+    addr: u32,
+    port: u16,
+) -> Result<(), DropReason> {
+    let m = pkt.meta();
+    let (l3, l4, p) = (m.l3_offset as usize, m.l4_offset as usize, m.flow.proto);
+    let (port_at, csum_at, pseudo) = match (p, side) {
+        (proto::TCP, Side::Src) => (tcp::SRC_PORT_OFFSET, tcp::CHECKSUM_OFFSET, true),
+        (proto::TCP, Side::Dst) => (tcp::DST_PORT_OFFSET, tcp::CHECKSUM_OFFSET, true),
+        (proto::UDP, Side::Src) => (udp::SRC_PORT_OFFSET, udp::CHECKSUM_OFFSET, true),
+        (proto::UDP, Side::Dst) => (udp::DST_PORT_OFFSET, udp::CHECKSUM_OFFSET, true),
+        (proto::ICMP, _) => (icmp::IDENT_OFFSET, icmp::CHECKSUM_OFFSET, false),
+        (proto::ICMPV6, _) => (icmp::IDENT_OFFSET, icmp::CHECKSUM_OFFSET, true),
+        _ => return Err(DropReason::UnsupportedProtocol),
+    };
+    let at = l3
+        + match side {
+            Side::Src => ipv4::SRC.start,
+            Side::Dst => ipv4::DST.start,
+        };
+    let d = pkt.data_mut();
+    if d.len() < at + 4 {
+        return Err(DropReason::TruncatedIpv4);
+    }
+    // The address sits past the header checksum.
+    let old = u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]);
+    d[at..at + 4].copy_from_slice(&addr.to_be_bytes());
+    let sum16 = |x: u32| (x >> 16) + (x & 0xFFFF);
+    let addr_delta = sum16(!old) + sum16(addr);
+    let hc_at = l3 + ipv4::CHECKSUM_OFFSET;
+    let hc = u16::from_be_bytes([d[hc_at], d[hc_at + 1]]);
+    let hc = !fold(u32::from(!hc) + addr_delta);
+    d[hc_at..hc_at + 2].copy_from_slice(&hc.to_be_bytes());
+    let need = l4 + csum_at.max(port_at) + 2;
+    if l4 > d.len() {
+        return Err(DropReason::TruncatedIpv4);
+    }
+    if d.len() < need {
+        return Err(DropReason::TruncatedUdp);
+    }
+    let (pa, ca) = (l4 + port_at, l4 + csum_at);
+    let old_port = u16::from_be_bytes([d[pa], d[pa + 1]]);
+    d[pa..pa + 2].copy_from_slice(&port.to_be_bytes());
+    let c = u16::from_be_bytes([d[ca], d[ca + 1]]);
+    if p == proto::UDP && c == 0 {
+        // IPv4 UDP without checksum stays without (RFC 768).
+        return Ok(());
+    }
+    let mut delta = u32::from(!old_port) + u32::from(port);
+    if pseudo {
+        delta += addr_delta;
+    }
+    let mut c = !fold(u32::from(!c) + delta);
+    if p == proto::UDP && c == 0 {
+        c = 0xFFFF;
+    }
+    d[ca..ca + 2].copy_from_slice(&c.to_be_bytes());
     Ok(())
 }
