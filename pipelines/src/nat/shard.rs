@@ -514,8 +514,12 @@ impl NatShard {
             return;
         };
         let has = s.flags & OUT_INDEXED != 0;
+        if on == has {
+            // Nothing to change (the race decision's common case): no hash.
+            return;
+        }
         let h = session_out_hash(&self.hasher, s);
-        if on && !has {
+        if on {
             if self.by_out.insert(h, idx) {
                 self.slots[idx as usize].flags |= OUT_INDEXED;
             } else {
@@ -523,7 +527,7 @@ impl NatShard {
                 // without the entry (its packets find none), counted.
                 self.counters.table_full.inc();
             }
-        } else if !on && has {
+        } else {
             self.by_out.remove(h, idx);
             self.slots[idx as usize].flags &= !OUT_INDEXED;
         }
