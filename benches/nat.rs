@@ -30,18 +30,17 @@
 //! Run: `cargo bench --bench nat`.
 
 mod common;
+#[path = "common/path.rs"]
+mod path;
 
 use std::time::{Duration, Instant};
 
 use appliance::memory::{self, HugePages};
 use common::Refill;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use path::Path;
 use pipelines::nat::{HostLimits, NatConfig, NatShard, SessionFilter, SWEEP_MAX};
 use pipelines::packet::flow::{proto, FlowKey};
-use pipelines::stages::classify::Classify;
-use pipelines::stages::replicate::Replicate;
-use pipelines::stages::translate::Translate;
-use pipelines::stages::transmit::Transmit;
 use pipelines::testing::one_uplink as topology;
 use pipelines::testing::raw::{udp_flow as frame, PORTS_PER_CLIENT};
 use pipelines::{Burst, HeapBuf, Nanos, PacketBuf, BURST_MAX};
@@ -53,57 +52,6 @@ const SESSIONS: usize = 1 << 20;
 /// NAT addresses: enough ports for a million mappings (paired pooling puts
 /// every client on one address).
 const NAT_ADDRS: u8 = 64;
-
-struct Path {
-    classify: Classify,
-    replicate: Replicate,
-    translate: Translate,
-    transmit: Transmit,
-    per_port: Vec<Burst<HeapBuf>>,
-}
-
-impl Path {
-    fn new(max_sessions: usize) -> Path {
-        let topo = topology(NAT_ADDRS, 1);
-        Path {
-            classify: Classify::new(topo.clone()),
-            replicate: Replicate::new(topo.clone()),
-            translate: Translate::new(
-                topo.clone(),
-                0,
-                NatConfig {
-                    max_sessions,
-                    seed: 1,
-                    // A million flows from a few hosts at one instant: no
-                    // per-host limit applies here.
-                    hosts: HostLimits {
-                        max_sessions: u32::MAX,
-                        new_per_second: u32::MAX,
-                        new_burst: u32::MAX,
-                        ..HostLimits::default()
-                    },
-                    ..NatConfig::default()
-                },
-            ),
-            transmit: Transmit::new(topo),
-            per_port: vec![Burst::new(), Burst::new()],
-        }
-    }
-
-    fn run(&mut self, now: Nanos, x: &mut Burst<HeapBuf>) {
-        let mut y = Burst::new();
-        self.classify.process(x, &mut y);
-        self.replicate.process(now, &mut y, x);
-        self.translate.process(now, x, &mut y);
-        self.transmit.process(&mut y, &mut self.per_port);
-        std::hint::black_box(&self.per_port);
-        self.per_port.iter_mut().for_each(|p| p.clear());
-    }
-
-    fn drops(&self) -> u64 {
-        self.classify.counters.total_drops() + self.translate.counters.total_drops()
-    }
-}
 
 /// The appliance's session request bounds (`dataplane::rings`:
 /// `SESSION_SCAN`, `SESSION_PAGE`).
@@ -175,7 +123,11 @@ fn established(refill: &mut Refill, now: Nanos, pages: HugePages) -> Path {
     memory::set_mode(pages);
     // Room above the eviction threshold (90 %): UDP flows that never saw
     // a reply would otherwise be evicted by the last tenth.
-    let mut path = Path::new(SESSIONS / 9 * 10 + 1024);
+    let mut path = Path::new(
+        NAT_ADDRS,
+        SESSIONS / 9 * 10 + 1024,
+        HostLimits::default().max_hosts,
+    );
     // As the runtime does: classify's flow hash is the NAT index's.
     let hasher = path.translate.nat.config().flow_hasher();
     path.classify.set_flow_hasher(hasher);
@@ -323,7 +275,11 @@ fn benches(c: &mut Criterion) {
             while left > 0 {
                 let n = left.min(FRESH / BURST_MAX);
                 // Room above the eviction threshold, as above.
-                let mut p = Path::new(FRESH / 9 * 10 + 1024);
+                let mut p = Path::new(
+                    NAT_ADDRS,
+                    FRESH / 9 * 10 + 1024,
+                    HostLimits::default().max_hosts,
+                );
                 fresh.next = 0;
                 let t = Instant::now();
                 new_flows(&mut p, &mut fresh, n, now);

@@ -28,18 +28,15 @@
 //! Run: `cargo bench --bench scale`.
 
 mod common;
+#[path = "common/path.rs"]
+mod path;
 
 use std::time::Instant;
 
 use appliance::memory::{self, HugePages};
-use common::Refill;
+use common::{shuffled, Refill};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pipelines::nat::{HostLimits, NatConfig};
-use pipelines::stages::classify::Classify;
-use pipelines::stages::replicate::Replicate;
-use pipelines::stages::translate::Translate;
-use pipelines::stages::transmit::Transmit;
-use pipelines::testing::one_uplink as topology;
+use path::Path;
 use pipelines::testing::raw::udp_flow;
 use pipelines::wire::checksum::checksum;
 use pipelines::{Burst, HeapBuf, Nanos, PacketBuf, BURST_MAX};
@@ -52,6 +49,9 @@ const SESSIONS: usize = 10_000_000;
 const PER_CLIENT: usize = 64;
 /// NAT addresses: 10 M mappings need at least 156 pools of 64,512 ports.
 const NAT_ADDRS: u8 = 255;
+/// Host table size: 156,250 client hosts (the default 8,192 would cap the
+/// fill at 524,288 sessions).
+const MAX_HOSTS: usize = 1 << 18;
 
 /// Writes flow `i`'s source address, source port and server into `f` (a
 /// copy of [`udp_flow`]'s frame) and its IPv4 header checksum.
@@ -75,17 +75,9 @@ struct Flows {
 
 impl Flows {
     fn new() -> Flows {
-        let mut order: Vec<u32> = (0..SESSIONS as u32).collect();
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for i in (1..order.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            order.swap(i, (x % (i as u64 + 1)) as usize);
-        }
         Flows {
             refill: Refill::new(vec![udp_flow(0)], false),
-            order,
+            order: shuffled(SESSIONS),
             next: 0,
         }
     }
@@ -109,66 +101,13 @@ impl Flows {
     }
 }
 
-struct Path {
-    classify: Classify,
-    replicate: Replicate,
-    translate: Translate,
-    transmit: Transmit,
-    per_port: Vec<Burst<HeapBuf>>,
-}
-
-impl Path {
-    fn new(max_sessions: usize) -> Path {
-        let topo = topology(NAT_ADDRS, 1);
-        Path {
-            classify: Classify::new(topo.clone()),
-            replicate: Replicate::new(topo.clone()),
-            translate: Translate::new(
-                topo.clone(),
-                0,
-                NatConfig {
-                    max_sessions,
-                    seed: 1,
-                    // Ten million flows from a few hosts at one instant:
-                    // no per-host limit applies here.
-                    hosts: HostLimits {
-                        max_sessions: u32::MAX,
-                        new_per_second: u32::MAX,
-                        new_burst: u32::MAX,
-                        // 156,250 client hosts.
-                        max_hosts: 1 << 18,
-                        ..HostLimits::default()
-                    },
-                    ..NatConfig::default()
-                },
-            ),
-            transmit: Transmit::new(topo),
-            per_port: vec![Burst::new(), Burst::new()],
-        }
-    }
-
-    fn run(&mut self, now: Nanos, x: &mut Burst<HeapBuf>) {
-        let mut y = Burst::new();
-        self.classify.process(x, &mut y);
-        self.replicate.process(now, &mut y, x);
-        self.translate.process(now, x, &mut y);
-        self.transmit.process(&mut y, &mut self.per_port);
-        std::hint::black_box(&self.per_port);
-        self.per_port.iter_mut().for_each(|p| p.clear());
-    }
-
-    fn drops(&self) -> u64 {
-        self.classify.counters.total_drops() + self.translate.counters.total_drops()
-    }
-}
-
 /// Ten million established sessions, one packet of each flow in order.
 fn established(flows: &mut Flows, now: Nanos) -> Path {
     memory::set_mode(HugePages::Auto);
     // Room above the eviction threshold (90 %): UDP flows that never saw
     // a reply would otherwise be evicted by the last tenth.
     let t = Instant::now();
-    let mut path = Path::new(SESSIONS / 9 * 10 + 1024);
+    let mut path = Path::new(NAT_ADDRS, SESSIONS / 9 * 10 + 1024, MAX_HOSTS);
     let built = t.elapsed();
     let mut i = 0;
     while i < SESSIONS {
