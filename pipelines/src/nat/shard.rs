@@ -315,8 +315,11 @@ impl NatShard {
     /// touch its bucket; compare signatures and touch the candidate
     /// sessions; then verify the keys. `keys[i]` is a 5-tuple and its
     /// direction (inbound or not), or `None` for a packet that needs no
-    /// lookup; `out[i]` receives what `find` would return.
-    pub fn find_burst(&self, keys: &[Option<(&FlowKey, bool)>], out: &mut [Option<u32>]) {
+    /// lookup; `out[i]` receives what `find` would return. The tests' way
+    /// into [`find_burst_hinted`](Self::find_burst_hinted), which translate
+    /// calls with classify's hashes.
+    #[cfg(test)]
+    pub(crate) fn find_burst(&self, keys: &[Option<(&FlowKey, bool)>], out: &mut [Option<u32>]) {
         const N: usize = crate::packet::burst::BURST_MAX;
         let mut probes: [Option<Probe<'_>>; N] = [None; N];
         let mut hints: [Option<Hint>; N] = [None; N];
